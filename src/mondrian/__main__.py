@@ -1,0 +1,3 @@
+from mondrian.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""`mondrian`: the command line. Each command lives in its own module with a
+`register(subparsers)` function; heavy imports happen inside the handlers so that
+`mondrian --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from mondrian import __version__
+from mondrian.cli import advisors_cmd, analyze_cmd
+from mondrian.errors import MondrianError
+
+COMMANDS = (advisors_cmd, analyze_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mondrian",
+        description="Critique photographs in the voice of master photographers.",
+        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian).",
+    )
+    parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except MondrianError as exc:
+        print(f"mondrian: error: {exc.message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`mondrian ... | head`): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("mondrian: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,62 @@
+"""Typed settings. Every field has a default and one line of help; the environment
+(`MONDRIAN_*`) and CLI flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["baseline", "rag", "lora"]
+MODES: tuple[str, ...] = ("baseline", "rag", "lora")
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONDRIAN_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.mondrian"), description="Where the database, images and adapters live."
+    )
+    model: str = Field(default=DEFAULT_MODEL, description="Hub id or local path of the base model.")
+    backend: str = Field(default="auto", description="Model backend by name (auto picks one).")
+    device: str = Field(default="auto", description="cuda, mps, cpu or auto (first available).")
+    dtype: str = Field(default="auto", description="float32, bfloat16, float16 or auto.")
+    analysis_mode: Mode = Field(
+        default="baseline",
+        validation_alias=AliasChoices("MONDRIAN_ANALYSIS_MODE", "ANALYSIS_MODE", "analysis_mode"),
+        description="Mode used when a request names none.",
+    )
+    max_pixels: int = Field(
+        default=1280 * 28 * 28, gt=0, description="Pixel budget an image is resized to."
+    )
+    max_upload_bytes: int = Field(
+        default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
+    )
+    max_image_pixels: int = Field(
+        default=100_000_000, gt=0, description="Largest accepted image (decompression-bomb guard)."
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home_dir / "mondrian.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home_dir / "images"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home_dir / "adapters"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit (non-None) overrides on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

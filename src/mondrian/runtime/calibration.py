@@ -1,0 +1,67 @@
+"""Calibrated scores (after Q-Align): the expectation of a score under the model's own
+probabilities at the position where it wrote the score.
+
+Qwen tokenizers split numbers into single digits, so a score is one digit token, or the
+two tokens "1" "0" for 10. At the score position we take the softmax over the ten digit
+logits. The mass on "1" is shared between 1 and 10 by the next step's probabilities of
+"0" against "," — observed only when the model did write "1"; when it wrote another
+digit, that mass counts as 1 (documented bias: it can only pull a 10 down, never up).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+
+from mondrian.schema import DIMENSIONS
+
+_DIGITS = 10
+_COMMA = 10  # index of ',' in grammar.SCORE_TOKENS
+
+
+def score_char_offsets(text: str) -> dict[str, int]:
+    """Character offset of each dimension's score digit in a critique's JSON text."""
+    offsets: dict[str, int] = {}
+    for key in DIMENSIONS:
+        match = re.search(rf'"{key}"\s*:\s*\{{\s*"score"\s*:\s*(\d)', text)
+        if match:
+            offsets[key] = match.start(1)
+    return offsets
+
+
+def token_at_offsets(token_texts: Sequence[str], offsets: dict[str, int]) -> dict[str, int]:
+    """Index of the token that starts at each character offset (skipped if none does)."""
+    starts: dict[int, int] = {}
+    position = 0
+    for index, piece in enumerate(token_texts):
+        starts.setdefault(position, index)
+        position += len(piece)
+    return {key: starts[off] for key, off in offsets.items() if off in starts}
+
+
+def expected_score(logits: torch.Tensor, index: int, written_digit: str) -> float:
+    """E[score] from the score-token logits (steps x 11) at `index`."""
+    probs = torch.softmax(logits[index, :_DIGITS].double(), dim=-1)
+    values = torch.arange(_DIGITS, dtype=torch.float64)
+    p_ten_given_one = 0.0
+    if written_digit == "1" and index + 1 < logits.shape[0]:
+        pair = torch.softmax(logits[index + 1, [0, _COMMA]].double(), dim=-1)
+        p_ten_given_one = float(pair[0])
+    expectation = float((probs * values).sum())
+    expectation += float(probs[1]) * p_ten_given_one * 9.0  # moves that mass from 1 to 10
+    return min(10.0, max(0.0, round(expectation, 4)))
+
+
+def expected_scores(
+    text: str, token_texts: Sequence[str], score_logits: torch.Tensor
+) -> dict[str, float]:
+    """Expected score of every dimension whose score token can be located."""
+    offsets = score_char_offsets(text)
+    indices = token_at_offsets(token_texts, offsets)
+    return {
+        key: expected_score(score_logits, index, text[offsets[key]])
+        for key, index in indices.items()
+        if index < score_logits.shape[0]
+    }

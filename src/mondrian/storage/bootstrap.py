@@ -1,0 +1,39 @@
+"""Opening Mondrian's state: the database under MONDRIAN_HOME with the shipped advisors in it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from mondrian.advisors import Advisor, shipped_advisors
+from mondrian.config import Settings
+from mondrian.storage.advisors import upsert_advisor
+from mondrian.storage.db import Database
+
+
+def _seed(conn: sqlite3.Connection, advisors: list[Advisor]) -> int:
+    """Insert or refresh the shipped advisors whose stored copy differs; returns how many."""
+    changed = 0
+    for advisor in advisors:
+        row = conn.execute("SELECT data FROM advisors WHERE id = ?", (advisor.id,)).fetchone()
+        if row is None or Advisor.model_validate_json(row["data"]) != advisor:
+            upsert_advisor(conn, advisor, builtin=True)
+            changed += 1
+    return changed
+
+
+def open_state(settings: Settings) -> Database:
+    """The open database, migrated, with the shipped advisors up to date."""
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.for_settings(settings).open()
+    advisors = shipped_advisors()
+    with db.read() as conn:
+        stale = any(
+            conn.execute(
+                "SELECT 1 FROM advisors WHERE id = ? AND data = ?", (a.id, a.model_dump_json())
+            ).fetchone()
+            is None
+            for a in advisors
+        )
+    if stale:
+        db.write(_seed, advisors)
+    return db

@@ -1,0 +1,321 @@
+"""Analysis jobs: queued -> running -> done | failed, with what served them.
+
+Every job records the mode asked for and the mode used, the model, the A/B variant and
+the adapter version, so an A/B report can be computed from this table alone. All state
+changes are guarded (a finished job cannot be started again) and run inside
+`Database.write`, so a check and the update that follows it are one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from mondrian.config import MODES
+from mondrian.errors import InvalidInput, NotFound
+from mondrian.schema import AnalysisResult
+from mondrian.storage.db import json_text, json_value, utcnow
+from mondrian.storage.images import require_image
+
+STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
+VARIANTS: tuple[str, ...] = ("base", "fine_tuned")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    advisor_id: str
+    image_hash: str
+    mode_requested: str
+    mode_used: str | None
+    model_id: str
+    variant: str
+    adapter_version: int | None
+    status: str
+    progress: float
+    timings: dict[str, float] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def adapter_ref(self) -> str | None:
+        """The adapter that served the job as `advisor@vN`, or None."""
+        if self.adapter_version is None:
+            return None
+        return f"{self.advisor_id}@v{self.adapter_version}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+    def analysis(self) -> AnalysisResult | None:
+        return None if self.result is None else AnalysisResult.model_validate(self.result)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `requeue_or_fail_running` did."""
+
+    requeued: list[str]
+    failed: list[str]
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        advisor_id=row["advisor_id"],
+        image_hash=row["image_hash"],
+        mode_requested=row["mode_requested"],
+        mode_used=row["mode_used"],
+        model_id=row["model_id"],
+        variant=row["variant"],
+        adapter_version=row["adapter_version"],
+        status=row["status"],
+        progress=row["progress"],
+        timings=json_value(row["timings"]) or {},
+        result=json_value(row["result"]),
+        error=row["error"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _check_mode(mode: str, what: str) -> None:
+    if mode not in MODES:
+        raise InvalidInput(f"{what} must be one of {MODES}, got {mode!r}")
+
+
+def create_job(
+    conn: sqlite3.Connection,
+    advisor_id: str,
+    image_hash: str,
+    mode_requested: str,
+    model_id: str,
+    variant: str = "base",
+    adapter_version: int | None = None,
+) -> Job:
+    """A new queued job for a stored image."""
+    _check_mode(mode_requested, "mode_requested")
+    if variant not in VARIANTS:
+        raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if adapter_version is not None and (
+        not isinstance(adapter_version, int) or adapter_version < 1
+    ):
+        raise InvalidInput(f"adapter_version must be a positive int, got {adapter_version!r}")
+    require_image(conn, image_hash)
+    job_id = uuid.uuid4().hex
+    conn.execute(
+        """
+        INSERT INTO jobs (id, advisor_id, image_hash, mode_requested, model_id, variant,
+                          adapter_version, status, progress, attempts, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?)
+        """,
+        (
+            job_id,
+            advisor_id,
+            image_hash,
+            mode_requested,
+            model_id,
+            variant,
+            adapter_version,
+            utcnow(),
+        ),
+    )
+    return require_job(conn, job_id)
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else _job(row)
+
+
+def require_job(conn: sqlite3.Connection, job_id: str) -> Job:
+    job = get_job(conn, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def _require_status(job: Job, allowed: tuple[str, ...], action: str) -> None:
+    if job.status not in allowed:
+        raise InvalidInput(f"cannot {action} job {job.id}: it is {job.status}")
+
+
+def start_job(conn: sqlite3.Connection, job_id: str) -> Job:
+    """Mark a queued job running; counts an attempt."""
+    _require_status(require_job(conn, job_id), ("queued",), "start")
+    conn.execute(
+        """
+        UPDATE jobs SET status = 'running', started_at = ?, progress = 0,
+                        attempts = attempts + 1, error = NULL
+        WHERE id = ?
+        """,
+        (utcnow(), job_id),
+    )
+    return require_job(conn, job_id)
+
+
+def claim_next_job(conn: sqlite3.Connection) -> Job | None:
+    """Start the oldest queued job and return it, or None when the queue is empty.
+
+    Safe with several worker processes: the write transaction holds SQLite's write
+    lock, so two workers never claim one job.
+    """
+    row = conn.execute(
+        "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
+    ).fetchone()
+    return None if row is None else start_job(conn, row["id"])
+
+
+def set_progress(conn: sqlite3.Connection, job_id: str, progress: float) -> None:
+    """Progress of a running job, 0 to 1."""
+    if not 0.0 <= float(progress) <= 1.0:
+        raise InvalidInput(f"progress must be between 0 and 1, got {progress}")
+    _require_status(require_job(conn, job_id), ("running",), "report progress on")
+    conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (float(progress), job_id))
+
+
+def finish_job(
+    conn: sqlite3.Connection,
+    job_id: str,
+    result: AnalysisResult | Mapping[str, Any] | str,
+    mode_used: str | None = None,
+    timings: Mapping[str, float] | None = None,
+) -> Job:
+    """Record a job's result and mark it done.
+
+    `result` is validated as an `AnalysisResult` (so every stored result loads back);
+    its `job_id` is set to this job. `mode_used` must agree with the result's (it is
+    there so callers can state it); `timings`, if given, replace the result's.
+    """
+    job = require_job(conn, job_id)
+    _require_status(job, ("queued", "running"), "finish")
+    analysis = _analysis(result)
+    if analysis.job_id not in (None, job_id):
+        raise InvalidInput(f"result belongs to job {analysis.job_id}, not {job_id}")
+    if mode_used is not None and mode_used != analysis.mode_used:
+        raise InvalidInput(
+            f"mode_used {mode_used!r} differs from the result's {analysis.mode_used!r}"
+        )
+    mode_used = analysis.mode_used
+    _check_mode(mode_used, "mode_used")
+    if analysis.advisor_id != job.advisor_id:
+        raise InvalidInput(
+            f"result is for advisor {analysis.advisor_id!r}, job {job_id} for {job.advisor_id!r}"
+        )
+    source = analysis.timings if timings is None else timings
+    timings = {str(k): float(v) for k, v in source.items()}
+    analysis = analysis.model_copy(update={"job_id": job_id, "timings": timings})
+    now = utcnow()
+    conn.execute(
+        """
+        UPDATE jobs SET status = 'done', progress = 1, mode_used = ?, result = ?, timings = ?,
+                        error = NULL, finished_at = ?,
+                        started_at = coalesce(started_at, ?)
+        WHERE id = ?
+        """,
+        (mode_used, analysis.model_dump_json(), json_text(timings), now, now, job_id),
+    )
+    return require_job(conn, job_id)
+
+
+def _analysis(result: AnalysisResult | Mapping[str, Any] | str) -> AnalysisResult:
+    if isinstance(result, AnalysisResult):
+        return result
+    try:
+        if isinstance(result, str):
+            return AnalysisResult.model_validate_json(result)
+        return AnalysisResult.model_validate(dict(result))
+    except ValidationError as exc:
+        raise InvalidInput(f"job result is not a valid analysis result: {exc}") from None
+
+
+def fail_job(conn: sqlite3.Connection, job_id: str, error: str) -> Job:
+    """Mark a queued or running job failed, with the reason a user will read."""
+    _require_status(require_job(conn, job_id), ("queued", "running"), "fail")
+    conn.execute(
+        "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+        (str(error) or "failed", utcnow(), job_id),
+    )
+    return require_job(conn, job_id)
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    status: str | None = None,
+    advisor_id: str | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs, newest first, optionally by status and advisor."""
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"status must be one of {STATUSES}, got {status!r}")
+    if limit < 1:
+        raise InvalidInput(f"limit must be positive, got {limit}")
+    where, params = [], []
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    if advisor_id is not None:
+        where.append("advisor_id = ?")
+        params.append(advisor_id)
+    sql = "SELECT * FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+    rows = conn.execute(sql, (*params, limit)).fetchall()
+    return [_job(row) for row in rows]
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    """Number of jobs in each status; every status is present."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status"):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def requeue_or_fail_running(conn: sqlite3.Connection, max_attempts: int) -> Recovery:
+    """Crash recovery: jobs left running by a process that died go back to the queue,
+    or fail once they have had `max_attempts` attempts.
+
+    Call it when the only process that runs jobs starts, before it takes new work: it
+    cannot tell a job orphaned by a crash from one another live worker is running.
+    """
+    if max_attempts < 1:
+        raise InvalidInput(f"max_attempts must be at least 1, got {max_attempts}")
+    rows = conn.execute(
+        "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY created_at"
+    ).fetchall()
+    requeued: list[str] = []
+    failed: list[str] = []
+    now = utcnow()
+    for row in rows:
+        if row["attempts"] < max_attempts:
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL WHERE id = ?",
+                (row["id"],),
+            )
+            requeued.append(row["id"])
+        else:
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                (
+                    f"interrupted by a restart after {row['attempts']} attempt(s) "
+                    f"(limit {max_attempts}); not retried",
+                    now,
+                    row["id"],
+                ),
+            )
+            failed.append(row["id"])
+    return Recovery(requeued=requeued, failed=failed)

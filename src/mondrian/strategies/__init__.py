@@ -1,0 +1,1 @@
+"""Analysis strategies (baseline, rag, lora), chosen by name, composed by a fallback."""

@@ -1,0 +1,57 @@
+"""What a strategy is, and what it needs to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mondrian.advisors import Advisor
+from mondrian.config import Settings
+from mondrian.errors import MondrianError
+from mondrian.images import Photo
+from mondrian.runtime.protocol import Backend, Generation, TokenCallback
+from mondrian.schema import Critique, Reference
+from mondrian.storage.db import Database
+
+
+class ModelOutputError(MondrianError):
+    """The model's answer was not a valid critique (only possible without the grammar)."""
+
+    code = "invalid_model_output"
+    http_status = 502
+
+
+@dataclass
+class Context:
+    """The loaded model and the state a strategy reads."""
+
+    backend: Backend
+    db: Database
+    settings: Settings
+
+
+@dataclass
+class Outcome:
+    critique: Critique
+    generation: Generation
+    references: list[Reference] = field(default_factory=list)
+    adapter: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def unavailable(self, ctx: Context, advisor: Advisor) -> str | None:
+        """Why this strategy cannot serve `advisor` now, or None when it can."""
+        ...
+
+    def run(
+        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+    ) -> Outcome: ...
+
+
+def require_critique(generation: Generation) -> Critique:
+    if generation.critique is None:
+        raise ModelOutputError(f"the model's answer is not a valid critique: {generation.error}")
+    return generation.critique

@@ -1,0 +1,27 @@
+"""`baseline`: one pass, system prompt and the advisor's voice, nothing else."""
+
+from __future__ import annotations
+
+from mondrian.advisors import Advisor
+from mondrian.images import Photo
+from mondrian.prompts import critique_prompt
+from mondrian.runtime.protocol import GenerationRequest, TokenCallback
+from mondrian.strategies.base import Context, Outcome, require_critique
+
+
+class Baseline:
+    name = "baseline"
+
+    def unavailable(self, ctx: Context, advisor: Advisor) -> str | None:
+        return None
+
+    def run(
+        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+    ) -> Outcome:
+        request = GenerationRequest(prompt=critique_prompt(advisor, photo.image))
+        (generation,) = ctx.backend.generate([request], on_token=on_token)
+        return Outcome(
+            critique=require_critique(generation),
+            generation=generation,
+            timings=dict(generation.timings),
+        )

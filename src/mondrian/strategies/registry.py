@@ -1,0 +1,73 @@
+"""Strategies by name, and the fallback that walks lora -> rag -> baseline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mondrian.advisors import Advisor
+from mondrian.errors import InvalidInput
+from mondrian.images import Photo
+from mondrian.runtime.protocol import TokenCallback
+from mondrian.schema import AnalysisResult, ModelInfo
+from mondrian.strategies.base import Context, Strategy
+from mondrian.strategies.baseline import Baseline
+
+STRATEGIES: dict[str, Strategy] = {"baseline": Baseline()}
+FALLBACK_ORDER: tuple[str, ...] = ("lora", "rag", "baseline")
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in FALLBACK_ORDER:
+        raise InvalidInput(
+            f"unknown mode {name!r}; choose one of: {', '.join(FALLBACK_ORDER)}", code="bad_mode"
+        )
+    return STRATEGIES[name]
+
+
+@dataclass
+class Fallback:
+    """Tries the requested mode, then each later one in FALLBACK_ORDER that can serve."""
+
+    strategies: dict[str, Strategy]
+
+    def choose(self, ctx: Context, advisor: Advisor, requested: str) -> tuple[Strategy, list[str]]:
+        get_strategy(requested)  # validates the name
+        reasons = []
+        for name in FALLBACK_ORDER[FALLBACK_ORDER.index(requested) :]:
+            strategy = self.strategies.get(name)
+            why = "not installed" if strategy is None else strategy.unavailable(ctx, advisor)
+            if why is None:
+                return strategy, reasons
+            reasons.append(f"{name}: {why}")
+        raise InvalidInput(f"no mode can serve advisor {advisor.id}: {'; '.join(reasons)}")
+
+
+def analyze(
+    ctx: Context,
+    advisor: Advisor,
+    photo: Photo,
+    mode: str,
+    *,
+    variant: str = "base",
+    on_token: TokenCallback | None = None,
+) -> AnalysisResult:
+    """Critique `photo` as `advisor` in `mode`, falling back when the mode cannot serve."""
+    started = time.perf_counter()
+    strategy, _ = Fallback(STRATEGIES).choose(ctx, advisor, mode)
+    outcome = strategy.run(ctx, advisor, photo, on_token)
+    timings = {**outcome.timings, "total_s": round(time.perf_counter() - started, 4)}
+    return AnalysisResult(
+        advisor_id=advisor.id,
+        mode_requested=mode,
+        mode_used=strategy.name,
+        model=ModelInfo(
+            base=ctx.backend.model_id,
+            adapter=outcome.adapter,
+            variant="fine_tuned" if outcome.adapter else variant,
+            backend=ctx.backend.name,
+        ),
+        critique=outcome.critique.scored(advisor.weights),
+        references=outcome.references,
+        timings=timings,
+    )

@@ -1,0 +1,213 @@
+"""Connections, the one-writer Database, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from mondrian.config import Settings
+from mondrian.storage import Database, connect
+from mondrian.storage.migrations import MIGRATIONS, Migration, applied, migrate, statements
+
+
+def test_connect_sets_the_pragmas(tmp_path):
+    conn = connect(tmp_path / "x.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.row_factory is sqlite3.Row
+        assert conn.isolation_level is None
+    finally:
+        conn.close()
+
+
+def test_migrations_are_named_unique_and_all_applied(db):
+    names = [m.name for m in MIGRATIONS]
+    assert len(set(names)) == len(names)
+    assert all(m.name and m.sql.strip() for m in MIGRATIONS)
+    with db.read() as conn:
+        assert applied(conn) == names
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    assert {"advisors", "images", "portfolio", "profiles", "jobs", "adapters", "reviews"} <= tables
+
+
+def test_migrate_is_idempotent_across_reopen(tmp_path):
+    path = tmp_path / "m.db"
+    with Database(path) as db, db.read() as conn:
+        first = conn.execute("SELECT name, applied_at FROM _migrations").fetchall()
+    with Database(path) as db:
+        assert db.write(migrate) == []
+        with db.read() as conn:
+            again = conn.execute("SELECT name, applied_at FROM _migrations").fetchall()
+    assert [tuple(r) for r in again] == [tuple(r) for r in first]
+
+
+def test_a_new_migration_applies_alone(db):
+    extra = (*MIGRATIONS, Migration("9999_extra", "CREATE TABLE extra (x INTEGER);"))
+    assert db.write(migrate, extra) == ["9999_extra"]
+    assert db.write(migrate, extra) == []
+    with db.read() as conn:
+        assert applied(conn)[-1] == "9999_extra"
+
+
+def test_a_failing_migration_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "f.db"
+    bad = (
+        Migration("0001_ok", "CREATE TABLE ok (x INTEGER);"),
+        Migration("0002_bad", "CREATE TABLE half (x INTEGER); CREATE TABLE ok (y INTEGER);"),
+    )
+    conn = connect(path)
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        migrate(conn, bad)
+    conn.execute("ROLLBACK")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables.isdisjoint({"ok", "half", "_migrations"})
+
+
+def test_migrate_refuses_to_run_outside_a_transaction(tmp_path):
+    conn = connect(tmp_path / "t.db")
+    with pytest.raises(RuntimeError, match="inside a transaction"):
+        migrate(conn)
+    conn.close()
+
+
+def test_statements_keep_semicolons_inside_triggers_and_strings():
+    sql = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (x TEXT DEFAULT 'a;b');
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+        UPDATE t SET x = 'c;d'; DELETE FROM t WHERE 0;
+    END;
+    -- trailing comment
+    """
+    got = statements(sql)
+    assert len(got) == 2
+    assert got[0].endswith("DEFAULT 'a;b');")
+    assert got[1].startswith("CREATE TRIGGER") and got[1].endswith("END;")
+    with pytest.raises(ValueError, match="incomplete"):
+        statements("CREATE TABLE t (x INTEGER); CREATE TABLE u (y")
+
+
+def test_write_returns_the_result_and_commits(db):
+    def insert(conn, name):
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, 'now')", (name,))
+        return name.upper()
+
+    assert db.write(insert, "probe") == "PROBE"
+    with db.read() as conn:
+        assert conn.execute("SELECT 1 FROM _migrations WHERE name = 'probe'").fetchone()
+
+
+def test_write_rolls_back_and_reraises(db):
+    class Boom(Exception):
+        pass
+
+    def insert_then_fail(conn):
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('ghost', 'now')")
+        raise Boom("no")
+
+    with pytest.raises(Boom, match="no"):
+        db.write(insert_then_fail)
+    with db.read() as conn:
+        assert conn.execute("SELECT 1 FROM _migrations WHERE name = 'ghost'").fetchone() is None
+    assert db.write(lambda conn: conn.in_transaction)  # the writer survived, in a new txn
+
+
+def test_all_writes_run_on_one_thread_even_when_nested(db):
+    seen: list[int] = []
+
+    def inner(conn):
+        seen.append(threading.get_ident())
+        return conn.in_transaction
+
+    def outer(conn):
+        seen.append(threading.get_ident())
+        return db.write(inner)  # joins the running transaction instead of deadlocking
+
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(db.write(outer))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
+    assert len(set(seen)) == 1 and seen[0] != threading.get_ident()
+
+
+def test_submit_serves_async_callers(db):
+    async def main():
+        return await asyncio.wrap_future(db.submit(lambda conn, x: x * 2, 21))
+
+    assert asyncio.run(main()) == 42
+
+
+def test_read_connections_are_read_only_and_per_thread(db):
+    with db.read() as conn, pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('x', 'y')")
+    with db.read() as a, db.read() as b:
+        assert a is b  # nested blocks share the connection and its transaction
+    other: list[sqlite3.Connection] = []
+
+    def grab():
+        with db.read() as conn:
+            other.append(conn)
+
+    t = threading.Thread(target=grab)
+    t.start()
+    t.join()
+    with db.read() as mine:
+        assert other[0] is not mine
+
+
+def test_read_block_is_one_snapshot(db):
+    def insert(conn, name):
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, 'now')", (name,))
+
+    count = "SELECT count(*) FROM _migrations"
+    with db.read() as conn:
+        before = conn.execute(count).fetchone()[0]
+        db.write(insert, "during")
+        assert conn.execute(count).fetchone()[0] == before
+    with db.read() as conn:
+        assert conn.execute(count).fetchone()[0] == before + 1
+
+
+def test_closed_database_refuses_work_and_can_reopen(tmp_path):
+    db = Database(tmp_path / "c.db")
+    with pytest.raises(RuntimeError, match="not open"):
+        db.write(lambda conn: None)
+    db.open()
+    assert db.open() is db  # idempotent
+    db.close()
+    db.close()
+    with pytest.raises(RuntimeError, match="not open"), db.read():
+        pass
+    with db:
+        assert db.write(lambda conn: 1) == 1
+
+
+def test_for_settings_uses_home_and_creates_it(tmp_path):
+    settings = Settings(home=tmp_path / "deep" / "home")
+    db = Database.for_settings(settings)
+    assert db.path == settings.db_path
+    assert settings.db_path.parent.is_dir()
+    with db, db.read() as conn:
+        assert applied(conn) == [m.name for m in MIGRATIONS]
+
+
+def test_open_failure_is_raised_and_leaves_no_writer(tmp_path):
+    (tmp_path / "dir.db").mkdir()  # a directory cannot be opened as a database
+    db = Database(tmp_path / "dir.db")
+    before = threading.active_count()
+    with pytest.raises(sqlite3.OperationalError):
+        db.open()
+    assert not db.is_open and threading.active_count() == before
