@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from PIL import Image
+
 from mondrian.prompts import Prompt
 from mondrian.schema import Critique
 
@@ -45,6 +47,10 @@ class Backend(Protocol):
         self, requests: list[GenerationRequest], on_token: TokenCallback | None = None
     ) -> list[Generation]:
         """Run a batch of requests; the order of results follows the requests."""
+        ...
+
+    def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
+        """One L2-normalised embedding per image (pooled vision features), for retrieval."""
         ...
 
     def load_adapter(self, name: str, path: Path) -> None:

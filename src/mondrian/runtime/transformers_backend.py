@@ -214,6 +214,20 @@ class TransformersBackend:
             adapter=request.adapter,
         )
 
+    @torch.inference_mode()
+    def embed_images(self, images: list[Any]) -> list[list[float]]:
+        """Mean-pooled, L2-normalised vision-tower features, one vector per image."""
+        if not images:
+            return []
+        pixels = self.processor.image_processor(
+            images=[fit_pixels(img, self.max_pixels) for img in images], return_tensors="pt"
+        ).to(self.device)
+        features = self.base.get_image_features(
+            pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"]
+        ).pooler_output
+        vectors = [torch.nn.functional.normalize(f.float().mean(dim=0), dim=0) for f in features]
+        return [v.cpu().tolist() for v in vectors]
+
     # --- adapters ------------------------------------------------------------------------
 
     def load_adapter(self, name: str, path: Path) -> None:
