@@ -19,20 +19,20 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create .venv and install mondrian with its dev extras
 
 test: $(STAMP)  ## lint, then the default test suite (unit + tiny-model integration)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(PY) -m pytest
 
 test-slow: $(STAMP)  ## the opt-in slow tests as well
 	$(PY) -m pytest -m "slow or not slow"
 
 lint: $(STAMP)  ## ruff check and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
 
 demo: $(STAMP)  ## run the main job offline end to end
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mondrian demo

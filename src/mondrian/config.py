@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         default=1280 * 28 * 28, gt=0, description="Pixel budget an image is resized to."
     )
+    max_text_chars: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tighter bound on each generated string (small values keep tiny models fast).",
+    )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
     )

@@ -41,27 +41,31 @@ def token_at_offsets(token_texts: Sequence[str], offsets: dict[str, int]) -> dic
     return {key: starts[off] for key, off in offsets.items() if off in starts}
 
 
-def expected_score(logits: torch.Tensor, index: int, written_digit: str) -> float:
-    """E[score] from the score-token logits (steps x 11) at `index`."""
-    probs = torch.softmax(logits[index, :_DIGITS].double(), dim=-1)
-    values = torch.arange(_DIGITS, dtype=torch.float64)
+def score_distribution(logits: torch.Tensor, index: int, written_digit: str) -> list[float]:
+    """P(score = 0..10) from the score-token logits (steps x 11) at `index`."""
+    digits = torch.softmax(logits[index, :_DIGITS].double(), dim=-1)
     p_ten_given_one = 0.0
     if written_digit == "1" and index + 1 < logits.shape[0]:
         pair = torch.softmax(logits[index + 1, [0, _COMMA]].double(), dim=-1)
         p_ten_given_one = float(pair[0])
-    expectation = float((probs * values).sum())
-    expectation += float(probs[1]) * p_ten_given_one * 9.0  # moves that mass from 1 to 10
-    return min(10.0, max(0.0, round(expectation, 4)))
+    probs = [float(p) for p in digits] + [0.0]
+    probs[10] = probs[1] * p_ten_given_one
+    probs[1] -= probs[10]
+    return probs
 
 
-def expected_scores(
+def expectation(distribution: Sequence[float]) -> float:
+    return min(10.0, max(0.0, round(sum(i * p for i, p in enumerate(distribution)), 4)))
+
+
+def score_distributions(
     text: str, token_texts: Sequence[str], score_logits: torch.Tensor
-) -> dict[str, float]:
-    """Expected score of every dimension whose score token can be located."""
+) -> dict[str, list[float]]:
+    """P(score = 0..10) of every dimension whose score token can be located."""
     offsets = score_char_offsets(text)
     indices = token_at_offsets(token_texts, offsets)
     return {
-        key: expected_score(score_logits, index, text[offsets[key]])
+        key: score_distribution(score_logits, index, text[offsets[key]])
         for key, index in indices.items()
         if index < score_logits.shape[0]
     }

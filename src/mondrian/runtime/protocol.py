@@ -31,6 +31,8 @@ class Generation:
     critique: Critique | None  # None when the text is not a valid critique
     error: str | None  # why `critique` is None
     expected_scores: dict[str, float] = field(default_factory=dict)
+    # P(score = 0..10) per dimension, read at the score position (calibration)
+    score_distributions: dict[str, list[float]] = field(default_factory=dict)
     prompt_tokens: int = 0
     new_tokens: int = 0
     stopped: bool = False  # ended by an end-of-turn token, not by the token limit

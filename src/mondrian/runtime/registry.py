@@ -42,6 +42,7 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
             "install mondrian with the 'model' extra"
         ) from None
     backend_cls = getattr(module, class_name)
+    options.setdefault("max_text_chars", settings.max_text_chars)
     return backend_cls(
         settings.model,
         device=settings.device,

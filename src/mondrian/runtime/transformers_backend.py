@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.parsing import CritiqueParseError, parse_critique
-from mondrian.runtime.calibration import expected_scores
+from mondrian.runtime.calibration import expectation, score_distributions
 from mondrian.runtime.fingerprint import model_fingerprint
 from mondrian.runtime.grammar import SCORE_TOKENS, CritiqueGrammar, DecodingControl, single_token_id
 from mondrian.runtime.protocol import Generation, GenerationRequest, TokenCallback
@@ -194,7 +194,8 @@ class TransformersBackend:
         except CritiqueParseError as exc:
             error = exc.message
         pieces = [self.tokenizer.decode([t]) for t in answer]
-        expected = expected_scores("".join(pieces), pieces, control.logits_for(row))
+        distributions = score_distributions("".join(pieces), pieces, control.logits_for(row))
+        expected = {key: expectation(dist) for key, dist in distributions.items()}
         if critique is not None and expected:
             critique = _with_expected(critique, expected)
         prompt_tokens = int(inputs["attention_mask"][row].sum())
@@ -204,6 +205,7 @@ class TransformersBackend:
             critique=critique,
             error=error,
             expected_scores=expected,
+            score_distributions=distributions,
             prompt_tokens=prompt_tokens,
             new_tokens=new_tokens,
             stopped=stopped,

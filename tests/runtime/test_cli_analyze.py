@@ -1,0 +1,107 @@
+"""`mondrian analyze` through the real entry point on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from mondrian.cli.main import main
+from mondrian.schema import Critique
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (96, 72), (180, 120, 60)).save(path)
+    return path
+
+
+def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MONDRIAN_MAX_TEXT_CHARS": "24", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mondrian", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_analyze_prints_json_writes_reports_and_stays_small(
+    photo, tmp_path, tiny_checkpoint_factory
+):
+    model = tiny_checkpoint_factory()
+    out = tmp_path / "reports"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = _run(
+        "analyze",
+        str(photo),
+        "--advisor",
+        "ansel",
+        "--model",
+        str(model),
+        "--json",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["advisor_id"] == "ansel"
+    assert result["mode_requested"] == "baseline" and result["mode_used"] == "baseline"
+    assert result["model"] == {
+        "base": str(model),
+        "adapter": None,
+        "variant": "base",
+        "backend": "transformers",
+    }
+    assert result["references"] == [] and result["timings"]["total_s"] > 0
+    critique = Critique.model_validate(result["critique"])
+    assert critique.overall_grade is not None
+    assert all(d.expected_score is not None for _, d in critique.dimensions.items())
+    for name in ("analysis_summary.html", "analysis_detailed.html", "advisor_bio.html"):
+        assert (out / name).stat().st_size > 1000
+    assert max(before, peak_kib) < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def test_analyze_human_output(photo, tmp_path, tiny_checkpoint_factory, capsys, monkeypatch):
+    monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "24")
+    code = main(
+        [
+            "analyze",
+            str(photo),
+            "--advisor",
+            "fan_ho",
+            "--no-progress",
+            "--model",
+            str(tiny_checkpoint_factory()),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Fan Ho on this photo" in out and "grade" in out and "analysis_summary.html" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "advisor", "message"),
+    [
+        (lambda p: None, "ansel", "no such file"),
+        (lambda p: p.write_text("not a photo"), "ansel", "not an image"),
+        (lambda p: Image.new("RGB", (8, 8)).save(p, format="PNG"), "nobody", "no advisor"),
+    ],
+    ids=["missing-file", "not-an-image", "unknown-advisor"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, make, advisor, message):
+    path = tmp_path / "input.jpg"
+    make(path)
+    proc = _run("analyze", str(path), "--advisor", advisor, "--model", "/nonexistent/model")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
