@@ -48,3 +48,40 @@ def tiny_checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
 def tiny_checkpoint(request, tiny_checkpoint_factory) -> Path:
     """Each architecture's seed-0 checkpoint in turn (the test runs once per arch)."""
     return tiny_checkpoint_factory(request.param)
+
+
+def _make_random_adapter(base_dir: Path, out_dir: Path, seed: int, fingerprint: str | None):
+    """A PEFT LoRA on the language model's linears with random A and B, so it visibly
+    changes the answer; `fingerprint` goes into mondrian_adapter.json when given."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=(
+            r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+        ),
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(out_dir, safe_serialization=True)
+    if fingerprint is not None:
+        (out_dir / "mondrian_adapter.json").write_text(
+            json.dumps({"base_model": str(base_dir), "base_fingerprint": fingerprint})
+        )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def random_adapter_factory():
+    """`factory(base_dir, out_dir, seed, fingerprint) -> out_dir`: a random LoRA adapter."""
+    return _make_random_adapter

@@ -101,32 +101,8 @@ def test_info_describes_the_model(backend):
 # --- adapters: on one architecture, the default one ---------------------------------------
 
 
-def _make_adapter(base_dir, out_dir, seed: int, fingerprint: str | None) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(base_dir)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        init_lora_weights=False,  # random B as well as A, so the adapter changes the answer
-    )
-    peft_model = get_peft_model(model, config)
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.save_pretrained(out_dir, safe_serialization=True)
-    if fingerprint is not None:
-        (out_dir / "mondrian_adapter.json").write_text(
-            json.dumps({"base_model": str(base_dir), "base_fingerprint": fingerprint})
-        )
-
-
 @pytest.fixture(scope="module")
-def adapter_setup(tiny_checkpoint_factory, tmp_path_factory):
+def adapter_setup(tiny_checkpoint_factory, tmp_path_factory, random_adapter_factory):
     from mondrian.runtime.transformers_backend import TransformersBackend
 
     base_dir = tiny_checkpoint_factory()
@@ -135,7 +111,7 @@ def adapter_setup(tiny_checkpoint_factory, tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("adapters")
     for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
-        _make_adapter(base_dir, root / name, seed, backend.fingerprint)
+        random_adapter_factory(base_dir, root / name, seed, backend.fingerprint)
     return backend, root
 
 
@@ -183,7 +159,9 @@ def test_an_unknown_adapter_is_refused(adapter_setup):
         _answer(backend, "nobody@v9")
 
 
-def test_an_adapter_from_another_base_is_refused(adapter_setup, tiny_checkpoint_factory):
+def test_an_adapter_from_another_base_is_refused(
+    adapter_setup, tiny_checkpoint_factory, random_adapter_factory
+):
     backend, root = adapter_setup
     other_base = tiny_checkpoint_factory(seed=1)
     from transformers import AutoModelForImageTextToText
@@ -192,7 +170,7 @@ def test_an_adapter_from_another_base_is_refused(adapter_setup, tiny_checkpoint_
 
     other = model_fingerprint(AutoModelForImageTextToText.from_pretrained(other_base))
     assert other != backend.fingerprint
-    _make_adapter(other_base, root / "foreign@v1", 3, other)
+    random_adapter_factory(other_base, root / "foreign@v1", 3, other)
     with pytest.raises(InvalidInput) as info:
         backend.load_adapter("foreign@v1", root / "foreign@v1")
     assert str(other_base) in info.value.message and backend.model_id in info.value.message

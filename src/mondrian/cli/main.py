@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from mondrian import __version__
-from mondrian.cli import advisors_cmd, analyze_cmd, models_cmd
+from mondrian.cli import advisors_cmd, analyze_cmd, evaluate_cmd, models_cmd
 from mondrian.errors import MondrianError
 
-COMMANDS = (advisors_cmd, analyze_cmd, models_cmd)
+COMMANDS = (advisors_cmd, analyze_cmd, models_cmd, evaluate_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

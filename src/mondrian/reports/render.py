@@ -377,3 +377,22 @@ def write_reports(
         _write_atomic(path, text)
         paths[kind] = path
     return paths
+
+
+def render_page(template: str, context: Mapping[str, Any], footer: Mapping[str, str]) -> str:
+    """Any other report page (evaluation, A/B) in the same frame, CSS and footer."""
+    page = {
+        "footer": dict(footer),
+        "footer_items": [
+            {"key": key, "label": _FOOTER_LABELS.get(key, key.replace("_", " ")), "value": value}
+            for key, value in footer.items()
+        ],
+        **context,
+    }
+    return _env().get_template(template).render(page)
+
+
+def write_page(path: Path, html: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, html)
+    return path

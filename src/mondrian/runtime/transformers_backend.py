@@ -271,6 +271,16 @@ class TransformersBackend:
                 f"(fingerprint {self.fingerprint}); load the matching base model"
             )
 
+    def merge_adapter(self, name: str) -> None:
+        """Fold a loaded adapter into the base weights; the backend then serves the merged
+        model as its base, and other resident adapters are dropped."""
+        if name not in self._adapters:
+            raise NotFound(f"adapter {name} is not loaded")
+        merged = self.model.merge_and_unload(adapter_names=[name])
+        self.base = self.model = merged.eval()
+        self._adapters.clear()
+        self.model_id = f"{self.model_id}+{name}"
+
     def unload_adapter(self, name: str) -> None:
         if name not in self._adapters:
             raise NotFound(f"adapter {name} is not loaded")

@@ -1,0 +1,101 @@
+"""`mondrian evaluate`: base model against an adapter, with gates for CI and rollouts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mondrian.cli.common import add_model_args, open_db, print_json, settings_from
+
+GATE_FAILED = 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare the base model with an adapter on a dataset split",
+        description="Run the base model and an advisor's adapter (and the merged model with "
+        "--merged) on a dataset split; report validity, stop rate, per-dimension MAE, MSE "
+        "and Spearman, overall-score MAE, latency and tokens/s. Exits 1 when a gate fails.",
+    )
+    parser.add_argument("--advisor", required=True, help="advisor id")
+    parser.add_argument("--adapter", help="version to evaluate, e.g. ansel@v2 (default: active)")
+    parser.add_argument("--dataset", type=Path, help="dataset dir (default: the adapter's)")
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="which split")
+    parser.add_argument("--out", type=Path, help="write evaluation.json and evaluation.html here")
+    parser.add_argument("--merged", action="store_true", help="also evaluate the merged model")
+    parser.add_argument("--min-valid", type=float, help="gate: adapter valid rate at least F")
+    parser.add_argument("--max-mae", type=float, help="gate: adapter mean MAE at most F")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_model_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def gate_failures(adapter_metrics, min_valid: float | None, max_mae: float | None) -> list[str]:
+    failures = []
+    if min_valid is not None and adapter_metrics.valid_rate < min_valid:
+        failures.append(f"valid rate {adapter_metrics.valid_rate:.3f} < --min-valid {min_valid}")
+    if max_mae is not None:
+        mae = adapter_metrics.mean_mae
+        if mae is None or mae > max_mae:
+            shown = "n/a (no valid answer)" if mae is None else f"{mae:.3f}"
+            failures.append(f"mean MAE {shown} > --max-mae {max_mae}")
+    return failures
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mondrian.evaluation.run import evaluate
+    from mondrian.runtime.registry import create_backend
+
+    settings = settings_from(args)
+    with open_db(settings) as db:
+        backend = create_backend(settings)
+        bars: dict[str, tqdm] = {}
+
+        def progress(variant: str, done: int, total: int) -> None:
+            bar = bars.get(variant)
+            if bar is None:
+                bar = bars[variant] = tqdm(total=total, desc=variant, unit="ex", file=sys.stderr)
+            bar.update(done - bar.n)
+            if done == total:
+                bar.close()
+
+        evaluation = evaluate(
+            settings,
+            db,
+            backend,
+            args.advisor,
+            adapter_ref=args.adapter,
+            dataset_dir=args.dataset,
+            split=args.split,
+            out_dir=args.out,
+            merged=args.merged,
+            on_progress=progress,
+        )
+    if args.json:
+        print_json(evaluation.to_json())
+    else:
+        print(
+            f"{args.advisor} · {evaluation.adapter} · {args.split} split · "
+            f"{evaluation.dataset['examples']} examples"
+        )
+        print(
+            f"{'variant':<10}{'valid':>7}{'stop':>7}{'MAE':>8}{'overall':>9}"
+            f"{'p50 s':>8}{'p95 s':>8}{'tok/s':>8}"
+        )
+        for v in evaluation.variants:
+            mae = "-" if v.mean_mae is None else f"{v.mean_mae:.2f}"
+            overall = "-" if v.overall_mae is None else f"{v.overall_mae:.2f}"
+            print(
+                f"{v.name:<10}{v.valid_rate:>7.0%}{v.stop_rate:>7.0%}{mae:>8}{overall:>9}"
+                f"{v.latency_p50_s:>8.3f}{v.latency_p95_s:>8.3f}{v.tokens_per_s:>8.0f}"
+            )
+        if args.out:
+            print(f"\nwrote {args.out / 'evaluation.json'} and {args.out / 'evaluation.html'}")
+    failures = gate_failures(evaluation.variant("adapter"), args.min_valid, args.max_mae)
+    for failure in failures:
+        print(f"mondrian: gate failed: {failure}", file=sys.stderr)
+    return GATE_FAILED if failures else 0

@@ -1,0 +1,1 @@
+"""Evaluating adapters against the base model."""

@@ -1,0 +1,170 @@
+"""`mondrian evaluate` on a tiny model: metrics, self-describing results, gates both ways."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mondrian.cli.main import main
+from mondrian.config import load_settings
+from mondrian.evaluation.metrics import Sample, percentile, spearman, variant_metrics
+from mondrian.prompts import critique_prompt
+from mondrian.schema import DIMENSIONS, example_critique
+from mondrian.storage import adapters
+from mondrian.storage.bootstrap import open_state
+
+ASSETS = Path(__file__).parents[1] / "assets" / "photos"
+
+
+# --- metrics, no model --------------------------------------------------------------------
+
+
+def _critique(score: int):
+    return example_critique(score)
+
+
+def test_metrics_of_perfect_and_wrong_answers():
+    perfect = [Sample(_critique(s), _critique(s), True, 0.5, 100) for s in (2, 5, 8)]
+    m = variant_metrics("adapter", perfect, None)
+    assert m.valid_rate == 1.0 and m.stop_rate == 1.0 and m.mean_mae == 0.0
+    assert m.overall_mae == 0.0 and m.spearman["lighting"] == pytest.approx(1.0)
+    assert m.tokens_per_s == pytest.approx(200.0)
+
+    wrong = [Sample(_critique(s), _critique(10 - s), False, 1.0, 10) for s in (2, 5, 8)]
+    w = variant_metrics("base", [*wrong, Sample(_critique(1), None, False, 2.0, 5)], None)
+    assert w.valid_rate == 0.75 and w.stop_rate == 0.0
+    assert w.mae["composition"] == pytest.approx((6 + 0 + 6) / 3)
+    assert w.mse["composition"] == pytest.approx((36 + 0 + 36) / 3)
+    assert w.spearman["composition"] == pytest.approx(-1.0)
+
+
+def test_percentile_and_spearman_edge_cases():
+    assert percentile([], 50) == 0.0 and percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([1.0, 2.0], 95) == pytest.approx(1.95)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and spearman([1], [1]) is None
+    assert spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)
+
+
+# --- the run, on a tiny model ---------------------------------------------------------------
+
+
+def _short_target(scores: list[int]) -> str:
+    critique = example_critique().model_dump(exclude_none=True)
+    critique["image_description"] = "a photo"
+    critique["strengths"], critique["improvements"] = ["tone"], ["crop"]
+    for key, score in zip(DIMENSIONS, scores, strict=True):
+        critique["dimensions"][key] = {"score": score, "comment": "ok", "recommendation": "try"}
+    return json.dumps(critique, separators=(",", ":"))
+
+
+def _write_dataset(root: Path, advisor) -> Path:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, photo in enumerate(sorted(ASSETS.glob("*.jpg"))[:3]):
+        shutil.copy(photo, root / "images" / photo.name)
+        prompt = critique_prompt(advisor, Image.open(photo))
+        messages = prompt.messages()
+        messages.append(
+            {"role": "assistant", "content": [{"type": "text", "text": _short_target([i + 3] * 8)}]}
+        )
+        rows.append(json.dumps({"messages": messages, "images": [f"images/{photo.name}"]}))
+    (root / "val.jsonl").write_text("\n".join(rows) + "\n")
+    (root / "manifest.json").write_text(json.dumps({"advisor": advisor.id, "sha256": "x" * 64}))
+    return root
+
+
+@pytest.fixture
+def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkeypatch):
+    from transformers import AutoModelForImageTextToText
+
+    from mondrian.runtime.fingerprint import model_fingerprint
+
+    model = tiny_checkpoint_factory()
+    monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "24")
+    fingerprint = model_fingerprint(AutoModelForImageTextToText.from_pretrained(model))
+    adapter_dir = random_adapter_factory(model, tmp_path / "ansel-v1", 1, fingerprint)
+    settings = load_settings()
+    with open_state(settings) as db:
+        with db.read() as conn:
+            from mondrian.storage.advisors import require_advisor
+
+            advisor = require_advisor(conn, "ansel")
+        dataset = _write_dataset(tmp_path / "dataset", advisor)
+        version = db.write(
+            adapters.register_adapter,
+            "ansel",
+            str(adapter_dir),
+            str(model),
+            {"dataset": {"path": str(dataset)}},
+        )
+        db.write(adapters.activate, "ansel", version)
+    return model, dataset
+
+
+@pytest.mark.model
+def test_evaluate_writes_self_describing_results(registered, tmp_path, capsys):
+    model, dataset = registered
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            "--advisor",
+            "ansel",
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--merged",
+            "--json",
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in data["variants"]] == ["base", "adapter", "merged"]
+    for variant in data["variants"]:
+        assert variant["valid_rate"] == 1.0 and variant["count"] == 3
+        assert variant["latency_p95_s"] >= variant["latency_p50_s"] > 0
+    adapter, merged = data["variants"][1], data["variants"][2]
+    assert adapter["mae"] == pytest.approx(merged["mae"]), "merged must answer as the adapter"
+    assert data["adapter"] == "ansel@v1" and data["dataset"]["path"] == str(dataset)
+    assert data["dataset"]["split_sha256"] and data["prompt_version"] and data["mondrian_version"]
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["variants"] == data["variants"]
+    html = (out / "evaluation.html").read_text()
+    assert "<svg" in html and "ansel@v1" in html and "<script" not in html
+
+
+@pytest.mark.model
+def test_gates_pass_and_fail(registered, capsys):
+    model, _ = registered
+    passing = [
+        "evaluate",
+        "--advisor",
+        "ansel",
+        "--model",
+        str(model),
+        "--min-valid",
+        "1.0",
+        "--max-mae",
+        "10",
+    ]
+    assert main(passing) == 0
+    capsys.readouterr()
+    failing = ["evaluate", "--advisor", "ansel", "--model", str(model), "--max-mae", "0"]
+    assert main(failing) == 1
+    assert "gate failed: mean MAE" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_unknown_adapter_is_a_clear_error(registered, capsys):
+    model, _ = registered
+    assert (
+        main(["evaluate", "--advisor", "ansel", "--adapter", "ansel@v9", "--model", str(model)])
+        == 2
+    )
+    assert "no adapter ansel@v9" in capsys.readouterr().err
