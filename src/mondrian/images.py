@@ -58,9 +58,17 @@ def read_image(
             f"the image is {len(data)} bytes; the limit is {max_bytes}", code="file_too_large"
         )
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            fmt = probe.format or ""
-            width, height = probe.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                fmt = probe.format or ""
+                width, height = probe.size
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses to even open an image claiming over twice its own pixel limit.
+        raise PayloadTooLarge(
+            f"the image has more pixels than the limit of {max_pixels}: {exc}",
+            code="too_many_pixels",
+        ) from None
     except UnidentifiedImageError:
         raise InvalidInput(
             "the file is not an image Mondrian can read", code="not_an_image"

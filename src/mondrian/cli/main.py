@@ -11,10 +11,17 @@ import sys
 from collections.abc import Sequence
 
 from mondrian import __version__
-from mondrian.cli import advisors_cmd, analyze_cmd, evaluate_cmd, models_cmd
+from mondrian.cli import (
+    ab_report_cmd,
+    advisors_cmd,
+    analyze_cmd,
+    evaluate_cmd,
+    models_cmd,
+    serve_cmd,
+)
 from mondrian.errors import MondrianError
 
-COMMANDS = (advisors_cmd, analyze_cmd, models_cmd, evaluate_cmd)
+COMMANDS = (advisors_cmd, analyze_cmd, models_cmd, evaluate_cmd, serve_cmd, ab_report_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

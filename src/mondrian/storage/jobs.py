@@ -8,6 +8,7 @@ changes are guarded (a finished job cannot be started again) and run inside
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from mondrian.config import MODES
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.schema import AnalysisResult
+from mondrian.storage.adapters import parse_adapter_ref
 from mondrian.storage.db import json_text, json_value, utcnow
 from mondrian.storage.images import require_image
 
@@ -104,8 +106,10 @@ def create_job(
     model_id: str,
     variant: str = "base",
     adapter_version: int | None = None,
+    job_id: str | None = None,
 ) -> Job:
-    """A new queued job for a stored image."""
+    """A new queued job for a stored image. `job_id` lets a caller draw the id first (the
+    A/B variant is a hash of it); by default a random one is drawn."""
     _check_mode(mode_requested, "mode_requested")
     if variant not in VARIANTS:
         raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -114,7 +118,10 @@ def create_job(
     ):
         raise InvalidInput(f"adapter_version must be a positive int, got {adapter_version!r}")
     require_image(conn, image_hash)
-    job_id = uuid.uuid4().hex
+    if job_id is None:
+        job_id = new_job_id()
+    elif not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise InvalidInput(f"job ids are 32 lowercase hex digits, got {job_id!r}")
     conn.execute(
         """
         INSERT INTO jobs (id, advisor_id, image_hash, mode_requested, model_id, variant,
@@ -133,6 +140,10 @@ def create_job(
         ),
     )
     return require_job(conn, job_id)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
@@ -197,7 +208,8 @@ def finish_job(
 
     `result` is validated as an `AnalysisResult` (so every stored result loads back);
     its `job_id` is set to this job. `mode_used` must agree with the result's (it is
-    there so callers can state it); `timings`, if given, replace the result's.
+    there so callers can state it); `timings`, if given, replace the result's. The
+    adapter version that served is read from the result's `model.adapter`.
     """
     job = require_job(conn, job_id)
     _require_status(job, ("queued", "running"), "finish")
@@ -214,6 +226,13 @@ def finish_job(
         raise InvalidInput(
             f"result is for advisor {analysis.advisor_id!r}, job {job_id} for {job.advisor_id!r}"
         )
+    adapter_version = None
+    if analysis.model.adapter is not None:
+        owner, adapter_version = parse_adapter_ref(analysis.model.adapter)
+        if owner != job.advisor_id:
+            raise InvalidInput(
+                f"adapter {analysis.model.adapter} is not one of {job.advisor_id!r}'s"
+            )
     source = analysis.timings if timings is None else timings
     timings = {str(k): float(v) for k, v in source.items()}
     analysis = analysis.model_copy(update={"job_id": job_id, "timings": timings})
@@ -221,11 +240,19 @@ def finish_job(
     conn.execute(
         """
         UPDATE jobs SET status = 'done', progress = 1, mode_used = ?, result = ?, timings = ?,
-                        error = NULL, finished_at = ?,
+                        adapter_version = ?, error = NULL, finished_at = ?,
                         started_at = coalesce(started_at, ?)
         WHERE id = ?
         """,
-        (mode_used, analysis.model_dump_json(), json_text(timings), now, now, job_id),
+        (
+            mode_used,
+            analysis.model_dump_json(),
+            json_text(timings),
+            adapter_version,
+            now,
+            now,
+            job_id,
+        ),
     )
     return require_job(conn, job_id)
 

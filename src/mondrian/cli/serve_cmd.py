@@ -1,0 +1,103 @@
+"""`mondrian serve`: the HTTP service (FastAPI under uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mondrian.cli.common import add_model_args, settings_from
+from mondrian.config import MODES, load_settings
+from mondrian.service.options import POLICIES
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5100
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return port
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the split must be within 0..1, got {text}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description=(
+            "Serve the HTTP API (POST /analyze, /jobs, GET /health, /metrics, ...; "
+            "OpenAPI docs at /docs). One worker owns the model; jobs live in the "
+            "database under $MONDRIAN_HOME."
+        ),
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--mode", choices=MODES, help="mode of requests that name none (default: baseline)"
+    )
+    add_model_args(parser)
+    parser.add_argument(
+        "--model-policy",
+        choices=POLICIES,
+        help="base: never use adapters; fine_tuned: serve the mode asked (default); "
+        "ab_test: split jobs between base and fine_tuned",
+    )
+    parser.add_argument(
+        "--ab-split",
+        type=_fraction,
+        metavar="F",
+        help="with --model-policy ab_test: share of jobs served fine_tuned (default 0.5)",
+    )
+    parser.add_argument(
+        "--queue-size", type=int, help="jobs that may wait before requests get 503 (default 16)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level (default info)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def build(args: argparse.Namespace):
+    """The app `run` would serve, from the flags (no model is loaded until it starts)."""
+    from pydantic import ValidationError
+
+    from mondrian.errors import InvalidInput
+    from mondrian.service.app import create_app
+    from mondrian.service.options import ServiceOptions
+
+    settings = settings_from(args)
+    if args.mode:
+        settings = load_settings(**{**settings.model_dump(), "analysis_mode": args.mode})
+    overrides = {
+        "model_policy": args.model_policy,
+        "ab_split": args.ab_split,
+        "queue_size": args.queue_size,
+    }
+    try:
+        options = ServiceOptions(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid service option: {exc.errors()[0]['msg']}") from None
+    if args.ab_split is not None and options.model_policy != "ab_test":
+        raise InvalidInput("--ab-split applies only with --model-policy ab_test")
+    return create_app(settings, options=options)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = build(args)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

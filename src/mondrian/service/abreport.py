@@ -1,0 +1,148 @@
+"""The A/B comparison of model variants, computed from the job table alone (pure).
+
+Per variant: how many jobs, how many finished done or failed, latency p50/p95 of the
+done ones (the analysis time the job recorded, `total_s`; else finished - started), the
+mean overall score of their critiques, and the schema-validity rate, done / (done +
+failed): with constrained decoding a failure is nearly always an answer that was not a
+valid critique, which is what a badly fine-tuned adapter produces.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from statistics import fmean
+
+from pydantic import BaseModel, Field
+
+from mondrian.storage.jobs import VARIANTS, Job
+
+
+class VariantStats(BaseModel):
+    variant: str
+    jobs: int = Field(description="Jobs assigned this variant, in any status.")
+    done: int
+    failed: int
+    pending: int = Field(description="Queued or running.")
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    mean_overall_score: float | None
+    validity_rate: float | None = Field(description="done / (done + failed); None if neither.")
+    modes_used: dict[str, int] = Field(default_factory=dict)
+    adapters: dict[str, int] = Field(
+        default_factory=dict, description="Adapter version -> jobs it served."
+    )
+
+
+class ABReport(BaseModel):
+    total_jobs: int
+    variants: list[VariantStats]
+    # fine_tuned minus base, where both sides have a value.
+    delta: dict[str, float | None]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _seconds(job: Job) -> float | None:
+    total = job.timings.get("total_s")
+    if total is not None:
+        return float(total)
+    if job.started_at and job.finished_at:
+        started = datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))
+        finished = datetime.fromisoformat(job.finished_at.replace("Z", "+00:00"))
+        return (finished - started).total_seconds()
+    return None
+
+
+def _overall(job: Job) -> float | None:
+    critique = (job.result or {}).get("critique") or {}
+    score = critique.get("overall_score")
+    return None if score is None else float(score)
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
+    done = [j for j in jobs if j.status == "done"]
+    failed = [j for j in jobs if j.status == "failed"]
+    latencies = [s for s in map(_seconds, done) if s is not None]
+    scores = [s for s in map(_overall, done) if s is not None]
+    finished = len(done) + len(failed)
+    return VariantStats(
+        variant=variant,
+        jobs=len(jobs),
+        done=len(done),
+        failed=len(failed),
+        pending=len(jobs) - finished,
+        latency_p50_s=_round(percentile(latencies, 50)),
+        latency_p95_s=_round(percentile(latencies, 95)),
+        mean_overall_score=_round(fmean(scores)) if scores else None,
+        validity_rate=_round(len(done) / finished) if finished else None,
+        modes_used=dict(sorted(Counter(j.mode_used for j in done if j.mode_used).items())),
+        adapters=dict(sorted(Counter(j.adapter_ref for j in done if j.adapter_ref).items())),
+    )
+
+
+def compare_variants(jobs: Iterable[Job]) -> ABReport:
+    """The report over `jobs`; both variants always appear, with zeros if unused."""
+    by_variant: dict[str, list[Job]] = {v: [] for v in VARIANTS}
+    for job in jobs:
+        by_variant.setdefault(job.variant, []).append(job)
+    stats = [variant_stats(v, js) for v, js in by_variant.items()]
+    base, tuned = stats[0], stats[1]
+
+    def diff(field: str) -> float | None:
+        a, b = getattr(tuned, field), getattr(base, field)
+        return None if a is None or b is None else round(a - b, 4)
+
+    return ABReport(
+        total_jobs=sum(s.jobs for s in stats),
+        variants=stats,
+        delta={
+            f: diff(f)
+            for f in ("latency_p50_s", "latency_p95_s", "mean_overall_score", "validity_rate")
+        },
+    )
+
+
+def format_report(report: ABReport) -> str:
+    """A plain-text table for the terminal."""
+
+    def cell(value: float | int | None, fmt: str = "{:.3f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    rows = [
+        ("jobs", [cell(s.jobs, "{}") for s in report.variants]),
+        ("done", [cell(s.done, "{}") for s in report.variants]),
+        ("failed", [cell(s.failed, "{}") for s in report.variants]),
+        ("pending", [cell(s.pending, "{}") for s in report.variants]),
+        ("latency p50 (s)", [cell(s.latency_p50_s) for s in report.variants]),
+        ("latency p95 (s)", [cell(s.latency_p95_s) for s in report.variants]),
+        ("mean overall score", [cell(s.mean_overall_score, "{:.2f}") for s in report.variants]),
+        ("schema-valid rate", [cell(s.validity_rate, "{:.1%}") for s in report.variants]),
+    ]
+    heads = [s.variant for s in report.variants]
+    width = max(len(r[0]) for r in rows)
+    col = max(12, *(len(h) for h in heads))
+    lines = [f"{'':<{width}}  " + "  ".join(f"{h:>{col}}" for h in heads)]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{v:>{col}}" for v in vals) for name, vals in rows]
+    for stats in report.variants:
+        if stats.adapters:
+            served = ", ".join(f"{ref} ({n})" for ref, n in stats.adapters.items())
+            lines.append(f"{stats.variant} adapters: {served}")
+    lines.append(f"total jobs: {report.total_jobs}")
+    return "\n".join(lines)

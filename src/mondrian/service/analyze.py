@@ -1,0 +1,134 @@
+"""`POST /analyze`: one critique, synchronously, through the same queue as `POST /jobs`.
+
+Checks run cheapest first and all before anything is stored: advisor id (its shape, then
+that it exists), mode, then the upload, read with a size cap and decoded in full. Only a
+photo that passed every check is stored (by content hash) and queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from mondrian.errors import MondrianError, PayloadTooLarge
+from mondrian.images import read_image
+from mondrian.schema import AnalysisResult
+from mondrian.service.deps import ServiceState, State, check_mode, load_advisor
+from mondrian.service.errors import AnalysisTimeout, error_body, error_response
+from mondrian.service.worker import Submission
+from mondrian.storage import images
+from mondrian.storage.jobs import Job
+
+router = APIRouter(tags=["analysis"])
+
+ERROR_RESPONSES = {
+    404: {"description": "Unknown advisor"},
+    413: {"description": "Image over the byte or pixel limit"},
+    422: {"description": "Missing or invalid field, unknown mode, unreadable image"},
+    503: {"description": "Queue full (see Retry-After)"},
+}
+
+ImageUpload = Annotated[UploadFile, File(description="The photograph (JPEG, PNG, WebP, ...).")]
+AdvisorField = Annotated[str, Form(description="Advisor id, e.g. 'ansel' (see GET /advisors).")]
+ModeField = Annotated[
+    str | None, Form(description="baseline, rag or lora (default: the service's default mode).")
+]
+
+
+async def read_capped(upload: UploadFile, limit: int) -> bytes:
+    """At most `limit` bytes of the upload; one more means it is too large."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"the image is larger than the limit of {limit} bytes", code="file_too_large"
+        )
+    return data
+
+
+async def accept_upload(
+    state: ServiceState, upload: UploadFile, advisor_id: str, mode: str | None, *, wait: bool
+) -> Submission:
+    """Check the request, store the photo and queue its job."""
+    settings = state.settings
+    advisor = await run_in_threadpool(load_advisor, state.db, advisor_id)
+    mode = check_mode(mode or settings.analysis_mode)
+    data = await read_capped(upload, settings.max_upload_bytes)
+    photo = await run_in_threadpool(
+        read_image, data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+    )
+    image_hash = await asyncio.wrap_future(
+        state.db.submit(
+            images.store_image,
+            settings.images_dir,
+            photo.data,
+            photo.mime,
+            photo.width,
+            photo.height,
+        )
+    )
+    return await run_in_threadpool(
+        lambda: state.worker.submit(advisor.id, image_hash, mode, wait=wait)
+    )
+
+
+def job_headers(job: Job, result: AnalysisResult | None = None) -> dict[str, str]:
+    headers = {
+        "X-Job-ID": job.id,
+        "X-Advisor-ID": job.advisor_id,
+        "X-Requested-Mode": job.mode_requested,
+        "X-Model-Variant": job.variant,
+    }
+    if result is not None:
+        headers["X-Analysis-Mode"] = result.mode_used
+        if result.model.adapter:
+            headers["X-Adapter-Version"] = result.model.adapter
+    return headers
+
+
+@router.post(
+    "/analyze",
+    response_model=AnalysisResult,
+    summary="Critique a photo and wait for the answer",
+    responses={**ERROR_RESPONSES, 504: {"description": "Not finished in time; poll the job"}},
+)
+async def analyze(
+    image: ImageUpload,
+    advisor: AdvisorField,
+    state: State,
+    mode: ModeField = None,
+) -> JSONResponse:
+    started = time.perf_counter()
+    submission = await accept_upload(state, image, advisor, mode, wait=True)
+    job = submission.job
+    assert submission.done is not None
+    try:
+        result = await asyncio.wait_for(
+            asyncio.wrap_future(submission.done), state.options.analyze_timeout_s
+        )
+    except TimeoutError:
+        state.worker.forget(job.id)
+        return error_response(
+            AnalysisTimeout(
+                f"job {job.id} did not finish within {state.options.analyze_timeout_s:g} s; "
+                f"follow it at /jobs/{job.id}"
+            ),
+            job_headers(job),
+        )
+    except MondrianError as exc:
+        return error_response(exc, job_headers(job))
+    except Exception:
+        # A bug in the model stack; the worker logged it and the job records the reason.
+        return JSONResponse(
+            error_body("internal_error", f"the analysis failed; see /jobs/{job.id}"),
+            status_code=500,
+            headers=job_headers(job),
+        )
+    state.metrics.analyze_seconds.labels(result.mode_used, job.variant).observe(
+        time.perf_counter() - started
+    )
+    return JSONResponse(result.model_dump(mode="json"), headers=job_headers(job, result))

@@ -1,0 +1,97 @@
+"""The app factory: `create_app(settings)` gives a FastAPI app; uvicorn or a TestClient
+runs its lifespan, which opens the state, loads the model and starts the worker.
+
+    app = create_app(Settings(), options=ServiceOptions(model_policy="ab_test"))
+
+Pass `backend` to serve an already-loaded model (tests, or a model shared by several
+apps one after another); otherwise the lifespan builds one from `settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+import mondrian
+from mondrian.config import Settings
+from mondrian.runtime.protocol import Backend
+from mondrian.service import ab, advisors, analyze, errors, health, jobs, metrics
+from mondrian.service.deps import ServiceState
+from mondrian.service.metrics import ServiceMetrics
+from mondrian.service.middleware import BodyLimit, RequestMetrics
+from mondrian.service.options import ServiceOptions
+from mondrian.service.policy import ModelPolicy
+from mondrian.service.worker import Worker
+from mondrian.storage.bootstrap import open_state
+from mondrian.strategies.base import Context
+
+# Room for the multipart framing and the other form fields around the image.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+DESCRIPTION = (
+    "Photo critiques in the voice of master photographers. `POST /analyze` answers "
+    "synchronously; `POST /jobs` queues and `GET /jobs/{id}` follows. Errors are "
+    '`{"error": {"code", "message"}}`.'
+)
+
+
+def create_app(
+    settings: Settings,
+    backend: Backend | None = None,
+    *,
+    options: ServiceOptions | None = None,
+) -> FastAPI:
+    options = options or ServiceOptions()
+    policy = ModelPolicy(options.model_policy, options.ab_split)
+    service_metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = await run_in_threadpool(open_state, settings)
+        try:
+            if backend is not None:
+                model = backend
+            else:
+                from mondrian.runtime.registry import create_backend
+
+                model = await run_in_threadpool(create_backend, settings)
+            ctx = Context(backend=model, db=db, settings=settings)
+            worker = Worker(ctx, policy, service_metrics, options)
+            await run_in_threadpool(worker.start)
+            service_metrics.track_queue(lambda: worker.queue_depth() if db.is_open else 0)
+            app.state.mondrian = ServiceState(
+                settings=settings,
+                options=options,
+                policy=policy,
+                metrics=service_metrics,
+                db=db,
+                backend=model,
+                worker=worker,
+            )
+            try:
+                yield
+            finally:
+                app.state.mondrian = None
+                await run_in_threadpool(worker.stop)
+        finally:
+            db.close()
+
+    app = FastAPI(
+        title="Mondrian",
+        version=mondrian.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.mondrian = None  # the running state; set while the lifespan runs
+    app.state.options = options
+    app.state.policy = policy
+    errors.install(app)
+    for module in (health, advisors, analyze, jobs, ab, metrics):
+        app.include_router(module.router)
+    # Added last = outermost: metrics see every answer, the 413s of BodyLimit included.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(RequestMetrics, metrics=service_metrics)
+    return app

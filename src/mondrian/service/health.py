@@ -1,0 +1,62 @@
+"""`GET /health`: what is loaded and how busy the service is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+import mondrian
+from mondrian.service.deps import State
+
+router = APIRouter(tags=["service"])
+
+
+class QueueInfo(BaseModel):
+    depth: int = Field(description="Jobs waiting for the model.")
+    capacity: int = Field(description="Jobs that may wait; more get a 503.")
+    running: str | None = Field(description="Id of the job the model is running, if any.")
+    worker_alive: bool
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok', or 'degraded' when the worker thread is gone.")
+    version: str
+    model: str
+    backend: str
+    device: str | None
+    dtype: str | None
+    fingerprint: str | None
+    adapters: list[str] = Field(description="Adapters resident in the model now.")
+    default_mode: str
+    policy: dict[str, Any]
+    queue: QueueInfo
+
+
+@router.get("/health", response_model=Health, summary="Model, policy and queue status")
+def health(state: State) -> Health:
+    info = state.backend.info()
+    worker = state.worker
+    return Health(
+        status="ok" if worker.alive else "degraded",
+        version=mondrian.__version__,
+        model=str(info.get("model", state.backend.model_id)),
+        backend=str(info.get("backend", state.backend.name)),
+        device=_opt(info.get("device")),
+        dtype=_opt(info.get("dtype")),
+        fingerprint=_opt(info.get("fingerprint")),
+        adapters=[str(a) for a in state.backend.adapters()],
+        default_mode=state.settings.analysis_mode,
+        policy=state.policy.describe(),
+        queue=QueueInfo(
+            depth=worker.queue_depth(),
+            capacity=state.options.queue_size,
+            running=worker.running_job,
+            worker_alive=worker.alive,
+        ),
+    )
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)

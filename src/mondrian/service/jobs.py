@@ -1,0 +1,227 @@
+"""Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}`, its HTML report, and reviews."""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from mondrian.reports.render import render_detailed, render_summary
+from mondrian.schema import DIMENSIONS, AnalysisResult, Critique
+from mondrian.service.analyze import (
+    ERROR_RESPONSES,
+    AdvisorField,
+    ImageUpload,
+    ModeField,
+    accept_upload,
+    job_headers,
+)
+from mondrian.service.deps import ServiceState, State, load_advisor, load_job
+from mondrian.service.errors import Conflict
+from mondrian.storage import profiles, reviews
+from mondrian.storage.jobs import Job
+
+router = APIRouter(tags=["jobs"])
+
+_NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # newlines and tabs are fine in a note
+
+
+class JobLinks(BaseModel):
+    self: str
+    report: str
+    review: str
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: float = Field(description="0 to 1; 1 once done.")
+    advisor_id: str
+    mode_requested: str
+    mode_used: str | None
+    model: str
+    variant: str = Field(description="'base' or 'fine_tuned', assigned by the model policy.")
+    adapter: str | None = Field(description="Adapter version that served the job, if any.")
+    attempts: int
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    result: AnalysisResult | None
+    links: JobLinks
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: str
+    advisor_id: str
+    mode_requested: str
+    variant: str
+    links: JobLinks
+
+
+def _links(job_id: str) -> JobLinks:
+    return JobLinks(
+        self=f"/jobs/{job_id}",
+        report=f"/jobs/{job_id}/report",
+        review=f"/jobs/{job_id}/review",
+    )
+
+
+def job_view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        progress=job.progress,
+        advisor_id=job.advisor_id,
+        mode_requested=job.mode_requested,
+        mode_used=job.mode_used,
+        model=job.model_id,
+        variant=job.variant,
+        adapter=job.adapter_ref,
+        attempts=job.attempts,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        result=job.analysis(),
+        links=_links(job.id),
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue a critique; follow it at the Location given",
+    responses=ERROR_RESPONSES,
+)
+async def create_job(
+    image: ImageUpload,
+    advisor: AdvisorField,
+    state: State,
+    mode: ModeField = None,
+) -> JSONResponse:
+    job = (await accept_upload(state, image, advisor, mode, wait=False)).job
+    body = JobAccepted(
+        id=job.id,
+        status=job.status,
+        advisor_id=job.advisor_id,
+        mode_requested=job.mode_requested,
+        variant=job.variant,
+        links=_links(job.id),
+    )
+    headers = {**job_headers(job), "Location": f"/jobs/{job.id}"}
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="A job's status, progress and result",
+    responses={404: {"description": "Unknown job"}},
+)
+def get_job(job_id: str, state: State) -> JobView:
+    return job_view(load_job(state.db, job_id))
+
+
+def _finished_result(job: Job) -> AnalysisResult:
+    result = job.analysis()
+    if job.status != "done" or result is None:
+        detail = f": {job.error}" if job.error else ""
+        raise Conflict(f"job {job.id} is {job.status}{detail}; it has no report", code="not_done")
+    return result
+
+
+def portfolio_means(state: ServiceState, advisor_id: str) -> dict[str, float] | None:
+    """The advisor's mean score per dimension over indexed portfolio images, if any."""
+    with state.db.read() as conn:
+        rows = profiles.list_profiles(conn, advisor_id)
+    if not rows:
+        return None
+    return {key: fmean(p.critique.dimensions.scores()[key] for p in rows) for key in DIMENSIONS}
+
+
+@router.get(
+    "/jobs/{job_id}/report",
+    response_class=HTMLResponse,
+    summary="The HTML report of a finished job (summary, or ?kind=detailed)",
+    responses={404: {"description": "Unknown job"}, 409: {"description": "Job not done"}},
+)
+def get_report(
+    job_id: str,
+    state: State,
+    kind: Annotated[Literal["summary", "detailed"], Query()] = "summary",
+) -> HTMLResponse:
+    job = load_job(state.db, job_id)
+    result = _finished_result(job)
+    advisor = load_advisor(state.db, job.advisor_id)
+    render = render_detailed if kind == "detailed" else render_summary
+    html = render(result, advisor, portfolio_means(state, advisor.id))
+    return HTMLResponse(html, headers={"X-Job-ID": job.id})
+
+
+Reviewer = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_NO_CONTROL)
+]
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=_NO_CONTROL),
+]
+
+
+class ReviewIn(BaseModel):
+    """A person's corrected critique of a job; it becomes training data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    critique: Critique = Field(description="The corrected critique (overall score is recomputed).")
+    reviewer: Reviewer | None = None
+    note: Note | None = None
+
+
+class ReviewOut(BaseModel):
+    id: int
+    job_id: str
+    advisor_id: str
+    image_hash: str
+    reviewer: str | None
+    note: str | None
+    created_at: str
+    critique: Critique
+
+
+@router.post(
+    "/jobs/{job_id}/review",
+    status_code=201,
+    response_model=ReviewOut,
+    summary="Store a corrected critique of a finished job",
+    responses={
+        404: {"description": "Unknown job"},
+        409: {"description": "Job not finished"},
+        422: {"description": "Not a valid critique"},
+    },
+)
+def post_review(job_id: str, review: ReviewIn, state: State) -> ReviewOut:
+    job = load_job(state.db, job_id)
+    if not job.finished:
+        raise Conflict(
+            f"job {job.id} is {job.status}; review it once it has finished", code="not_finished"
+        )
+    advisor = load_advisor(state.db, job.advisor_id)
+    # The overall score is Mondrian's to compute, from the corrected dimension scores.
+    critique = review.critique.scored(advisor.weights)
+    stored = state.db.write(reviews.add_review, job.id, critique, review.reviewer, review.note)
+    return ReviewOut(
+        id=stored.id,
+        job_id=stored.job_id,
+        advisor_id=stored.advisor_id,
+        image_hash=stored.image_hash,
+        reviewer=stored.reviewer,
+        note=stored.note,
+        created_at=stored.created_at,
+        critique=stored.critique,
+    )

@@ -1,0 +1,102 @@
+"""Pure ASGI middleware: a cap on request bodies, and request metrics.
+
+The body cap keeps an oversized upload from being read at all: a `Content-Length` over
+the cap is answered 413 before the app runs, and a body without one (chunked) is
+counted as it arrives and cut off at the cap. The form parser would otherwise spool any
+size to a temporary file before the handler's own size check ever ran.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mondrian.service.errors import error_body
+from mondrian.service.metrics import ServiceMetrics
+
+
+class BodyTooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing re-raises it as is (it turns any
+    other exception there into a 400), and the HTTP error handler answers it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"over the limit of {limit} bytes")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_bytes:
+            response = JSONResponse(
+                error_body(
+                    "file_too_large",
+                    f"the request body is {length} bytes; the limit is {self.max_bytes}",
+                ),
+                status_code=413,
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestMetrics:
+    """Counts every answered request and times it, labelled by the route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app dies before it answers
+
+        async def tracking(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        finally:
+            route = scope.get("route")
+            # Templates, not paths: '/jobs/{job_id}', so ids never become label values.
+            name = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(name, method, str(status)).inc()
+            self.metrics.request_seconds.labels(name, method).observe(time.perf_counter() - started)

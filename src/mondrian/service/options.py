@@ -1,0 +1,47 @@
+"""What the service adds to `Settings`: model policy, queue size, recovery and waiting.
+
+A separate settings class (same `MONDRIAN_` environment prefix) so that commands which
+never serve do not carry service knobs; `mondrian serve` flags override the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PolicyName = Literal["base", "fine_tuned", "ab_test"]
+POLICIES: tuple[str, ...] = ("base", "fine_tuned", "ab_test")
+
+
+class ServiceOptions(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONDRIAN_", extra="ignore")
+
+    model_policy: PolicyName = Field(
+        default="fine_tuned",
+        description="base: never use adapters; fine_tuned: serve the mode asked; "
+        "ab_test: split jobs between the two by a hash of the job id.",
+    )
+    ab_split: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="ab_test: share of jobs served fine_tuned."
+    )
+    queue_size: int = Field(
+        default=16, ge=1, description="Jobs that may wait for the model; more get a 503."
+    )
+    max_attempts: int = Field(
+        default=2,
+        ge=1,
+        description="Runs a job gets; a job interrupted by a restart is re-run until then.",
+    )
+    analyze_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long POST /analyze waits for its job."
+    )
+    progress_interval_s: float = Field(
+        default=0.25, ge=0, description="Least time between two progress writes of a job."
+    )
+    idle_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often an idle worker looks for jobs queued by another process.",
+    )

@@ -1,0 +1,317 @@
+"""One worker thread that owns the model, fed by a bounded queue of jobs in SQLite.
+
+The job table is the queue: a request inserts a `queued` row (refused with `QueueFull`
+when `queue_size` rows already wait), and the worker claims the oldest one, runs it and
+records `done` or `failed`. Keeping the queue in the database, not in memory, is what
+makes restarts safe: on start the worker puts jobs a dead process left `running` back in
+the queue (or fails them once they have had `max_attempts` runs), then works through
+everything queued. One thread means one generation at a time: the model is never shared
+between threads, and the transformers backend is not thread-safe anyway.
+
+Synchronous callers (`POST /analyze`) get a Future when they submit; the worker resolves
+it with the result, or with the exception that failed the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+
+from mondrian.errors import MondrianError, Unavailable
+from mondrian.images import read_image_file
+from mondrian.schema import AnalysisResult
+from mondrian.service import records
+from mondrian.service.metrics import ServiceMetrics
+from mondrian.service.options import ServiceOptions
+from mondrian.service.policy import ModelPolicy
+from mondrian.storage import advisors, images, jobs
+from mondrian.storage.jobs import Job, Recovery
+from mondrian.strategies.base import Context
+from mondrian.strategies.registry import analyze
+
+log = logging.getLogger(__name__)
+
+# Until a job has been timed, Retry-After assumes this many seconds per waiting job.
+DEFAULT_JOB_S = 5.0
+MAX_RETRY_AFTER_S = 600
+# Progress never reads 1.0 before the job is done: the last write is finish_job's.
+MAX_RUNNING_PROGRESS = 0.99
+# When the backend does not say how long an answer can be.
+DEFAULT_TOKEN_BUDGET = 1024
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
+class _Interrupted(BaseException):
+    """Raised from the token callback to stop a generation at shutdown. A BaseException,
+    so that no `except Exception` on the way (strategy, backend) swallows it."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    done: Future[AnalysisResult] | None  # set when the caller asked to wait
+
+
+class _Progress:
+    """The token callback: counts tokens and writes the job's progress now and then."""
+
+    def __init__(self, worker: Worker, job_id: str, budget: int) -> None:
+        self.worker = worker
+        self.job_id = job_id
+        self.budget = max(1, budget)
+        self.finished_passes = 0  # tokens of earlier generate() calls (rag makes two)
+        self.current = 0
+        self.last_write = time.monotonic()
+        self.last_value = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.finished_passes + self.current
+
+    def __call__(self, _row: int, count: int) -> None:
+        if self.worker.stopping:
+            raise _Interrupted
+        if count < self.current:  # a new generate() call started counting again
+            self.finished_passes += self.current
+        self.current = count
+        now = time.monotonic()
+        if now - self.last_write < self.worker.options.progress_interval_s:
+            return
+        value = round(min(MAX_RUNNING_PROGRESS, self.total / self.budget), 3)
+        if value > self.last_value:
+            self.last_write, self.last_value = now, value
+            # Not waited for: generation does not stall on the database. The writer runs
+            # writes in order, so this lands before the job's finish_job.
+            self.worker.db.submit(jobs.set_progress, self.job_id, value)
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: Context,
+        policy: ModelPolicy,
+        metrics: ServiceMetrics,
+        options: ServiceOptions,
+    ) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
+        self.policy = policy
+        self.metrics = metrics
+        self.options = options
+        self._lock = threading.Lock()
+        self._waiters: dict[str, Future[AnalysisResult]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running: str | None = None
+        self._job_s: float | None = None  # moving average of a job's run time
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Recovery:
+        """Recover what a previous process left running, then start the thread."""
+        recovery = self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
+        if recovery.requeued or recovery.failed:
+            log.warning(
+                "after a restart: %d job(s) re-queued, %d failed (attempts exhausted)",
+                len(recovery.requeued),
+                len(recovery.failed),
+            )
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="mondrian-worker", daemon=True)
+        self._thread.start()
+        return recovery
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after (or, via the token callback, during) the current job.
+
+        A job interrupted here stays `running` in the database and is re-queued by the
+        next start. Waiting callers are answered with `ShuttingDown`.
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the worker did not stop within %.0f s", timeout)
+            self._thread = None
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for future in waiters.values():
+            _resolve(future, error=ShuttingDown("the service is shutting down; try again"))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- submitting ----------------------------------------------------------------------
+
+    def submit(self, advisor_id: str, image_hash: str, mode: str, *, wait: bool) -> Submission:
+        """Queue a job for a stored image; with `wait`, a Future of its result."""
+        if self.stopping:
+            raise ShuttingDown("the service is shutting down; try again")
+        # The lock spans the insert and the waiter's registration: the worker resolves
+        # waiters under the same lock, so it cannot finish the job before anyone waits.
+        with self._lock:
+            try:
+                job = self.db.write(
+                    records.admit,
+                    advisor_id,
+                    image_hash,
+                    mode,
+                    self.ctx.backend.model_id,
+                    self.policy,
+                    self.options.queue_size,
+                )
+            except records.QueueAtCapacity as full:
+                self.metrics.rejected.inc()
+                raise QueueFull(
+                    f"the queue is full ({full.depth} jobs waiting); try again later",
+                    retry_after=self.retry_after(full.depth),
+                ) from None
+            future: Future[AnalysisResult] | None = Future() if wait else None
+            if future is not None:
+                self._waiters[job.id] = future
+        self._wake.set()
+        return Submission(job=job, done=future)
+
+    def forget(self, job_id: str) -> None:
+        """A caller stopped waiting (timeout, disconnect); the job still runs."""
+        with self._lock:
+            self._waiters.pop(job_id, None)
+
+    def retry_after(self, depth: int) -> int:
+        """Seconds until a slot is likely free: the waiting jobs at the average job time."""
+        per_job = self._job_s if self._job_s is not None else DEFAULT_JOB_S
+        return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(per_job * max(1, depth)))))
+
+    def queue_depth(self) -> int:
+        with self.db.read() as conn:
+            return records.queued_count(conn)
+
+    @property
+    def running_job(self) -> str | None:
+        return self._running
+
+    # --- the thread ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.db.write(jobs.claim_next_job)
+            except Exception:
+                log.exception("could not claim a job; retrying")
+                self._stop.wait(self.options.idle_poll_s)
+                continue
+            if job is None:
+                # Woken by a submit, or polling for jobs another process queued.
+                self._wake.wait(self.options.idle_poll_s)
+                self._wake.clear()
+                continue
+            try:
+                self._run(job)
+            except _Interrupted:
+                log.warning("job %s interrupted by shutdown; the next start re-queues it", job.id)
+                self._resolve(job.id, error=ShuttingDown("the service is shutting down"))
+                return
+
+    def _run(self, job: Job) -> None:
+        self._running = job.id
+        self.metrics.running.set(1)
+        started = time.perf_counter()
+        budget = int(getattr(self.ctx.backend, "answer_budget", 0) or DEFAULT_TOKEN_BUDGET)
+        progress = _Progress(self, job.id, budget)
+        try:
+            result = self._analyze(job, progress)
+            done = self.db.write(records.complete, job.id, result)
+            result = done.analysis() or result
+        except MondrianError as exc:
+            self._fail(job, exc.message, exc, progress, started)
+        except Exception as exc:
+            # A bug, not the user's doing: the log gets the traceback, the job a reason.
+            log.exception("job %s failed", job.id)
+            reason = f"internal error ({type(exc).__name__}); see the service log"
+            self._fail(job, reason, exc, progress, started)
+        else:
+            elapsed = time.perf_counter() - started
+            self._observe(elapsed)
+            labels = (result.mode_used, job.variant)
+            self.metrics.analysis_seconds.labels(*labels).observe(elapsed)
+            self.metrics.jobs.labels("done", *labels).inc()
+            self.metrics.tokens.labels(*labels).inc(progress.total)
+            self._resolve(job.id, result=result)
+        finally:
+            self._running = None
+            self.metrics.running.set(0)
+
+    def _analyze(self, job: Job, on_token: _Progress) -> AnalysisResult:
+        settings = self.ctx.settings
+        with self.db.read() as conn:
+            advisor = advisors.require_advisor(conn, job.advisor_id)
+            path = images.image_path(conn, settings.images_dir, job.image_hash)
+        photo = read_image_file(
+            path, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        )
+        return analyze(
+            self.ctx, advisor, photo, job.mode_requested, variant=job.variant, on_token=on_token
+        )
+
+    def _fail(
+        self, job: Job, reason: str, exc: BaseException, progress: _Progress, started: float
+    ) -> None:
+        try:
+            self.db.write(jobs.fail_job, job.id, reason)
+        except Exception:
+            log.exception("could not record the failure of job %s", job.id)
+        self._observe(time.perf_counter() - started)
+        self.metrics.jobs.labels("failed", job.mode_requested, job.variant).inc()
+        self.metrics.tokens.labels(job.mode_requested, job.variant).inc(progress.total)
+        self._resolve(job.id, error=exc)
+
+    def _observe(self, seconds: float) -> None:
+        self._job_s = seconds if self._job_s is None else 0.8 * self._job_s + 0.2 * seconds
+
+    def _resolve(
+        self,
+        job_id: str,
+        result: AnalysisResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        with self._lock:
+            future = self._waiters.pop(job_id, None)
+        if future is not None:
+            _resolve(future, result, error)
+
+
+def _resolve(
+    future: Future[AnalysisResult],
+    result: AnalysisResult | None = None,
+    error: BaseException | None = None,
+) -> None:
+    # The waiter may have given up (its asyncio wrapper cancels the Future).
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass

@@ -1,0 +1,171 @@
+"""The bounded queue (503 + Retry-After when full) and recovery after a restart."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
+
+from mondrian.schema import example_critique
+from mondrian.service.app import create_app
+from mondrian.service.options import ServiceOptions
+from mondrian.storage import images, jobs
+from mondrian.storage.bootstrap import open_state
+
+pytestmark = pytest.mark.model
+
+
+class GatedBackend:
+    """The real backend, except that generate() waits until the test opens the gate."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def generate(self, requests, on_token=None):
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self._backend.generate(requests, on_token=on_token)
+
+
+def _metric(text: str, name: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no sample {name}")
+
+
+def test_full_queue_answers_503_with_retry_after(tiny_backend, tiny_model, tmp_path):
+    gated = GatedBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    app = create_app(settings, gated, options=ServiceOptions(queue_size=1, idle_poll_s=0.05))
+    form = {"advisor": "ansel"}
+    with TestClient(app) as client:
+        try:
+            first = client.post("/jobs", files=upload(photo_bytes()), data=form)
+            assert first.status_code == 202
+            assert gated.entered.wait(30), "the worker never started the first job"
+            # The first job holds the model; the second waits and fills the queue.
+            second = client.post("/jobs", files=upload(photo_bytes("coffee")), data=form)
+            assert second.status_code == 202
+            a, b = first.json()["id"], second.json()["id"]
+
+            for endpoint in ("/jobs", "/analyze"):
+                refused = client.post(endpoint, files=upload(photo_bytes("rocket")), data=form)
+                assert_error(refused, 503, "queue_full", "full")
+                assert int(refused.headers["Retry-After"]) >= 1
+
+            health = client.get("/health").json()["queue"]
+            assert (health["depth"], health["capacity"], health["running"]) == (1, 1, a)
+            metrics = client.get("/metrics").text
+            assert _metric(metrics, "mondrian_queue_depth") == 1
+            assert _metric(metrics, "mondrian_jobs_running") == 1
+            assert _metric(metrics, "mondrian_queue_rejections_total") == 2
+
+            # Neither job is finished: no report, no review yet.
+            assert_error(client.get(f"/jobs/{b}/report"), 409, "not_done", "queued")
+            review = {"critique": example_critique().model_dump(mode="json")}
+            assert_error(client.post(f"/jobs/{a}/review", json=review), 409, "not_finished")
+        finally:
+            gated.gate.set()
+        assert wait_for_job(client, a)["status"] == "done"
+        assert wait_for_job(client, b)["status"] == "done"
+        # Room again.
+        again = client.post("/analyze", files=upload(photo_bytes("rocket")), data=form)
+        assert again.status_code == 200, again.text
+        with app.state.mondrian.db.read() as conn:
+            # The refused requests left no job behind.
+            assert jobs.count_by_status(conn) == {"queued": 0, "running": 0, "done": 3, "failed": 0}
+
+
+def test_analyze_that_waits_too_long_gives_504_and_the_job_goes_on(
+    tiny_backend, tiny_model, tmp_path
+):
+    gated = GatedBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    options = ServiceOptions(analyze_timeout_s=0.2, idle_poll_s=0.05)
+    with TestClient(create_app(settings, gated, options=options)) as client:
+        try:
+            response = client.post(
+                "/analyze", files=upload(photo_bytes()), data={"advisor": "ansel"}
+            )
+            assert_error(response, 504, "timeout", "/jobs/")
+            job_id = response.headers["X-Job-ID"]
+        finally:
+            gated.gate.set()
+        assert wait_for_job(client, job_id)["status"] == "done"
+
+
+class CrashingBackend(GatedBackend):
+    """Raises a bug-like error from generate() once, then behaves."""
+
+    def generate(self, requests, on_token=None):
+        if not self.entered.is_set():
+            self.entered.set()
+            raise RuntimeError("CUDA went sideways (secret detail)")
+        return self._backend.generate(requests, on_token=on_token)
+
+
+def test_a_crashing_model_fails_the_job_not_the_service(tiny_backend, tiny_model, tmp_path):
+    crashing = CrashingBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    with TestClient(
+        create_app(settings, crashing, options=ServiceOptions(idle_poll_s=0.05))
+    ) as client:
+        form = {"advisor": "ansel"}
+        response = client.post("/analyze", files=upload(photo_bytes()), data=form)
+        assert_error(response, 500, "internal_error", response.headers["X-Job-ID"])
+        assert "secret detail" not in response.text
+        job = wait_for_job(client, response.headers["X-Job-ID"])
+        assert job["status"] == "failed" and "RuntimeError" in job["error"]
+        assert "secret detail" not in job["error"]
+        again = client.post("/analyze", files=upload(photo_bytes()), data=form)
+        assert again.status_code == 200, again.text
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model, tmp_path):
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    # The state a crashed service leaves behind, made through storage directly.
+    with open_state(settings) as db:
+        image_hash = db.write(
+            images.store_image, settings.images_dir, photo_bytes(), "image/jpeg", 160, 106
+        )
+        # Running on its second attempt: the crash before this one re-queued it once.
+        exhausted = db.write(jobs.create_job, "ansel", image_hash, "baseline", "tiny")
+        db.write(jobs.start_job, exhausted.id)
+        db.write(jobs.requeue_or_fail_running, 5)
+        db.write(jobs.start_job, exhausted.id)
+        # Running on its first attempt, and one still queued.
+        running = db.write(jobs.create_job, "fan_ho", image_hash, "rag", "tiny")
+        db.write(jobs.start_job, running.id)
+        queued = db.write(jobs.create_job, "ansel", image_hash, "lora", "tiny")
+        with db.read() as conn:
+            before = {j.id: (j.status, j.attempts) for j in jobs.list_jobs(conn)}
+    assert before == {
+        exhausted.id: ("running", 2),
+        running.id: ("running", 1),
+        queued.id: ("queued", 0),
+    }
+
+    app = create_app(
+        settings, tiny_backend, options=ServiceOptions(max_attempts=2, idle_poll_s=0.05)
+    )
+    with TestClient(app) as client:
+        final = {job_id: wait_for_job(client, job_id) for job_id in before}
+        assert client.get("/health").json()["queue"]["depth"] == 0
+    assert final[queued.id]["status"] == "done"
+    assert final[queued.id]["result"]["mode_requested"] == "lora"
+    assert (final[running.id]["status"], final[running.id]["attempts"]) == ("done", 2)
+    assert final[exhausted.id]["status"] == "failed"
+    assert "restart" in final[exhausted.id]["error"]
+    with open_state(settings) as db, db.read() as conn:
+        assert jobs.count_by_status(conn) == {"queued": 0, "running": 0, "done": 2, "failed": 1}

@@ -1,0 +1,129 @@
+"""The pure parts of the service: variant assignment and the A/B arithmetic."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from mondrian.errors import InvalidInput
+from mondrian.schema import AnalysisResult, ModelInfo, example_critique
+from mondrian.service.abreport import compare_variants, format_report, percentile
+from mondrian.service.errors import validation_message
+from mondrian.service.policy import ModelPolicy, assignment_point
+from mondrian.storage.jobs import Job
+
+
+def test_assignment_is_a_fixed_function_of_the_job_id():
+    job_id = uuid.UUID(int=42).hex
+    assert assignment_point(job_id) == assignment_point(job_id)
+    assert 0 <= assignment_point(job_id) < 1
+    policy = ModelPolicy("ab_test", 0.5)
+    assert {policy.variant_for(job_id) for _ in range(5)} == {policy.variant_for(job_id)}
+
+
+@pytest.mark.parametrize("split", [0.1, 0.5, 0.9])
+def test_ab_split_holds_over_many_jobs(split):
+    policy = ModelPolicy("ab_test", split)
+    ids = [uuid.UUID(int=i * 7919).hex for i in range(4000)]
+    share = sum(policy.variant_for(i) == "fine_tuned" for i in ids) / len(ids)
+    assert abs(share - split) < 0.03
+
+
+def test_split_edges_and_fixed_policies():
+    ids = [uuid.uuid4().hex for _ in range(200)]
+    assert {ModelPolicy("ab_test", 0.0).variant_for(i) for i in ids} == {"base"}
+    assert {ModelPolicy("ab_test", 1.0).variant_for(i) for i in ids} == {"fine_tuned"}
+    assert {ModelPolicy("base").variant_for(i) for i in ids} == {"base"}
+    assert {ModelPolicy("fine_tuned").variant_for(i) for i in ids} == {"fine_tuned"}
+    with pytest.raises(InvalidInput, match="unknown model policy"):
+        ModelPolicy("canary")
+    with pytest.raises(InvalidInput, match="split"):
+        ModelPolicy("ab_test", 1.5)
+
+
+def test_percentile_matches_linear_interpolation():
+    assert percentile([], 50) is None
+    assert percentile([3.0], 95) == 3.0
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 95) == pytest.approx(8.8)  # numpy.percentile gives 8.8
+    assert percentile(list(reversed(values)), 0) == 1.0
+
+
+def _job(n: int, variant: str, status: str, score: int = 7, seconds: float | None = 1.0, **kw):
+    result = None
+    timings = {}
+    if status == "done":
+        timings = {"total_s": seconds} if seconds is not None else {}
+        result = AnalysisResult(
+            job_id=f"{n:032x}",
+            advisor_id="ansel",
+            mode_requested="lora",
+            mode_used=kw.get("mode_used", "baseline"),
+            model=ModelInfo(base="tiny", variant=variant),
+            critique=example_critique(score).scored(),
+            timings=timings,
+        ).model_dump(mode="json")
+    return Job(
+        id=f"{n:032x}",
+        advisor_id="ansel",
+        image_hash="0" * 64,
+        mode_requested="lora",
+        mode_used=kw.get("mode_used", "baseline") if status == "done" else None,
+        model_id="tiny",
+        variant=variant,
+        adapter_version=kw.get("adapter_version"),
+        status=status,
+        progress=1.0 if status == "done" else 0.0,
+        timings=timings,
+        result=result,
+        created_at="2026-01-01T00:00:00.000000Z",
+        started_at=kw.get("started_at", "2026-01-01T00:00:00.000000Z"),
+        finished_at=kw.get("finished_at", "2026-01-01T00:00:02.500000Z"),
+    )
+
+
+def test_compare_variants():
+    rows = [
+        _job(1, "base", "done", score=4, seconds=1.0),
+        _job(2, "base", "done", score=6, seconds=3.0),
+        _job(3, "base", "failed"),
+        _job(4, "fine_tuned", "done", score=8, seconds=2.0, mode_used="lora", adapter_version=2),
+        _job(5, "fine_tuned", "done", score=9, seconds=None, mode_used="lora", adapter_version=2),
+        _job(6, "fine_tuned", "queued"),
+    ]
+    report = compare_variants(rows)
+    base, tuned = report.variants
+    assert report.total_jobs == 6
+    assert (base.jobs, base.done, base.failed, base.pending) == (3, 2, 1, 0)
+    assert base.validity_rate == round(2 / 3, 4)
+    assert (base.latency_p50_s, base.latency_p95_s) == (2.0, 2.9)
+    assert base.mean_overall_score == 5.0
+    assert (tuned.jobs, tuned.done, tuned.failed, tuned.pending) == (3, 2, 0, 1)
+    assert tuned.validity_rate == 1.0
+    # Job 5 recorded no total_s: its latency comes from its timestamps (2.5 s).
+    assert tuned.latency_p50_s == 2.25
+    assert tuned.adapters == {"ansel@v2": 2} and tuned.modes_used == {"lora": 2}
+    assert report.delta["mean_overall_score"] == 3.5
+    assert report.delta["validity_rate"] == round(1 - round(2 / 3, 4), 4)
+    text = format_report(report)
+    assert "schema-valid rate" in text and "66.7%" in text and "ansel@v2 (2)" in text
+
+
+def test_compare_variants_with_no_jobs():
+    report = compare_variants([])
+    assert [v.variant for v in report.variants] == ["base", "fine_tuned"]
+    assert all(v.jobs == 0 and v.validity_rate is None for v in report.variants)
+    assert set(report.delta.values()) == {None}
+
+
+def test_validation_messages_name_the_fields():
+    code, message, fields = validation_message(
+        [{"type": "missing", "loc": ("body", "image"), "msg": "Field required"}]
+    )
+    assert (code, fields) == ("missing_field", ["image"]) and "'image'" in message
+    code, message, fields = validation_message(
+        [{"type": "less_than_equal", "loc": ("body", "critique", "x"), "msg": "too big"}]
+    )
+    assert (code, fields) == ("invalid_field", ["critique.x"]) and "critique.x: too big" in message
