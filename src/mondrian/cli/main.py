@@ -13,15 +13,36 @@ from collections.abc import Sequence
 from mondrian import __version__
 from mondrian.cli import (
     ab_report_cmd,
+    adapters_cmd,
     advisors_cmd,
     analyze_cmd,
+    dataset_cmd,
+    demo_cmd,
     evaluate_cmd,
+    index_cmd,
     models_cmd,
+    profiles_cmd,
     serve_cmd,
+    train_cmd,
 )
 from mondrian.errors import MondrianError
 
-COMMANDS = (advisors_cmd, analyze_cmd, models_cmd, evaluate_cmd, serve_cmd, ab_report_cmd)
+# In the order `mondrian --help` lists them: the demo, then the life of a critique, then
+# the operator's tools.
+COMMANDS = (
+    demo_cmd,
+    advisors_cmd,
+    analyze_cmd,
+    serve_cmd,
+    index_cmd,
+    profiles_cmd,
+    dataset_cmd,
+    train_cmd,
+    adapters_cmd,
+    evaluate_cmd,
+    ab_report_cmd,
+    models_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,9 @@ class Context:
     backend: Backend
     db: Database
     settings: Settings
+    # The model variant the service's policy chose for this request ('base' or
+    # 'fine_tuned'); None where no policy applies (CLI). 'base' makes `lora` unavailable.
+    variant: str | None = None
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 
@@ -12,8 +14,12 @@ from mondrian.runtime.protocol import TokenCallback
 from mondrian.schema import AnalysisResult, ModelInfo
 from mondrian.strategies.base import Context, Strategy
 from mondrian.strategies.baseline import Baseline
+from mondrian.strategies.lora import Lora
+from mondrian.strategies.rag import Rag
 
-STRATEGIES: dict[str, Strategy] = {"baseline": Baseline()}
+log = logging.getLogger(__name__)
+
+STRATEGIES: dict[str, Strategy] = {"baseline": Baseline(), "rag": Rag(), "lora": Lora()}
 FALLBACK_ORDER: tuple[str, ...] = ("lora", "rag", "baseline")
 
 
@@ -49,12 +55,21 @@ def analyze(
     photo: Photo,
     mode: str,
     *,
-    variant: str = "base",
+    variant: str | None = None,
     on_token: TokenCallback | None = None,
 ) -> AnalysisResult:
-    """Critique `photo` as `advisor` in `mode`, falling back when the mode cannot serve."""
+    """Critique `photo` as `advisor` in `mode`, falling back when the mode cannot serve.
+
+    `variant` is the arm a model policy assigned ('base' rules adapters out); None where
+    no policy applies. The result's `model.variant` says what actually served: 'fine_tuned'
+    when an adapter did, else 'base'.
+    """
     started = time.perf_counter()
-    strategy, _ = Fallback(STRATEGIES).choose(ctx, advisor, mode)
+    if variant is not None:
+        ctx = dataclasses.replace(ctx, variant=variant)
+    strategy, reasons = Fallback(STRATEGIES).choose(ctx, advisor, mode)
+    if reasons:
+        log.info("advisor %s: %s used instead (%s)", advisor.id, strategy.name, "; ".join(reasons))
     outcome = strategy.run(ctx, advisor, photo, on_token)
     timings = {**outcome.timings, "total_s": round(time.perf_counter() - started, 4)}
     return AnalysisResult(
@@ -64,7 +79,7 @@ def analyze(
         model=ModelInfo(
             base=ctx.backend.model_id,
             adapter=outcome.adapter,
-            variant="fine_tuned" if outcome.adapter else variant,
+            variant="fine_tuned" if outcome.adapter else "base",
             backend=ctx.backend.name,
         ),
         critique=outcome.critique.scored(advisor.weights),

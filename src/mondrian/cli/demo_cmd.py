@@ -1,0 +1,30 @@
+"""`mondrian demo`: the main job, offline, end to end."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole pipeline offline on a tiny model",
+        description="Build a tiny model, index a sample portfolio, train and evaluate an "
+        "adapter, critique a photo in three modes and serve one HTTP request.",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("demo-out"), help="folder for everything it writes"
+    )
+    parser.add_argument(
+        "--model", help="a real model (hub id or path) instead of the tiny random one"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mondrian.demo import run_demo
+
+    run_demo(args.workdir, model=args.model, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,111 @@
+"""`mondrian index --advisor ID PATH...`: profile portfolio images for RAG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mondrian.cli.common import add_model_args, open_db, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="add photos to an advisor's portfolio and profile them",
+        description=(
+            "Store each image (by content hash), add it to the advisor's portfolio, and "
+            "profile it with the model on the 8 dimensions, with an image embedding, for "
+            "the rag mode. Images already profiled for the advisor are skipped, so an "
+            "interrupted run resumes where it stopped. Unreadable files are reported and "
+            "skipped."
+        ),
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)"
+    )
+    parser.add_argument(
+        "--advisor", required=True, help="advisor id (see `mondrian advisors list`)"
+    )
+    add_model_args(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per model call (default 4)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mondrian.errors import InvalidInput
+    from mondrian.runtime.registry import create_backend
+    from mondrian.storage import advisors
+    from mondrian.strategies.base import Context
+    from mondrian.strategies.indexing import (
+        DEFAULT_BATCH_SIZE,
+        IndexEvent,
+        IndexReport,
+        collect_files,
+        index_paths,
+        pending_files,
+    )
+
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    if batch_size < 1:
+        raise InvalidInput("--batch-size must be at least 1")
+    settings = settings_from(args)
+    files = collect_files(args.paths)
+    if not files:
+        raise InvalidInput("no image files found under the given paths", code="no_images")
+    with open_db(settings) as db:
+        with db.read() as conn:
+            advisor = advisors.require_advisor(conn, args.advisor)
+        if not pending_files(db, advisor.id, files):
+            # Everything is indexed already: no need to load a model to say so.
+            report = IndexReport(skipped=list(files))
+        else:
+            backend = create_backend(settings)
+            bar = tqdm(
+                total=len(files),
+                desc=f"indexing for {advisor.id}",
+                unit="img",
+                file=sys.stderr,
+                disable=args.no_progress or None,
+            )
+
+            def progress(event: IndexEvent) -> None:
+                bar.update(1)
+                if event.status != "indexed":
+                    bar.set_postfix_str(f"{event.status}: {event.path.name}", refresh=False)
+
+            try:
+                report = index_paths(
+                    Context(backend=backend, db=db, settings=settings),
+                    advisor,
+                    files,
+                    progress,
+                    batch_size=batch_size,
+                )
+            finally:
+                bar.close()
+    _print_report(report, advisor.id)
+    return 0 if report.readable else 2
+
+
+def _print_report(report, advisor_id: str) -> None:
+    print(
+        f"{advisor_id}: indexed {len(report.indexed)}, "
+        f"skipped {len(report.skipped)} already indexed, "
+        f"{len(report.unreadable)} unreadable"
+        + (f", {len(report.failed)} failed" if report.failed else "")
+    )
+    for path, message in report.unreadable:
+        print(f"  unreadable: {path}: {_without_path(message, path)}")
+    for path, message in report.failed:
+        print(f"  failed: {path}: {message}")
+
+
+def _without_path(message: str, path: Path) -> str:
+    # read_image_file prefixes its messages with the path; it is printed once already.
+    return message.removeprefix(f"{path}: ")
