@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: help venv test test-slow lint format demo clean
@@ -10,11 +11,19 @@ STAMP := $(VENV)/.installed-dev
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+# What the demo and the service need: the model runtime and the HTTP stack.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[model,service]'
+	touch $(RUN_STAMP)
+
+# Everything the tests need on top: pytest, hypothesis, ruff, the MLX extra.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(RUN_STAMP) $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install mondrian with its dev extras
 
@@ -34,7 +43,7 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
-demo: $(STAMP)  ## run the main job offline end to end
+demo: $(RUN_STAMP)  ## run the main job offline end to end
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mondrian demo
 
 clean:  ## remove the virtual environment and caches

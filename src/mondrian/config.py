@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Tighter bound on each generated string (small values keep tiny models fast).",
     )
+    max_list_items: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tighter bound on strengths/improvements items (tiny-model runs).",
+    )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
     )

@@ -28,9 +28,11 @@ from mondrian.config import Settings
 from mondrian.errors import MondrianError
 
 ADVISOR = "ansel"
-TINY_TEXT_CHARS = 40  # the curated sample profiles fit; keeps tiny-model answers short
+# The curated sample profiles fit these bounds; they keep tiny-model answers short.
+TINY_TEXT_CHARS = 24
+TINY_LIST_ITEMS = 2
 SAMPLE_PORTFOLIO = "data/sample_portfolio"
-DEMO_TRAIN_CONFIG = "configs/train/demo.toml"
+DEMO_TRAIN_CONFIG = "configs/train/tiny.toml"
 REAL_MODEL_HINT = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 Say = Callable[[str], None]
@@ -150,6 +152,7 @@ def run_demo(
         model=summary.model,
         backend="transformers",
         max_text_chars=TINY_TEXT_CHARS if tiny else None,
+        max_list_items=TINY_LIST_ITEMS if tiny else None,
     )
 
     with open_state(settings) as db:
@@ -177,10 +180,14 @@ def run_demo(
             dataset_dir = workdir / "dataset"
             manifest = build_dataset(
                 db, settings, ADVISOR, dataset_dir, val_fraction=0.2, augment=1,
-                max_text_chars=settings.max_text_chars, force=True, warn=say,
+                max_text_chars=settings.max_text_chars, max_list_items=settings.max_list_items,
+                force=True, warn=say,
             )
-            say(f"    {manifest['sizes']['train']} training and {manifest['sizes']['val']} "
-                "validation examples")
+            splits = manifest["splits"]
+            say(
+                f"    {splits['train']['examples']} training examples from "
+                f"{splits['train']['images']} photos, {splits['val']['examples']} held out"
+            )
 
         with step(f"Training a LoRA adapter for {advisor.name}"):
             cfg = load_config(_repo_or_package_config(), model=settings.model)

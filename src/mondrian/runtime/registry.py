@@ -14,6 +14,7 @@ from mondrian.runtime.protocol import Backend
 
 BACKENDS: dict[str, str] = {
     "transformers": "mondrian.runtime.transformers_backend:TransformersBackend",
+    "mlx": "mondrian.runtime.mlx_backend:MLXBackend",
 }
 
 
@@ -43,6 +44,7 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
         ) from None
     backend_cls = getattr(module, class_name)
     options.setdefault("max_text_chars", settings.max_text_chars)
+    options.setdefault("max_list_items", settings.max_list_items)
     return backend_cls(
         settings.model,
         device=settings.device,
