@@ -1,0 +1,153 @@
+"""`mondrian adapters list|activate|rollback|deactivate|delete|merge|export`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mondrian.cli.common import open_db, print_json, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("adapters", help="LoRA adapter versions (advisor@vN)")
+    commands = parser.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+
+    listing = commands.add_parser("list", help="list adapter versions")
+    listing.add_argument("--advisor", help="only this advisor's versions")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=list_command)
+
+    activate = commands.add_parser("activate", help="serve this version for its advisor")
+    activate.add_argument("ref", metavar="ADVISOR@vN")
+    activate.set_defaults(handler=activate_command)
+
+    rollback = commands.add_parser("rollback", help="activate the version below the active one")
+    rollback.add_argument("advisor", metavar="ADVISOR")
+    rollback.set_defaults(handler=rollback_command)
+
+    deactivate = commands.add_parser("deactivate", help="serve the base model for this advisor")
+    deactivate.add_argument("advisor", metavar="ADVISOR")
+    deactivate.set_defaults(handler=deactivate_command)
+
+    delete = commands.add_parser("delete", help="delete a version that is not active")
+    delete.add_argument("ref", metavar="ADVISOR@vN")
+    delete.set_defaults(handler=delete_command)
+
+    merge = commands.add_parser(
+        "merge",
+        help="write the base model with the adapter folded in",
+        description="Write a full checkpoint (model + processor) with the adapter merged in.",
+    )
+    merge.add_argument("ref", metavar="ADVISOR@vN")
+    merge.add_argument("out", type=Path, metavar="OUT", help="folder for the merged model")
+    merge.add_argument("--model", help="base model (default: the one the adapter records)")
+    merge.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="dtype of the merge and of the written weights (default float32)",
+    )
+    merge.add_argument("--force", action="store_true", help="replace a merged model at OUT")
+    merge.set_defaults(handler=merge_command)
+
+    export = commands.add_parser(
+        "export",
+        help="convert an adapter for another runtime",
+        description="Write the adapter in another runtime's layout (mlx: mlx-vlm).",
+    )
+    export.add_argument("ref", metavar="ADVISOR@vN")
+    export.add_argument("--format", required=True, choices=("mlx",), help="target layout")
+    export.add_argument("out", type=Path, metavar="OUT", help="folder for the exported adapter")
+    export.add_argument("--force", action="store_true", help="replace an export at OUT")
+    export.set_defaults(handler=export_command)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    from mondrian.training.registry import describe, list_versions
+
+    with open_db(settings_from(args)) as db:
+        versions = list_versions(db, args.advisor)
+    rows = [describe(a) for a in versions]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no adapter versions" + (f" for {args.advisor}" if args.advisor else ""))
+        return 0
+    width = max(len(r["ref"]) for r in rows)
+    print(f"{'VERSION':<{width}}  ACTIVE  RANK  TRAIN   VAL     CREATED")
+    for r in rows:
+        print(
+            f"{r['ref']:<{width}}  {'*' if r['active'] else '':^6}  {_cell(r['rank']):>4}  "
+            f"{_cell(r['train_loss']):<6}  {_cell(r['val_loss']):<6}  {r['created_at'][:19]}"
+        )
+    return 0
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def activate_command(args: argparse.Namespace) -> int:
+    from mondrian.training.registry import activate_version
+
+    with open_db(settings_from(args)) as db:
+        adapter = activate_version(db, args.ref)
+    print(f"{adapter.ref} is active")
+    return 0
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    from mondrian.training.registry import rollback_advisor
+
+    with open_db(settings_from(args)) as db:
+        adapter = rollback_advisor(db, args.advisor)
+    print(f"{adapter.ref} is active")
+    return 0
+
+
+def deactivate_command(args: argparse.Namespace) -> int:
+    from mondrian.training.registry import deactivate_advisor
+
+    with open_db(settings_from(args)) as db:
+        was = deactivate_advisor(db, args.advisor)
+    print(f"{args.advisor} serves the base model" + (f" ({was.ref} deactivated)" if was else ""))
+    return 0
+
+
+def delete_command(args: argparse.Namespace) -> int:
+    from mondrian.training.registry import delete_version
+
+    settings = settings_from(args)
+    with open_db(settings) as db:
+        adapter, removed = delete_version(db, settings, args.ref)
+    where = "" if removed else f" (files left at {adapter.path}: outside the adapters folder)"
+    print(f"deleted {adapter.ref}{where}")
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    from mondrian.training.merge import merge_adapter
+    from mondrian.training.registry import resolve
+
+    with open_db(settings_from(args)) as db:
+        adapter = resolve(db, args.ref)
+    out = merge_adapter(
+        adapter.path, args.out, base_model=args.model, dtype=args.dtype, force=args.force
+    )
+    print(out)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from mondrian.training.export_mlx import export_mlx
+    from mondrian.training.registry import resolve
+
+    with open_db(settings_from(args)) as db:
+        adapter = resolve(db, args.ref)
+    print(export_mlx(adapter.path, args.out, force=args.force))
+    return 0

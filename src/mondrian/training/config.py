@@ -1,0 +1,123 @@
+"""The training run's settings: one typed model, every field with a default and one line
+of help. A TOML file (configs/train/*.toml) sets any of them; CLI flags override the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mondrian.errors import InvalidInput
+
+# LoRA goes on the language model's decoder linears only (DESIGN.md §5). The vision tower
+# has gate/up/down projections too, so a plain list of names would reach it (STACK.md);
+# this regex is anchored on the LM's layer path. transformers 5 names it
+# `model.language_model.layers.N`; older checkpoints `model.layers.N`.
+LM_TARGET_REGEX = (
+    r"^(?:model\.language_model|model|language_model\.model)\.layers\.\d+\."
+    r"(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)$"
+)
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters and run settings of one LoRA training run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str | None = Field(
+        default=None, description="Base model hub id or path (default: $MONDRIAN_MODEL)."
+    )
+    rank: int = Field(default=16, ge=1, le=512, description="LoRA rank r.")
+    alpha: float = Field(default=32.0, gt=0, description="LoRA alpha; the update scale is alpha/r.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(default=3, ge=1, description="Passes over the training split.")
+    batch_size: int = Field(default=1, ge=1, description="Examples per step per process.")
+    grad_accum: int = Field(default=1, ge=1, description="Steps whose gradients add up per update.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping (L2 norm).")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        default="cosine", description="Learning-rate decay after warm-up."
+    )
+    warmup_ratio: float = Field(
+        default=0.03, ge=0, lt=1, description="Fraction of the updates spent warming up."
+    )
+    max_pixels: int = Field(
+        default=1280 * 28 * 28,
+        gt=0,
+        description="Pixel budget per image; serve with the same value (image tokens scale "
+        "with it and are never truncated).",
+    )
+    max_seq_len: int = Field(
+        default=8192,
+        ge=64,
+        description="Longest example in tokens; longer ones are an error, never truncated.",
+    )
+    seed: int = Field(default=0, ge=0, description="Seed for data order, dropout and LoRA init.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Base weights' dtype; auto: bf16 on CUDA, else float32."
+    )
+    device: str = Field(default="auto", description="cuda, mps, cpu or auto (ignored under DDP).")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward to save memory."
+    )
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="torch threads on CPU during the run (None: torch's)."
+    )
+
+    # --- derived -------------------------------------------------------------------------
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What an adapter records about how it was trained."""
+        data = self.model_dump(exclude={"device", "num_workers", "cpu_threads"})
+        data["target_modules"] = LM_TARGET_REGEX
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the result (a resumed run must match it)."""
+        data = self.model_dump(exclude={"device", "num_workers", "cpu_threads", "epochs"})
+        text = json.dumps(data, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def merged(self, **overrides: Any) -> TrainConfig:
+        """A copy with the non-None overrides applied (CLI flags over the file)."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return TrainConfig.model_validate({**self.model_dump(), **values})
+        except ValidationError as exc:
+            raise InvalidInput(_describe(exc)) from None
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
+    """The defaults, then the TOML file (top level or a [train] table), then overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidInput(f"no such config file: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{path}: not valid TOML: {exc}") from None
+        if set(data) == {"train"} and isinstance(data["train"], dict):
+            data = data["train"]
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise InvalidInput(where + _describe(exc)) from None
+    return config.merged(**overrides)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"]) or "config"
+        parts.append(f"{loc}: {error['msg']}")
+    return "invalid training config: " + "; ".join(parts)

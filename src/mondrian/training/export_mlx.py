@@ -1,0 +1,163 @@
+"""A PEFT LoRA in mlx-vlm's adapter layout, for serving on Apple silicon.
+
+mlx-vlm 0.7.10 (`mlx_vlm/trainer/peft/utils.py: apply_lora_layers`) loads a folder with
+`adapters.safetensors` and `adapter_config.json`. With `lora_parameters.keys` in the
+config it wraps exactly those modules (`LoRALinear.from_base(layer, r, scale, dropout)`,
+names relative to the whole model) and then loads the weights by parameter name. Its
+`LoRALinear` computes `y = linear(x) + scale * (x @ lora_a) @ lora_b`, with `lora_a` of
+shape (in, r) and `lora_b` of shape (r, out): PEFT's `lora_A.weight` (r, in) and
+`lora_B.weight` (out, r) transposed, and `scale` PEFT's `lora_alpha / r`. Its Qwen-VL
+models keep the language model at `language_model.model.layers.N`, where transformers 5
+has `model.language_model.layers.N`.
+
+The config also carries `rank`, `alpha` and `dropout` at the top level (mlx-vlm's legacy
+format, and what people read); mlx-vlm uses `lora_parameters` when both are present.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mondrian.errors import InvalidInput
+from mondrian.storage.db import utcnow
+from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
+from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_adapter_dir
+
+MLX_CONFIG = "adapter_config.json"
+MLX_WEIGHTS = "adapters.safetensors"
+EXPORT_INFO = "mondrian_export.json"
+
+_PEFT_KEY = re.compile(
+    r"^base_model\.model\."
+    r"(?:model\.language_model|model|language_model\.model)\.layers\.(?P<layer>\d+)\."
+    r"(?P<module>(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj))"
+    r"\.lora_(?P<ab>[AB])\.weight$"
+)
+_MLX_KEY = re.compile(
+    r"^language_model\.model\.layers\.(?P<layer>\d+)\."
+    r"(?P<module>(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj))"
+    r"\.lora_(?P<ab>[ab])$"
+)
+
+
+def mlx_module(layer: str, module: str) -> str:
+    return f"language_model.model.layers.{layer}.{module}"
+
+
+def lora_scale(peft_config: dict[str, Any]) -> float:
+    """PEFT's scaling factor, the one number mlx-vlm's LoRALinear multiplies by."""
+    rank = int(peft_config["r"])
+    alpha = float(peft_config["lora_alpha"])
+    return alpha / rank**0.5 if peft_config.get("use_rslora") else alpha / rank
+
+
+def check_convertible(peft_config: dict[str, Any]) -> None:
+    """Refuse what mlx-vlm's plain LoRA layers cannot express."""
+    problems = []
+    if peft_config.get("peft_type") != "LORA":
+        problems.append(f"peft_type {peft_config.get('peft_type')!r} (need LORA)")
+    if peft_config.get("use_dora"):
+        problems.append("DoRA")
+    if peft_config.get("rank_pattern") or peft_config.get("alpha_pattern"):
+        problems.append("per-module ranks or alphas (one scale only in mlx-vlm)")
+    if peft_config.get("bias", "none") != "none" or peft_config.get("lora_bias"):
+        problems.append("trained biases")
+    if peft_config.get("modules_to_save"):
+        problems.append("modules_to_save (fully trained modules)")
+    if problems:
+        raise InvalidInput("cannot export this adapter to mlx-vlm: " + "; ".join(problems))
+
+
+def peft_to_mlx(
+    tensors: dict[str, Any], peft_config: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mlx weights, mlx adapter_config) from PEFT weights and adapter_config."""
+    check_convertible(peft_config)
+    weights: dict[str, Any] = {}
+    modules: set[str] = set()
+    for key, tensor in tensors.items():
+        match = _PEFT_KEY.match(key)
+        if match is None:
+            raise InvalidInput(
+                f"cannot export {key!r}: only LoRA on the language model's linears converts"
+            )
+        module = mlx_module(match["layer"], match["module"])
+        modules.add(module)
+        weights[f"{module}.lora_{match['ab'].lower()}"] = tensor.T.contiguous()
+    incomplete = [m for m in modules if not {f"{m}.lora_a", f"{m}.lora_b"} <= set(weights)]
+    if incomplete:
+        raise InvalidInput(f"adapter weights lack lora_A or lora_B for {sorted(incomplete)}")
+    rank = int(peft_config["r"])
+    dropout = float(peft_config.get("lora_dropout") or 0.0)
+    keys = sorted(modules, key=_module_order)
+    config = {
+        "fine_tune_type": "lora",
+        "num_layers": -1,
+        "lora_parameters": {
+            "rank": rank,
+            "dropout": dropout,
+            "scale": lora_scale(peft_config),
+            "keys": keys,
+        },
+        "rank": rank,
+        "alpha": float(peft_config["lora_alpha"]),
+        "dropout": dropout,
+    }
+    return weights, config
+
+
+def mlx_to_peft(weights: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `peft_to_mlx`'s weights, in transformers 5 naming."""
+    tensors: dict[str, Any] = {}
+    for key, tensor in weights.items():
+        match = _MLX_KEY.match(key)
+        if match is None:
+            raise InvalidInput(f"not an mlx-vlm LoRA weight of the language model: {key!r}")
+        name = (
+            f"base_model.model.model.language_model.layers.{match['layer']}."
+            f"{match['module']}.lora_{match['ab'].upper()}.weight"
+        )
+        tensors[name] = tensor.T.contiguous()
+    return tensors
+
+
+def _module_order(name: str) -> tuple[int, str]:
+    layer = int(name.split(".")[3])
+    return layer, name
+
+
+def export_mlx(adapter_dir: Path, out_dir: Path, *, force: bool = False) -> Path:
+    """Write the mlx-vlm layout of a PEFT adapter to `out_dir` (complete or not at all)."""
+    from safetensors.torch import load_file, save_file
+
+    adapter_dir = Path(adapter_dir)
+    meta = verify_adapter_dir(adapter_dir, require_meta=False)
+    out_dir = prepare_out_dir(out_dir, force, EXPORT_INFO, "an mlx export")
+    peft_config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS), device="cpu")
+    weights, config = peft_to_mlx(tensors, peft_config)
+
+    staging = staging_dir(out_dir)
+    try:
+        save_file(weights, str(staging / MLX_WEIGHTS), metadata={"format": "mlx"})
+        (staging / MLX_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        info = {
+            "format": "mondrian-mlx-export/1",
+            "adapter": meta.get("ref"),
+            "adapter_path": str(adapter_dir),
+            "base_model": meta.get("base_model") or peft_config.get("base_model_name_or_path"),
+            "base_fingerprint": meta.get("base_fingerprint"),
+            "prompt_version": meta.get("prompt_version"),
+            "mlx_vlm_layout": "0.7.10",
+            "created_at": utcnow(),
+        }
+        (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        install_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

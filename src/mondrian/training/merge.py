@@ -1,0 +1,106 @@
+"""Fold an adapter into its base model: a full checkpoint (model + processor) that serves
+without PEFT, e.g. on engines that take one model and no adapters.
+
+The merge runs in float32 by default, so the merged weights are W + scale * B @ A without
+a rounding step in between, and the merged model's greedy output equals base + adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mondrian.errors import InvalidInput, Unavailable
+from mondrian.storage.db import utcnow
+from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
+from mondrian.training.progress import quiet_hf_progress
+from mondrian.training.registry import verify_adapter_dir
+
+MERGED_INFO = "mondrian_merged.json"
+# Files a Hub-style checkpoint carries that `processor.save_pretrained` may not rewrite
+# (older readers look for them); copied from a local base when the merge lacks them.
+_CARRY_OVER = (
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def merge_adapter(
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    base_model: str | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+) -> Path:
+    """Write base + adapter, merged, to `out_dir` (complete or not at all)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mondrian.runtime.fingerprint import model_fingerprint
+
+    adapter_dir = Path(adapter_dir)
+    meta = verify_adapter_dir(adapter_dir, require_meta=False)
+    base = base_model or meta.get("base_model") or _peft_base(adapter_dir)
+    if not base:
+        raise InvalidInput(f"{adapter_dir} does not name its base model; pass --model")
+    out_dir = prepare_out_dir(out_dir, force, MERGED_INFO, "a merged model")
+
+    try:
+        processor = AutoProcessor.from_pretrained(base)
+        with quiet_hf_progress():
+            model = AutoModelForImageTextToText.from_pretrained(base, dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"cannot load base model {base!r}: {exc}") from None
+    fingerprint = model_fingerprint(model)
+    recorded = meta.get("base_fingerprint")
+    if recorded and recorded != fingerprint:
+        raise InvalidInput(
+            f"the adapter was trained on base model {meta.get('base_model')!r} (fingerprint "
+            f"{recorded}) but {base!r} has fingerprint {fingerprint}; pass the matching --model"
+        )
+    with warnings.catch_warnings():
+        # PEFT asks the model `is_gradient_checkpointing`, which transformers 5 deprecates.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+    staging = staging_dir(out_dir)
+    try:
+        with quiet_hf_progress():
+            merged.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        base_dir = Path(base)
+        if base_dir.is_dir():
+            for name in _CARRY_OVER:
+                if (base_dir / name).is_file() and not (staging / name).exists():
+                    shutil.copy2(base_dir / name, staging / name)
+        info = {
+            "format": "mondrian-merged/1",
+            "adapter": meta.get("ref"),
+            "adapter_path": str(adapter_dir),
+            "base_model": base,
+            "base_fingerprint": fingerprint,
+            "dtype": dtype,
+            "adapter_meta": {k: meta[k] for k in _META_KEYS if k in meta},
+            "created_at": utcnow(),
+        }
+        (staging / MERGED_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        install_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+_META_KEYS = ("hyperparameters", "dataset", "prompt_version", "schema_version", "metrics")
+
+
+def _peft_base(adapter_dir: Path) -> str | None:
+    config: dict[str, Any] = json.loads((adapter_dir / "adapter_config.json").read_text())
+    return config.get("base_model_name_or_path")

@@ -1,0 +1,265 @@
+"""Adapter versions on disk and in the database, kept in step.
+
+Each version is a directory `adapters_dir/<advisor>/v<N>/` that describes itself
+(`mondrian_adapter.json`, DESIGN.md §5) beside the PEFT files. A version comes into being
+in one write transaction: its number is taken, the finished staging directory (written
+beside it, same file system) is renamed to `v<N>` and the row is inserted. A crash before
+the rename leaves only a `.staging-*` folder; a crash after it but before the commit
+leaves an unregistered `v<N>` that the next publish of that advisor removes. So a
+registered version always has a complete directory, and since activation only flips rows
+(one transaction, a partial unique index allows one active row), the active adapter is
+never half-written or missing, whatever is killed when.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mondrian.config import Settings
+from mondrian.errors import InvalidInput, NotFound
+from mondrian.storage import adapters as store
+from mondrian.storage.adapters import Adapter, adapter_ref, parse_adapter_ref
+from mondrian.storage.db import Database
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# The same name the transformers backend reads (runtime.transformers_backend.ADAPTER_META);
+# spelled out here so the registry does not import torch.
+ADAPTER_META = "mondrian_adapter.json"
+LOSS_CURVE = "loss_curve.svg"
+META_FORMAT = "mondrian-adapter/1"
+REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META)
+
+
+def version_dir(settings: Settings, advisor_id: str, version: int) -> Path:
+    return settings.adapters_dir / advisor_id / f"v{version}"
+
+
+def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
+    """An empty folder on the adapters' file system, to write a version into."""
+    parent = settings.adapters_dir / advisor_id
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a safetensors header, without loading a framework."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise InvalidInput(f"{path} is not a safetensors file (truncated)")
+        (size,) = struct.unpack("<Q", head)
+        if size > 100 * 1024 * 1024:
+            raise InvalidInput(f"{path} has an implausible safetensors header")
+        header = fh.read(size)
+        if len(header) != size:
+            raise InvalidInput(f"{path} is truncated")
+        end = fh.seek(0, os.SEEK_END)
+    try:
+        table = json.loads(header)
+    except ValueError:
+        raise InvalidInput(f"{path} has a corrupt safetensors header") from None
+    data_end = max(
+        (v["data_offsets"][1] for k, v in table.items() if k != "__metadata__"), default=0
+    )
+    if 8 + size + data_end > end:
+        raise InvalidInput(f"{path} is truncated (tensor data missing)")
+    return [k for k in table if k != "__metadata__"]
+
+
+def verify_adapter_dir(path: Path, *, require_meta: bool = True) -> dict[str, Any]:
+    """Check that an adapter directory is complete; return its `mondrian_adapter.json`
+    (empty when not required and absent). Raises `InvalidInput` naming what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotFound(f"adapter directory {path} does not exist")
+    needed = REQUIRED_FILES if require_meta else (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise InvalidInput(f"adapter directory {path} is incomplete: {', '.join(missing)} missing")
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except ValueError:
+        raise InvalidInput(f"{path / ADAPTER_CONFIG} is not valid JSON") from None
+    if config.get("peft_type") != "LORA":
+        raise InvalidInput(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
+    names = _safetensors_names(path / ADAPTER_WEIGHTS)
+    if not any(".lora_A." in n for n in names):
+        raise InvalidInput(f"{path / ADAPTER_WEIGHTS} holds no LoRA weights")
+    meta: dict[str, Any] = {}
+    if (path / ADAPTER_META).is_file():
+        try:
+            meta = json.loads((path / ADAPTER_META).read_text(encoding="utf-8"))
+        except ValueError:
+            raise InvalidInput(f"{path / ADAPTER_META} is not valid JSON") from None
+    return meta
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _next_version(conn: sqlite3.Connection, advisor_id: str) -> int:
+    # The number register_adapter will hand out (checked after it does).
+    row = conn.execute(
+        "SELECT last_version FROM adapter_versions WHERE advisor_id = ?", (advisor_id,)
+    ).fetchone()
+    top = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM adapters WHERE advisor_id = ?", (advisor_id,)
+    ).fetchone()[0]
+    return max(row[0] if row else 0, top) + 1
+
+
+def publish(
+    db: Database,
+    settings: Settings,
+    advisor_id: str,
+    staging: Path,
+    base_model: str,
+    metadata: Mapping[str, Any],
+    *,
+    activate: bool | None = None,
+) -> tuple[Adapter, bool]:
+    """Install a finished staging directory as the advisor's next version and register it.
+
+    `activate`: True activates it, False never, None (the default) activates it only when
+    the advisor has no active adapter (so a first version serves at once, and a running
+    service never switches to a new version nobody chose). Returns (adapter, activated).
+    """
+    staging = Path(staging)
+    verify_adapter_dir(staging, require_meta=False)
+
+    def install(conn: sqlite3.Connection) -> tuple[Adapter, bool]:
+        version = _next_version(conn, advisor_id)
+        final = version_dir(settings, advisor_id, version)
+        if final.exists():
+            # Renamed by a run that died before its commit: never registered, so no job
+            # and no reader knows it.
+            if store.get_adapter(conn, advisor_id, version) is not None:
+                raise RuntimeError(f"{final} exists and is registered; refusing to overwrite")
+            shutil.rmtree(final)
+        meta = {
+            "format": META_FORMAT,
+            **metadata,
+            "advisor_id": advisor_id,
+            "version": version,
+            "ref": adapter_ref(advisor_id, version),
+            "base_model": base_model,
+        }
+        _write_json(staging / ADAPTER_META, meta)
+        _fsync_dir(staging)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, final)
+        _fsync_dir(final.parent)
+        try:
+            registered = store.register_adapter(conn, advisor_id, final, base_model, meta)
+            if registered != version:
+                raise RuntimeError(
+                    f"version numbering disagrees with storage ({registered} != {version})"
+                )
+            activated = bool(activate) or (
+                activate is None and store.get_active(conn, advisor_id) is None
+            )
+            if activated:
+                store.activate(conn, advisor_id, version)
+        except BaseException:
+            os.rename(final, staging)  # the transaction rolls back; so does the directory
+            raise
+        return store.require_adapter(conn, advisor_id, version), activated
+
+    return db.write(install)
+
+
+def resolve(db: Database, ref: str) -> Adapter:
+    advisor_id, version = parse_adapter_ref(ref)
+    with db.read() as conn:
+        return store.require_adapter(conn, advisor_id, version)
+
+
+def list_versions(db: Database, advisor_id: str | None = None) -> list[Adapter]:
+    with db.read() as conn:
+        return store.list_adapters(conn, advisor_id)
+
+
+def activate_version(db: Database, ref: str) -> Adapter:
+    """Make `advisor@vN` active, after checking its directory is complete."""
+    adapter = resolve(db, ref)
+    verify_adapter_dir(adapter.path)
+    return db.write(store.activate, adapter.advisor_id, adapter.version)
+
+
+def rollback_advisor(db: Database, advisor_id: str) -> Adapter:
+    """Activate the version below the active one (its directory checked first)."""
+    with db.read() as conn:
+        active = store.get_active(conn, advisor_id)
+        older = [
+            a
+            for a in store.list_adapters(conn, advisor_id)
+            if active is not None and a.version < active.version
+        ]
+    if active is not None and older:
+        verify_adapter_dir(older[-1].path)
+    return db.write(store.rollback, advisor_id)
+
+
+def deactivate_advisor(db: Database, advisor_id: str) -> Adapter | None:
+    """Serve the base model again; the version that was active, if any."""
+    return db.write(store.deactivate, advisor_id)
+
+
+def delete_version(db: Database, settings: Settings, ref: str) -> tuple[Adapter, bool]:
+    """Forget `advisor@vN` (refused while it is active), then remove its files.
+
+    The row goes first, so no reader is ever handed a path whose files are being
+    deleted. Files are removed only inside `adapters_dir`: a registry row is never a
+    licence to delete an arbitrary folder. Returns (adapter, files_removed).
+    """
+    advisor_id, version = parse_adapter_ref(ref)
+    adapter = db.write(store.delete_adapter, advisor_id, version)
+    root = settings.adapters_dir.resolve()
+    path = adapter.path.resolve()
+    if path.is_dir() and path.is_relative_to(root) and path != root:
+        shutil.rmtree(path)
+        return adapter, True
+    return adapter, False
+
+
+def describe(adapter: Adapter) -> dict[str, Any]:
+    """A JSON-able summary for `mondrian adapters list --json`."""
+    meta = adapter.metadata
+    metrics = meta.get("metrics", {})
+    return {
+        "ref": adapter.ref,
+        "advisor_id": adapter.advisor_id,
+        "version": adapter.version,
+        "active": adapter.active,
+        "base_model": adapter.base_model,
+        "path": str(adapter.path),
+        "created_at": adapter.created_at,
+        "rank": meta.get("hyperparameters", {}).get("rank"),
+        "train_loss": (metrics.get("train_loss") or [None])[-1],
+        "val_loss": (metrics.get("val_loss") or [None])[-1],
+        "examples": meta.get("dataset", {}).get("train_examples"),
+    }

@@ -1,0 +1,234 @@
+"""`mondrian dataset build`: targets validated against the schema and the generation
+bounds, the exact lora-mode prompt, a split by image, deterministic output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from PIL import Image
+from training_helpers import ADVISOR, add_profile, short_critique
+
+from mondrian.cli.main import main
+from mondrian.errors import InvalidInput
+from mondrian.prompts import PROMPT_VERSION, critique_prompt
+from mondrian.schema import SCHEMA_VERSION, Critique, example_critique
+from mondrian.storage import jobs, reviews
+from mondrian.storage.advisors import require_advisor
+from mondrian.training.dataset import (
+    build_dataset,
+    check_target,
+    load_split,
+    read_manifest,
+    split_images,
+    target_payload,
+    target_text,
+)
+
+
+def _rows(out, split):
+    return [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+
+
+def _with_text(critique: Critique, **changes) -> Critique:
+    data = critique.model_dump()
+    data.update(changes)
+    return Critique.model_validate(data)
+
+
+def test_build_writes_messages_images_and_manifest(state, settings, portfolio, tmp_path):
+    model_hash = add_profile(state, settings, 4, source="model")
+    out = tmp_path / "ds"
+    manifest = build_dataset(state, settings, ADVISOR, out, val_fraction=0.4, augment=2, seed=3)
+
+    assert manifest["advisor_id"] == ADVISOR
+    assert manifest["sources"] == {"curated": 4, "model": 1, "review": 0}
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    assert manifest["prompt_version"] == PROMPT_VERSION
+    assert manifest["rejected"]["count"] == 0
+    splits = manifest["splits"]
+    assert splits["val"]["images"] == 2 and splits["train"]["images"] == 3
+    assert splits["train"]["examples"] == 3 * 3  # original + 2 augmentations each
+    assert splits["val"]["examples"] == 2  # validation uses the originals only
+    assert read_manifest(out)["data_sha256"] == manifest["data_sha256"]
+
+    with state.read() as conn:
+        advisor = require_advisor(conn, ADVISOR)
+    expected_prompt = critique_prompt(advisor, Image.new("RGB", (1, 1))).messages()
+    sides: dict[str, set[str]] = {"train": set(), "val": set()}
+    for split in ("train", "val"):
+        for row in _rows(out, split):
+            assert set(row) == {"messages", "images", "mondrian"}
+            assert row["messages"][:2] == expected_prompt
+            assert row["messages"][1]["content"][0] == {"type": "image"}
+            assistant = row["messages"][2]
+            assert assistant["role"] == "assistant"
+            text = assistant["content"][0]["text"]
+            # Exactly what the grammar makes the model write: compact, schema order.
+            assert text == json.dumps(json.loads(text), separators=(",", ":"))
+            assert list(json.loads(text)) == [
+                "image_description",
+                "dimensions",
+                "strengths",
+                "improvements",
+            ]
+            Critique.model_validate_json(text)
+            (image,) = row["images"]
+            assert image.startswith("images/") and (out / image).is_file()
+            sides[split].add(row["mondrian"]["image_hash"])
+            if row["mondrian"]["augmentation"]:
+                assert split == "train"
+    assert not sides["train"] & sides["val"]
+    assert model_hash in sides["train"] | sides["val"]
+    # Every file is listed with its hash.
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+
+def test_target_text_round_trips_the_critique():
+    critique = short_critique(2)
+    text = target_text(critique)
+    assert Critique.model_validate_json(text) == critique
+    assert "expected_score" not in text and "overall" not in text
+    assert list(target_payload(critique)["dimensions"]["lighting"]) == [
+        "score",
+        "comment",
+        "recommendation",
+    ]
+
+
+def test_check_target_names_what_the_grammar_cannot_write():
+    assert check_target(example_critique()) == []
+    quoted = _with_text(example_critique(), image_description='A "quoted" word')
+    assert any("characters the grammar cannot write" in r for r in check_target(quoted))
+    accented = _with_text(example_critique(), image_description="Brassaï at night")
+    assert any("'ï'" in r for r in check_target(accented))
+    reasons = check_target(example_critique(), max_text_chars=24, max_list_items=0)
+    assert any(r.startswith("image_description: ") and "at most 24" in r for r in reasons)
+    assert any(r.startswith("strengths: 1 items, at most 0") for r in reasons)
+
+
+def test_invalid_targets_are_reported_and_left_out(state, settings, portfolio, tmp_path):
+    bad_quote = add_profile(
+        state, settings, 5, _with_text(short_critique(5), image_description='A "red" field')
+    )
+    bad_long = add_profile(state, settings, 6, _with_text(short_critique(6), strengths=["x" * 30]))
+    # A row the current schema rejects outright (written around the storage API).
+    broken = add_profile(state, settings, 7)
+
+    def corrupt(conn):
+        row = conn.execute(
+            "SELECT critique FROM profiles WHERE image_hash = ?", (broken,)
+        ).fetchone()
+        data = json.loads(row["critique"])
+        data["dimensions"]["lighting"]["score"] = 11
+        conn.execute(
+            "UPDATE profiles SET critique = ? WHERE image_hash = ?", (json.dumps(data), broken)
+        )
+
+    state.write(corrupt)
+    warnings: list[str] = []
+    out = tmp_path / "ds"
+    manifest = build_dataset(
+        state, settings, ADVISOR, out, val_fraction=0, max_text_chars=24, warn=warnings.append
+    )
+    rejected = {item["image_hash"]: item["reasons"] for item in manifest["rejected"]["items"]}
+    assert set(rejected) == {bad_quote, bad_long, broken}
+    assert manifest["rejected"]["count"] == 3 and len(warnings) == 3
+    assert any("cannot write: '\"'" in r for r in rejected[bad_quote])
+    assert any(r.startswith("strengths[0]: 30 characters, at most 24") for r in rejected[bad_long])
+    assert any(r.startswith("dimensions.lighting.score") for r in rejected[broken])
+    kept = {row["mondrian"]["image_hash"] for row in _rows(out, "train")}
+    assert kept == set(portfolio)
+
+
+def test_reviews_are_targets_on_request_and_outrank_profiles(state, settings, portfolio, tmp_path):
+    reviewed = portfolio[0]
+    new_image = add_profile(state, settings, 5)
+    state.write(lambda c: c.execute("DELETE FROM profiles WHERE image_hash = ?", (new_image,)))
+    corrected = short_critique(9)
+    for image_hash in (reviewed, new_image):
+        job = state.write(jobs.create_job, ADVISOR, image_hash, "baseline", "tiny")
+        state.write(reviews.add_review, job.id, corrected, "tester")
+
+    without = build_dataset(state, settings, ADVISOR, tmp_path / "a", val_fraction=0)
+    assert without["sources"] == {"curated": 4, "model": 0, "review": 0}
+
+    out = tmp_path / "b"
+    manifest = build_dataset(state, settings, ADVISOR, out, val_fraction=0, include_reviews=True)
+    assert manifest["sources"] == {"curated": 3, "model": 0, "review": 2}
+    assert manifest["superseded"]["count"] == 1
+    assert manifest["superseded"]["items"][0]["image_hash"] == reviewed
+    targets = {
+        r["mondrian"]["image_hash"]: r["messages"][2]["content"][0]["text"]
+        for r in _rows(out, "train")
+    }
+    assert targets[reviewed] == targets[new_image] == target_text(corrected)
+
+
+def test_same_seed_same_bytes(state, settings, portfolio, tmp_path):
+    first = build_dataset(state, settings, ADVISOR, tmp_path / "a", augment=1, seed=5)
+    second = build_dataset(state, settings, ADVISOR, tmp_path / "b", augment=1, seed=5)
+    third = build_dataset(state, settings, ADVISOR, tmp_path / "c", augment=1, seed=6)
+    assert first["files"] == second["files"]
+    assert first["data_sha256"] == second["data_sha256"] != third["data_sha256"]
+
+
+def test_split_is_by_image_seeded_and_order_free():
+    hashes = [f"{i:064x}" for i in range(10)]
+    train, val = split_images(hashes, 0.2, seed=1)
+    assert len(val) == 2 and not train & val and train | val == set(hashes)
+    assert split_images(list(reversed(hashes)), 0.2, seed=1) == (train, val)
+    assert split_images(hashes, 0.2, seed=2) != (train, val)
+    # Two images and a small fraction still give each side one image; one image trains.
+    assert [len(s) for s in split_images(hashes[:2], 0.05, 0)] == [1, 1]
+    assert [len(s) for s in split_images(hashes[:1], 0.5, 0)] == [1, 0]
+    with pytest.raises(InvalidInput):
+        split_images(hashes, 1.0, 0)
+
+
+def test_out_dir_is_replaced_only_when_it_is_a_data_set(state, settings, portfolio, tmp_path):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match="not empty"):
+        build_dataset(state, settings, ADVISOR, other)
+    with pytest.raises(InvalidInput, match="not a Mondrian data set"):
+        build_dataset(state, settings, ADVISOR, other, force=True)
+    assert (other / "keep.txt").read_text() == "mine"
+
+    out = tmp_path / "ds"
+    build_dataset(state, settings, ADVISOR, out, seed=1)
+    manifest = build_dataset(state, settings, ADVISOR, out, seed=2, force=True)
+    assert read_manifest(out)["seed"] == 2 == manifest["seed"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_a_changed_split_file_is_detected(state, settings, portfolio, tmp_path):
+    out = tmp_path / "ds"
+    build_dataset(state, settings, ADVISOR, out, val_fraction=0)
+    assert len(load_split(out, "train")) == 4
+    with (out / "train.jsonl").open("a") as fh:
+        fh.write("\n")
+    with pytest.raises(InvalidInput, match="changed"):
+        read_manifest(out)
+
+
+def test_cli_builds_and_reports(state, settings, portfolio, tmp_path, capsys):
+    add_profile(state, settings, 5, _with_text(short_critique(5), image_description="Caf\u00e9"))
+    out = tmp_path / "ds"
+    code = main(["dataset", "build", "--advisor", ADVISOR, "--out", str(out), "--augment", "1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "train 6 examples (3 images), val 1 examples (1 images)" in captured.out
+    assert "rejected target (curated" in captured.err and "'é'" in captured.err
+    assert "1 invalid target(s) left out" in captured.err
+
+
+def test_cli_without_targets_is_a_one_line_error(state, capsys, tmp_path):
+    code = main(["dataset", "build", "--advisor", ADVISOR, "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "no valid training targets" in err
+    assert not (tmp_path / "ds").exists()
