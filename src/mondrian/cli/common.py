@@ -17,7 +17,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", help="hub id or local path of the base model (default: $MONDRIAN_MODEL)"
     )
     parser.add_argument(
-        "--backend", help="model backend: auto, transformers (default: $MONDRIAN_BACKEND or auto)"
+        "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
     )
     parser.add_argument("--device", help="cuda, mps, cpu or auto")
 

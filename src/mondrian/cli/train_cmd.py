@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="seed for data order, dropout and init")
     parser.add_argument("--device", help="cuda, mps, cpu or auto")
     parser.add_argument(
+        "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
+    )
+    parser.add_argument(
         "--dtype",
         choices=("auto", "float32", "bfloat16", "float16"),
         help="base weights' dtype (auto: bfloat16 on CUDA, else float32)",
@@ -66,9 +69,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from mondrian.errors import Unavailable
+    from mondrian.runtime.registry import resolve_backend_name
     from mondrian.training.config import load_config
     from mondrian.training.registry import describe
-    from mondrian.training.train import train
+
+    settings = settings_from(args)
+    if resolve_backend_name(settings.backend) == "mlx":
+        try:
+            from mondrian.training.mlx_train import train_mlx as train
+        except ImportError:
+            raise Unavailable(
+                "--backend mlx needs the 'mlx' extra (pip install mondrian[mlx])"
+            ) from None
+    else:
+        from mondrian.training.train import train
 
     cfg = load_config(
         args.config,
@@ -89,7 +104,7 @@ def train_command(args: argparse.Namespace) -> int:
         cfg,
         advisor_id=args.advisor,
         dataset_dir=args.dataset,
-        settings=settings_from(args),
+        settings=settings,
         run_dir=args.out,
         resume=args.resume,
         activate=args.activate,
