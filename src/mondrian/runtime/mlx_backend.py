@@ -29,12 +29,11 @@ import torch
 
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.images import fit_pixels
-from mondrian.parsing import CritiqueParseError, parse_critique
 from mondrian.runtime import mlx_adapters, mlx_checkpoint
-from mondrian.runtime.calibration import expectation, score_distributions
+from mondrian.runtime.answer import read_answer
 from mondrian.runtime.grammar import SCORE_TOKENS, CritiqueGrammar, DecodingControl, single_token_id
 from mondrian.runtime.protocol import Generation, GenerationRequest, TokenCallback
-from mondrian.schema import Critique, generation_schema, longest_answer
+from mondrian.schema import generation_schema, longest_answer
 
 log = logging.getLogger(__name__)
 
@@ -211,36 +210,13 @@ class MLXBackend:
         prompt_tokens: int,
         elapsed: float,
     ) -> Generation:
-        # Mirrors TransformersBackend._finish, so both report the same fields the same way.
-        stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_token_ids), None)
-        stopped = stop_at is not None
-        answer = tokens[:stop_at] if stopped else tokens
-        text = self.tokenizer.decode(answer, skip_special_tokens=True)
-        critique: Critique | None = None
-        error: str | None = None
-        try:
-            critique = parse_critique(text)
-        except CritiqueParseError as exc:
-            error = exc.message
-        pieces = [self.tokenizer.decode([t]) for t in answer]
-        distributions = score_distributions("".join(pieces), pieces, control.logits_for(0))
-        expected = {key: expectation(dist) for key, dist in distributions.items()}
-        if critique is not None and expected:
-            critique = _with_expected(critique, expected)
-        new_tokens = len(answer) + (1 if stopped else 0)
-        return Generation(
-            text=text,
-            critique=critique,
-            error=error,
-            expected_scores=expected,
-            score_distributions=distributions,
+        return read_answer(
+            self.tokenizer,
+            tokens,
+            self.stop_token_ids,
+            control.logits_for(0),
             prompt_tokens=prompt_tokens,
-            new_tokens=new_tokens,
-            stopped=stopped,
-            timings={
-                "generate_s": round(elapsed, 4),
-                "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
-            },
+            elapsed=elapsed,
             adapter=request.adapter,
         )
 
@@ -297,15 +273,3 @@ class MLXBackend:
             "dtype": str(self.dtype).removeprefix("mlx.core."),
             "adapters": self.adapters(),
         }
-
-
-def _with_expected(critique: Critique, expected: dict[str, float]) -> Critique:
-    # Same as transformers_backend._with_expected (kept private there).
-    dims = critique.dimensions.model_copy(
-        update={
-            key: dim.model_copy(update={"expected_score": expected[key]})
-            for key, dim in critique.dimensions.items()
-            if key in expected
-        }
-    )
-    return critique.model_copy(update={"dimensions": dims})

@@ -15,12 +15,11 @@ from transformers.utils import logging as hf_logging
 
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels
-from mondrian.parsing import CritiqueParseError, parse_critique
-from mondrian.runtime.calibration import expectation, score_distributions
+from mondrian.runtime.answer import read_answer
 from mondrian.runtime.fingerprint import model_fingerprint
 from mondrian.runtime.grammar import SCORE_TOKENS, CritiqueGrammar, DecodingControl, single_token_id
 from mondrian.runtime.protocol import Generation, GenerationRequest, TokenCallback
-from mondrian.schema import Critique, generation_schema, longest_answer
+from mondrian.schema import generation_schema, longest_answer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,7 @@ class TransformersBackend:
         max_pixels: int = 1280 * 28 * 28,
         max_text_chars: int | None = None,
         max_list_items: int | None = None,
+        fast: bool = False,
     ) -> None:
         self.model_id = model_id
         self.device = pick_device(device)
@@ -92,6 +92,15 @@ class TransformersBackend:
         self.grammar = CritiqueGrammar(self.tokenizer, vocab_size, self.stop_token_ids, schema)
         self.score_token_ids = [single_token_id(self.tokenizer, t) for t in SCORE_TOKENS]
         self._adapters: dict[str, str] = {}  # name -> path
+        # [fast path] runtime/fast_path.py: CUDA graphs, merged/stacked LoRA, overlapped
+        # grammar. CUDA only; elsewhere the stock generate() below serves.
+        self._fast: Any = None
+        if fast and self.device.type == "cuda":
+            from mondrian.runtime.fast_path import FastPath
+
+            self._fast = FastPath(self)
+        elif fast:
+            log.info("fast path needs CUDA; %s uses the stock generate()", self.device)
 
     def _stop_token_ids(self) -> list[int]:
         ids: list[int] = []
@@ -114,6 +123,8 @@ class TransformersBackend:
         for request in requests:
             if request.adapter is not None and request.adapter not in self._adapters:
                 raise NotFound(f"adapter {request.adapter} is not loaded")
+        if self._fast is not None:  # [fast path]
+            return self._fast.generate(requests, on_token)
         started = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(
@@ -183,36 +194,13 @@ class TransformersBackend:
         inputs: Any,
         elapsed: float,
     ) -> Generation:
-        stop_at = next((i for i, t in enumerate(tokens) if t in self.stop_token_ids), None)
-        stopped = stop_at is not None
-        answer = tokens[:stop_at] if stopped else tokens
-        text = self.tokenizer.decode(answer, skip_special_tokens=True)
-        critique: Critique | None = None
-        error: str | None = None
-        try:
-            critique = parse_critique(text)
-        except CritiqueParseError as exc:
-            error = exc.message
-        pieces = [self.tokenizer.decode([t]) for t in answer]
-        distributions = score_distributions("".join(pieces), pieces, control.logits_for(row))
-        expected = {key: expectation(dist) for key, dist in distributions.items()}
-        if critique is not None and expected:
-            critique = _with_expected(critique, expected)
-        prompt_tokens = int(inputs["attention_mask"][row].sum())
-        new_tokens = len(answer) + (1 if stopped else 0)
-        return Generation(
-            text=text,
-            critique=critique,
-            error=error,
-            expected_scores=expected,
-            score_distributions=distributions,
-            prompt_tokens=prompt_tokens,
-            new_tokens=new_tokens,
-            stopped=stopped,
-            timings={
-                "generate_s": round(elapsed, 4),
-                "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
-            },
+        return read_answer(
+            self.tokenizer,
+            tokens,
+            self.stop_token_ids,
+            control.logits_for(row),
+            prompt_tokens=int(inputs["attention_mask"][row].sum()),
+            elapsed=elapsed,
             adapter=request.adapter,
         )
 
@@ -299,14 +287,3 @@ class TransformersBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "adapters": self.adapters(),
         }
-
-
-def _with_expected(critique: Critique, expected: dict[str, float]) -> Critique:
-    dims = critique.dimensions.model_copy(
-        update={
-            key: dim.model_copy(update={"expected_score": expected[key]})
-            for key, dim in critique.dimensions.items()
-            if key in expected
-        }
-    )
-    return critique.model_copy(update={"dimensions": dims})
