@@ -179,9 +179,16 @@ def run_demo(
         with step("Building the training set (80/20 split by photo, one augmentation each)"):
             dataset_dir = workdir / "dataset"
             manifest = build_dataset(
-                db, settings, ADVISOR, dataset_dir, val_fraction=0.2, augment=1,
-                max_text_chars=settings.max_text_chars, max_list_items=settings.max_list_items,
-                force=True, warn=say,
+                db,
+                settings,
+                ADVISOR,
+                dataset_dir,
+                val_fraction=0.2,
+                augment=1,
+                max_text_chars=settings.max_text_chars,
+                max_list_items=settings.max_list_items,
+                force=True,
+                warn=say,
             )
             splits = manifest["splits"]
             say(
@@ -192,8 +199,13 @@ def run_demo(
         with step(f"Training a LoRA adapter for {advisor.name}"):
             cfg = load_config(_repo_or_package_config(), model=settings.model)
             result = train(
-                cfg, advisor_id=ADVISOR, dataset_dir=dataset_dir, settings=settings,
-                run_dir=workdir / "train-run", activate=True, progress=progress,
+                cfg,
+                advisor_id=ADVISOR,
+                dataset_dir=dataset_dir,
+                settings=settings,
+                run_dir=workdir / "train-run",
+                activate=True,
+                progress=progress,
             )
             assert result.adapter is not None
             summary.adapter = result.adapter.ref
@@ -202,7 +214,12 @@ def run_demo(
         with step("Evaluating the adapter against the base model"):
             for split, target in (("train", summary.train_mae), ("val", summary.val_mae)):
                 evaluation = evaluate(
-                    settings, db, backend, ADVISOR, dataset_dir=dataset_dir, split=split,
+                    settings,
+                    db,
+                    backend,
+                    ADVISOR,
+                    dataset_dir=dataset_dir,
+                    split=split,
                     out_dir=reports / f"evaluation-{split}",
                 )
                 for variant in evaluation.variants:
@@ -232,7 +249,9 @@ def run_demo(
             port = _free_port()
             server = uvicorn.Server(
                 uvicorn.Config(
-                    create_app(settings, backend=backend), host="127.0.0.1", port=port,
+                    create_app(settings, backend=backend),
+                    host="127.0.0.1",
+                    port=port,
                     log_level="warning",
                 )
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -234,13 +235,16 @@ class TransformersBackend:
                 "only safetensors adapters are loaded"
             )
         self._check_base(name, path)
-        if self.model is self.base:
-            self.model = PeftModel.from_pretrained(
-                self.base, str(path), adapter_name=name, is_trainable=False
-            )
-            self.model.eval()
-        else:
-            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        with warnings.catch_warnings():
+            # PEFT asks transformers 5 a deprecated question; nothing for our users to do.
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            if self.model is self.base:
+                self.model = PeftModel.from_pretrained(
+                    self.base, str(path), adapter_name=name, is_trainable=False
+                )
+                self.model.eval()
+            else:
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self._adapters[name] = str(path)
 
     def _check_base(self, name: str, path: Path) -> None:
