@@ -126,7 +126,11 @@ def test_text_pattern_admits_printable_ascii_only():
     assert pattern.match("Light falls from the left; the horizon (sadly) tilts 2 degrees!")
     for bad in ['say "hi"', "back\\slash", "tab\tchar", "new\nline", "caf\u00e9", ""]:
         assert not pattern.match(bad), bad
-    assert all(int(n) <= 128 for n in re.findall(r"\{0,(\d+)\}", bounded_text_pattern(1000)))
+    long = bounded_text_pattern(1000)
+    assert all(int(n) <= 128 for n in re.findall(r"\{(?:\d+,)?(\d+)\}", long))
+    for n in (1, 128, 129, 300, 1000):
+        exact = re.compile(bounded_text_pattern(n))
+        assert exact.fullmatch("x" * n) and not exact.fullmatch("x" * (n + 1)), n
 
 
 def test_longest_answer_is_valid_and_bounds_every_answer():
