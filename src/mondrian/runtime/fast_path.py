@@ -1,0 +1,578 @@
+"""The fast generation path of the transformers backend (CUDA; CPU only for the CI test).
+
+What it does differently from `model.generate` (bench/NOTES.md has the measurements):
+- a static KV cache per (batch, length) with per-row positions, so requests of different
+  prompt lengths share a batch without padding, each prefilled on its own;
+- the decode step (all layers, `lm_head`) is one CUDA graph replay; graphs are captured per
+  cache-length bucket so attention reads the filled part of the cache, not its capacity;
+  the layer's two halves around attention are `torch.compile`d (fusing norms, rotary and
+  elementwise work into few kernels) and the graph captures what they launch;
+- greedy selection is a second small graph: score-token probes, special-token suppression,
+  the xgrammar bitmask applied on the GPU, argmax into the next step's input buffer;
+- the grammar runs one step behind the GPU: while step t+1's forward runs, the CPU accepts
+  token t into each row's matcher and fills the bitmask for step t+1; the GPU only waits
+  for the CPU if the mask takes longer than a forward;
+- LoRA: a batch whose rows all use one adapter runs on weights with that adapter merged
+  (no per-token LoRA cost; a switch re-merges, one pass over the LM weights); a batch that
+  mixes adapters runs on the base weights with every resident adapter stacked and selected
+  per row inside the graph (no reload; which adapter a row uses is a number in a buffer);
+- the vision tower's windowed attention runs as one varlen flash-attention call per block
+  (runtime/fast_vision.py).
+
+Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
+constrained/unconstrained rows and returns `Generation`s built by the backend's own
+`_finish`, so results are the stock path's in form and, in float32, in tokens. Continuous
+batching (admitting a request into a running batch) is the service worker's to build on
+this: the state already keeps per-row positions, and `_prefill_row` fills one row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mondrian.images import fit_pixels
+from mondrian.runtime.fast_lm import GROUPS, FastLM, LoraBank, rms_norm
+from mondrian.runtime.protocol import Generation, GenerationRequest, TokenCallback
+
+log = logging.getLogger(__name__)
+
+BUCKET = 256  # cache-length granularity of the captured decode graphs
+CAPACITY_STEP = 1024  # cache capacity granularity (a new capacity means a new state)
+MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
+
+
+@dataclass
+class _Prepared:
+    """One request's processor outputs, on the device."""
+
+    input_ids: torch.Tensor  # [1, T]
+    inputs: Any
+    length: int
+
+
+@dataclass
+class _State:
+    """Static buffers (and the graphs captured over them) for one batch size and capacity."""
+
+    rows: int
+    length: int
+    mixed: bool
+    tok: torch.Tensor
+    cache_pos: torch.Tensor
+    rope_pos: torch.Tensor
+    step: torch.Tensor
+    rowscale: torch.Tensor | None
+    logits: torch.Tensor
+    probes: torch.Tensor
+    mask: torch.Tensor
+    mask_host: torch.Tensor
+    host_tokens: torch.Tensor
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    forward_graphs: dict[int, Any] = field(default_factory=dict)
+    select_graph: Any = None
+
+
+class _Probes:
+    """What `TransformersBackend._finish` reads from a DecodingControl: score-token logits."""
+
+    def __init__(self, probes: torch.Tensor, counts: Sequence[int]) -> None:
+        self.probes = probes  # [steps, rows, len(SCORE_TOKENS)]
+        self.counts = counts
+
+    def logits_for(self, row: int) -> torch.Tensor:
+        return self.probes[: max(self.counts[row], 1), row]
+
+
+class FastPath:
+    """Generation for a loaded `TransformersBackend`, sharing its model and grammar."""
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        cuda_graphs: bool | None = None,
+        compile: bool | None = None,
+        vision_varlen: bool | None = None,
+    ) -> None:
+        from mondrian.runtime.fast_vision import (
+            compile_vision_blocks,
+            patch_vision_attention,
+            varlen_available,
+        )
+
+        self.backend = backend
+        self.lm = FastLM(backend.base)
+        self.device = self.lm.device
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
+        self.compile = on_cuda if compile is None else compile
+        if self.cuda_graphs and not on_cuda:
+            raise ValueError("CUDA graphs need a CUDA device")
+        if vision_varlen is None:
+            vision_varlen = varlen_available(self.device, self.lm.dtype)
+        if vision_varlen:
+            patch_vision_attention(backend.base)
+            if self.compile:
+                compile_vision_blocks(backend.base)
+
+        vocab = self.lm.vocab
+        positions = torch.arange(vocab, device=self.device)
+        self._word = positions // 32
+        self._bit = (positions % 32).to(torch.int32)
+        self._words = (vocab + 31) // 32
+        self._score_ids = torch.tensor(backend.score_token_ids, device=self.device)
+        self._suppressed = torch.tensor(
+            backend.grammar.suppressed_ids, dtype=torch.long, device=self.device
+        )
+        self.bank: LoraBank | None = None
+        self._states: dict[tuple[int, int, bool], _State] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self._event = torch.cuda.Event() if self.cuda_graphs else None
+        self._batch_matcher: Any = None
+        self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
+
+        self._pre = self.lm.pre
+        self._post = self.lm.post
+        self._attention = self.lm.decode_attention
+        if self.compile:
+            import torch._dynamo as dynamo
+
+            # One compiled graph per (batch size, LoRA mode) and half: more than the default
+            # cache of 8 once several batch sizes are in use.
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            self._pre = torch.compile(self.lm.pre, dynamic=False, fullgraph=True)
+            self._post = torch.compile(self.lm.post, dynamic=False, fullgraph=True)
+            # Dynamic in the cache length: one compilation serves every length bucket.
+            self._attention = torch.compile(self.lm.decode_attention, dynamic=True)
+
+    # --- adapters ------------------------------------------------------------------------
+
+    def _adapter_rank(self, name: str) -> int:
+        rank = 0
+        for layer in self.lm.layers:
+            for module in (layer.module(t) for targets in GROUPS.values() for t in targets):
+                lora_a = getattr(module, "lora_A", None)
+                if lora_a is not None and name in lora_a:
+                    rank = max(rank, lora_a[name].weight.shape[0])
+        return rank
+
+    def sync_adapters(self) -> None:
+        """Mirror the backend's resident adapters into the bank (new ones are copied in)."""
+        names = self.backend.adapters()
+        if not names and self.bank is None:
+            return
+        rank = max((self._adapter_rank(n) for n in names), default=1)
+        bank = self.bank
+        if bank is None or bank.capacity < len(names) or bank.rank < rank:
+            capacity = max(MIN_SLOTS, 1 << math.ceil(math.log2(max(1, len(names)))))
+            if bank is not None:
+                bank.merge(None)
+                capacity = max(capacity, bank.capacity)
+                rank = max(rank, bank.rank)
+            self._states.clear()  # their graphs point at the old bank and weights
+            bank = self.bank = LoraBank(self.lm, capacity, rank)
+        for name in [n for n in bank.names if n is not None and n not in names]:
+            bank.unload(name)
+        for name in names:
+            bank.load(name)
+
+    def switch(self, adapter: str | None) -> None:
+        """Merge `adapter` into the working weights (None: the base model)."""
+        if self.bank is not None:
+            self.bank.merge(adapter)
+
+    # --- generation ----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        ignore_stop: bool = False,
+        mixed: bool | None = None,
+    ) -> list[Generation]:
+        """Greedy generation of a batch; `ignore_stop` (benchmarks only) decodes exactly
+        each row's token budget, restarting a row's grammar when its JSON completes.
+        `mixed` forces the stacked-adapter path (None: only when the rows' adapters differ;
+        benchmarks and tests force it to measure it on one adapter)."""
+        if not requests:
+            return []
+        started = time.perf_counter()
+        backend = self.backend
+        self.sync_adapters()
+        names = {r.adapter for r in requests}
+        mixed = self.bank is not None and (len(names) > 1 or bool(mixed))
+        if self.bank is not None:
+            self.bank.merge(None if mixed else next(iter(names)))
+        slots = [
+            self.bank.slot_of(r.adapter) if (mixed and r.adapter is not None) else None
+            for r in requests
+        ]
+
+        prepared = [self._prepare(r) for r in requests]
+        limits = [r.max_new_tokens or backend.answer_budget for r in requests]
+        budget = max(limits)
+        longest = max(p.length for p in prepared)
+        state = self._state(_padded_rows(len(requests)), longest + budget + 1, mixed)
+        padded = slots + [None] * (state.rows - len(slots))
+        if mixed and state.rowscale is not None and self.bank is not None:
+            state.rowscale.copy_(self.bank.rowscale(padded, self.device))
+        buckets = range(
+            _round_up(longest + 1, BUCKET), _round_up(longest + budget, BUCKET) + 1, BUCKET
+        )
+        if self.cuda_graphs:
+            self._capture(state, buckets)
+
+        for row, p in enumerate(prepared):
+            self._prefill_row(state, row, p, slots[row])
+        # Padding rows (the batch is rounded up to a captured size) decode from position 0
+        # and are never read.
+        state.cache_pos[len(requests) :] = 0
+        state.rope_pos[len(requests) :] = 0
+        state.step.zero_()
+        if self.cuda_graphs:
+            torch.cuda.synchronize()
+        prefilled = time.perf_counter()
+
+        tokens, steps = self._decode(state, requests, prepared, limits, on_token, ignore_stop)
+        decoded = time.perf_counter()
+
+        probes = state.probes[:steps].float().cpu()
+        counts = [len(t) for t in tokens]
+        mask = torch.zeros(len(requests), longest, dtype=torch.long)
+        for row, p in enumerate(prepared):
+            mask[row, : p.length] = 1
+        elapsed = decoded - started
+        results = []
+        for row, request in enumerate(requests):
+            gen = backend._finish(
+                row,
+                request,
+                tokens[row][: limits[row]],
+                _Probes(probes, counts),
+                {"attention_mask": mask},
+                elapsed,
+            )
+            gen.timings.update(
+                {
+                    "prefill_s": round(prefilled - started, 4),
+                    "decode_s": round(decoded - prefilled, 4),
+                    "decode_tokens_per_s": round(counts[row] / max(decoded - prefilled, 1e-9), 2),
+                }
+            )
+            results.append(gen)
+        return results
+
+    def _prepare(self, request: GenerationRequest) -> _Prepared:
+        backend = self.backend
+        text = backend.processor.apply_chat_template(
+            request.prompt.messages(), add_generation_prompt=True, tokenize=False
+        )
+        images = [fit_pixels(img, backend.max_pixels) for img in request.prompt.images]
+        inputs = backend.processor(text=[text], images=images or None, return_tensors="pt").to(
+            self.device
+        )
+        ids = inputs["input_ids"]
+        return _Prepared(input_ids=ids, inputs=inputs, length=ids.shape[1])
+
+    def _prefill_row(self, st: _State, row: int, p: _Prepared, slot: int | None) -> None:
+        """Vision tower, embeddings, 3-D positions and the causal pass of one request,
+        writing its K/V into row `row` of the cache and its first logits into the state."""
+        lm, model = self.lm, self.backend.base
+        ids, inputs = p.input_ids, p.inputs
+        embeds = F.embedding(ids, lm.embed)
+        deepstack = visual_mask = None
+        if inputs.get("pixel_values") is not None:
+            grid = inputs["image_grid_thw"]
+            features = model.model.get_image_features(inputs["pixel_values"], image_grid_thw=grid)
+            image = torch.cat(list(features.pooler_output)).to(embeds.dtype)
+            visual_mask = ids == lm.image_token_id
+            embeds = embeds.masked_scatter(visual_mask[..., None], image)
+            stacked = getattr(features, "deepstack_features", None)
+            if stacked:
+                deepstack = [
+                    torch.cat(list(f)) if isinstance(f, (list, tuple)) else f for f in stacked
+                ]
+            types = inputs.get("mm_token_type_ids")
+            if types is None:
+                types = visual_mask.to(torch.int32)
+            pos3, delta = model.model.get_rope_index(
+                ids,
+                mm_token_type_ids=types,
+                image_grid_thw=grid,
+                attention_mask=inputs.get("attention_mask"),
+            )
+            delta = int(delta.view(-1)[0])
+        else:
+            pos3 = torch.arange(p.length, device=self.device).view(1, 1, -1).expand(3, 1, -1)
+            delta = 0
+        rowscale = None
+        if st.mixed and self.bank is not None:
+            rowscale = self.bank.rowscale([slot], self.device)
+        hidden = lm.prefill(
+            embeds,
+            pos3,
+            lora=self.bank if st.mixed else None,
+            rowscale=rowscale,
+            kv_out=[(k[row : row + 1], v[row : row + 1]) for k, v in zip(st.k, st.v, strict=True)],
+            deepstack=deepstack,
+            visual_mask=visual_mask,
+        )
+        st.logits[row].copy_(lm.logits(hidden[0, -1]))
+        st.cache_pos[row] = p.length
+        st.rope_pos[row] = p.length + delta
+
+    # --- the decode loop -----------------------------------------------------------------
+
+    def _decode(
+        self,
+        st: _State,
+        requests: list[GenerationRequest],
+        prepared: list[_Prepared],
+        limits: list[int],
+        on_token: TokenCallback | None,
+        ignore_stop: bool,
+    ) -> tuple[list[list[int]], int]:
+        grammar = self.backend.grammar
+        matchers = [grammar.matcher() if r.constrained else None for r in requests]
+        stops = set(self.backend.stop_token_ids)
+        rows = len(requests)
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+        budget = max(limits)
+        longest = max(p.length for p in prepared)
+        overlap = self.cuda_graphs
+
+        stats = self.last_stats = {"steps": 0, "fill_s": 0.0, "fill_max_s": 0.0, "wait_s": 0.0}
+
+        def fill_mask() -> None:
+            if not any(m is not None for m in matchers):
+                return
+            began = time.perf_counter()
+            st.mask_host.fill_(-1)
+            active = [
+                row
+                for row, m in enumerate(matchers)
+                if m is not None and not done[row] and not m.is_terminated()
+            ]
+            if len(active) == 1:
+                matchers[active[0]].fill_next_token_bitmask(st.mask_host, active[0])
+            elif active:  # rows in parallel on the CPU's threads
+                self._batcher().batch_fill_next_token_bitmask(
+                    [matchers[row] for row in active], st.mask_host, active
+                )
+            st.mask.copy_(st.mask_host, non_blocking=True)
+            spent = time.perf_counter() - began
+            stats["fill_s"] += spent
+            stats["fill_max_s"] = max(stats["fill_max_s"], spent)
+
+        def select(t: int) -> None:
+            if self.cuda_graphs:
+                st.select_graph.replay()
+                st.host_tokens[t].copy_(st.tok, non_blocking=True)
+                self._event.record()
+            else:
+                self._select(st)
+                st.host_tokens[t].copy_(st.tok)
+
+        def forward(t: int) -> None:
+            # The forward that turns token t into the logits of token t+1 writes cache
+            # position (prompt length + t) of each row.
+            bucket = _round_up(longest + t + 1, BUCKET)
+            if self.cuda_graphs:
+                st.forward_graphs[bucket].replay()
+            else:
+                self._forward(st, bucket)
+
+        def accept(t: int) -> None:
+            stats["steps"] += 1
+            if self.cuda_graphs:
+                began = time.perf_counter()
+                self._event.synchronize()
+                stats["wait_s"] += time.perf_counter() - began
+            chosen = st.host_tokens[t, :rows].tolist()
+            for row, token in enumerate(chosen):
+                if done[row]:
+                    continue
+                tokens[row].append(token)
+                matcher = matchers[row]
+                if matcher is not None and not matcher.is_terminated():
+                    if not matcher.accept_token(token):
+                        raise RuntimeError(f"grammar rejected token {token} in row {row}")
+                    if ignore_stop and matcher.is_terminated():
+                        matcher.reset()
+                if on_token is not None:
+                    on_token(row, len(tokens[row]))
+                stopped = token in stops and not ignore_stop
+                if stopped or len(tokens[row]) >= limits[row]:
+                    done[row] = True
+
+        st.mask.fill_(-1)
+        fill_mask()
+        select(0)
+        steps = 1
+        for t in range(budget):
+            more = t + 1 < budget
+            if more and overlap:
+                forward(t)  # queued behind select(t): the GPU starts at once
+            accept(t)
+            if all(done) or not more:
+                break
+            if not overlap:
+                forward(t)
+            fill_mask()  # on the CPU, while the GPU runs forward(t)
+            select(t + 1)
+            steps += 1
+        if overlap:
+            torch.cuda.synchronize()
+        return tokens, steps
+
+    def _batcher(self) -> Any:
+        if self._batch_matcher is None:
+            import xgrammar as xgr
+
+            self._batch_matcher = xgr.BatchGrammarMatcher(max_threads=os.cpu_count() or 1)
+        return self._batch_matcher
+
+    def _forward(self, st: _State, bucket: int) -> None:
+        """Token buffer -> logits buffer for every row, attention over cache[:bucket]."""
+        lm = self.lm
+        bank = self.bank if st.mixed else None
+        x = F.embedding(st.tok, lm.embed)[:, None]
+        cos, sin = lm.rope_1d(st.rope_pos)
+        # Shared by all layers, computed once per step: the additive attention mask (a
+        # boolean one is converted inside SDPA, per layer) and where each row's K/V goes in
+        # the flattened cache [rows * kv_heads * length, head_dim].
+        span = torch.arange(bucket, device=self.device)
+        bias = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
+        bias.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
+        slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
+        flat = (st.rows * lm.kv_heads, lm.head_dim)
+        for i in range(len(lm.layers)):
+            pre, post = lm.layer_args(i, bank)
+            q, k, v = self._pre(x, cos, sin, st.rowscale, *pre)
+            st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(flat))
+            st.v[i].view(-1, lm.head_dim).index_copy_(0, slot, v.reshape(flat))
+            attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], bias)
+            x = self._post(x, attn, st.rowscale, *post)
+        hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
+        st.logits.copy_(lm.logits(hidden))
+        st.cache_pos += 1
+        st.rope_pos += 1
+
+    def _select(self, st: _State) -> None:
+        """Logits -> next token: probes, suppression, grammar bitmask, argmax."""
+        scores = st.logits.float()
+        st.probes.index_copy_(0, st.step, scores[:, self._score_ids][None])
+        if self._suppressed.numel():
+            scores = scores.index_fill(1, self._suppressed, float("-inf"))
+        bits = torch.bitwise_and(torch.bitwise_right_shift(st.mask[:, self._word], self._bit), 1)
+        scores = scores.masked_fill(bits == 0, float("-inf"))
+        st.tok.copy_(scores.argmax(dim=-1))
+        st.step += 1
+
+    # --- static state and graphs ---------------------------------------------------------
+
+    def _state(self, rows: int, needed: int, mixed: bool) -> _State:
+        """The state for `rows` rows and mode, with room for `needed` positions per row.
+
+        One state per (rows, mode), reused while it is long enough (its graphs with it); a
+        longer request replaces it with one of the next CAPACITY_STEP multiple."""
+        for key, st in list(self._states.items()):
+            if key[0] == rows and key[2] == mixed:
+                if key[1] >= needed:
+                    return st
+                del self._states[key]
+        length = _round_up(needed, CAPACITY_STEP)
+        key = (rows, length, mixed)
+        lm, dev = self.lm, self.device
+        pin = self.cuda_graphs
+        shape = (rows, lm.kv_heads, length, lm.head_dim)
+        slots = self.bank.capacity if (mixed and self.bank is not None) else 0
+        st = _State(
+            rows=rows,
+            length=length,
+            mixed=mixed,
+            tok=torch.zeros(rows, dtype=torch.long, device=dev),
+            cache_pos=torch.zeros(rows, dtype=torch.long, device=dev),
+            rope_pos=torch.zeros(rows, dtype=torch.long, device=dev),
+            step=torch.zeros(1, dtype=torch.long, device=dev),
+            rowscale=torch.zeros(rows, slots, device=dev) if mixed else None,
+            logits=torch.zeros(rows, lm.vocab, dtype=lm.dtype, device=dev),
+            probes=torch.zeros(length + 1, rows, len(self.backend.score_token_ids), device=dev),
+            mask=torch.full((rows, self._words), -1, dtype=torch.int32, device=dev),
+            mask_host=torch.full((rows, self._words), -1, dtype=torch.int32).pin_memory()
+            if pin
+            else torch.full((rows, self._words), -1, dtype=torch.int32),
+            host_tokens=torch.zeros(length + 1, rows, dtype=torch.long).pin_memory()
+            if pin
+            else torch.zeros(length + 1, rows, dtype=torch.long),
+            k=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
+            v=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
+        )
+        self._states[key] = st
+        return st
+
+    def _capture(self, st: _State, buckets: range) -> None:
+        """Capture the select graph and the forward graph of each bucket not yet captured.
+
+        Runs before the prefill: the warm-up passes write K/V at stale positions, which the
+        prefill and the decode overwrite before anything reads them."""
+        missing = [b for b in buckets if b not in st.forward_graphs]
+        if not missing and st.select_graph is not None:
+            return
+        saved = [t.clone() for t in (st.tok, st.cache_pos, st.rope_pos, st.step)]
+
+        def restore() -> None:
+            for dst, src in zip((st.tok, st.cache_pos, st.rope_pos, st.step), saved, strict=True):
+                dst.copy_(src)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for bucket in missing:
+                for _ in range(2):  # compiles on first use; then allocations settle
+                    self._forward(st, bucket)
+                    restore()
+            st.step.zero_()
+            self._select(st)
+            restore()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        for bucket in missing:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                self._forward(st, bucket)
+            st.forward_graphs[bucket] = graph
+        if st.select_graph is None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                self._select(st)
+            st.select_graph = graph
+        restore()
+        torch.cuda.synchronize()
+
+
+def _padded_rows(rows: int) -> int:
+    """Batch sizes are rounded up to powers of two: each size is compiled and captured
+    once, so a worker's varying batches reuse a few graphs instead of compiling each."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+__all__ = ["BUCKET", "GROUPS", "FastPath"]

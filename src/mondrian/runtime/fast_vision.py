@@ -1,0 +1,238 @@
+"""One variable-length attention call per vision block instead of one call per window.
+
+transformers' Qwen-VL vision attention, without the flash-attn package, splits the packed
+patch sequence at every window boundary and calls SDPA once per window: a 1036x784 photo
+is 70 windows, so Qwen2.5-VL's 28 windowed blocks make ~2000 small attention launches per
+image. PyTorch's own `torch.nn.attention.varlen.varlen_attn` (flash attention over
+cumulative sequence lengths, CUDA, fp16/bf16) does each block in one launch, on the same
+`cu_seqlens` transformers already computes. Same arithmetic per window, so the result is
+the stock one up to kernel rounding.
+
+`patch_vision_attention(model)` swaps the forward of each vision attention module of one
+model instance (the class is untouched); `unpatch_vision_attention` restores it.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import torch
+
+_ORIGINAL = "_mondrian_original_forward"
+
+
+def varlen_available(device: torch.device, dtype: torch.dtype) -> bool:
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_LONGEST: dict[int, tuple[torch.Tensor, int]] = {}
+
+
+def _longest(cu_seqlens: torch.Tensor) -> int:
+    """The longest segment of `cu_seqlens`, read from the device once per tensor.
+
+    transformers hands every block the same two tensors (windows, whole image) and, without
+    flash-attn, no maximum; reading it in every block would stall the CPU 32 times per
+    image. The cache holds the tensor itself, so its id cannot be reused while cached."""
+    hit = _LONGEST.get(id(cu_seqlens))
+    if hit is not None and hit[0] is cu_seqlens:
+        return hit[1]
+    if len(_LONGEST) >= 8:
+        _LONGEST.clear()
+    longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    _LONGEST[id(cu_seqlens)] = (cu_seqlens, longest)
+    return longest
+
+
+def _attention_modules(model: Any) -> list[Any]:
+    visual = model.model.visual
+    return [block.attn for block in visual.blocks]
+
+
+def patch_vision_attention(model: Any) -> int:
+    """Route every vision block's attention through varlen_attn; returns how many."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    modules = _attention_modules(model)
+    for attn in modules:
+        if hasattr(attn, _ORIGINAL):
+            continue
+        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+
+        def forward(
+            self: Any,
+            hidden_states: torch.Tensor,
+            cu_seqlens: torch.Tensor,
+            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+            max_seqlen: Any = None,
+            _rope: Any = rope,
+            **kwargs: Any,
+        ) -> torch.Tensor:
+            seq = hidden_states.shape[0]
+            q, k, v = (
+                self.qkv(hidden_states).reshape(seq, 3, self.num_heads, -1).permute(1, 0, 2, 3)
+            ).unbind(0)
+            cos, sin = position_embeddings
+            q, k = _rope(q, k, cos, sin)
+            cu = cu_seqlens.to(torch.int32)
+            longest = int(max_seqlen) if max_seqlen is not None else _longest(cu_seqlens)
+            out = varlen_attn(
+                q.contiguous(),
+                k.contiguous(),
+                v.contiguous(),
+                cu,
+                cu,
+                longest,
+                longest,
+                scale=self.scaling,
+            )
+            return self.proj(out.reshape(seq, -1))
+
+        setattr(attn, _ORIGINAL, attn.forward)
+        attn.forward = types.MethodType(forward, attn)
+    return len(modules)
+
+
+def unpatch_vision_attention(model: Any) -> None:
+    for attn in _attention_modules(model):
+        if hasattr(attn, _ORIGINAL):
+            del attn.forward  # the instance override; the class's forward shows again
+            delattr(attn, _ORIGINAL)
+    for block in model.model.visual.blocks:
+        if hasattr(block, _ORIGINAL):
+            del block.forward
+            delattr(block, _ORIGINAL)
+
+
+# --- Qwen2.5-VL vision blocks as two compiled functions around the attention ------------
+#
+# The eager block is GPU-bound on elementwise work, not on its matrix products: RMSNorm and
+# the rotary embedding run in float32 over [patches, 1280] tensors, a dozen separate
+# kernels each. Compiled (dynamic in the patch count, so any image size reuses it), each
+# half is a few fused kernels around cuBLAS products; the attention stays varlen_attn.
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    dtype = x.dtype
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(dtype)
+
+
+def _rot_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _block_pre(
+    x: torch.Tensor,
+    norm_w: torch.Tensor,
+    eps: float,
+    qkv_w: torch.Tensor,
+    qkv_b: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    seq = x.shape[0]
+    qkv = torch.nn.functional.linear(_rms(x, norm_w, eps), qkv_w, qkv_b)
+    q, k, v = qkv.reshape(seq, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
+    cos, sin = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
+    qf, kf = q.float(), k.float()
+    q = (qf * cos + _rot_half(qf) * sin).to(x.dtype)
+    k = (kf * cos + _rot_half(kf) * sin).to(x.dtype)
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
+def _block_post(
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    proj_w: torch.Tensor,
+    proj_b: torch.Tensor,
+    norm_w: torch.Tensor,
+    eps: float,
+    gate_w: torch.Tensor,
+    gate_b: torch.Tensor | None,
+    up_w: torch.Tensor,
+    up_b: torch.Tensor | None,
+    down_w: torch.Tensor,
+    down_b: torch.Tensor | None,
+) -> torch.Tensor:
+    linear = torch.nn.functional.linear
+    h = x + linear(attn, proj_w, proj_b)
+    y = _rms(h, norm_w, eps)
+    y = torch.nn.functional.silu(linear(y, gate_w, gate_b)) * linear(y, up_w, up_b)
+    return h + linear(y, down_w, down_b)
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def compile_vision_blocks(model: Any) -> int:
+    """Qwen2.5-VL only (RMSNorm + SiLU gated MLP): each block's forward becomes the two
+    compiled halves around varlen_attn. Returns how many blocks were switched."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    visual = model.model.visual
+    blocks = list(visual.blocks)
+    if not blocks or type(blocks[0]).__name__ != "Qwen2_5_VLVisionBlock":
+        return 0
+    if getattr(visual.config, "hidden_act", "silu") != "silu":
+        return 0
+    if not _COMPILED:
+        _COMPILED["pre"] = torch.compile(_block_pre, dynamic=True)
+        _COMPILED["post"] = torch.compile(_block_post, dynamic=True)
+    pre, post = _COMPILED["pre"], _COMPILED["post"]
+    for block in blocks:
+        if hasattr(block, _ORIGINAL):
+            continue
+
+        def forward(
+            self: Any,
+            hidden_states: torch.Tensor,
+            cu_seqlens: torch.Tensor,
+            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+            max_seqlen: Any = None,
+            **kwargs: Any,
+        ) -> torch.Tensor:
+            attn, mlp = self.attn, self.mlp
+            cos, sin = position_embeddings
+            q, k, v = pre(
+                hidden_states,
+                self.norm1.weight,
+                self.norm1.variance_epsilon,
+                attn.qkv.weight,
+                attn.qkv.bias,
+                cos,
+                sin,
+                attn.num_heads,
+            )
+            longest = int(max_seqlen) if max_seqlen is not None else _longest(cu_seqlens)
+            cu = cu_seqlens.to(torch.int32)
+            out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=attn.scaling)
+            return post(
+                hidden_states,
+                out.reshape(hidden_states.shape[0], -1),
+                attn.proj.weight,
+                attn.proj.bias,
+                self.norm2.weight,
+                self.norm2.variance_epsilon,
+                mlp.gate_proj.weight,
+                mlp.gate_proj.bias,
+                mlp.up_proj.weight,
+                mlp.up_proj.bias,
+                mlp.down_proj.weight,
+                mlp.down_proj.bias,
+            )
+
+        setattr(block, _ORIGINAL, block.forward)
+        block.forward = types.MethodType(forward, block)
+    return len(blocks)

@@ -1,0 +1,173 @@
+"""The fast path (runtime/fast_path.py) gives the stock path's greedy tokens.
+
+On the tiny checkpoint in float32 on the CPU, without CUDA graphs or compilation: the same
+functions the GPU captures, run eagerly. Constrained and unconstrained, base and adapters
+(one adapter merged into the weights; a batch mixing adapters through the stacked bank)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mondrian.advisors import shipped_advisors
+from mondrian.prompts import critique_prompt
+from mondrian.runtime.protocol import GenerationRequest
+from mondrian.schema import Critique
+
+pytestmark = pytest.mark.model
+
+TEXT_CHARS = 8
+LIST_ITEMS = 1
+SHORT = 48  # most cases stop here: the first score is written by then; keeps the test fast
+
+
+def _photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    size = (48 + 8 * seed, 64 + 4 * seed, 3)
+    return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
+
+
+def _request(index: int, **kwargs) -> GenerationRequest:
+    advisors = shipped_advisors()
+    prompt = critique_prompt(advisors[index % len(advisors)], _photo(index))
+    return GenerationRequest(prompt=prompt, **kwargs)
+
+
+def _make_adapter(base_dir, out_dir, seed: int) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=4 + 4 * (seed % 2),  # two ranks: the bank pads the smaller one
+        lora_alpha=8,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_checkpoint_factory, tmp_path_factory):
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    base_dir = tiny_checkpoint_factory()
+    backend = TransformersBackend(
+        str(base_dir), device="cpu", max_text_chars=TEXT_CHARS, max_list_items=LIST_ITEMS
+    )
+    root = tmp_path_factory.mktemp("fast-adapters")
+    for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
+        _make_adapter(base_dir, root / name, seed)
+        backend.load_adapter(name, root / name)
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    return backend, fast
+
+
+def _same(backend, fast, requests) -> list:
+    stock = backend.generate(requests)
+    quick = fast.generate(requests)
+    for s, q in zip(stock, quick, strict=True):
+        assert q.text == s.text
+        assert q.new_tokens == s.new_tokens and q.stopped == s.stopped
+        assert q.prompt_tokens == s.prompt_tokens
+        assert q.expected_scores == pytest.approx(s.expected_scores, abs=1e-4)
+    return quick
+
+
+def test_a_whole_constrained_critique_with_an_adapter_matches(paths):
+    backend, fast = paths
+    (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
+    assert result.critique is not None and result.stopped
+    assert Critique.model_validate(json.loads(result.text))
+    assert result.expected_scores
+
+
+def test_base_and_unconstrained_rows_match_the_stock_tokens(paths):
+    backend, fast = paths
+    for adapter in (None, "fan_ho@v1"):
+        for constrained in (True, False):
+            request = _request(1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT)
+            (result,) = _same(backend, fast, [request])
+            assert result.new_tokens == SHORT
+
+
+def test_a_batch_mixing_adapters_and_modes_matches(paths):
+    backend, fast = paths
+    requests = [
+        _request(2, adapter="ansel@v1", max_new_tokens=SHORT),
+        _request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
+        _request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
+    ]
+    results = _same(backend, fast, requests)
+    assert [r.new_tokens for r in results] == [SHORT, SHORT // 2, SHORT]
+    # Each row of the mixed batch is the request on its own (its adapter, no other).
+    alone = fast.generate([requests[2]])
+    assert alone[0].text == results[2].text
+
+
+def test_the_merged_weights_return_to_the_base_after_an_adapter(paths):
+    import torch
+
+    _, fast = paths
+    fast.generate([_request(0, adapter="ansel@v1", max_new_tokens=2)])
+    assert fast.bank.hot == "ansel@v1"
+    fast.switch(None)
+    layer = fast.lm.layers[0]
+    q = layer.module("q_proj").base_layer.weight
+    assert torch.equal(layer.qkv_w[: q.shape[0]], q)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3_vl"])
+def test_the_other_architectures_match_the_stock_tokens(arch, tiny_checkpoint_factory):
+    # Qwen2-VL: the same text model, another vision tower; Qwen3-VL: q/k norms,
+    # interleaved multimodal rotary positions and deepstack vision features.
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(
+        str(tiny_checkpoint_factory(arch)),
+        device="cpu",
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    requests = [
+        _request(5, max_new_tokens=SHORT),
+        _request(6, constrained=False, max_new_tokens=SHORT // 2),
+    ]
+    _same(backend, fast, requests)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def test_the_prefill_logits_equal_the_models_own(arch, tiny_checkpoint_factory):
+    # Closer than tokens: the whole prompt pass (image features merged, 3-D rotary
+    # positions, Qwen3-VL's deepstack features; leaving those out moves these logits by
+    # ~4e-2) against the transformers forward on the same inputs.
+    import torch
+
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(
+        str(tiny_checkpoint_factory(arch)),
+        device="cpu",
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    prepared = fast._prepare(_request(7))
+    state = fast._state(1, prepared.length + 1, False)
+    with torch.inference_mode():
+        fast._prefill_row(state, 0, prepared, None)
+        reference = backend.base(**prepared.inputs).logits[0, -1]
+    assert torch.allclose(state.logits[0], reference, atol=1e-4, rtol=0)
