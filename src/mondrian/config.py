@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Tighter bound on strengths/improvements items (tiny-model runs).",
     )
+    fast: bool = Field(
+        default=False,
+        description="Serve with the CUDA fast path (static KV cache, CUDA graphs) on a GPU.",
+    )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
     )

@@ -45,6 +45,8 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
     backend_cls = getattr(module, class_name)
     options.setdefault("max_text_chars", settings.max_text_chars)
     options.setdefault("max_list_items", settings.max_list_items)
+    if name == "transformers":
+        options.setdefault("fast", settings.fast)
     return backend_cls(
         settings.model,
         device=settings.device,
