@@ -27,7 +27,6 @@ import json
 import math
 import random
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ from mondrian.training.collate import (
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
 from mondrian.training.dataset import SPLIT_FILES, load_split, manifest_sha256, read_manifest
 from mondrian.training.export_mlx import mlx_to_peft
-from mondrian.training.plot import loss_curve_svg
 from mondrian.training.train import (
     PUBLISHED_FILE,
     RunState,
@@ -72,6 +70,7 @@ from mondrian.training.train import (
     _write_json,
     default_run_dir,
     lr_lambda,
+    publish_run,
 )
 
 # LM_TARGET_REGEX in mlx-vlm's module names (its Qwen-VL models keep the language model
@@ -361,24 +360,13 @@ def _publish(
     state: RunState,
     activate: bool | None,
 ):
-    from mondrian.storage.bootstrap import open_state
-
-    staging = registry.new_staging_dir(settings, advisor_id)
-    try:
-        save_peft_adapter(model, cfg, staging)
-        points = [(i + 1, loss) for i, loss in enumerate(state.step_losses)]
-        steps_per_epoch = state.step / max(1, state.epochs_done)
-        valid = [
-            (round((e + 1) * steps_per_epoch), loss)
-            for e, loss in enumerate(state.val_loss)
-            if loss is not None
-        ]
-        svg = loss_curve_svg(points, valid, title=f"{advisor_id}: LoRA r={cfg.rank} (MLX)")
-        (staging / registry.LOSS_CURVE).write_text(svg, encoding="utf-8")
-        with open_state(settings) as db:
-            return registry.publish(
-                db, settings, advisor_id, staging, cfg.model or "", meta, activate=activate
-            )
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    return publish_run(
+        settings,
+        advisor_id,
+        cfg,
+        meta,
+        state,
+        activate,
+        lambda staging: save_peft_adapter(model, cfg, staging),
+        trainer="MLX",
+    )

@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -575,12 +576,30 @@ def _publish(
     state: RunState,
     activate: bool | None,
 ) -> tuple[Adapter, bool]:
+    def save(staging: Path) -> None:
+        model.save_pretrained(staging)
+        (staging / "README.md").unlink(missing_ok=True)  # PEFT's model-card template
+
+    return publish_run(settings, advisor_id, cfg, meta, state, activate, save)
+
+
+def publish_run(
+    settings: Settings,
+    advisor_id: str,
+    cfg: TrainConfig,
+    meta: dict[str, Any],
+    state: RunState,
+    activate: bool | None,
+    save: Callable[[Path], None],
+    trainer: str = "",
+) -> tuple[Adapter, bool]:
+    """Stage the adapter (`save` writes it) and its loss curve, then register the version.
+    Shared by every trainer, so a version looks the same whoever trained it."""
     from mondrian.storage.bootstrap import open_state
 
     staging = registry.new_staging_dir(settings, advisor_id)
     try:
-        model.save_pretrained(staging)
-        (staging / "README.md").unlink(missing_ok=True)  # PEFT's model-card template
+        save(staging)
         points = [(i + 1, loss) for i, loss in enumerate(state.step_losses)]
         steps_per_epoch = state.step / max(1, state.epochs_done)
         valid = [
@@ -588,7 +607,8 @@ def _publish(
             for e, loss in enumerate(state.val_loss)
             if loss is not None
         ]
-        svg = loss_curve_svg(points, valid, title=f"{advisor_id}: LoRA r={cfg.rank}")
+        suffix = f" ({trainer})" if trainer else ""
+        svg = loss_curve_svg(points, valid, title=f"{advisor_id}: LoRA r={cfg.rank}{suffix}")
         (staging / registry.LOSS_CURVE).write_text(svg, encoding="utf-8")
         with open_state(settings) as db:
             return registry.publish(
