@@ -169,3 +169,59 @@ def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model,
     assert "restart" in final[exhausted.id]["error"]
     with open_state(settings) as db, db.read() as conn:
         assert jobs.count_by_status(conn) == {"queued": 0, "running": 0, "done": 2, "failed": 1}
+
+
+class RecordingBackend(GatedBackend):
+    """The real backend; records each batch's size and holds the first until the gate opens."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.sizes: list[int] = []
+
+    def generate(self, requests, on_token=None):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        self.sizes.append(len(requests))
+        return self._backend.generate(requests, on_token=on_token)
+
+
+def test_concurrent_jobs_share_batches_on_the_model(tiny_backend, tiny_model, tmp_path):
+    recording = RecordingBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    options = ServiceOptions(concurrency=4, idle_poll_s=0.05, batch_wait_ms=200)
+    form = {"advisor": "ansel"}
+    with TestClient(create_app(settings, recording, options=options)) as client:
+        try:
+            ids = [
+                client.post("/jobs", files=upload(photo_bytes(name)), data=form).json()["id"]
+                for name in ("chelsea", "coffee", "rocket", "astronaut")
+            ]
+            assert recording.entered.wait(30)
+            batcher = app_batcher(client)
+            # One job holds the model; the other three wait for it inside the batcher.
+            for _ in range(600):
+                if batcher._queue.qsize() == 3:
+                    break
+                threading.Event().wait(0.05)
+            assert batcher._queue.qsize() == 3
+            health = client.get("/health").json()
+            assert len(health["queue"]["running_jobs"]) == 4
+            assert health["queue"]["running"] == health["queue"]["running_jobs"][0]
+            metrics = client.get("/metrics").text
+            assert _metric(metrics, "mondrian_jobs_running") == 4
+        finally:
+            recording.gate.set()
+        results = [wait_for_job(client, job_id) for job_id in ids]
+    assert [r["status"] for r in results] == ["done"] * 4
+    assert recording.sizes == [1, 3], "the three waiting jobs should make one batch"
+    for r in results:
+        assert set(r["result"]["critique"]) >= {"dimensions", "overall_score"}
+
+
+def app_batcher(client):
+    from mondrian.runtime.batching import BatchingBackend
+
+    backend = client.app.state.mondrian.backend
+    assert isinstance(backend, BatchingBackend)
+    return backend

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import mondrian
 from mondrian.config import Settings
+from mondrian.runtime.batching import BatchingBackend
 from mondrian.runtime.protocol import Backend
 from mondrian.service import ab, advisors, analyze, errors, health, jobs, metrics
 from mondrian.service.deps import ServiceState
@@ -58,6 +59,11 @@ def create_app(
                 from mondrian.runtime.registry import create_backend
 
                 model = await run_in_threadpool(create_backend, settings)
+            batcher = None
+            if options.concurrency > 1:
+                model = batcher = BatchingBackend(
+                    model, max_rows=options.concurrency, max_wait_s=options.batch_wait_ms / 1000
+                )
             ctx = Context(backend=model, db=db, settings=settings)
             worker = Worker(ctx, policy, service_metrics, options)
             await run_in_threadpool(worker.start)
@@ -76,6 +82,8 @@ def create_app(
             finally:
                 app.state.mondrian = None
                 await run_in_threadpool(worker.stop)
+                if batcher is not None:
+                    await run_in_threadpool(batcher.close)
         finally:
             db.close()
 

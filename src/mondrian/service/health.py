@@ -16,7 +16,10 @@ router = APIRouter(tags=["service"])
 class QueueInfo(BaseModel):
     depth: int = Field(description="Jobs waiting for the model.")
     capacity: int = Field(description="Jobs that may wait; more get a 503.")
-    running: str | None = Field(description="Id of the job the model is running, if any.")
+    running: str | None = Field(description="Id of the longest-running job, if any.")
+    running_jobs: list[str] = Field(
+        default_factory=list, description="Ids of every job being run now (see concurrency)."
+    )
     worker_alive: bool
 
 
@@ -38,6 +41,7 @@ class Health(BaseModel):
 def health(state: State) -> Health:
     info = state.backend.info()
     worker = state.worker
+    running = worker.running_jobs
     return Health(
         status="ok" if worker.alive else "degraded",
         version=mondrian.__version__,
@@ -52,7 +56,8 @@ def health(state: State) -> Health:
         queue=QueueInfo(
             depth=worker.queue_depth(),
             capacity=state.options.queue_size,
-            running=worker.running_job,
+            running=running[0] if running else None,
+            running_jobs=running,
             worker_alive=worker.alive,
         ),
     )

@@ -40,6 +40,18 @@ class ServiceOptions(BaseSettings):
     progress_interval_s: float = Field(
         default=0.25, ge=0, description="Least time between two progress writes of a job."
     )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Jobs run at once; above 1 their generations are batched on the model "
+        "(worth it on a GPU, where a batch of 32 costs about twice one request).",
+    )
+    batch_wait_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="With concurrency above 1: how long a batch stays open for more requests.",
+    )
     idle_poll_s: float = Field(
         default=1.0,
         gt=0,

@@ -5,8 +5,11 @@ when `queue_size` rows already wait), and the worker claims the oldest one, runs
 records `done` or `failed`. Keeping the queue in the database, not in memory, is what
 makes restarts safe: on start the worker puts jobs a dead process left `running` back in
 the queue (or fails them once they have had `max_attempts` runs), then works through
-everything queued. One thread means one generation at a time: the model is never shared
-between threads, and the transformers backend is not thread-safe anyway.
+everything queued.
+
+`ServiceOptions.concurrency` threads run jobs side by side (one by default). With more than
+one, the app hands them a `BatchingBackend` (runtime/batching.py): their generations are
+batched onto the model, which still only ever sees one thread, the batcher's.
 
 Synchronous callers (`POST /analyze`) get a Future when they submit; the worker resolves
 it with the result, or with the exception that failed the job.
@@ -115,10 +118,12 @@ class Worker:
         self.options = options
         self._lock = threading.Lock()
         self._waiters: dict[str, Future[AnalysisResult]] = {}
-        self._wake = threading.Event()
+        # Counts submits not yet looked at: a submit is never lost between two idle
+        # threads, as a flag set by one and cleared by another could be.
+        self._wake = threading.Semaphore(0)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._running: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, float] = {}  # job id -> when it started
         self._job_s: float | None = None  # moving average of a job's run time
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -133,8 +138,12 @@ class Worker:
                 len(recovery.failed),
             )
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="mondrian-worker", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"mondrian-worker-{i}", daemon=True)
+            for i in range(self.options.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
         return recovery
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -144,12 +153,13 @@ class Worker:
         next start. Waiting callers are answered with `ShuttingDown`.
         """
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("the worker did not stop within %.0f s", timeout)
-            self._thread = None
+        self._wake.release(max(1, len(self._threads)))
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.warning("the worker did not stop within %.0f s", timeout)
+        self._threads = []
         with self._lock:
             waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
@@ -161,7 +171,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -191,7 +201,7 @@ class Worker:
             future: Future[AnalysisResult] | None = Future() if wait else None
             if future is not None:
                 self._waiters[job.id] = future
-        self._wake.set()
+        self._wake.release()
         return Submission(job=job, done=future)
 
     def forget(self, job_id: str) -> None:
@@ -202,6 +212,7 @@ class Worker:
     def retry_after(self, depth: int) -> int:
         """Seconds until a slot is likely free: the waiting jobs at the average job time."""
         per_job = self._job_s if self._job_s is not None else DEFAULT_JOB_S
+        per_job /= self.options.concurrency  # jobs run side by side, batched
         return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(per_job * max(1, depth)))))
 
     def queue_depth(self) -> int:
@@ -209,8 +220,10 @@ class Worker:
             return records.queued_count(conn)
 
     @property
-    def running_job(self) -> str | None:
-        return self._running
+    def running_jobs(self) -> list[str]:
+        """Jobs being run now, the longest-running first."""
+        with self._lock:
+            return sorted(self._running, key=self._running.__getitem__)
 
     # --- the thread ----------------------------------------------------------------------
 
@@ -224,8 +237,7 @@ class Worker:
                 continue
             if job is None:
                 # Woken by a submit, or polling for jobs another process queued.
-                self._wake.wait(self.options.idle_poll_s)
-                self._wake.clear()
+                self._wake.acquire(timeout=self.options.idle_poll_s)
                 continue
             try:
                 self._run(job)
@@ -235,8 +247,9 @@ class Worker:
                 return
 
     def _run(self, job: Job) -> None:
-        self._running = job.id
-        self.metrics.running.set(1)
+        with self._lock:
+            self._running[job.id] = time.monotonic()
+            self.metrics.running.set(len(self._running))
         started = time.perf_counter()
         budget = int(getattr(self.ctx.backend, "answer_budget", 0) or DEFAULT_TOKEN_BUDGET)
         progress = _Progress(self, job.id, budget)
@@ -260,8 +273,9 @@ class Worker:
             self.metrics.tokens.labels(*labels).inc(progress.total)
             self._resolve(job.id, result=result)
         finally:
-            self._running = None
-            self.metrics.running.set(0)
+            with self._lock:
+                self._running.pop(job.id, None)
+                self.metrics.running.set(len(self._running))
 
     def _analyze(self, job: Job, on_token: _Progress) -> AnalysisResult:
         settings = self.ctx.settings
