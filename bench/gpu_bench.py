@@ -878,7 +878,7 @@ def run(args: argparse.Namespace) -> None:
         state = fast._state(1, _round_up(p.length + new_tokens + 1, BUCKET), False)
         pre_s, _ = timed(lambda: fast._prepare(request), repeats=5)
         with torch.inference_mode():
-            gpu_s, _ = timed(lambda: fast._prefill_row(state, 0, p, None), repeats=5)
+            gpu_s, _ = timed(lambda: fast._prefill(state, [0], [p], [None]), repeats=5)
             vis_s, _ = timed(
                 lambda: backend.base.model.get_image_features(
                     p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]

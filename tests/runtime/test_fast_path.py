@@ -168,6 +168,34 @@ def test_the_prefill_logits_equal_the_models_own(arch, tiny_checkpoint_factory):
     prepared = fast._prepare(_request(7))
     state = fast._state(1, prepared.length + 1, False)
     with torch.inference_mode():
-        fast._prefill_row(state, 0, prepared, None)
+        fast._prefill(state, [0], [prepared], [None])
         reference = backend.base(**prepared.inputs).logits[0, -1]
     assert torch.allclose(state.logits[0], reference, atol=1e-4, rtol=0)
+
+
+def test_a_packed_prefill_equals_each_prompt_alone(paths):
+    # Three prompts of different lengths in one pass (attention within each, K/V written
+    # to their own rows, LoRA scaled per token): the logits and caches of single passes.
+    import torch
+
+    _, fast = paths
+    fast.sync_adapters()
+    requests = [_request(8, adapter="ansel@v1"), _request(9), _request(10, adapter="fan_ho@v1")]
+    prepared = [fast._prepare(r) for r in requests]
+    assert len({p.length for p in prepared}) == 3
+    slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
+    fast.bank.merge(None)
+    longest = max(p.length for p in prepared)
+    packed = fast._state(3, longest + 1, True)
+    single = fast._state(1, longest + 1, True)
+    with torch.inference_mode():
+        fast._prefill(packed, [0, 1, 2], prepared, slots)
+        for row, (p, slot) in enumerate(zip(prepared, slots, strict=True)):
+            fast._prefill(single, [0], [p], [slot])
+            assert torch.allclose(packed.logits[row], single.logits[0], atol=1e-4, rtol=0)
+            assert int(packed.cache_pos[row]) == p.length
+            assert int(packed.rope_pos[row]) == int(single.rope_pos[0])
+            for k_packed, k_single in zip(packed.k, single.k, strict=True):
+                assert torch.allclose(
+                    k_packed[row, :, : p.length], k_single[0, :, : p.length], atol=1e-5, rtol=0
+                )

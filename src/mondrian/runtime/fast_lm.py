@@ -21,7 +21,8 @@ What is shared with the transformers model and what is copied:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,25 +280,33 @@ class FastLM:
         *,
         lora: LoraBank | None = None,
         rowscale: torch.Tensor | None = None,
-        kv_out: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        store_kv: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         deepstack: Sequence[torch.Tensor] | None = None,
         visual_mask: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Causal pass over a prompt: embeds [N, T, H], positions [3, N, T] -> last hidden
-        states after the final norm [N, T, H]. Writes each layer's K and V into `kv_out`
-        ([N, kv_heads, >=T, D] views) when given. Differentiable (training uses it)."""
+        states after the final norm [N, T, H]. Hands each layer's K and V
+        ([N, kv_heads, T, D]) to `store_kv(layer, k, v)` when given. Differentiable
+        (training uses it).
+
+        `segments` packs several prompts into one row (N = 1): their cumulative lengths
+        [0, t1, t1 + t2, ...] (int32, on the device); attention stays inside each prompt.
+        `rowscale` may then be per token, [1, T, slots]."""
         cos, sin = self.rope_3d(pos3)
         hidden = embeds
         n, t, _ = embeds.shape
         for i in range(len(self.layers)):
             pre, post = self.layer_args(i, lora)
             q, k, v = self.pre(hidden, cos, sin, rowscale, *pre)
-            if kv_out is not None:
-                kv_out[i][0][:, :, :t].copy_(k)
-                kv_out[i][1][:, :, :t].copy_(v)
-            attn = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.head_dim**-0.5, enable_gqa=True
-            )
+            if store_kv is not None:
+                store_kv(i, k, v)
+            if segments is None:
+                attn = F.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, scale=self.head_dim**-0.5, enable_gqa=True
+                )
+            else:
+                attn = packed_causal_attention(q, k, v, segments, self.head_dim**-0.5)
             attn = attn.transpose(1, 2).reshape(n, t, self.q_size)
             hidden = self.post(hidden, attn, rowscale, *post)
             if deepstack is not None and visual_mask is not None and i < len(deepstack):
@@ -333,19 +342,45 @@ class FastLM:
         return F.linear(hidden_last, self.lm_head)
 
 
+def packed_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Causal attention within each packed prompt: q [1, heads, T, D], k and v
+    [1, kv_heads, T, D], `segments` cumulative lengths -> [1, heads, T, D].
+
+    On CUDA one flash-attention call over all prompts (torch's varlen_attn); elsewhere one
+    SDPA call per prompt, the same arithmetic as an unpacked prefill."""
+    if q.device.type == "cuda":
+        from mondrian.runtime.fast_vision import varlen_causal
+
+        return varlen_causal(
+            q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1), segments, scale
+        ).transpose(0, 1)[None]
+    bounds = segments.tolist()
+    parts = [
+        F.scaled_dot_product_attention(
+            q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, scale=scale, enable_gqa=True
+        )
+        for s, e in itertools.pairwise(bounds)
+    ]
+    return torch.cat(parts, dim=2)
+
+
 def lora_delta(
     x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rowscale: torch.Tensor
 ) -> torch.Tensor:
     """Per-row LoRA over stacked adapters: x [N, T, in], a [S*R, in], b [out, S*R],
-    rowscale [N, S] (the row's adapter's scaling in its slot, zeros elsewhere).
+    rowscale [N, S] (the row's adapter's scaling in its slot, zeros elsewhere) or, for
+    packed prompts, [N, T, S] (per token).
 
     Every row multiplies all S adapters' A (one small product) and the mask keeps its own;
     that reads each adapter's weights once per step whatever the batch, where gathering
     per-row A and B would read them once per row."""
     n, t, _ = x.shape
-    slots = rowscale.shape[1]
+    slots = rowscale.shape[-1]
+    scale = rowscale[:, None, :, None] if rowscale.dim() == 2 else rowscale[..., None]
     xa = F.linear(x, a)
-    xa = (xa.view(n, t, slots, -1) * rowscale.view(n, 1, slots, 1).to(xa.dtype)).view(n, t, -1)
+    xa = (xa.view(n, t, slots, -1) * scale.to(xa.dtype)).view(n, t, -1)
     return F.linear(xa, b)
 
 

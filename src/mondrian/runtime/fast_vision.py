@@ -33,6 +33,43 @@ def varlen_available(device: torch.device, dtype: torch.dtype) -> bool:
     return True
 
 
+def varlen_causal(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Causal flash attention within each packed segment: q [T, heads, D], k and v
+    [T, kv_heads, D] -> [T, heads, D]. Used by the packed prefill of several prompts.
+
+    torch 2.10 spells causal `is_causal=True`, later versions `window_size=(-1, 0)`; K/V
+    heads are repeated for grouped-query attention where `enable_gqa` is missing."""
+    import inspect
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    kwargs: dict[str, Any] = {"scale": scale}
+    if "window_size" in params:
+        kwargs["window_size"] = (-1, 0)
+    else:
+        kwargs["is_causal"] = True
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = True
+        else:
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    longest = _longest(cu_seqlens)
+    return varlen_attn(
+        q.contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        cu_seqlens,
+        cu_seqlens,
+        longest,
+        longest,
+        **kwargs,
+    )
+
+
 _LONGEST: dict[int, tuple[torch.Tensor, int]] = {}
 
 
