@@ -751,6 +751,7 @@ def run(args: argparse.Namespace) -> None:
     names = make_adapters(model, adapter_root, n_adapters, rank)
     one = requests_for(1, [None])
     res.data["prompt_tokens"] = int(stock_inputs(backend, one)["input_ids"].shape[1])
+    res.data["adapters"] = n_adapters
 
     # --- stock ---
     def stock_prefill() -> dict[str, float]:
@@ -952,6 +953,18 @@ def run(args: argparse.Namespace) -> None:
 
     if not args.skip_batch:
         res.section("fast_batch_validity", validity)
+    if not args.skip_service:
+        res.section(
+            "service_http",
+            lambda: service_http(
+                backend,
+                fast,
+                adapter_root,
+                names,
+                batch,
+                8 if tiny else args.service_text_chars,
+            ),
+        )
 
     if cuda and not args.skip_train:
         from mondrian.runtime.fast_vision import (
@@ -975,6 +988,173 @@ def run(args: argparse.Namespace) -> None:
         if args.stock_train_nogc:
             res.section("stock_train", lambda: stock_train_step(backend, data, rank, False))
     res.path.write_text(json.dumps(res.data, indent=1, default=str))
+
+
+def service_http(
+    backend: Any,
+    fast: Any,
+    adapter_root: Path,
+    names: list[str],
+    requests_n: int,
+    text_chars: int,
+) -> dict[str, Any]:
+    """`POST /analyze` over real HTTP (uvicorn on 127.0.0.1, httpx clients), mode lora:
+    one critique at a time, then `requests_n` at once spread over the adapters.
+
+    Each advisor gets one of the bench's adapters registered and activated, as `mondrian
+    train` would leave it. The service runs the fast path with `concurrency=requests_n`
+    (BatchingBackend). Random weights write every string to its bound, so the schema's
+    strings are bounded at `text_chars` to make a critique about the issue's 600 tokens."""
+    import io
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import uvicorn
+
+    from mondrian.advisors import shipped_advisors
+    from mondrian.config import Settings
+    from mondrian.runtime.grammar import CritiqueGrammar
+    from mondrian.schema import generation_schema, longest_answer
+    from mondrian.service.app import create_app
+    from mondrian.service.options import ServiceOptions
+    from mondrian.storage import adapters as adapter_store
+    from mondrian.storage import advisors as advisor_store
+    from mondrian.storage.bootstrap import open_state
+
+    class Counting:
+        """The backend as it is; counts the tokens of what it generates."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+            self.tokens = 0
+            self.batches: list[int] = []
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self.inner, attr)
+
+        def generate(self, requests: list[Any], on_token: Any = None) -> list[Any]:
+            gens = self.inner.generate(requests, on_token)
+            self.tokens += sum(g.new_tokens for g in gens)
+            self.batches.append(len(requests))
+            return gens
+
+    for name in list(backend.adapters()):  # the service loads its own, by advisor@vN
+        backend.unload_adapter(name)
+    started = time.perf_counter()
+    grammar, budget = backend.grammar, backend.answer_budget
+    backend.grammar = CritiqueGrammar(
+        backend.tokenizer,
+        grammar.vocab_size,
+        backend.stop_token_ids,
+        generation_schema(text_chars, 2),
+    )
+    backend.answer_budget = len(longest_answer(text_chars, 2)) + 1
+    grammar_s = time.perf_counter() - started
+
+    home = Path(tempfile.mkdtemp(prefix="mondrian-service-"))
+    settings = Settings(home=home, model=backend.model_id, analysis_mode="lora")
+    shipped = shipped_advisors()
+    advisors = [
+        shipped[i].model_copy(update={"id": f"{shipped[i % len(shipped)].id}_{i}"})
+        if i >= len(shipped)
+        else shipped[i]
+        for i in range(len(names))
+    ]
+    with open_state(settings) as db:
+        for i, (advisor, name) in enumerate(zip(advisors, names, strict=True)):
+            if i >= len(shipped):
+                db.write(advisor_store.upsert_advisor, advisor)
+            version = db.write(
+                adapter_store.register_adapter,
+                advisor.id,
+                adapter_root / name,
+                backend.model_id,
+                {"bench": f"random LoRA {i}"},
+            )
+            db.write(adapter_store.activate, advisor.id, version)
+
+    counting = Counting(backend)
+    backend._fast = fast
+    options = ServiceOptions(
+        concurrency=requests_n, queue_size=2 * requests_n, batch_wait_ms=50, idle_poll_s=0.05
+    )
+    app = create_app(settings, counting, options=options)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the service did not start")
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+
+    jpegs = []
+    for i in range(requests_n):
+        buf = io.BytesIO()
+        photo(seed=i).save(buf, "JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+
+    def post(i: int) -> tuple[float, int, str]:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            began = time.perf_counter()
+            r = client.post(
+                "/analyze",
+                files={"image": ("photo.jpg", jpegs[i], "image/jpeg")},
+                data={"advisor": advisors[i % len(advisors)].id, "mode": "lora"},
+            )
+            used = r.json().get("mode_used", "") if r.status_code == 200 else r.text[:200]
+            return time.perf_counter() - began, r.status_code, used
+
+    def burst() -> dict[str, Any]:
+        tokens, batches = counting.tokens, len(counting.batches)
+        began = time.perf_counter()
+        with ThreadPoolExecutor(requests_n) as pool:
+            answers = list(pool.map(post, range(requests_n)))
+        seconds = time.perf_counter() - began
+        made = counting.tokens - tokens
+        ok = sum(code == 200 and used == "lora" for _, code, used in answers)
+        return {
+            "requests": requests_n,
+            "ok_lora": ok,
+            "wall_s": seconds,
+            "tokens": made,
+            "tok_s": made / seconds,
+            "latency_p50_s": statistics.median(a[0] for a in answers),
+            "latency_max_s": max(a[0] for a in answers),
+            "batches": counting.batches[batches:],
+            "errors": sorted({used for _, code, used in answers if code != 200})[:3],
+        }
+
+    out: dict[str, Any] = {"text_chars": text_chars, "grammar_compile_s": grammar_s}
+    try:
+        warm = time.perf_counter()
+        first = post(0)  # loads the adapter, first graphs at this length
+        out["first_s"] = time.perf_counter() - warm
+        out["first_status"] = first[1:]
+        singles = []
+        for i in range(3):
+            tokens = counting.tokens
+            seconds, code, used = post(i % len(advisors))
+            singles.append((seconds, counting.tokens - tokens, code, used))
+        out["single_s"] = [round(x[0], 4) for x in singles]
+        out["single_tokens"] = [x[1] for x in singles]
+        out["single_ok"] = sum(x[2] == 200 and x[3] == "lora" for x in singles)
+        out["single_median_s"] = statistics.median(x[0] for x in singles)
+        out["burst_warmup"] = burst()  # loads the other adapters, captures the batch graphs
+        out["burst"] = burst()
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        backend._fast = None
+        backend.grammar, backend.answer_budget = grammar, budget
+    return out
 
 
 def _state_for(fast: Any, rows: int) -> Any:
@@ -1369,6 +1549,37 @@ def arch_table(d: dict[str, Any]) -> list[str]:
             f"{valid.get('valid', '—')}/{valid.get('rows', '—')} | all | — | — | "
             f"{'yes' if valid.get('valid') == valid.get('rows') else 'no'} |"
         )
+    http = d.get("service_http", {})
+    if http.get("single_median_s") is not None:
+        tokens = http.get("single_tokens") or [0]
+        n_tok = int(statistics.median(tokens))
+        row(
+            f"POST /analyze, one LoRA critique, grammar, {n_tok} tokens, median of "
+            f"{len(tokens)} (s)",
+            None,
+            http["single_median_s"],
+            GOALS["critique_600_e2e_s"],
+            None,
+            higher=False,
+            digits=2,
+        )
+    burst = http.get("burst", {})
+    if burst:
+        n_req = burst.get("requests")
+        row(
+            f"POST /analyze, {n_req} at once over {d.get('adapters', '—')} advisors' LoRAs, "
+            "grammar (tok/s)",
+            None,
+            burst.get("tok_s"),
+            GOALS["batch32_tok_s"] if n_req == 32 else None,
+            batch_floor,
+        )
+        lines.append(
+            f"|   answered 200 in mode lora | — | {burst.get('ok_lora')}/{n_req} | all | — | — | "
+            f"{'yes' if burst.get('ok_lora') == n_req else 'no'} |"
+        )
+        row("  latency p50 (s)", None, burst.get("latency_p50_s"), None, None, False, 2)
+        row("  latency max (s)", None, burst.get("latency_max_s"), None, None, False, 2)
     for tag, label in (("rows1_hot", "b1 merged"), (f"rows{int(rows_n or 32)}_mixed", "batch")):
         steps = d.get("diag_gpu_step", {})
         step = next((v for k, v in steps.items() if k.startswith(tag) and "forward" in k), None)
@@ -1499,6 +1710,10 @@ def main() -> None:
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument(
+        "--service-text-chars", type=int, default=80, help="string bound of the HTTP critiques"
+    )
     parser.add_argument("--stock-static", action="store_true")
     parser.add_argument("--stock-train-nogc", action="store_true")
     parser.add_argument("--diag", action="store_true", help="GPU step, kernel profile, vision")

@@ -62,7 +62,10 @@ def create_app(
             batcher = None
             if options.concurrency > 1:
                 model = batcher = BatchingBackend(
-                    model, max_rows=options.concurrency, max_wait_s=options.batch_wait_ms / 1000
+                    model,
+                    max_rows=options.concurrency,
+                    max_wait_s=options.batch_wait_ms / 1000,
+                    quiet_s=options.batch_wait_ms / 2000,
                 )
             ctx = Context(backend=model, db=db, settings=settings)
             worker = Worker(ctx, policy, service_metrics, options)
