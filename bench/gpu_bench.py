@@ -1241,26 +1241,24 @@ def grammar_on_natural_text(backend: Any) -> dict[str, float]:
     """The backend's grammar (full schema) fed a critique of plain English, token by
     token: the mask cost per step a trained model's output would see. Random weights
     pick improbable tokens under the mask, which drives xgrammar onto its slow paths."""
-    import re
-
     import xgrammar as xgr
 
-    from mondrian.schema import generation_schema
+    from mondrian.schema import generation_schema, longest_answer
 
-    def limit(pattern: str) -> int:
-        return sum(int(b or a) for a, b in re.findall(r"\{(\d+)(?:,(\d+))?\}", pattern))
-
-    def fill(node: dict) -> Any:
+    def fill(node: dict, longest: Any) -> Any:
+        # `longest` is the same place in the longest answer: its strings are at the bound.
         kind = node["type"]
         if kind == "object":
-            return {k: fill(v) for k, v in node["properties"].items()}
+            return {k: fill(v, longest[k]) for k, v in node["properties"].items()}
         if kind == "array":
-            return [fill(node["items"]) for _ in range(min(3, node["maxItems"]))]
+            return [fill(node["items"], longest[0]) for _ in range(min(3, node["maxItems"]))]
         if kind == "string":
-            return (NATURAL * 4)[: min(limit(node["pattern"]), 220)].strip()
+            return (NATURAL * 4)[: min(len(longest), 220)].strip()
         return 7
 
-    text = json.dumps(fill(generation_schema()), separators=(",", ":"))
+    text = json.dumps(
+        fill(generation_schema(), json.loads(longest_answer())), separators=(",", ":")
+    )
     ids = backend.tokenizer.encode(text, add_special_tokens=False)
     matcher = backend.grammar.matcher()
     mask = xgr.allocate_token_bitmask(1, backend.grammar.vocab_size)
