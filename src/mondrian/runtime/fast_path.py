@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 BUCKET = 256  # cache-length granularity of the captured decode graphs
 CAPACITY_STEP = 1024  # cache capacity granularity (a new capacity means a new state)
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
+ATTENTION = ("matmul", "flex")  # decode attention variants (FastPath.set_attention)
 PREFILL_TOKENS = 16384  # prompt tokens packed into one prefill pass (bounds its memory)
 
 
@@ -106,6 +107,7 @@ class FastPath:
         cuda_graphs: bool | None = None,
         compile: bool | None = None,
         vision_varlen: bool | None = None,
+        attention: str = "matmul",
     ) -> None:
         from mondrian.runtime.fast_vision import (
             compile_vision_blocks,
@@ -139,6 +141,8 @@ class FastPath:
         )
         self.bank: LoraBank | None = None
         self._states: dict[tuple[int, int, bool], _State] = {}
+        self.profile = False  # time the prefill's parts into last_prefill (synchronises)
+        self.last_prefill: dict[str, float] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._event = torch.cuda.Event() if self.cuda_graphs else None
         self._batch_matcher: Any = None
@@ -147,7 +151,6 @@ class FastPath:
 
         self._pre = self.lm.pre
         self._post = self.lm.post
-        self._attention = self.lm.decode_attention
         if self.compile:
             import torch._dynamo as dynamo
 
@@ -156,8 +159,23 @@ class FastPath:
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._pre = torch.compile(self.lm.pre, dynamic=False, fullgraph=True)
             self._post = torch.compile(self.lm.post, dynamic=False, fullgraph=True)
-            # Dynamic in the cache length: one compilation serves every length bucket.
-            self._attention = torch.compile(self.lm.decode_attention, dynamic=True)
+        self.attention = ""
+        self.set_attention(attention)
+
+    def set_attention(self, kind: str) -> None:
+        """Decode attention: "matmul" (two batched products and a softmax, any device) or
+        "flex" (FlexAttention's decoding kernel; needs compilation). Captured graphs are
+        dropped: the next generate() captures them again."""
+        if kind not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, not {kind!r}")
+        if kind == "flex" and not self.compile:
+            raise ValueError("flex attention needs compile=True")
+        self.attention = kind
+        fn = self.lm.decode_attention_flex if kind == "flex" else self.lm.decode_attention
+        # Dynamic in the cache length: one compilation serves every length bucket.
+        self._attention = torch.compile(fn, dynamic=True) if self.compile else fn
+        for st in self._states.values():
+            st.forward_graphs.clear()
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -224,7 +242,10 @@ class FastPath:
             for r in requests
         ]
 
+        self.last_prefill = {}
+        lap = time.perf_counter()
         prepared = self._prepare_all(requests)
+        self._lap("prepare_s", lap)
         limits = [r.max_new_tokens or backend.answer_budget for r in requests]
         budget = max(limits)
         longest = max(p.length for p in prepared)
@@ -334,6 +355,7 @@ class FastPath:
         self, st: _State, rows: list[int], prepared: list[_Prepared], slots: list[int | None]
     ) -> None:
         lm, model = self.lm, self.backend.base
+        lap = self._lap("", time.perf_counter())
         ids = torch.cat([p.input_ids for p in prepared], dim=1)  # [1, T]
         embeds = F.embedding(ids, lm.embed)
         with_images = [p for p in prepared if p.inputs.get("pixel_values") is not None]
@@ -351,6 +373,7 @@ class FastPath:
                 deepstack = [
                     torch.cat(list(f)) if isinstance(f, (list, tuple)) else f for f in stacked
                 ]
+        lap = self._lap("vision_s", lap)
         positions, deltas = [], []
         for p in prepared:
             pos3, delta = self._positions(p)
@@ -382,6 +405,7 @@ class FastPath:
         if len(prepared) > 1:
             bounds = [0, *itertools.accumulate(lengths)]
             segments = torch.tensor(bounds, dtype=torch.int32, device=self.device)
+        lap = self._lap("positions_s", lap)
         hidden = lm.prefill(
             embeds,
             pos3,
@@ -398,6 +422,19 @@ class FastPath:
         st.cache_pos.index_copy_(0, index, torch.tensor(lengths, device=self.device))
         starts = [n + d for n, d in zip(lengths, deltas, strict=True)]
         st.rope_pos.index_copy_(0, index, torch.tensor(starts, device=self.device))
+        self._lap("lm_s", lap)
+
+    def _lap(self, key: str, began: float) -> float:
+        """With `profile` on: add the time since `began` to last_prefill[key], once the GPU
+        has caught up. Returns now (or `began`, unchanged, when not profiling)."""
+        if not self.profile:
+            return began
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if key:
+            self.last_prefill[key] = self.last_prefill.get(key, 0.0) + now - began
+        return now
 
     def _positions(self, p: _Prepared) -> tuple[torch.Tensor, int]:
         """3-D rotary positions [3, 1, T] of one prompt and its text-position offset."""
@@ -535,12 +572,15 @@ class FastPath:
         bank = self.bank if st.mixed else None
         x = F.embedding(st.tok, lm.embed)[:, None]
         cos, sin = lm.rope_1d(st.rope_pos)
-        # Shared by all layers, computed once per step: the additive attention mask (a
-        # boolean one is converted inside SDPA, per layer) and where each row's K/V goes in
-        # the flattened cache [rows * kv_heads * length, head_dim].
-        span = torch.arange(bucket, device=self.device)
-        bias = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
-        bias.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        # Shared by all layers, computed once per step: the additive attention mask (for
+        # flex, each row's valid length) and where each row's K/V goes in the flattened
+        # cache [rows * kv_heads * length, head_dim].
+        if self.attention == "flex":
+            mask = st.cache_pos + 1  # valid entries per row, this step's K/V included
+        else:
+            span = torch.arange(bucket, device=self.device)
+            mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
+            mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
         heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
         slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
         flat = (st.rows * lm.kv_heads, lm.head_dim)
@@ -549,7 +589,7 @@ class FastPath:
             q, k, v = self._pre(x, cos, sin, st.rowscale, *pre)
             st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(flat))
             st.v[i].view(-1, lm.head_dim).index_copy_(0, slot, v.reshape(flat))
-            attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], bias)
+            attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], mask)
             x = self._post(x, attn, st.rowscale, *post)
         hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
         st.logits.copy_(lm.logits(hidden))
