@@ -1086,7 +1086,7 @@ def service_http(
     settings = Settings(home=home, model=backend.model_id, analysis_mode="lora")
     shipped = shipped_advisors()
     advisors = [
-        shipped[i].model_copy(update={"id": f"{shipped[i % len(shipped)].id}_{i}"})
+        shipped[i % len(shipped)].model_copy(update={"id": f"{shipped[i % len(shipped)].id}_{i}"})
         if i >= len(shipped)
         else shipped[i]
         for i in range(len(names))
