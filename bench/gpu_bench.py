@@ -863,7 +863,6 @@ def run(args: argparse.Namespace) -> None:
                 "mask_fill_max_ms": stats.get("fill_max_s", 0.0) * 1e3,
                 "cpu_wait_ms_per_step": stats.get("wait_s", 0.0) / steps * 1e3,
                 "prefill_parts_s": dict(fast.last_prefill),
-                "attention": fast.attention,
             }
 
         return go
@@ -925,31 +924,6 @@ def run(args: argparse.Namespace) -> None:
         res.section("diag_profile_batch", lambda: profile_step(fast, batch))
         res.section("diag_vision", lambda: vision_split(backend, fast))
         res.section("diag_grammar_natural", lambda: grammar_on_natural_text(backend))
-
-    def flex_trial() -> dict[str, Any]:
-        """The same b1 and batch decodes with FlexAttention's decoding kernel, and how far
-        its greedy tokens follow the default attention's in bf16."""
-        reqs = requests_for(1, [names[0]], max_new_tokens=new_tokens)
-        before = fast.generate(reqs, ignore_stop=True)[0].text
-        fast.set_attention("flex")
-        try:
-            out: dict[str, Any] = {"b1": fast_decode([names[0]], True)()}
-            after = fast.generate(reqs, ignore_stop=True)[0].text
-            out["same_prefix_chars"] = next(
-                (i for i, (x, y) in enumerate(zip(before, after, strict=False)) if x != y),
-                min(len(before), len(after)),
-            )
-            out["chars"] = len(before)
-            if not args.skip_batch:
-                out["batch"] = fast_decode(spread, True)()
-            out["gpu_step"] = gpu_step_times(fast)
-        finally:
-            fast.set_attention(default_attention)
-        return out
-
-    default_attention = fast.attention
-    if args.diag and cuda:
-        res.section("diag_flex", flex_trial)
 
     def validity() -> dict[str, Any]:
         from mondrian.runtime.grammar import CritiqueGrammar

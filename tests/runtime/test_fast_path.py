@@ -199,25 +199,3 @@ def test_a_packed_prefill_equals_each_prompt_alone(paths):
                 assert torch.allclose(
                     k_packed[row, :, : p.length], k_single[0, :, : p.length], atol=1e-5, rtol=0
                 )
-
-
-def test_flex_decode_attention_equals_the_matmul_one(paths):
-    # The GPU's optional FlexAttention variant (eager here, the reference implementation)
-    # against the products-and-softmax one, on rows with different valid lengths.
-    import torch
-
-    _, fast = paths
-    lm = fast.lm
-    torch.manual_seed(0)
-    rows, length = 3, 40
-    q = torch.randn(rows, lm.heads, 1, lm.head_dim)
-    k = torch.randn(rows, lm.kv_heads, length, lm.head_dim)
-    v = torch.randn(rows, lm.kv_heads, length, lm.head_dim)
-    valid = torch.tensor([5, 40, 17])
-    bias = torch.zeros(rows, 1, 1, length)
-    bias.masked_fill_((torch.arange(length)[None] >= valid[:, None])[:, None, None], float("-inf"))
-    with torch.inference_mode():
-        expected = lm.decode_attention(q, k, v, bias)
-        got = lm.decode_attention_flex(q, k, v, valid)
-    assert got.shape == expected.shape == (rows, 1, lm.q_size)
-    assert torch.allclose(got, expected, atol=1e-5, rtol=0)

@@ -338,29 +338,6 @@ class FastLM:
         probs = torch.softmax(scores + bias.float(), dim=-1).to(q.dtype)
         return torch.matmul(probs, v_cache).reshape(n, 1, self.q_size)
 
-    def decode_attention_flex(
-        self,
-        q: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        lengths: torch.Tensor,
-    ) -> torch.Tensor:
-        """`decode_attention` through PyTorch's FlexAttention: q [N, heads, 1, D], caches
-        [N, kv_heads, L, D], lengths [N] (valid cache entries per row) -> [N, 1, heads*D].
-
-        Compiled, one query per row selects FlexAttention's decoding kernel, which splits
-        the cache across thread blocks and folds a KV group's query heads into one tile:
-        one kernel where the two products and the softmax take three."""
-        from torch.nn.attention.flex_attention import flex_attention
-
-        def mask_past(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            return torch.where(kv_idx < lengths[b], score, -float("inf"))
-
-        out = flex_attention(
-            q, k_cache, v_cache, score_mod=mask_past, scale=self.head_dim**-0.5, enable_gqa=True
-        )
-        return out.transpose(1, 2).reshape(q.shape[0], 1, self.q_size)
-
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden_last, self.lm_head)
 

@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 BUCKET = 256  # cache-length granularity of the captured decode graphs
 CAPACITY_STEP = 1024  # cache capacity granularity (a new capacity means a new state)
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
-ATTENTION = ("matmul", "flex")  # decode attention variants (FastPath.set_attention)
 PREFILL_TOKENS = 16384  # prompt tokens packed into one prefill pass (bounds its memory)
 
 
@@ -107,7 +106,6 @@ class FastPath:
         cuda_graphs: bool | None = None,
         compile: bool | None = None,
         vision_varlen: bool | None = None,
-        attention: str = "matmul",
     ) -> None:
         from mondrian.runtime.fast_vision import (
             compile_vision_blocks,
@@ -159,23 +157,10 @@ class FastPath:
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._pre = torch.compile(self.lm.pre, dynamic=False, fullgraph=True)
             self._post = torch.compile(self.lm.post, dynamic=False, fullgraph=True)
-        self.attention = ""
-        self.set_attention(attention)
-
-    def set_attention(self, kind: str) -> None:
-        """Decode attention: "matmul" (two batched products and a softmax, any device) or
-        "flex" (FlexAttention's decoding kernel; needs compilation). Captured graphs are
-        dropped: the next generate() captures them again."""
-        if kind not in ATTENTION:
-            raise ValueError(f"attention must be one of {ATTENTION}, not {kind!r}")
-        if kind == "flex" and not self.compile:
-            raise ValueError("flex attention needs compile=True")
-        self.attention = kind
-        fn = self.lm.decode_attention_flex if kind == "flex" else self.lm.decode_attention
-        # Dynamic in the cache length: one compilation serves every length bucket.
-        self._attention = torch.compile(fn, dynamic=True) if self.compile else fn
-        for st in self._states.values():
-            st.forward_graphs.clear()
+        self._attention = self.lm.decode_attention
+        if self.compile:
+            # Dynamic in the cache length: one compilation serves every length bucket.
+            self._attention = torch.compile(self.lm.decode_attention, dynamic=True)
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -572,15 +557,12 @@ class FastPath:
         bank = self.bank if st.mixed else None
         x = F.embedding(st.tok, lm.embed)[:, None]
         cos, sin = lm.rope_1d(st.rope_pos)
-        # Shared by all layers, computed once per step: the additive attention mask (for
-        # flex, each row's valid length) and where each row's K/V goes in the flattened
-        # cache [rows * kv_heads * length, head_dim].
-        if self.attention == "flex":
-            mask = st.cache_pos + 1  # valid entries per row, this step's K/V included
-        else:
-            span = torch.arange(bucket, device=self.device)
-            mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
-            mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        # Shared by all layers, computed once per step: the additive attention mask and
+        # where each row's K/V goes in the flattened cache [rows * kv_heads * length,
+        # head_dim].
+        span = torch.arange(bucket, device=self.device)
+        mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
+        mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
         heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
         slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
         flat = (st.rows * lm.kv_heads, lm.head_dim)
