@@ -6,8 +6,10 @@ arrive together are generated together. One dispatcher thread owns the wrapped b
 every call that touches the model (generation, adapters, embeddings) runs there, in arrival
 order, so the backend never sees two threads.
 
-A batch opens with the first waiting request and closes when `max_rows` rows wait, when no
-new request arrived for `quiet_s`, or `max_wait_s` after it opened, whichever comes first.
+A batch opens with the first waiting request and closes when `max_rows` rows wait, or
+`max_wait_s` after it opened, or when the batch is complete: by default when no new request
+arrived for `quiet_s`; with a `ready(waiting_calls)` hook (the service's: every running job
+is waiting here and no job was submitted lately) when that says so.
 Requests that arrive while a batch runs go into the next one. If a batch fails, its
 requests are retried one caller at a time, so that one caller's bad request (an adapter
 not loaded, say) fails that caller alone.
@@ -52,6 +54,7 @@ class _Abandoned(BaseException):
 
 
 _STOP = object()
+READY_POLL_S = 0.002  # how often a `ready` hook is asked while a batch fills
 
 
 class BatchingBackend:
@@ -64,6 +67,7 @@ class BatchingBackend:
         max_rows: int = 32,
         max_wait_s: float = 0.05,
         quiet_s: float = 0.005,
+        ready: Callable[[int], bool] | None = None,
     ) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
@@ -71,6 +75,7 @@ class BatchingBackend:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.quiet_s = quiet_s
+        self.ready = ready
         self.batches = 0  # batches run, and the rows in them: for tests and /metrics
         self.rows = 0
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -158,12 +163,14 @@ class BatchingBackend:
         deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_rows:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (self.ready is not None and self.ready(len(batch))):
                 break
             try:
-                item = self._next(min(self.quiet_s, left))
+                item = self._next(min(READY_POLL_S if self.ready else self.quiet_s, left))
             except queue.Empty:
-                break
+                if self.ready is None:
+                    break
+                continue
             if not isinstance(item, _Generate) or rows + len(item.requests) > self.max_rows:
                 self._held = item  # adapter calls and STOP keep their place in line
                 break

@@ -65,10 +65,11 @@ def create_app(
                     model,
                     max_rows=options.concurrency,
                     max_wait_s=options.batch_wait_ms / 1000,
-                    quiet_s=options.batch_wait_ms / 2000,
                 )
             ctx = Context(backend=model, db=db, settings=settings)
             worker = Worker(ctx, policy, service_metrics, options)
+            if batcher is not None:
+                batcher.ready = worker.batch_ready
             await run_in_threadpool(worker.start)
             service_metrics.track_queue(lambda: worker.queue_depth() if db.is_open else 0)
             app.state.mondrian = ServiceState(

@@ -50,7 +50,9 @@ class ServiceOptions(BaseSettings):
     batch_wait_ms: float = Field(
         default=20.0,
         ge=0,
-        description="With concurrency above 1: how long a batch stays open for more requests.",
+        description="With concurrency above 1: the longest a batch waits for more requests "
+        "(it closes sooner once every running job is in it and none arrived for a quarter "
+        "of this).",
     )
     idle_poll_s: float = Field(
         default=1.0,

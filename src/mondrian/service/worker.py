@@ -125,6 +125,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._running: dict[str, float] = {}  # job id -> when it started
         self._job_s: float | None = None  # moving average of a job's run time
+        self._last_submit = 0.0  # time.monotonic() of the last submit
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class Worker:
             )
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=self._loop, name=f"mondrian-worker-{i}", daemon=True)
+            threading.Thread(target=self._loop, args=(i,), name=f"mondrian-worker-{i}", daemon=True)
             for i in range(self.options.concurrency)
         ]
         for thread in self._threads:
@@ -201,6 +202,7 @@ class Worker:
             future: Future[AnalysisResult] | None = Future() if wait else None
             if future is not None:
                 self._waiters[job.id] = future
+        self._last_submit = time.monotonic()
         self._wake.release()
         return Submission(job=job, done=future)
 
@@ -219,6 +221,15 @@ class Worker:
         with self.db.read() as conn:
             return records.queued_count(conn)
 
+    def batch_ready(self, waiting: int) -> bool:
+        """For the BatchingBackend: a filling batch is complete once every running job
+        waits in it (`waiting` calls) and no job came in for a quarter of the batch
+        window (a burst of requests is still arriving otherwise)."""
+        quiet = self.options.batch_wait_ms / 4000
+        with self._lock:
+            running = len(self._running)
+        return waiting >= running and time.monotonic() - self._last_submit >= quiet
+
     @property
     def running_jobs(self) -> list[str]:
         """Jobs being run now, the longest-running first."""
@@ -227,8 +238,14 @@ class Worker:
 
     # --- the thread ----------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
+        look = True
         while not self._stop.is_set():
+            if not look:
+                # Woken by a submit; on a timeout only the first thread looks in the
+                # database (for jobs another process queued), not all of them.
+                look = self._wake.acquire(timeout=self.options.idle_poll_s) or index == 0
+                continue
             try:
                 job = self.db.write(jobs.claim_next_job)
             except Exception:
@@ -236,9 +253,10 @@ class Worker:
                 self._stop.wait(self.options.idle_poll_s)
                 continue
             if job is None:
-                # Woken by a submit, or polling for jobs another process queued.
-                self._wake.acquire(timeout=self.options.idle_poll_s)
+                look = False
                 continue
+            # There may be more: another idle thread looks too.
+            self._wake.release()
             try:
                 self._run(job)
             except _Interrupted:
