@@ -199,3 +199,21 @@ def test_a_packed_prefill_equals_each_prompt_alone(paths):
                 assert torch.allclose(
                     k_packed[row, :, : p.length], k_single[0, :, : p.length], atol=1e-5, rtol=0
                 )
+
+
+def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
+    import torch
+
+    from mondrian.prompts import Prompt
+
+    _, fast = paths
+    requests = [_request(11), GenerationRequest(prompt=Prompt(system="s", user="u")), _request(12)]
+    together = fast._prepare_all(requests)
+    for request, got in zip(requests, together, strict=True):
+        alone = fast._prepare(request)
+        assert got.length == alone.length
+        for key in ("input_ids", "pixel_values", "image_grid_thw"):
+            if key in alone.inputs:
+                assert torch.equal(got.inputs[key], alone.inputs[key]), key
+            else:
+                assert key not in got.inputs, key
