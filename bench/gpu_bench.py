@@ -599,7 +599,7 @@ def fast_train_step(
     if compile:
         lm.pre = torch.compile(lm.pre, dynamic=True)  # type: ignore[method-assign]
         lm.post = torch.compile(lm.post, dynamic=True)  # type: ignore[method-assign]
-    bank = LoraBank(lm, capacity=1, rank=rank)
+    bank = LoraBank(lm, capacity=1, rank=rank, fused=False)  # A as leaves, for gradients
     params = []
     for layer_a, layer_b in zip(bank.a, bank.b, strict=True):
         for group in layer_a:

@@ -217,3 +217,30 @@ def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
                 assert torch.equal(got.inputs[key], alone.inputs[key]), key
             else:
                 assert key not in got.inputs, key
+
+
+def test_lora_rows_fused_below_the_weight_equal_a_separate_product():
+    import torch
+
+    from mondrian.runtime.fast_lm import lora_linear
+
+    torch.manual_seed(0)
+    rows, tokens, fan_in, out, slots, rank = 3, 2, 16, 12, 4, 2
+    x = torch.randn(rows, tokens, fan_in)
+    w, a, b = (
+        torch.randn(out, fan_in),
+        torch.randn(slots * rank, fan_in),
+        torch.randn(out, slots * rank),
+    )
+    bias = torch.randn(out)
+    rowscale = torch.zeros(rows, slots)
+    rowscale[0, 1], rowscale[2, 3] = 2.0, 0.5  # row 1: the base model
+    separate = lora_linear(x, w, bias, a, b, rowscale, out)
+    fused = lora_linear(
+        x, torch.cat([w, a]), torch.cat([bias, torch.zeros(slots * rank)]), None, b, rowscale, out
+    )
+    expected = x @ w.T + bias
+    expected[0] += 2.0 * (x[0] @ a[2:4].T) @ b[:, 2:4].T
+    expected[2] += 0.5 * (x[2] @ a[6:8].T) @ b[:, 6:8].T
+    assert torch.allclose(separate, expected, atol=1e-4)
+    assert torch.allclose(fused, expected, atol=1e-4)

@@ -117,6 +117,7 @@ class FastLM:
 
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
+        self.intermediate = cfg.intermediate_size
         self.layers = [self._layer(layer) for layer in lm.layers]
         self.group_io = {  # group -> (input size, output sizes of its parts)
             "qkv": (self.hidden, (self.q_size, self.kv_size, self.kv_size)),
@@ -201,9 +202,13 @@ class FastLM:
         """Tensors `pre` and `post` take for layer i (arguments, so one compiled function
         serves every layer)."""
         layer = self.layers[i]
-        la = lora.layer_tensors(i) if lora is not None else (None,) * 8
-        pre = (layer.ln1, layer.qkv_w, layer.qkv_b, layer.q_norm, layer.k_norm, la[0], la[1])
-        post = (layer.o_w, layer.ln2, layer.gu_w, layer.down_w, *la[2:])
+        if lora is None:
+            pre = (layer.ln1, layer.qkv_w, layer.qkv_b, layer.q_norm, layer.k_norm, None, None)
+            post = (layer.o_w, layer.ln2, layer.gu_w, layer.down_w, *(None,) * 6)
+            return pre, post
+        w, bias, la = lora.layer_tensors(i)
+        pre = (layer.ln1, w["qkv"], bias, layer.q_norm, layer.k_norm, la[0], la[1])
+        post = (w["o"], layer.ln2, w["gu"], w["down"], *la[2:])
         return pre, post
 
     def pre(
@@ -223,9 +228,7 @@ class FastLM:
         """hidden [N, T, H] -> q [N, heads, T, D], k and v [N, kv_heads, T, D], rotated."""
         n, t, _ = hidden.shape
         x = rms_norm(hidden, ln1, self.eps)
-        qkv = F.linear(x, qkv_w, qkv_b)
-        if qkv_a is not None and rowscale is not None:
-            qkv = qkv + lora_delta(x, qkv_a, qkv_bb, rowscale)
+        qkv = lora_linear(x, qkv_w, qkv_b, qkv_a, qkv_bb, rowscale, self.q_size + 2 * self.kv_size)
         q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
         q = q.reshape(n, t, self.heads, self.head_dim)
         k = k.reshape(n, t, self.kv_heads, self.head_dim)
@@ -255,20 +258,13 @@ class FastLM:
         down_b: torch.Tensor | None,
     ) -> torch.Tensor:
         """attention output [N, T, heads*D] -> the layer's output [N, T, H]."""
-        lora = rowscale is not None and o_a is not None
-        o = F.linear(attn, o_w)
-        if lora:
-            o = o + lora_delta(attn, o_a, o_b, rowscale)
+        o = lora_linear(attn, o_w, None, o_a, o_b, rowscale, self.hidden)
         h = hidden + o
         x = rms_norm(h, ln2, self.eps)
-        gu = F.linear(x, gu_w)
-        if lora:
-            gu = gu + lora_delta(x, gu_a, gu_b, rowscale)
+        gu = lora_linear(x, gu_w, None, gu_a, gu_b, rowscale, 2 * self.intermediate)
         gate, up = gu.chunk(2, dim=-1)
         a = F.silu(gate) * up
-        d = F.linear(a, down_w)
-        if lora:
-            d = d + lora_delta(a, down_a, down_b, rowscale)
+        d = lora_linear(a, down_w, None, down_a, down_b, rowscale, self.hidden)
         return h + d
 
     # --- whole passes -----------------------------------------------------------------------
@@ -366,22 +362,39 @@ def packed_causal_attention(
     return torch.cat(parts, dim=2)
 
 
-def lora_delta(
-    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rowscale: torch.Tensor
+def lora_linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    rowscale: torch.Tensor | None,
+    out: int,
 ) -> torch.Tensor:
-    """Per-row LoRA over stacked adapters: x [N, T, in], a [S*R, in], b [out, S*R],
-    rowscale [N, S] (the row's adapter's scaling in its slot, zeros elsewhere) or, for
-    packed prompts, [N, T, S] (per token).
+    """A linear layer with per-row LoRA over stacked adapters: x [N, T, in] -> [N, T, out].
 
-    Every row multiplies all S adapters' A (one small product) and the mask keeps its own;
-    that reads each adapter's weights once per step whatever the batch, where gathering
-    per-row A and B would read them once per row."""
+    Without `b` (or `rowscale`): plain `x @ w.T + bias`. With them, every resident adapter
+    applies and the row's scale selects its own: b [out, S*R], rowscale [N, S] (the row's
+    adapter's scaling in its slot, zeros elsewhere) or, for packed prompts, [N, T, S] (per
+    token). The adapters' A [S*R, in] is `a` when given; otherwise `w` carries it below its
+    own rows ([out + S*R, in], `LoraBank(fused=True)`), so one product yields the layer's
+    output and every adapter's x @ A.T together.
+
+    Every row multiplies all S adapters' A and the mask keeps its own; that reads each
+    adapter's weights once per step whatever the batch, where gathering per-row A and B
+    would read them once per row."""
+    y = F.linear(x, w, bias)
+    if b is None or rowscale is None:
+        return y
+    if a is None:
+        y, xa = y.split((out, y.shape[-1] - out), dim=-1)
+    else:
+        xa = F.linear(x, a)
     n, t, _ = x.shape
     slots = rowscale.shape[-1]
     scale = rowscale[:, None, :, None] if rowscale.dim() == 2 else rowscale[..., None]
-    xa = F.linear(x, a)
-    xa = (xa.view(n, t, slots, -1) * scale.to(xa.dtype)).view(n, t, -1)
-    return F.linear(xa, b)
+    xa = (xa.reshape(n, t, slots, -1) * scale.to(xa.dtype)).view(n, t, -1)
+    return y + F.linear(xa, b)
 
 
 class LoraBank:
@@ -389,34 +402,61 @@ class LoraBank:
 
     Per layer and group: A [S, R, in] and B [out, S, R], R = parts * rank (zero-padded to
     the largest rank), B block-diagonal over the group's parts. Slots are filled from the
-    PEFT modules the backend already loaded, so the adapter files are read once."""
+    PEFT modules the backend already loaded, so the adapter files are read once.
 
-    def __init__(self, lm: FastLM, capacity: int, rank: int) -> None:
+    `fused` (serving): each group's working weight and every slot's A share one tensor
+    [out + S*R, in], the weight on top, so that a mixed batch gets x @ W.T and all the
+    x @ A.T from one product (at 32 rows that saves four launches a layer, ~0.5 ms a step
+    on the 3B; bench/NOTES.md); the layer's working weight is then the top rows, a view.
+    Unfused (the training harness): A is a tensor of its own, a leaf that can take
+    gradients."""
+
+    def __init__(self, lm: FastLM, capacity: int, rank: int, *, fused: bool = True) -> None:
         self.lm = lm
         self.capacity = capacity
         self.rank = rank
+        self.fused = fused
         self.names: list[str | None] = [None] * capacity
         self.scale = torch.zeros(capacity, dtype=torch.float32)
         self.a: list[dict[str, torch.Tensor]] = []
         self.b: list[dict[str, torch.Tensor]] = []
-        for _ in lm.layers:
-            a_l, b_l = {}, {}
+        self.w: list[dict[str, torch.Tensor]] = []  # fused: [out + S*R, in] per group
+        self.qkv_bias: list[torch.Tensor | None] = []  # fused: the q/k/v bias, zeros below
+        dev, dtype = lm.device, lm.dtype
+        for layer in lm.layers:
+            # o and down alias the model's weights until now; merging writes into them, so
+            # they become copies (q/k/v and gate/up are copies already). Graphs captured
+            # before this point are stale: the caller drops them.
+            working = {
+                "qkv": layer.qkv_w,
+                "o": base_linear(layer.module("o_proj")).weight.detach(),
+                "gu": layer.gu_w,
+                "down": base_linear(layer.module("down_proj")).weight.detach(),
+            }
+            a_l, b_l, w_l = {}, {}, {}
             for group, (fan_in, outs) in lm.group_io.items():
-                r = len(outs) * rank
-                a_l[group] = torch.zeros(capacity, r, fan_in, dtype=lm.dtype, device=lm.device)
-                b_l[group] = torch.zeros(sum(outs), capacity, r, dtype=lm.dtype, device=lm.device)
+                r, out = len(outs) * rank, sum(outs)
+                b_l[group] = torch.zeros(out, capacity, r, dtype=dtype, device=dev)
+                if fused:
+                    w = torch.zeros(out + capacity * r, fan_in, dtype=dtype, device=dev)
+                    w[:out].copy_(working[group])
+                    w_l[group] = w
+                    a_l[group] = w[out:].view(capacity, r, fan_in)
+                    working[group] = w[:out]
+                else:
+                    a_l[group] = torch.zeros(capacity, r, fan_in, dtype=dtype, device=dev)
+                    if group in ("o", "down"):
+                        working[group] = working[group].clone()
+            layer.qkv_w, layer.o_w = working["qkv"], working["o"]
+            layer.gu_w, layer.down_w = working["gu"], working["down"]
+            bias = layer.qkv_b
+            if fused and bias is not None:
+                bias = torch.cat([bias, bias.new_zeros(capacity * len(GROUPS["qkv"]) * rank)])
             self.a.append(a_l)
             self.b.append(b_l)
+            self.w.append(w_l)
+            self.qkv_bias.append(bias)
         self.hot: str | None = None
-        self._own_copies()
-
-    def _own_copies(self) -> None:
-        # o and down alias the model's weights until now; merging writes into them, so they
-        # become copies (q/k/v and gate/up are copies already). Graphs captured before this
-        # point are stale: the caller drops them.
-        for layer in self.lm.layers:
-            layer.o_w = base_linear(layer.module("o_proj")).weight.detach().clone()
-            layer.down_w = base_linear(layer.module("down_proj")).weight.detach().clone()
 
     def slot_of(self, name: str) -> int:
         return self.names.index(name)
@@ -466,14 +506,23 @@ class LoraBank:
             if self.hot == name:
                 self.merge(None)
 
-    def layer_tensors(self, i: int) -> tuple[torch.Tensor, ...]:
-        """(qkv_a, qkv_b, o_a, o_b, gu_a, gu_b, down_a, down_b) as [S*R, in] and [out, S*R]."""
-        out: list[torch.Tensor] = []
+    def layer_tensors(
+        self, i: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, tuple[torch.Tensor | None, ...]]:
+        """What a mixed batch's layer i multiplies by: the weight per group (fused: with the
+        A rows below), the q/k/v bias, and (qkv_a, qkv_b, o_a, o_b, gu_a, gu_b, down_a,
+        down_b) as [S*R, in] (None when fused) and [out, S*R]."""
+        layer = self.lm.layers[i]
+        if self.fused:
+            weights = self.w[i]
+        else:
+            weights = {"qkv": layer.qkv_w, "o": layer.o_w, "gu": layer.gu_w, "down": layer.down_w}
+        lora: list[torch.Tensor | None] = []
         for group in GROUPS:
             a, b = self.a[i][group], self.b[i][group]
-            out.append(a.view(-1, a.shape[-1]))
-            out.append(b.view(b.shape[0], -1))
-        return tuple(out)
+            lora.append(None if self.fused else a.view(-1, a.shape[-1]))
+            lora.append(b.view(b.shape[0], -1))
+        return weights, self.qkv_bias[i], tuple(lora)
 
     def rowscale(self, slots: Sequence[int | None], device: torch.device) -> torch.Tensor:
         """[N, S]: each row's adapter scaling in its slot (a base row is all zeros)."""
