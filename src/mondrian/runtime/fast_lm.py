@@ -280,6 +280,7 @@ class FastLM:
         deepstack: Sequence[torch.Tensor] | None = None,
         visual_mask: torch.Tensor | None = None,
         segments: torch.Tensor | None = None,
+        halves: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
     ) -> torch.Tensor:
         """Causal pass over a prompt: embeds [N, T, H], positions [3, N, T] -> last hidden
         states after the final norm [N, T, H]. Hands each layer's K and V
@@ -288,13 +289,15 @@ class FastLM:
 
         `segments` packs several prompts into one row (N = 1): their cumulative lengths
         [0, t1, t1 + t2, ...] (int32, on the device); attention stays inside each prompt.
-        `rowscale` may then be per token, [1, T, slots]."""
+        `rowscale` may then be per token, [1, T, slots]. `halves` replaces `pre` and `post`
+        (compiled versions of them)."""
+        pre_fn, post_fn = halves or (self.pre, self.post)
         cos, sin = self.rope_3d(pos3)
         hidden = embeds
         n, t, _ = embeds.shape
         for i in range(len(self.layers)):
             pre, post = self.layer_args(i, lora)
-            q, k, v = self.pre(hidden, cos, sin, rowscale, *pre)
+            q, k, v = pre_fn(hidden, cos, sin, rowscale, *pre)
             if store_kv is not None:
                 store_kv(i, k, v)
             if segments is None:
@@ -304,7 +307,7 @@ class FastLM:
             else:
                 attn = packed_causal_attention(q, k, v, segments, self.head_dim**-0.5)
             attn = attn.transpose(1, 2).reshape(n, t, self.q_size)
-            hidden = self.post(hidden, attn, rowscale, *post)
+            hidden = post_fn(hidden, attn, rowscale, *post)
             if deepstack is not None and visual_mask is not None and i < len(deepstack):
                 # Qwen3-VL: vision features of intermediate blocks join the first layers.
                 hidden = hidden.clone()

@@ -155,6 +155,23 @@ class FastPath:
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._pre = torch.compile(self.lm.pre, dynamic=False, fullgraph=True)
             self._post = torch.compile(self.lm.post, dynamic=False, fullgraph=True)
+        self._prefill_halves: tuple[Any, Any] | None = None
+        if self.compile:
+            # The prompt pass too, dynamic in its length; through wrappers of their own
+            # because compiled caches belong to a function's code, and the decode halves'
+            # static entries must stay apart from these.
+            lm = self.lm
+
+            def prefill_pre(*args: Any) -> Any:
+                return lm.pre(*args)
+
+            def prefill_post(*args: Any) -> Any:
+                return lm.post(*args)
+
+            self._prefill_halves = (
+                torch.compile(prefill_pre, dynamic=True),
+                torch.compile(prefill_post, dynamic=True),
+            )
         self._attention = self.lm.decode_attention
         if self.compile:
             # Dynamic in the cache length: one compilation serves every length bucket.
@@ -415,16 +432,28 @@ class FastPath:
             bounds = [0, *itertools.accumulate(lengths)]
             segments = torch.tensor(bounds, dtype=torch.int32, device=self.device)
         lap = self._lap("positions_s", lap)
-        hidden = lm.prefill(
-            embeds,
-            pos3,
-            lora=self.bank if st.mixed else None,
-            rowscale=rowscale,
-            store_kv=store_kv,
-            deepstack=deepstack,
-            visual_mask=visual_mask,
-            segments=segments,
-        )
+
+        def pass_(halves: Any) -> torch.Tensor:
+            return lm.prefill(
+                embeds,
+                pos3,
+                lora=self.bank if st.mixed else None,
+                rowscale=rowscale,
+                store_kv=store_kv,
+                deepstack=deepstack,
+                visual_mask=visual_mask,
+                segments=segments,
+                halves=halves,
+            )
+
+        try:
+            hidden = pass_(self._prefill_halves)
+        except Exception as exc:  # a compiler failure must not take generation down
+            if self._prefill_halves is None:
+                raise
+            log.warning("the compiled prompt pass failed (%s); using the eager one", exc)
+            self._prefill_halves = None
+            hidden = pass_(None)
         last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
         index = torch.tensor(rows, device=self.device)
         st.logits.index_copy_(0, index, lm.logits(hidden[0, last]).to(st.logits.dtype))
