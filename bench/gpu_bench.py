@@ -1080,7 +1080,7 @@ def service_http(
 
     counting = Counting(backend)
     backend._fast = fast
-    options = ServiceOptions(concurrency=requests_n, queue_size=2 * requests_n, batch_wait_ms=100)
+    options = ServiceOptions(concurrency=requests_n, queue_size=2 * requests_n, batch_wait_ms=200)
     app = create_app(settings, counting, options=options)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -253,11 +253,10 @@ class FastPath:
         padded = slots + [None] * (state.rows - len(slots))
         if mixed and state.rowscale is not None and self.bank is not None:
             state.rowscale.copy_(self.bank.rowscale(padded, self.device))
-        buckets = range(
-            _round_up(longest + 1, BUCKET), _round_up(longest + budget, BUCKET) + 1, BUCKET
-        )
         if self.cuda_graphs:
-            self._capture(state, buckets)
+            # The first bucket now; later ones when the decode reaches them (most answers
+            # end long before their token budget, so most buckets are never needed).
+            self._capture(state, [_round_up(longest + 1, BUCKET)])
 
         self._prefill(state, list(range(len(requests))), prepared, slots)
         # Padding rows (the batch is rounded up to a captured size) decode from position 0
@@ -550,6 +549,8 @@ class FastPath:
             # position (prompt length + t) of each row.
             bucket = _round_up(longest + t + 1, BUCKET)
             if self.cuda_graphs:
+                if bucket not in st.forward_graphs:
+                    self._capture(st, [bucket])
                 st.forward_graphs[bucket].replay()
             else:
                 self._forward(st, bucket)
@@ -684,11 +685,12 @@ class FastPath:
         self._states[key] = st
         return st
 
-    def _capture(self, st: _State, buckets: range) -> None:
+    def _capture(self, st: _State, buckets: Sequence[int]) -> None:
         """Capture the select graph and the forward graph of each bucket not yet captured.
 
-        Runs before the prefill: the warm-up passes write K/V at stale positions, which the
-        prefill and the decode overwrite before anything reads them."""
+        Before the prefill or between two decode steps: the warm-up passes write K/V at the
+        rows' next positions (then put the positions back), which the prefill or the next
+        real step overwrites before anything reads them."""
         missing = [b for b in buckets if b not in st.forward_graphs]
         if not missing and st.select_graph is not None:
             return
@@ -705,9 +707,10 @@ class FastPath:
                 for _ in range(2):  # compiles on first use; then allocations settle
                     self._forward(st, bucket)
                     restore()
-            st.step.zero_()
-            self._select(st)
-            restore()
+            if st.select_graph is None:  # it writes a probe row: never mid-decode
+                st.step.zero_()
+                self._select(st)
+                restore()
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
         for bucket in missing:
