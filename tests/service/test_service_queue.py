@@ -187,36 +187,62 @@ class RecordingBackend(GatedBackend):
         return self._backend.generate(requests, on_token=on_token)
 
 
-def test_jobs_submitted_together_share_one_batch_on_the_model(tiny_backend, tiny_model, tmp_path):
+def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_model, tmp_path):
     recording = RecordingBackend(tiny_backend)
     settings = tiny_settings(tmp_path / "home", tiny_model)
-    # A long window: the batch closes when all four running jobs wait in it and no job has
-    # come in for a quarter of the window (1.25 s), not when the window ends.
     options = ServiceOptions(concurrency=4, idle_poll_s=0.05, batch_wait_ms=5000)
     form = {"advisor": "ansel"}
     with TestClient(create_app(settings, recording, options=options)) as client:
         try:
-            ids = [
-                client.post("/jobs", files=upload(photo_bytes(name)), data=form).json()["id"]
-                for name in ("chelsea", "coffee", "rocket", "astronaut")
-            ]
+            first = client.post("/jobs", files=upload(photo_bytes()), data=form).json()["id"]
+            # The first job holds the model; the next three wait for it inside the batcher.
             assert recording.entered.wait(30)
+            ids = [first] + [
+                client.post("/jobs", files=upload(photo_bytes(name)), data=form).json()["id"]
+                for name in ("coffee", "rocket", "astronaut")
+            ]
+            batcher = app_batcher(client)
+            for _ in range(600):
+                if batcher._queue.qsize() == 3:
+                    break
+                time.sleep(0.05)
+            assert batcher._queue.qsize() == 3
             health = client.get("/health").json()
             assert len(health["queue"]["running_jobs"]) == 4
-            assert health["queue"]["running"] == health["queue"]["running_jobs"][0]
+            assert health["queue"]["running"] == first
             metrics = client.get("/metrics").text
             assert _metric(metrics, "mondrian_jobs_running") == 4
         finally:
             recording.gate.set()
         results = [wait_for_job(client, job_id) for job_id in ids]
-        # A job on its own waits out the quiet quarter, not the whole window.
+        # A job on its own is not held for the window (5 s): nothing else is on its way.
         started = time.monotonic()
         alone = client.post("/analyze", files=upload(photo_bytes()), data=form)
         assert alone.status_code == 200 and time.monotonic() - started < 4.0
     assert [r["status"] for r in results] == ["done"] * 4
-    assert recording.sizes == [4, 1], "the four jobs should make one batch"
+    assert recording.sizes == [1, 3, 1]
     for r in results:
         assert set(r["result"]["critique"]) >= {"dimensions", "overall_score"}
+
+
+def test_a_batch_waits_for_uploads_on_their_way_and_jobs_not_yet_started():
+    from mondrian.service.metrics import ServiceMetrics
+    from mondrian.service.worker import Worker
+
+    class Ctx:
+        db = None
+
+    worker = Worker(Ctx(), None, ServiceMetrics(), ServiceOptions())
+    assert worker.batch_ready(0)
+    upload_a, upload_b = worker.arrival(), worker.arrival()
+    worker._running["job-1"] = 0.0  # running, and waiting in the batch (waiting=1)
+    assert not worker.batch_ready(1), "two uploads are still arriving"
+    upload_a.close()
+    upload_a.close()  # idempotent
+    assert not worker.batch_ready(1)
+    upload_b.close()
+    assert worker.batch_ready(1)
+    assert not worker.batch_ready(0), "a running job has not reached the batch yet"
 
 
 def app_batcher(client):

@@ -9,7 +9,7 @@ order, so the backend never sees two threads.
 A batch opens with the first waiting request and closes when `max_rows` rows wait, or
 `max_wait_s` after it opened, or when the batch is complete: by default when no new request
 arrived for `quiet_s`; with a `ready(waiting_calls)` hook (the service's: every running job
-is waiting here and no job was submitted lately) when that says so.
+is waiting here and no upload is on its way) when that says so.
 Requests that arrive while a batch runs go into the next one. If a batch fails, its
 requests are retried one caller at a time, so that one caller's bad request (an adapter
 not loaded, say) fails that caller alone.

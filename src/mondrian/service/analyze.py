@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -51,7 +51,13 @@ async def read_capped(upload: UploadFile, limit: int) -> bytes:
 
 
 async def accept_upload(
-    state: ServiceState, upload: UploadFile, advisor_id: str, mode: str | None, *, wait: bool
+    state: ServiceState,
+    upload: UploadFile,
+    advisor_id: str,
+    mode: str | None,
+    *,
+    wait: bool,
+    request: Request | None = None,
 ) -> Submission:
     """Check the request, store the photo and queue its job."""
     settings = state.settings
@@ -71,8 +77,10 @@ async def accept_upload(
             photo.height,
         )
     )
+    # The ticket the Arrivals middleware took for this request: open until the job starts.
+    arrival = getattr(request.state, "arrival", None) if request is not None else None
     return await run_in_threadpool(
-        lambda: state.worker.submit(advisor.id, image_hash, mode, wait=wait)
+        lambda: state.worker.submit(advisor.id, image_hash, mode, wait=wait, arrival=arrival)
     )
 
 
@@ -97,13 +105,14 @@ def job_headers(job: Job, result: AnalysisResult | None = None) -> dict[str, str
     responses={**ERROR_RESPONSES, 504: {"description": "Not finished in time; poll the job"}},
 )
 async def analyze(
+    request: Request,
     image: ImageUpload,
     advisor: AdvisorField,
     state: State,
     mode: ModeField = None,
 ) -> JSONResponse:
     started = time.perf_counter()
-    submission = await accept_upload(state, image, advisor, mode, wait=True)
+    submission = await accept_upload(state, image, advisor, mode, wait=True, request=request)
     job = submission.job
     assert submission.done is not None
     try:

@@ -22,7 +22,7 @@ from mondrian.runtime.protocol import Backend
 from mondrian.service import ab, advisors, analyze, errors, health, jobs, metrics
 from mondrian.service.deps import ServiceState
 from mondrian.service.metrics import ServiceMetrics
-from mondrian.service.middleware import BodyLimit, RequestMetrics
+from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.service.worker import Worker
@@ -103,6 +103,7 @@ def create_app(
     errors.install(app)
     for module in (health, advisors, analyze, jobs, ab, metrics):
         app.include_router(module.router)
+    app.add_middleware(Arrivals)
     # Added last = outermost: metrics see every answer, the 413s of BodyLimit included.
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
     app.add_middleware(RequestMetrics, metrics=service_metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -100,12 +100,13 @@ def job_view(job: Job) -> JobView:
     responses=ERROR_RESPONSES,
 )
 async def create_job(
+    request: Request,
     image: ImageUpload,
     advisor: AdvisorField,
     state: State,
     mode: ModeField = None,
 ) -> JSONResponse:
-    job = (await accept_upload(state, image, advisor, mode, wait=False)).job
+    job = (await accept_upload(state, image, advisor, mode, wait=False, request=request)).job
     body = JobAccepted(
         id=job.id,
         status=job.status,

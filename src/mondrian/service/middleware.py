@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: a cap on request bodies, and request metrics.
+"""Pure ASGI middleware: a cap on request bodies, request metrics, and arrival tickets.
 
 The body cap keeps an oversized upload from being read at all: a `Content-Length` over
 the cap is answered 413 before the app runs, and a body without one (chunked) is
@@ -100,3 +100,33 @@ class RequestMetrics:
             method = scope.get("method", "")
             self.metrics.requests.labels(name, method, str(status)).inc()
             self.metrics.request_seconds.labels(name, method).observe(time.perf_counter() - started)
+
+
+class Arrivals:
+    """Takes the worker's Arrival ticket for each POST that can become a job, before its
+    upload is read (the form is parsed before any endpoint runs), and closes it when the
+    request ends; the job's start closes it sooner. A batch being filled waits for open
+    tickets, so a burst of uploads lands in one batch (service/worker.py)."""
+
+    PATHS = ("/analyze", "/jobs")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        running = getattr(scope.get("app"), "state", None)
+        worker = getattr(getattr(running, "mondrian", None), "worker", None)
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in self.PATHS
+            or worker is None
+        ):
+            await self.app(scope, receive, send)
+            return
+        arrival = worker.arrival()
+        scope.setdefault("state", {})["arrival"] = arrival
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            arrival.close()

@@ -51,8 +51,7 @@ class ServiceOptions(BaseSettings):
         default=20.0,
         ge=0,
         description="With concurrency above 1: the longest a batch waits for more requests "
-        "(it closes sooner once every running job is in it and none arrived for a quarter "
-        "of this).",
+        "(it closes sooner, once every running job is in it and no upload is on its way).",
     )
     idle_poll_s: float = Field(
         default=1.0,

@@ -64,6 +64,24 @@ class _Interrupted(BaseException):
     so that no `except Exception` on the way (strategy, backend) swallows it."""
 
 
+class Arrival:
+    """A request the service has taken in but not yet started as a job: its upload may still
+    be arriving. Open tickets tell a filling batch that more work is on its way. Closed
+    (idempotently) when its job starts, or when the request ends without one."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._open = True
+        with worker._lock:
+            worker._incoming += 1
+
+    def close(self) -> None:
+        with self._worker._lock:
+            if self._open:
+                self._open = False
+                self._worker._incoming -= 1
+
+
 @dataclass(frozen=True)
 class Submission:
     job: Job
@@ -125,7 +143,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._running: dict[str, float] = {}  # job id -> when it started
         self._job_s: float | None = None  # moving average of a job's run time
-        self._last_submit = 0.0  # time.monotonic() of the last submit
+        self._incoming = 0  # open Arrival tickets
+        self._arrivals: dict[str, Arrival] = {}  # job id -> its request's ticket
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -176,8 +195,21 @@ class Worker:
 
     # --- submitting ----------------------------------------------------------------------
 
-    def submit(self, advisor_id: str, image_hash: str, mode: str, *, wait: bool) -> Submission:
-        """Queue a job for a stored image; with `wait`, a Future of its result."""
+    def arrival(self) -> Arrival:
+        """A ticket for a request that may become a job (the HTTP layer takes one)."""
+        return Arrival(self)
+
+    def submit(
+        self,
+        advisor_id: str,
+        image_hash: str,
+        mode: str,
+        *,
+        wait: bool,
+        arrival: Arrival | None = None,
+    ) -> Submission:
+        """Queue a job for a stored image; with `wait`, a Future of its result. The
+        request's `arrival` ticket stays open until the job starts."""
         if self.stopping:
             raise ShuttingDown("the service is shutting down; try again")
         # The lock spans the insert and the waiter's registration: the worker resolves
@@ -202,7 +234,8 @@ class Worker:
             future: Future[AnalysisResult] | None = Future() if wait else None
             if future is not None:
                 self._waiters[job.id] = future
-        self._last_submit = time.monotonic()
+            if arrival is not None:
+                self._arrivals[job.id] = arrival
         self._wake.release()
         return Submission(job=job, done=future)
 
@@ -223,12 +256,10 @@ class Worker:
 
     def batch_ready(self, waiting: int) -> bool:
         """For the BatchingBackend: a filling batch is complete once every running job
-        waits in it (`waiting` calls) and no job came in for a quarter of the batch
-        window (a burst of requests is still arriving otherwise)."""
-        quiet = self.options.batch_wait_ms / 4000
+        waits in it (`waiting` calls) and no request is on its way in (an open Arrival:
+        a burst of uploads is still arriving, or a job is queued but not yet started)."""
         with self._lock:
-            running = len(self._running)
-        return waiting >= running and time.monotonic() - self._last_submit >= quiet
+            return waiting >= len(self._running) + self._incoming
 
     @property
     def running_jobs(self) -> list[str]:
@@ -268,6 +299,9 @@ class Worker:
         with self._lock:
             self._running[job.id] = time.monotonic()
             self.metrics.running.set(len(self._running))
+            arrival = self._arrivals.pop(job.id, None)
+        if arrival is not None:
+            arrival.close()
         started = time.perf_counter()
         budget = int(getattr(self.ctx.backend, "answer_budget", 0) or DEFAULT_TOKEN_BUDGET)
         progress = _Progress(self, job.id, budget)
