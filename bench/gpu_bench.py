@@ -1102,8 +1102,12 @@ def service_http(
         photo(seed=i).save(buf, "JPEG", quality=90)
         jpegs.append(buf.getvalue())
 
-    def post(i: int) -> tuple[float, int, str]:
-        with httpx.Client(base_url=url, timeout=600) as client:
+    def post(i: int, client: Any = None, start: Any = None) -> tuple[float, int, str]:
+        own = client is None
+        client = client or httpx.Client(base_url=url, timeout=600)
+        try:
+            if start is not None:
+                start.wait()  # every client connected and ready: send together
             began = time.perf_counter()
             r = client.post(
                 "/analyze",
@@ -1112,13 +1116,26 @@ def service_http(
             )
             used = r.json().get("mode_used", "") if r.status_code == 200 else r.text[:200]
             return time.perf_counter() - began, r.status_code, used
+        finally:
+            if own:
+                client.close()
 
     def burst() -> dict[str, Any]:
+        """`requests_n` clients, each connected first (a GET /health), then one POST each
+        released at the same moment: 32 concurrent requests, not 32 client start-ups."""
+        clients = [httpx.Client(base_url=url, timeout=600) for _ in range(requests_n)]
+        for client in clients:
+            client.get("/health")
+        start = threading.Barrier(requests_n + 1)
         tokens, batches = counting.tokens, len(counting.batches)
-        began = time.perf_counter()
         with ThreadPoolExecutor(requests_n) as pool:
-            answers = list(pool.map(post, range(requests_n)))
+            futures = [pool.submit(post, i, clients[i], start) for i in range(requests_n)]
+            start.wait()
+            began = time.perf_counter()
+            answers = [f.result() for f in futures]
         seconds = time.perf_counter() - began
+        for client in clients:
+            client.close()
         made = counting.tokens - tokens
         ok = sum(code == 200 and used == "lora" for _, code, used in answers)
         return {
