@@ -1371,6 +1371,7 @@ def table(out: Path) -> str:
     for path in sorted(out.glob("*.json")):
         data = json.loads(path.read_text())
         if "arch" in data:
+            data["file"] = path.name
             rows.append(data)
     lines: list[str] = []
     for data in rows:
@@ -1406,7 +1407,8 @@ def arch_table(d: dict[str, Any]) -> list[str]:
     lm_gb = _get(d, "model", "lm_weight_gb")
     floor_b1 = copy / lm_gb if copy and lm_gb else None
     head = [
-        f"### {d['arch']} on {env.get('device')} ({env.get('date')}), torch {env.get('torch')}, "
+        f"### {d['arch']} on {env.get('device')} ({env.get('date')}, `{d.get('file', '')}`), "
+        f"torch {env.get('torch')}, "
         f"transformers {env.get('transformers')}, peft {env.get('peft')}, "
         f"xgrammar {env.get('xgrammar')}",
         "",
