@@ -60,12 +60,16 @@ def _request(text: str, adapter: str | None = None) -> GenerationRequest:
     return GenerationRequest(prompt=Prompt(system=text, user="u"), adapter=adapter)
 
 
-def _start_blocked(batcher: BatchingBackend, inner: EchoBackend):
-    """Occupy the dispatcher with one call that waits on the inner backend's gate."""
+def _blocked(max_rows: int = 8):
+    """A batcher whose dispatcher is busy with one call held at the inner backend's gate:
+    (gate, inner, batcher, pool, that first call's future)."""
+    gate = threading.Event()
+    inner = EchoBackend(gate)
+    batcher = BatchingBackend(inner, max_rows=max_rows, max_wait_s=1.0)
     pool = ThreadPoolExecutor(8)
     first = pool.submit(batcher.generate, [_request("first")])
     assert inner.entered.wait(10)
-    return pool, first
+    return gate, inner, batcher, pool, first
 
 
 def _wait_queued(batcher: BatchingBackend, count: int) -> None:
@@ -77,10 +81,7 @@ def _wait_queued(batcher: BatchingBackend, count: int) -> None:
 
 
 def test_calls_waiting_together_run_as_one_batch_and_get_their_own_rows():
-    gate = threading.Event()
-    inner = EchoBackend(gate)
-    batcher = BatchingBackend(inner, max_rows=8, max_wait_s=1.0)
-    pool, first = _start_blocked(batcher, inner)
+    gate, inner, batcher, pool, first = _blocked()
     seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
     a = pool.submit(
         batcher.generate, [_request("a1"), _request("a2")], lambda r, c: seen["a"].append((r, c))
@@ -103,10 +104,7 @@ def test_calls_waiting_together_run_as_one_batch_and_get_their_own_rows():
 
 
 def test_a_batch_never_exceeds_max_rows():
-    gate = threading.Event()
-    inner = EchoBackend(gate)
-    batcher = BatchingBackend(inner, max_rows=2, max_wait_s=1.0)
-    pool, _ = _start_blocked(batcher, inner)
+    gate, inner, batcher, pool, _ = _blocked(max_rows=2)
     futures = []
     for name in "abc":
         futures.append(pool.submit(batcher.generate, [_request(name)]))
@@ -118,10 +116,7 @@ def test_a_batch_never_exceeds_max_rows():
 
 
 def test_one_callers_bad_request_fails_that_caller_alone():
-    gate = threading.Event()
-    inner = EchoBackend(gate)
-    batcher = BatchingBackend(inner, max_rows=8, max_wait_s=1.0)
-    pool, _ = _start_blocked(batcher, inner)
+    gate, _, batcher, pool, _ = _blocked()
     good = pool.submit(batcher.generate, [_request("good")])
     _wait_queued(batcher, 1)
     bad = pool.submit(batcher.generate, [_request("bad", adapter="missing")])
@@ -134,10 +129,7 @@ def test_one_callers_bad_request_fails_that_caller_alone():
 
 
 def test_a_callback_that_raises_stops_its_caller_not_the_batch():
-    gate = threading.Event()
-    inner = EchoBackend(gate)
-    batcher = BatchingBackend(inner, max_rows=8, max_wait_s=1.0)
-    pool, _ = _start_blocked(batcher, inner)
+    gate, _, batcher, pool, _ = _blocked()
 
     def quit_listening(row, count):
         raise KeyboardInterrupt  # a BaseException, like the service's shutdown signal
