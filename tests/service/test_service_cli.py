@@ -30,6 +30,8 @@ def test_serve_builds_the_app_from_flags(monkeypatch):
             "0.25",
             "--queue-size",
             "3",
+            "--concurrency",
+            "4",
             "--model",
             "some/model",
         ]
@@ -40,6 +42,7 @@ def test_serve_builds_the_app_from_flags(monkeypatch):
     assert (served["host"], served["port"]) == ("127.0.0.1", 5999)
     assert app.state.policy.name == "ab_test" and app.state.policy.ab_split == 0.25
     assert app.state.options.queue_size == 3
+    assert app.state.options.concurrency == 4
     assert app.state.mondrian is None  # nothing is loaded before the server starts it
 
 
@@ -51,6 +54,10 @@ def test_serve_refuses_a_split_without_ab_test(monkeypatch, capsys):
     assert "--ab-split applies only with --model-policy ab_test" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--ab-split", "1.5", "--model-policy", "ab_test"])
+    assert main(["serve", "--concurrency", "0"]) == 2
+    assert "invalid --concurrency: Input should be greater than or equal to 1" in (
+        capsys.readouterr().err
+    )
 
 
 def _result(job_id: str, variant: str) -> AnalysisResult:

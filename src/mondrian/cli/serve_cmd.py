@@ -98,7 +98,9 @@ def build(args: argparse.Namespace):
     try:
         options = ServiceOptions(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise InvalidInput(f"invalid service option: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        flag = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
+        raise InvalidInput(f"invalid {flag}: {error['msg']}") from None
     if args.ab_split is not None and options.model_policy != "ab_test":
         raise InvalidInput("--ab-split applies only with --model-policy ab_test")
     return create_app(settings, options=options)
