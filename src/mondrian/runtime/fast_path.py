@@ -4,7 +4,8 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 - a static KV cache per (batch, length) with per-row positions, so requests of different
   prompt lengths share a batch without padding, prefilled together as one packed sequence;
 - the decode step (all layers, `lm_head`) is one CUDA graph replay; graphs are captured per
-  cache-length bucket so attention reads the filled part of the cache, not its capacity;
+  cache-length bucket, when the decode first reaches it, so attention reads the filled part
+  of the cache, not its capacity;
   the layer's two halves around attention are `torch.compile`d (fusing norms, rotary and
   elementwise work into few kernels) and the graph captures what they launch;
 - greedy selection is a second small graph: score-token probes, special-token suppression,
@@ -15,15 +16,19 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 - LoRA: a batch whose rows all use one adapter runs on weights with that adapter merged
   (no per-token LoRA cost; a switch re-merges, one pass over the LM weights); a batch that
   mixes adapters runs on the base weights with every resident adapter stacked and selected
-  per row inside the graph (no reload; which adapter a row uses is a number in a buffer);
+  per row inside the graph (no reload; which adapter a row uses is a number in a buffer),
+  the adapters' A rows stored under the weights so one product serves both;
+- the prompt pass is compiled too (dynamic in length), and a batch's processor work runs
+  in chunks on the CPU's threads;
 - the vision tower's windowed attention runs as one varlen flash-attention call per block
   (runtime/fast_vision.py).
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
-`_finish`, so results are the stock path's in form and, in float32, in tokens. Continuous
-batching (admitting a request into a running batch) is the service worker's to build on
-this: the state already keeps per-row positions, and `_prefill` fills any rows.
+`_finish`, so results are the stock path's in form and, in float32, in tokens. The service
+feeds it batches through runtime/batching.py. Not built yet: continuous batching (admitting
+a request into a running batch); the state already keeps per-row positions and `_prefill`
+fills any rows, but the decode loop, the probes and result delivery are per batch.
 """
 
 from __future__ import annotations
