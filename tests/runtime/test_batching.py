@@ -177,3 +177,43 @@ def test_batched_critiques_equal_the_ones_generated_alone(tiny_checkpoint_factor
     batcher.close()
     assert batcher.batches == 1, "the three concurrent calls should share one batch"
     assert together == alone
+
+
+@pytest.mark.model
+def test_a_call_arriving_mid_batch_joins_it_on_the_fast_path(tiny_checkpoint_factory):
+    # Continuous batching through the batcher: a call of three requests runs in four rows;
+    # a call that arrives while it decodes takes the free row instead of waiting for the
+    # batch to end, and both get what they would have got alone.
+    from PIL import Image
+
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(
+        str(tiny_checkpoint_factory()), device="cpu", max_text_chars=8, max_list_items=1
+    )
+    # The fast path is CUDA-only in service; on the CPU it runs its functions eagerly.
+    backend._fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    assert backend.admits
+    advisors = shipped_advisors()
+    photo = Image.new("RGB", (64, 48), (90, 140, 200))
+    first = [
+        GenerationRequest(prompt=critique_prompt(a, photo), max_new_tokens=24) for a in advisors[:3]
+    ]
+    later = GenerationRequest(prompt=critique_prompt(advisors[3], photo), max_new_tokens=16)
+    alone = [backend.generate([r])[0].text for r in (*first, later)]
+
+    batcher = BatchingBackend(backend, max_rows=4, max_wait_s=0.0)
+    pool = ThreadPoolExecutor(2)
+    late: list = []
+
+    def send_later(row: int, count: int) -> None:
+        if row == 0 and count == 3 and not late:
+            late.append(pool.submit(batcher.generate, [later]))
+            _wait_queued(batcher, 1)  # in the queue before the next step's admission
+
+    together = batcher.generate(first, send_later)
+    assert [g.text for g in together] == alone[:3]
+    assert late[0].result(30)[0].text == alone[3]
+    assert batcher.batches == 1 and batcher.rows == 4
+    batcher.close()

@@ -244,3 +244,42 @@ def test_lora_rows_fused_below_the_weight_equal_a_separate_product():
     expected[2] += 0.5 * (x[2] @ a[6:8].T) @ b[:, 6:8].T
     assert torch.allclose(separate, expected, atol=1e-4)
     assert torch.allclose(fused, expected, atol=1e-4)
+
+
+def test_requests_taken_into_a_running_batch_match_them_alone(paths):
+    # Continuous batching: a batch of three runs in four rows; between two steps it takes a
+    # waiting request into the free row and, as rows finish, the next. Every row's text and
+    # scores equal the request's own run. A request for an adapter the bank does not hold
+    # is not taken, and what waits behind it keeps its place.
+    _, fast = paths
+    first = [
+        _request(13, adapter="ansel@v1", max_new_tokens=8),
+        _request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        _request(15, max_new_tokens=SHORT),
+    ]
+    joining = [
+        _request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        _request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+    ]
+    stuck = [_request(18, adapter="nobody@v0", max_new_tokens=4), _request(19, max_new_tokens=6)]
+    alone = [fast.generate([r], mixed=True)[0] for r in first + joining]
+    waiting = joining + stuck
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        taken = []
+        while waiting and len(taken) < free and take(waiting[0]):
+            taken.append(waiting.pop(0))
+        return taken
+
+    delivered = {}
+    got = fast.generate(first, admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g))
+    assert offers[0] == 1, "three rows in a batch of four leave one free"
+    assert waiting == stuck
+    assert sorted(delivered) == [0, 1, 2, 3, 4]
+    assert [delivered[i] for i in range(3)] == got
+    for result, reference in zip([delivered[i] for i in range(5)], alone, strict=True):
+        assert result.text == reference.text
+        assert result.new_tokens == reference.new_tokens
+        assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)

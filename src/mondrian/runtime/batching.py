@@ -10,14 +10,15 @@ A batch opens with the first waiting request and closes when `max_rows` rows wai
 `max_wait_s` after it opened, or when the batch is complete: by default when no new request
 arrived for `quiet_s`; with a `ready(waiting_calls)` hook (the service's: every running job
 is waiting here and no upload is on its way) when that says so.
-Requests that arrive while a batch runs go into the next one. If a batch fails, its
+Requests that arrive while a batch runs go into the next one, unless the backend `admits`
+them into the running batch (the transformers backend's fast path: continuous batching,
+rows freed by finished requests are taken by waiting ones). If a batch fails, its
 requests are retried one caller at a time, so that one caller's bad request (an adapter
 not loaded, say) fails that caller alone.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import queue
 import threading
@@ -179,53 +180,96 @@ class BatchingBackend:
         return batch
 
     def _run(self, batch: list[_Generate]) -> None:
+        """Generate a batch and settle each caller's future (`batch` grows by the calls a
+        continuous batch takes in)."""
         try:
-            results = self._generate(batch)
+            self._generate(batch)
         except _Abandoned:
-            results = None
+            pass
         except Exception as exc:
-            if len(batch) == 1:
-                batch[0].future.set_exception(exc)
+            pending = [item for item in batch if not item.future.done()]
+            if len(pending) > 1:
+                log.warning(
+                    "a batch of %d calls failed (%s); retrying each alone", len(pending), exc
+                )
+                for item in pending:
+                    item.error = None
+                    self._run([item])
                 return
-            log.warning("a batch of %d calls failed (%s); retrying each alone", len(batch), exc)
-            for item in batch:
-                item.error = None
-                self._run([item])
+            for item in pending:
+                item.future.set_exception(exc)
             return
         except BaseException as exc:  # the dispatcher must outlive it
             for item in batch:
-                item.future.set_exception(item.error or exc)
+                if not item.future.done():
+                    item.future.set_exception(item.error or exc)
             return
-        for i, item in enumerate(batch):
-            if item.error is not None:
-                item.future.set_exception(item.error)
-            elif results is not None:
-                item.future.set_result(results[i])
-
-    def _generate(self, batch: list[_Generate]) -> list[list[Generation]]:
-        requests = [r for item in batch for r in item.requests]
-        starts, total = [], 0
         for item in batch:
-            starts.append(total)
-            total += len(item.requests)
+            if not item.future.done():
+                item.future.set_exception(
+                    item.error or RuntimeError("the model gave no answer for this request")
+                )
 
-        def on_token(row: int, count: int) -> None:
-            index = bisect.bisect_right(starts, row) - 1
-            item = batch[index]
+    def _generate(self, batch: list[_Generate]) -> None:
+        owners = [(item, j) for item in batch for j in range(len(item.requests))]
+        answers: dict[int, list[Generation | None]] = {
+            id(item): [None] * len(item.requests) for item in batch
+        }
+
+        def deliver(index: int, generation: Generation) -> None:
+            item, j = owners[index]
+            got = answers[id(item)]
+            got[j] = generation
+            if all(g is not None for g in got) and not item.future.done():
+                if item.error is not None:
+                    item.future.set_exception(item.error)
+                else:
+                    item.future.set_result(got)  # type: ignore[arg-type]
+
+        def on_token(index: int, count: int) -> None:
+            item, j = owners[index]
             if item.on_token is None or item.error is not None:
                 return
             try:
-                item.on_token(row - starts[index], count)
+                item.on_token(j, count)
             except BaseException as exc:  # handed to its own caller
                 item.error = exc
                 if all(i.error is not None for i in batch):
                     raise _Abandoned from None
 
-        callbacks = any(item.on_token is not None for item in batch)
-        generations = self.inner.generate(requests, on_token if callbacks else None)
+        def admit(free: int, take: Callable[[GenerationRequest], bool]) -> list[GenerationRequest]:
+            # Continuous batching: waiting calls join the running batch, in order, while
+            # they fit; the first that does not (or an adapter call) keeps its place.
+            taken: list[GenerationRequest] = []
+            while True:
+                try:
+                    item = self._next(0)
+                except queue.Empty:
+                    break
+                if (
+                    not isinstance(item, _Generate)
+                    or len(taken) + len(item.requests) > free
+                    or not all(take(r) for r in item.requests)
+                ):
+                    self._held = item
+                    break
+                batch.append(item)
+                owners.extend((item, j) for j in range(len(item.requests)))
+                answers[id(item)] = [None] * len(item.requests)
+                taken.extend(item.requests)
+            self.rows += len(taken)
+            return taken
+
+        requests = [r for item in batch for r in item.requests]
         self.batches += 1
         self.rows += len(requests)
-        return [generations[s : s + len(i.requests)] for s, i in zip(starts, batch, strict=True)]
+        if getattr(self.inner, "admits", False):
+            self.inner.generate(requests, on_token, admit=admit, deliver=deliver)  # type: ignore[call-arg]
+            return
+        callbacks = any(item.on_token is not None for item in batch)
+        generations = self.inner.generate(requests, on_token if callbacks else None)
+        for index, generation in enumerate(generations):
+            deliver(index, generation)
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:

@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 BUCKET = 256  # cache-length granularity of the captured decode graphs
 CAPACITY_STEP = 1024  # cache capacity granularity (a new capacity means a new state)
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
+PARK_STEPS = 64  # with admission, free rows' positions go back to 0 this often
 PREPARE_THREADS = 8  # processor calls at once for a batch's requests
 PREFILL_TOKENS = 16384  # prompt tokens packed into one prefill pass (bounds its memory)
 
@@ -81,25 +82,48 @@ class _State:
     step: torch.Tensor
     rowscale: torch.Tensor | None
     logits: torch.Tensor
-    probes: torch.Tensor
+    probes: torch.Tensor  # [ring, rows, score tokens], written at step % ring
     mask: torch.Tensor
     mask_host: torch.Tensor
-    host_tokens: torch.Tensor
+    host_tokens: torch.Tensor  # [ring, rows], copied from `tok` after each selection
+    host_probes: torch.Tensor  # [ring, rows, score tokens], copied from `probes` likewise
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     forward_graphs: dict[int, Any] = field(default_factory=dict)
     select_graph: Any = None
 
 
-class _Probes:
-    """What `TransformersBackend._finish` reads from a DecodingControl: score-token logits."""
+class _RowProbes:
+    """What `TransformersBackend._finish` reads from a DecodingControl: the score-token
+    logits of one row, one line per generated token."""
 
-    def __init__(self, probes: torch.Tensor, counts: Sequence[int]) -> None:
-        self.probes = probes  # [steps, rows, len(SCORE_TOKENS)]
-        self.counts = counts
+    def __init__(self, probes: torch.Tensor) -> None:
+        self.probes = probes  # [tokens, len(SCORE_TOKENS)]
 
-    def logits_for(self, row: int) -> torch.Tensor:
-        return self.probes[: max(self.counts[row], 1), row]
+    def logits_for(self, _row: int) -> torch.Tensor:
+        return self.probes
+
+
+@dataclass
+class _Row:
+    """One request in a running batch."""
+
+    index: int  # its place among the call's requests; admitted ones follow
+    request: GenerationRequest
+    prepared: _Prepared
+    limit: int
+    matcher: Any
+    start_step: int  # the step that selects its first token
+    started: float
+    prefilled: float
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+# admit(free_rows, take) -> requests now in the batch: the caller offers waiting requests
+# to `take` (which prepares them and says whether they fit) and hands back those taken.
+Admit = Callable[[int, Callable[[GenerationRequest], bool]], list[GenerationRequest]]
+Deliver = Callable[[int, Generation], None]
 
 
 class FastPath:
@@ -231,11 +255,19 @@ class FastPath:
         *,
         ignore_stop: bool = False,
         mixed: bool | None = None,
+        admit: Admit | None = None,
+        deliver: Deliver | None = None,
     ) -> list[Generation]:
         """Greedy generation of a batch; `ignore_stop` (benchmarks only) decodes exactly
         each row's token budget, restarting a row's grammar when its JSON completes.
         `mixed` forces the stacked-adapter path (None: only when the rows' adapters differ;
-        benchmarks and tests force it to measure it on one adapter)."""
+        benchmarks and tests force it to measure it on one adapter).
+
+        Continuous batching: with `admit`, between two steps the batch takes in waiting
+        requests that fit (a free row, room in the cache, an adapter this batch can serve)
+        and prefills them while the others wait one step. `deliver(index, generation)` is
+        called as each row finishes (admitted rows are numbered after the call's
+        requests); the return value holds the call's own requests."""
         if not requests:
             return []
         started = time.perf_counter()
@@ -267,8 +299,8 @@ class FastPath:
             self._capture(state, [_round_up(longest + 1, BUCKET)])
 
         self._prefill(state, list(range(len(requests))), prepared, slots)
-        # Padding rows (the batch is rounded up to a captured size) decode from position 0
-        # and are never read.
+        # Free rows (padding: the batch is rounded up to a captured size) decode from
+        # position 0 and are never read.
         state.cache_pos[len(requests) :] = 0
         state.rope_pos[len(requests) :] = 0
         state.step.zero_()
@@ -276,34 +308,21 @@ class FastPath:
             torch.cuda.synchronize()
         prefilled = time.perf_counter()
 
-        tokens, steps = self._decode(state, requests, prepared, limits, on_token, ignore_stop)
-        decoded = time.perf_counter()
+        grammar = backend.grammar
+        rows: list[_Row | None] = [None] * state.rows
+        for i, (request, p) in enumerate(zip(requests, prepared, strict=True)):
+            matcher = grammar.matcher() if request.constrained else None
+            rows[i] = _Row(i, request, p, limits[i], matcher, 0, started, prefilled)
+        results: list[Generation | None] = [None] * len(requests)
 
-        probes = state.probes[:steps].float().cpu()
-        counts = [len(t) for t in tokens]
-        mask = torch.zeros(len(requests), longest, dtype=torch.long)
-        for row, p in enumerate(prepared):
-            mask[row, : p.length] = 1
-        elapsed = decoded - started
-        results = []
-        for row, request in enumerate(requests):
-            gen = backend._finish(
-                row,
-                request,
-                tokens[row][: limits[row]],
-                _Probes(probes, counts),
-                {"attention_mask": mask},
-                elapsed,
-            )
-            gen.timings.update(
-                {
-                    "prefill_s": round(prefilled - started, 4),
-                    "decode_s": round(decoded - prefilled, 4),
-                    "decode_tokens_per_s": round(counts[row] / max(decoded - prefilled, 1e-9), 2),
-                }
-            )
-            results.append(gen)
-        return results
+        def finished(row: _Row, generation: Generation) -> None:
+            if row.index < len(results):
+                results[row.index] = generation
+            if deliver is not None:
+                deliver(row.index, generation)
+
+        self._decode(state, rows, on_token, ignore_stop, admit, finished)
+        return [g for g in results if g is not None]
 
     def _prepare_all(self, requests: list[GenerationRequest]) -> list[_Prepared]:
         """Processor work (chat template, resize, patches) of every request: one processor
@@ -518,39 +537,37 @@ class FastPath:
     def _decode(
         self,
         st: _State,
-        requests: list[GenerationRequest],
-        prepared: list[_Prepared],
-        limits: list[int],
+        rows: list[_Row | None],
         on_token: TokenCallback | None,
         ignore_stop: bool,
-    ) -> tuple[list[list[int]], int]:
-        grammar = self.backend.grammar
-        matchers = [grammar.matcher() if r.constrained else None for r in requests]
+        admit: Admit | None,
+        finished: Callable[[_Row, Generation], None],
+    ) -> None:
         stops = set(self.backend.stop_token_ids)
-        rows = len(requests)
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        done = [False] * rows
-        budget = max(limits)
-        longest = max(p.length for p in prepared)
+        ring = st.host_tokens.shape[0]
         overlap = self.cuda_graphs
+        next_index = sum(r is not None for r in rows)
 
         stats = self.last_stats = {"steps": 0, "fill_s": 0.0, "fill_max_s": 0.0, "wait_s": 0.0}
 
+        def live() -> dict[int, _Row]:
+            """The rows still generating, by their place in the state."""
+            return {i: r for i, r in enumerate(rows) if r is not None and not r.done}
+
         def fill_mask() -> None:
-            if not any(m is not None for m in matchers):
-                return
             began = time.perf_counter()
             st.mask_host.fill_(-1)
-            active = [
-                row
-                for row, m in enumerate(matchers)
-                if m is not None and not done[row] and not m.is_terminated()
-            ]
+            active = {
+                i: r.matcher
+                for i, r in live().items()
+                if r.matcher is not None and not r.matcher.is_terminated()
+            }
             if len(active) == 1:
-                matchers[active[0]].fill_next_token_bitmask(st.mask_host, active[0])
+                ((i, matcher),) = active.items()
+                matcher.fill_next_token_bitmask(st.mask_host, i)
             elif active:  # rows in parallel on the CPU's threads
                 self._batcher().batch_fill_next_token_bitmask(
-                    [matchers[row] for row in active], st.mask_host, active
+                    list(active.values()), st.mask_host, list(active)
                 )
             st.mask.copy_(st.mask_host, non_blocking=True)
             spent = time.perf_counter() - began
@@ -558,18 +575,24 @@ class FastPath:
             stats["fill_max_s"] = max(stats["fill_max_s"], spent)
 
         def select(t: int) -> None:
+            at = t % ring
             if self.cuda_graphs:
                 st.select_graph.replay()
-                st.host_tokens[t].copy_(st.tok, non_blocking=True)
+                st.host_tokens[at].copy_(st.tok, non_blocking=True)
+                st.host_probes[at].copy_(st.probes[at], non_blocking=True)
                 self._event.record()
             else:
                 self._select(st)
-                st.host_tokens[t].copy_(st.tok)
+                st.host_tokens[at].copy_(st.tok)
+                st.host_probes[at].copy_(st.probes[at])
 
-        def forward(t: int) -> None:
-            # The forward that turns token t into the logits of token t+1 writes cache
-            # position (prompt length + t) of each row.
-            bucket = _round_up(longest + t + 1, BUCKET)
+        def bucket_for(t: int) -> int:
+            # The forward that turns token t into the logits of token t+1 writes each live
+            # row's cache position (its prompt length + the tokens it has by then).
+            ahead = max(r.prepared.length + t - r.start_step for r in live().values())
+            return _round_up(ahead + 1, BUCKET)
+
+        def forward(bucket: int) -> None:
             if self.cuda_graphs:
                 if bucket not in st.forward_graphs:
                     self._capture(st, [bucket])
@@ -583,42 +606,131 @@ class FastPath:
                 began = time.perf_counter()
                 self._event.synchronize()
                 stats["wait_s"] += time.perf_counter() - began
-            chosen = st.host_tokens[t, :rows].tolist()
-            for row, token in enumerate(chosen):
-                if done[row]:
-                    continue
-                tokens[row].append(token)
-                matcher = matchers[row]
+            chosen = st.host_tokens[t % ring].tolist()
+            for i, row in live().items():
+                token = chosen[i]
+                row.tokens.append(token)
+                matcher = row.matcher
                 if matcher is not None and not matcher.is_terminated():
                     if not matcher.accept_token(token):
-                        raise RuntimeError(f"grammar rejected token {token} in row {row}")
+                        raise RuntimeError(f"grammar rejected token {token} in row {i}")
                     if ignore_stop and matcher.is_terminated():
                         matcher.reset()
                 if on_token is not None:
-                    on_token(row, len(tokens[row]))
+                    on_token(row.index, len(row.tokens))
                 stopped = token in stops and not ignore_stop
-                if stopped or len(tokens[row]) >= limits[row]:
-                    done[row] = True
+                if stopped or len(row.tokens) >= row.limit:
+                    row.done = True
+                    finished(row, self._finish_row(st, i, row, ring))
+
+        def take_in(t: int) -> None:
+            nonlocal next_index
+            free = [i for i, r in enumerate(rows) if r is None or r.done]
+            if admit is None or not free:
+                return
+            offered: dict[int, _Prepared] = {}
+
+            def take(request: GenerationRequest) -> bool:
+                prepared = self._admissible(st, request)
+                if prepared is not None:
+                    offered[id(request)] = prepared
+                return prepared is not None
+
+            taken = admit(len(free), take)
+            if not taken:
+                return
+            at = free[: len(taken)]
+            prepared = [offered[id(r)] for r in taken]
+            slots = [self._slot(st, r) for r in taken]
+            began = time.perf_counter()
+            if st.mixed and st.rowscale is not None and self.bank is not None:
+                index = torch.tensor(at, device=self.device)
+                st.rowscale.index_copy_(0, index, self.bank.rowscale(slots, self.device))
+            self._prefill(st, at, prepared, slots)
+            now = time.perf_counter()
+            grammar = self.backend.grammar
+            for i, request, p in zip(at, taken, prepared, strict=True):
+                limit = request.max_new_tokens or self.backend.answer_budget
+                matcher = grammar.matcher() if request.constrained else None
+                rows[i] = _Row(next_index, request, p, limit, matcher, t + 1, began, now)
+                next_index += 1
+
+        def park_free_rows() -> None:
+            # A free row decodes junk at its own position, one further each step: put it
+            # back to 0 now and then so that it never runs past the cache.
+            free = [i for i, r in enumerate(rows) if r is None or r.done]
+            if free:
+                index = torch.tensor(free, device=self.device)
+                st.cache_pos.index_fill_(0, index, 0)
+                st.rope_pos.index_fill_(0, index, 0)
 
         st.mask.fill_(-1)
         fill_mask()
         select(0)
-        steps = 1
-        for t in range(budget):
-            more = t + 1 < budget
+        t = 0
+        while True:
+            more = any(len(r.tokens) + 1 < r.limit for r in live().values())
+            bucket = bucket_for(t) if more else 0
             if more and overlap:
-                forward(t)  # queued behind select(t): the GPU starts at once
+                forward(bucket)  # queued behind select(t): the GPU starts at once
             accept(t)
-            if all(done) or not more:
+            if more and not overlap and live():
+                forward(bucket)
+            if admit is not None:
+                if t % PARK_STEPS == 0:
+                    park_free_rows()
+                take_in(t)
+            if not live():
                 break
-            if not overlap:
-                forward(t)
             fill_mask()  # on the CPU, while the GPU runs forward(t)
             select(t + 1)
-            steps += 1
+            t += 1
         if overlap:
             torch.cuda.synchronize()
-        return tokens, steps
+
+    def _finish_row(self, st: _State, i: int, row: _Row, ring: int) -> Generation:
+        """The Generation of a row that just finished, from host copies (no GPU wait)."""
+        count = len(row.tokens)
+        steps = [(row.start_step + k) % ring for k in range(max(count, 1))]
+        probes = st.host_probes[steps, i].float()
+        mask = torch.ones(1, row.prepared.length, dtype=torch.long)
+        now = time.perf_counter()
+        generation = self.backend._finish(
+            0,
+            row.request,
+            row.tokens[: row.limit],
+            _RowProbes(probes),
+            {"attention_mask": mask},
+            now - row.started,
+        )
+        decode_s = max(now - row.prefilled, 1e-9)
+        generation.timings.update(
+            {
+                "prefill_s": round(row.prefilled - row.started, 4),
+                "decode_s": round(decode_s, 4),
+                "decode_tokens_per_s": round(count / decode_s, 2),
+            }
+        )
+        return generation
+
+    def _admissible(self, st: _State, request: GenerationRequest) -> _Prepared | None:
+        """The request prepared, if it can join the batch running on `st`: its adapter is
+        the merged one (or, stacked, resident in the bank) and it fits in the cache."""
+        if st.mixed:
+            if request.adapter is not None and (
+                self.bank is None or request.adapter not in self.bank.names
+            ):
+                return None
+        elif request.adapter != (self.bank.hot if self.bank is not None else None):
+            return None
+        prepared = self._prepare(request)
+        limit = request.max_new_tokens or self.backend.answer_budget
+        return prepared if prepared.length + limit + 1 <= st.length else None
+
+    def _slot(self, st: _State, request: GenerationRequest) -> int | None:
+        if st.mixed and request.adapter is not None and self.bank is not None:
+            return self.bank.slot_of(request.adapter)
+        return None
 
     def _batcher(self) -> Any:
         if self._batch_matcher is None:
@@ -663,7 +775,7 @@ class FastPath:
         bits = torch.bitwise_and(torch.bitwise_right_shift(st.mask[:, self._word], self._bit), 1)
         scores = scores.masked_fill(bits == 0, float("-inf"))
         st.tok.copy_(scores.argmax(dim=-1))
-        st.step += 1
+        st.step.add_(1).remainder_(st.probes.shape[0])  # a ring: batches that take rows in run on
 
     # --- static state and graphs ---------------------------------------------------------
 
@@ -683,6 +795,7 @@ class FastPath:
         pin = self.cuda_graphs
         shape = (rows, lm.kv_heads, length, lm.head_dim)
         slots = self.bank.capacity if (mixed and self.bank is not None) else 0
+        probes = len(self.backend.score_token_ids)
         st = _State(
             rows=rows,
             length=length,
@@ -693,7 +806,7 @@ class FastPath:
             step=torch.zeros(1, dtype=torch.long, device=dev),
             rowscale=torch.zeros(rows, slots, device=dev) if mixed else None,
             logits=torch.zeros(rows, lm.vocab, dtype=lm.dtype, device=dev),
-            probes=torch.zeros(length + 1, rows, len(self.backend.score_token_ids), device=dev),
+            probes=torch.zeros(length + 1, rows, probes, device=dev),
             mask=torch.full((rows, self._words), -1, dtype=torch.int32, device=dev),
             mask_host=torch.full((rows, self._words), -1, dtype=torch.int32).pin_memory()
             if pin
@@ -701,6 +814,11 @@ class FastPath:
             host_tokens=torch.zeros(length + 1, rows, dtype=torch.long).pin_memory()
             if pin
             else torch.zeros(length + 1, rows, dtype=torch.long),
+            host_probes=torch.zeros(
+                length + 1, rows, len(self.backend.score_token_ids)
+            ).pin_memory()
+            if pin
+            else torch.zeros(length + 1, rows, len(self.backend.score_token_ids)),
             k=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
             v=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
         )

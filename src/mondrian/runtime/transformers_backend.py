@@ -115,17 +115,29 @@ class TransformersBackend:
 
     # --- generation ----------------------------------------------------------------------
 
+    @property
+    def admits(self) -> bool:
+        """Whether generate() can take requests into a running batch (`admit`)."""
+        return self._fast is not None
+
     @torch.inference_mode()
     def generate(
-        self, requests: list[GenerationRequest], on_token: TokenCallback | None = None
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        admit: Any = None,
+        deliver: Any = None,
     ) -> list[Generation]:
+        """The batch's generations; `admit` and `deliver` are FastPath.generate's
+        (continuous batching, fast path only: `admits`); the stock path delivers at the end."""
         if not requests:
             return []
         for request in requests:
             if request.adapter is not None and request.adapter not in self._adapters:
                 raise NotFound(f"adapter {request.adapter} is not loaded")
         if self._fast is not None:  # [fast path]
-            return self._fast.generate(requests, on_token)
+            return self._fast.generate(requests, on_token, admit=admit, deliver=deliver)
         started = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(
@@ -153,6 +165,9 @@ class TransformersBackend:
             tokens = output[row, prompt_len:].tolist()
             limit = request.max_new_tokens or self.answer_budget
             results.append(self._finish(row, request, tokens[:limit], control, inputs, elapsed))
+        if deliver is not None:
+            for index, generation in enumerate(results):
+                deliver(index, generation)
         return results
 
     def _run_generate(
