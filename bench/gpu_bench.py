@@ -1037,11 +1037,23 @@ def service_http(
         def __getattr__(self, attr: str) -> Any:
             return getattr(self.inner, attr)
 
-        def generate(self, requests: list[Any], on_token: Any = None) -> list[Any]:
-            gens = self.inner.generate(requests, on_token)
-            self.tokens += sum(g.new_tokens for g in gens)
+        @property
+        def admits(self) -> bool:
+            return bool(getattr(self.inner, "admits", False))
+
+        def generate(self, requests: list[Any], on_token: Any = None, **kw: Any) -> list[Any]:
             self.batches.append(len(requests))
-            return gens
+            deliver = kw.get("deliver")
+            if deliver is None:
+                gens = self.inner.generate(requests, on_token, **kw)
+                self.tokens += sum(g.new_tokens for g in gens)
+                return gens
+
+            def counted(index: int, generation: Any) -> None:  # admitted rows too
+                self.tokens += generation.new_tokens
+                deliver(index, generation)
+
+            return self.inner.generate(requests, on_token, **{**kw, "deliver": counted})
 
     for name in list(backend.adapters()):  # the service loads its own, by advisor@vN
         backend.unload_adapter(name)
@@ -1120,16 +1132,27 @@ def service_http(
             if own:
                 client.close()
 
-    def burst() -> dict[str, Any]:
+    def burst(gap_s: float = 0.0) -> dict[str, Any]:
         """`requests_n` clients, each connected first (a GET /health), then one POST each
-        released at the same moment: 32 concurrent requests, not 32 client start-ups."""
+        released at the same moment (32 concurrent requests, not 32 client start-ups), or
+        `gap_s` apart (arrivals spread out: continuous batching takes the late ones in)."""
         clients = [httpx.Client(base_url=url, timeout=600) for _ in range(requests_n)]
         for client in clients:
             client.get("/health")
         start = threading.Barrier(requests_n + 1)
         tokens, batches = counting.tokens, len(counting.batches)
+        batcher = app.state.mondrian.backend
+        rows_before = batcher.rows
+
+        def send(i: int) -> tuple[float, int, str]:
+            if gap_s:
+                start.wait()
+                time.sleep(i * gap_s)
+                return post(i, clients[i])
+            return post(i, clients[i], start)
+
         with ThreadPoolExecutor(requests_n) as pool:
-            futures = [pool.submit(post, i, clients[i], start) for i in range(requests_n)]
+            futures = [pool.submit(send, i) for i in range(requests_n)]
             start.wait()
             began = time.perf_counter()
             answers = [f.result() for f in futures]
@@ -1147,6 +1170,10 @@ def service_http(
             "latency_p50_s": statistics.median(a[0] for a in answers),
             "latency_max_s": max(a[0] for a in answers),
             "batches": counting.batches[batches:],
+            "rows_taken_in_running_batches": batcher.rows
+            - rows_before
+            - sum(counting.batches[batches:]),
+            "gap_s": gap_s,
             "errors": sorted({used for _, code, used in answers if code != 200})[:3],
         }
 
@@ -1168,6 +1195,7 @@ def service_http(
         out["single_ok"] = sum(x[2] == 200 and x[3] == "lora" for x in singles)
         out["single_median_s"] = statistics.median(x[0] for x in singles)
         out["burst"] = burst()
+        out["burst_spread"] = burst(0.05)  # 32 requests over 1.6 s
     finally:
         server.should_exit = True
         thread.join(60)

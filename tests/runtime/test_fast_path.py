@@ -283,3 +283,20 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
         assert result.text == reference.text
         assert result.new_tokens == reference.new_tokens
         assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
+
+
+def test_a_lone_request_makes_room_for_those_on_their_way(paths):
+    _, fast = paths
+    lone, joining = _request(20, max_new_tokens=6), _request(21, max_new_tokens=4)
+    reference = fast.generate([joining])[0].text
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        return [joining] if len(offers) == 1 and take(joining) else []
+
+    delivered = {}
+    fast.generate(
+        [lone], admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g), rows_hint=2
+    )
+    assert offers[0] == 1 and delivered[1].text == reference

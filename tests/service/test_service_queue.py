@@ -240,6 +240,7 @@ def test_a_batch_waits_for_uploads_on_their_way_and_jobs_not_yet_started():
     upload_a.close()
     upload_a.close()  # idempotent
     assert not worker.batch_ready(1)
+    assert worker.expected_calls() == 2  # one running, one upload on its way
     upload_b.close()
     assert worker.batch_ready(1)
     assert not worker.batch_ready(0), "a running job has not reached the batch yet"

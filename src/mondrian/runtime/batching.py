@@ -69,6 +69,7 @@ class BatchingBackend:
         max_wait_s: float = 0.05,
         quiet_s: float = 0.005,
         ready: Callable[[int], bool] | None = None,
+        expected: Callable[[], int] | None = None,
     ) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
@@ -77,6 +78,9 @@ class BatchingBackend:
         self.max_wait_s = max_wait_s
         self.quiet_s = quiet_s
         self.ready = ready
+        # How many calls are running or on their way (the service's jobs): a continuous
+        # batch makes room for them, so they join it instead of waiting for it to end.
+        self.expected = expected
         self.batches = 0  # batches run, and the rows in them: for tests and /metrics
         self.rows = 0
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -264,7 +268,10 @@ class BatchingBackend:
         self.batches += 1
         self.rows += len(requests)
         if getattr(self.inner, "admits", False):
-            self.inner.generate(requests, on_token, admit=admit, deliver=deliver)  # type: ignore[call-arg]
+            room = min(self.max_rows, max(len(requests), self.expected() if self.expected else 0))
+            self.inner.generate(  # type: ignore[call-arg]
+                requests, on_token, admit=admit, deliver=deliver, rows_hint=room
+            )
             return
         callbacks = any(item.on_token is not None for item in batch)
         generations = self.inner.generate(requests, on_token if callbacks else None)

@@ -257,6 +257,7 @@ class FastPath:
         mixed: bool | None = None,
         admit: Admit | None = None,
         deliver: Deliver | None = None,
+        rows_hint: int = 0,
     ) -> list[Generation]:
         """Greedy generation of a batch; `ignore_stop` (benchmarks only) decodes exactly
         each row's token budget, restarting a row's grammar when its JSON completes.
@@ -267,7 +268,8 @@ class FastPath:
         requests that fit (a free row, room in the cache, an adapter this batch can serve)
         and prefills them while the others wait one step. `deliver(index, generation)` is
         called as each row finishes (admitted rows are numbered after the call's
-        requests); the return value holds the call's own requests."""
+        requests); the return value holds the call's own requests. `rows_hint`: how many
+        rows to make room for (requests known to be on their way), so they can join."""
         if not requests:
             return []
         started = time.perf_counter()
@@ -289,7 +291,8 @@ class FastPath:
         limits = [r.max_new_tokens or backend.answer_budget for r in requests]
         budget = max(limits)
         longest = max(p.length for p in prepared)
-        state = self._state(_padded_rows(len(requests)), longest + budget + 1, mixed)
+        room = max(len(requests), rows_hint if admit is not None else 0)
+        state = self._state(_padded_rows(room), longest + budget + 1, mixed)
         padded = slots + [None] * (state.rows - len(slots))
         if mixed and state.rowscale is not None and self.bank is not None:
             state.rowscale.copy_(self.bank.rowscale(padded, self.device))

@@ -128,6 +128,7 @@ class TransformersBackend:
         *,
         admit: Any = None,
         deliver: Any = None,
+        rows_hint: int = 0,
     ) -> list[Generation]:
         """The batch's generations; `admit` and `deliver` are FastPath.generate's
         (continuous batching, fast path only: `admits`); the stock path delivers at the end."""
@@ -137,7 +138,9 @@ class TransformersBackend:
             if request.adapter is not None and request.adapter not in self._adapters:
                 raise NotFound(f"adapter {request.adapter} is not loaded")
         if self._fast is not None:  # [fast path]
-            return self._fast.generate(requests, on_token, admit=admit, deliver=deliver)
+            return self._fast.generate(
+                requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+            )
         started = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(

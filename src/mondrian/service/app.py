@@ -70,6 +70,7 @@ def create_app(
             worker = Worker(ctx, policy, service_metrics, options)
             if batcher is not None:
                 batcher.ready = worker.batch_ready
+                batcher.expected = worker.expected_calls
             await run_in_threadpool(worker.start)
             service_metrics.track_queue(lambda: worker.queue_depth() if db.is_open else 0)
             app.state.mondrian = ServiceState(

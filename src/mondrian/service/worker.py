@@ -261,6 +261,11 @@ class Worker:
         with self._lock:
             return waiting >= len(self._running) + self._incoming
 
+    def expected_calls(self) -> int:
+        """Jobs running or on their way in: the rows a continuous batch makes room for."""
+        with self._lock:
+            return len(self._running) + self._incoming
+
     @property
     def running_jobs(self) -> list[str]:
         """Jobs being run now, the longest-running first."""
