@@ -1636,6 +1636,17 @@ def arch_table(d: dict[str, Any]) -> list[str]:
         )
         row("  latency p50 (s)", None, burst.get("latency_p50_s"), None, None, False, 2)
         row("  latency max (s)", None, burst.get("latency_max_s"), None, None, False, 2)
+    spread = http.get("burst_spread", {})
+    if spread:
+        row(
+            f"POST /analyze, {spread.get('requests')} sent {spread.get('gap_s', 0) * 1e3:.0f} ms "
+            f"apart (tok/s; batches {spread.get('batches')}, "
+            f"{spread.get('rows_taken_in_running_batches')} rows taken into running ones)",
+            None,
+            spread.get("tok_s"),
+            None,
+            None,
+        )
     for tag, label in (("rows1_hot", "b1 merged"), (f"rows{int(rows_n or 32)}_mixed", "batch")):
         steps = d.get("diag_gpu_step", {})
         step = next((v for k, v in steps.items() if k.startswith(tag) and "forward" in k), None)

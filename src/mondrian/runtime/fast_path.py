@@ -26,9 +26,9 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
 `_finish`, so results are the stock path's in form and, in float32, in tokens. The service
-feeds it batches through runtime/batching.py. Not built yet: continuous batching (admitting
-a request into a running batch); the state already keeps per-row positions and `_prefill`
-fills any rows, but the decode loop, the probes and result delivery are per batch.
+feeds it batches through runtime/batching.py, and with `admit` a running batch takes
+waiting requests into its free rows between steps (continuous batching; each row is
+delivered as it finishes). A batch does not grow past the rows its state was made with.
 """
 
 from __future__ import annotations
