@@ -557,14 +557,19 @@ class FastPath:
             """The rows still generating, by their place in the state."""
             return {i: r for i, r in enumerate(rows) if r is not None and not r.done}
 
+        masked = [True]  # whether the device mask may hold a row's constraint
+
         def fill_mask() -> None:
-            began = time.perf_counter()
-            st.mask_host.fill_(-1)
             active = {
                 i: r.matcher
                 for i, r in live().items()
                 if r.matcher is not None and not r.matcher.is_terminated()
             }
+            if not active and not masked[0]:
+                return  # all ones already: nothing to fill or copy
+            masked[0] = bool(active)
+            began = time.perf_counter()
+            st.mask_host.fill_(-1)
             if len(active) == 1:
                 ((i, matcher),) = active.items()
                 matcher.fill_next_token_bitmask(st.mask_host, i)
@@ -668,6 +673,7 @@ class FastPath:
                 st.rope_pos.index_fill_(0, index, 0)
 
         st.mask.fill_(-1)
+        masked[0] = False
         fill_mask()
         select(0)
         t = 0
