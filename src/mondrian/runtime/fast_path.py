@@ -332,8 +332,6 @@ class FastPath:
         call per chunk of requests, the chunks on the CPU's threads. One call per photo
         costs ~12 ms each; one call for 32 photos takes as long as 32 calls (its tensor
         work runs on one thread at a time); chunks on threads overlap it (bench/NOTES.md)."""
-        if len(requests) == 1:
-            return [self._prepare(requests[0])]
         workers = max(1, min(PREPARE_THREADS, os.cpu_count() or 1, len(requests)))
         size = -(-len(requests) // workers)
         chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
@@ -345,8 +343,6 @@ class FastPath:
 
     def _prepare_chunk(self, requests: list[GenerationRequest]) -> list[_Prepared]:
         """One processor call for several requests, cut back into one `_Prepared` each."""
-        if len(requests) == 1:
-            return [self._prepare(requests[0])]
         backend = self.backend
         texts = [
             backend.processor.apply_chat_template(
@@ -380,16 +376,7 @@ class FastPath:
         return prepared
 
     def _prepare(self, request: GenerationRequest) -> _Prepared:
-        backend = self.backend
-        text = backend.processor.apply_chat_template(
-            request.prompt.messages(), add_generation_prompt=True, tokenize=False
-        )
-        images = [fit_pixels(img, backend.max_pixels) for img in request.prompt.images]
-        inputs = backend.processor(text=[text], images=images or None, return_tensors="pt").to(
-            self.device
-        )
-        ids = inputs["input_ids"]
-        return _Prepared(input_ids=ids, inputs=inputs, length=ids.shape[1])
+        return self._prepare_chunk([request])[0]
 
     def _prefill(
         self, st: _State, rows: list[int], prepared: list[_Prepared], slots: list[int | None]
@@ -553,16 +540,16 @@ class FastPath:
 
         stats = self.last_stats = {"steps": 0, "fill_s": 0.0, "fill_max_s": 0.0, "wait_s": 0.0}
 
-        def live() -> dict[int, _Row]:
-            """The rows still generating, by their place in the state."""
-            return {i: r for i, r in enumerate(rows) if r is not None and not r.done}
+        # The rows still generating, by their place in the state: accept() drops the ones
+        # that finish, take_in() adds the ones it admits.
+        live = {i: r for i, r in enumerate(rows) if r is not None and not r.done}
 
         masked = [True]  # whether the device mask may hold a row's constraint
 
         def fill_mask() -> None:
             active = {
                 i: r.matcher
-                for i, r in live().items()
+                for i, r in live.items()
                 if r.matcher is not None and not r.matcher.is_terminated()
             }
             if not active and not masked[0]:
@@ -597,7 +584,7 @@ class FastPath:
         def bucket_for(t: int) -> int:
             # The forward that turns token t into the logits of token t+1 writes each live
             # row's cache position (its prompt length + the tokens it has by then).
-            ahead = max(r.prepared.length + t - r.start_step for r in live().values())
+            ahead = max(r.prepared.length + t - r.start_step for r in live.values())
             return _round_up(ahead + 1, BUCKET)
 
         def forward(bucket: int) -> None:
@@ -615,7 +602,7 @@ class FastPath:
                 self._event.synchronize()
                 stats["wait_s"] += time.perf_counter() - began
             chosen = st.host_tokens[t % ring].tolist()
-            for i, row in live().items():
+            for i, row in list(live.items()):
                 token = chosen[i]
                 row.tokens.append(token)
                 matcher = row.matcher
@@ -629,6 +616,7 @@ class FastPath:
                 stopped = token in stops and not ignore_stop
                 if stopped or len(row.tokens) >= row.limit:
                     row.done = True
+                    del live[i]
                     finished(row, self._finish_row(st, i, row, ring))
 
         def take_in(t: int) -> None:
@@ -660,7 +648,7 @@ class FastPath:
             for i, request, p in zip(at, taken, prepared, strict=True):
                 limit = request.max_new_tokens or self.backend.answer_budget
                 matcher = grammar.matcher() if request.constrained else None
-                rows[i] = _Row(next_index, request, p, limit, matcher, t + 1, began, now)
+                rows[i] = live[i] = _Row(next_index, request, p, limit, matcher, t + 1, began, now)
                 next_index += 1
 
         def park_free_rows() -> None:
@@ -678,18 +666,18 @@ class FastPath:
         select(0)
         t = 0
         while True:
-            more = any(len(r.tokens) + 1 < r.limit for r in live().values())
+            more = any(len(r.tokens) + 1 < r.limit for r in live.values())
             bucket = bucket_for(t) if more else 0
             if more and overlap:
                 forward(bucket)  # queued behind select(t): the GPU starts at once
             accept(t)
-            if more and not overlap and live():
+            if more and not overlap and live:
                 forward(bucket)
             if admit is not None:
                 if t % PARK_STEPS == 0:
                     park_free_rows()
                 take_in(t)
-            if not live():
+            if not live:
                 break
             fill_mask()  # on the CPU, while the GPU runs forward(t)
             select(t + 1)

@@ -14,6 +14,7 @@ model instance (the class is untouched); `unpatch_vision_attention` restores it.
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any
@@ -33,6 +34,16 @@ def varlen_available(device: torch.device, dtype: torch.dtype) -> bool:
     return True
 
 
+@functools.cache
+def _varlen_params() -> frozenset[str]:
+    """varlen_attn's keyword names, read once (the prefill asks in every layer)."""
+    import inspect
+
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
 def varlen_causal(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -41,11 +52,9 @@ def varlen_causal(
 
     torch 2.10 spells causal `is_causal=True`, later versions `window_size=(-1, 0)`; K/V
     heads are repeated for grouped-query attention where `enable_gqa` is missing."""
-    import inspect
-
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    params = _varlen_params()
     kwargs: dict[str, Any] = {"scale": scale}
     if "window_size" in params:
         kwargs["window_size"] = (-1, 0)
