@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH
+from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,19 +27,21 @@ def mondrian_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
-    """`factory(arch="qwen2_5_vl", seed=0) -> Path`: the checkpoint, built on first use.
+    """`factory(arch="qwen2_5_vl", seed=0, vocab="tiny") -> Path`: the checkpoint, built on
+    first use and shared by the whole test run.
 
     Treat the directory as read-only: other tests share it.
     """
-    built: dict[tuple[str, int], Path] = {}
+    built: dict[tuple[str, int, str], Path] = {}
 
-    def factory(arch: str = DEFAULT_ARCH, seed: int = 0) -> Path:
-        if (arch, seed) not in built:
+    def factory(arch: str = DEFAULT_ARCH, seed: int = 0, vocab: str = DEFAULT_VOCAB) -> Path:
+        key = (arch, seed, vocab)
+        if key not in built:
             from mondrian.runtime.tiny import make_tiny
 
-            parent = tmp_path_factory.mktemp(f"tiny-{arch}-{seed}")
-            built[arch, seed] = make_tiny(parent / "checkpoint", arch, seed)
-        return built[arch, seed]
+            parent = tmp_path_factory.mktemp(f"tiny-{arch}-{seed}-{vocab}")
+            built[key] = make_tiny(parent / "checkpoint", arch, seed, vocab=vocab)
+        return built[key]
 
     return factory
 
@@ -48,6 +50,12 @@ def tiny_checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
 def tiny_checkpoint(request, tiny_checkpoint_factory) -> Path:
     """Each architecture's seed-0 checkpoint in turn (the test runs once per arch)."""
     return tiny_checkpoint_factory(request.param)
+
+
+@pytest.fixture(params=VOCABS)
+def vocab(request) -> str:
+    """Each vocabulary in turn: the tiny BPE trained here, then Qwen's real one."""
+    return request.param
 
 
 def _make_random_adapter(base_dir: Path, out_dir: Path, seed: int, fingerprint: str | None):

