@@ -2,9 +2,11 @@
 
 Per variant: how many jobs, how many finished done or failed, latency p50/p95 of the
 done ones (the analysis time the job recorded, `total_s`; else finished - started), the
-mean overall score of their critiques, and the schema-validity rate, done / (done +
-failed): with constrained decoding a failure is nearly always an answer that was not a
-valid critique, which is what a badly fine-tuned adapter produces.
+mean overall score of their critiques, and the schema-valid rate: the finished jobs whose
+stored critique validates against `Critique` (src/mondrian/schema.py), over all finished
+jobs. A done job is not counted valid for being done: its result is checked here, so a
+row written by an older version, by hand, or by a path that skipped validation counts
+against the rate, and a failed job (no critique) always does.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from statistics import fmean
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from mondrian.schema import Critique
 from mondrian.storage.jobs import VARIANTS, Job
 
 
@@ -29,7 +32,10 @@ class VariantStats(BaseModel):
     latency_p50_s: float | None
     latency_p95_s: float | None
     mean_overall_score: float | None
-    validity_rate: float | None = Field(description="done / (done + failed); None if neither.")
+    schema_valid: int = Field(description="Done jobs whose stored critique is schema valid.")
+    validity_rate: float | None = Field(
+        description="schema_valid / (done + failed); None if no job finished."
+    )
     modes_used: dict[str, int] = Field(default_factory=dict)
     adapters: dict[str, int] = Field(
         default_factory=dict, description="Adapter version -> jobs it served."
@@ -72,6 +78,18 @@ def _overall(job: Job) -> float | None:
     return None if score is None else float(score)
 
 
+def _schema_valid(job: Job) -> bool:
+    """Whether the job's stored critique validates against the critique schema."""
+    critique = (job.result or {}).get("critique")
+    if not isinstance(critique, dict):
+        return False
+    try:
+        Critique.model_validate(critique)
+    except ValidationError:
+        return False
+    return True
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -79,8 +97,10 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
     done = [j for j in jobs if j.status == "done"]
     failed = [j for j in jobs if j.status == "failed"]
+    valid = [j for j in done if _schema_valid(j)]
     latencies = [s for s in map(_seconds, done) if s is not None]
-    scores = [s for s in map(_overall, done) if s is not None]
+    # Only a valid critique's overall score is one the schema vouches for.
+    scores = [s for s in map(_overall, valid) if s is not None]
     finished = len(done) + len(failed)
     return VariantStats(
         variant=variant,
@@ -91,7 +111,8 @@ def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
         latency_p50_s=_round(percentile(latencies, 50)),
         latency_p95_s=_round(percentile(latencies, 95)),
         mean_overall_score=_round(fmean(scores)) if scores else None,
-        validity_rate=_round(len(done) / finished) if finished else None,
+        schema_valid=len(valid),
+        validity_rate=_round(len(valid) / finished) if finished else None,
         modes_used=dict(sorted(Counter(j.mode_used for j in done if j.mode_used).items())),
         adapters=dict(sorted(Counter(j.adapter_ref for j in done if j.adapter_ref).items())),
     )
@@ -129,6 +150,7 @@ def format_report(report: ABReport) -> str:
         ("jobs", [cell(s.jobs, "{}") for s in report.variants]),
         ("done", [cell(s.done, "{}") for s in report.variants]),
         ("failed", [cell(s.failed, "{}") for s in report.variants]),
+        ("schema valid", [cell(s.schema_valid, "{}") for s in report.variants]),
         ("pending", [cell(s.pending, "{}") for s in report.variants]),
         ("latency p50 (s)", [cell(s.latency_p50_s) for s in report.variants]),
         ("latency p95 (s)", [cell(s.latency_p95_s) for s in report.variants]),
