@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from mondrian.cli.evaluate_cmd import effective_min_valid, gate_failures
 from mondrian.cli.main import main
 from mondrian.config import load_settings
-from mondrian.evaluation.metrics import Sample, percentile, spearman, variant_metrics
+from mondrian.evaluation.metrics import (
+    Sample,
+    VariantMetrics,
+    percentile,
+    spearman,
+    variant_metrics,
+)
 from mondrian.prompts import critique_prompt
 from mondrian.schema import DIMENSIONS, example_critique
 from mondrian.storage import adapters
@@ -168,3 +175,34 @@ def test_unknown_adapter_is_a_clear_error(registered, capsys):
         == 2
     )
     assert "no adapter ansel@v9" in capsys.readouterr().err
+
+
+# --- gates without a model --------------------------------------------------------------
+
+
+def _adapter_metrics(valid_rate: float, mean_mae: float | None):
+    return VariantMetrics(
+        "adapter", count=10, valid_rate=valid_rate, stop_rate=1.0, mean_mae=mean_mae
+    )
+
+
+def test_max_mae_alone_requires_every_answer_valid():
+    # A low MAE over the few valid answers must not pass an MAE gate by itself.
+    half_valid = _adapter_metrics(valid_rate=0.5, mean_mae=0.1)
+    failures = gate_failures(half_valid, min_valid=None, max_mae=1.0)
+    assert failures == ["valid rate 0.500 < --min-valid 1.0"]
+    assert gate_failures(_adapter_metrics(1.0, 0.1), None, 1.0) == []
+
+
+def test_an_explicit_min_valid_overrides_the_default():
+    half_valid = _adapter_metrics(valid_rate=0.5, mean_mae=0.1)
+    assert gate_failures(half_valid, min_valid=0.4, max_mae=1.0) == []
+    assert effective_min_valid(None, None) is None
+    assert effective_min_valid(0.8, 1.0) == 0.8
+    assert effective_min_valid(None, 1.0) == 1.0
+
+
+def test_help_says_max_mae_implies_min_valid(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "1.0 when --max-mae is given" in " ".join(capsys.readouterr().out.split())

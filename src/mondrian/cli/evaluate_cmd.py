@@ -25,14 +25,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which split")
     parser.add_argument("--out", type=Path, help="write evaluation.json and evaluation.html here")
     parser.add_argument("--merged", action="store_true", help="also evaluate the merged model")
-    parser.add_argument("--min-valid", type=float, help="gate: adapter valid rate at least F")
-    parser.add_argument("--max-mae", type=float, help="gate: adapter mean MAE at most F")
+    parser.add_argument(
+        "--min-valid",
+        type=float,
+        help="gate: adapter valid rate at least F (default: 1.0 when --max-mae is given)",
+    )
+    parser.add_argument(
+        "--max-mae",
+        type=float,
+        help="gate: adapter mean MAE at most F; the MAE is over valid answers only, so this "
+        "gate also requires --min-valid (1.0 unless given)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_args(parser)
     parser.set_defaults(handler=run)
 
 
+def effective_min_valid(min_valid: float | None, max_mae: float | None) -> float | None:
+    """The valid-rate gate that applies: 1.0 under --max-mae unless one was given.
+
+    The MAE is computed over the valid answers only, so an adapter that answers one photo in
+    ten validly could pass an MAE gate on that one; the MAE gate alone would say nothing.
+    """
+    if min_valid is None and max_mae is not None:
+        return 1.0
+    return min_valid
+
+
 def gate_failures(adapter_metrics, min_valid: float | None, max_mae: float | None) -> list[str]:
+    min_valid = effective_min_valid(min_valid, max_mae)
     failures = []
     if min_valid is not None and adapter_metrics.valid_rate < min_valid:
         failures.append(f"valid rate {adapter_metrics.valid_rate:.3f} < --min-valid {min_valid}")
