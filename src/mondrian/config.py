@@ -71,6 +71,29 @@ class Settings(BaseSettings):
         return self.home_dir / "adapters"
 
 
+def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:
+    """Why `fast` will not take effect here, or None when it will (or is off).
+
+    The transformers backend builds the fast path only on a CUDA device
+    (src/mondrian/runtime/transformers_backend.py) and otherwise runs the stock
+    generate() without saying so above info level; a user who set MONDRIAN_FAST=1 should
+    know their requests run the slow path.
+    """
+    if not settings.fast:
+        return None
+    if settings.device not in ("auto", "cuda") and not settings.device.startswith("cuda:"):
+        return (
+            f"MONDRIAN_FAST=1 is ignored: the fast path needs a CUDA device and "
+            f"--device is {settings.device}; the stock generate() will run"
+        )
+    if not cuda_available:
+        return (
+            "MONDRIAN_FAST=1 is ignored: no CUDA device is available on this machine; "
+            "the stock generate() will run"
+        )
+    return None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit (non-None) overrides on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

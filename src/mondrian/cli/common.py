@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
-from mondrian.config import Settings, load_settings
+from mondrian.config import Settings, fast_path_warning, load_settings
 from mondrian.storage.bootstrap import open_state
 from mondrian.storage.db import Database
 
@@ -22,12 +23,40 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cuda, mps, cpu or auto")
 
 
+log = logging.getLogger(__name__)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    return load_settings(
+    settings = load_settings(
         model=getattr(args, "model", None),
         backend=getattr(args, "backend", None),
         device=getattr(args, "device", None),
     )
+    # Commands with the model flags are the ones that load a model (analyze, serve,
+    # evaluate, index): the place a fast setting that cannot apply should be said.
+    if hasattr(args, "model"):
+        warn_if_fast_unusable(settings)
+    return settings
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False without torch); imported only when asked."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def warn_if_fast_unusable(settings: Settings) -> None:
+    """On stderr and in the log: MONDRIAN_FAST=1 set where the fast path cannot run."""
+    if not settings.fast:
+        return  # torch is not imported for the common case
+    message = fast_path_warning(settings, cuda_available())
+    if message is None:
+        return
+    print(f"mondrian: warning: {message}", file=sys.stderr)
+    log.warning(message)
 
 
 def open_db(settings: Settings) -> Database:
