@@ -347,9 +347,10 @@ def packed_causal_attention(
     """Causal attention within each packed prompt: q [1, heads, T, D], k and v
     [1, kv_heads, T, D], `segments` cumulative lengths -> [1, heads, T, D].
 
-    On CUDA one flash-attention call over all prompts (torch's varlen_attn); elsewhere one
-    SDPA call per prompt, the same arithmetic as an unpacked prefill."""
-    if q.device.type == "cuda":
+    On CUDA in half precision one flash-attention call over all prompts (torch's varlen_attn,
+    which has no float32 kernel); elsewhere one SDPA call per prompt, the same arithmetic
+    as an unpacked prefill."""
+    if q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16):
         from mondrian.runtime.fast_vision import varlen_causal
 
         return varlen_causal(
