@@ -1,0 +1,301 @@
+"""The fast path's CUDA parts give the stock path's greedy tokens (runtime/fast_path.py).
+
+tests/runtime/test_fast_path.py checks the same functions eagerly on the CPU; here they run
+as they do in service: decode steps replayed from CUDA graphs, the decode halves and the
+prompt pass compiled, the packed prefill and the vision tower through flash varlen
+attention, a batch mixing adapters through the stacked bank, and continuous batching.
+
+Float32 (TF32 off, tests/gpu/conftest.py) wherever the kernels allow it, and there the
+tokens must be exactly the stock path's. torch's varlen flash attention has no float32
+kernel, so the varlen tests run in bfloat16: there the stated tolerances are logits within
+3% of the largest reference logit and the first 8 tokens of every row equal (bfloat16
+rounding may flip a near-tie later on a random-weight model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mondrian.advisors import shipped_advisors
+from mondrian.prompts import critique_prompt
+from mondrian.runtime.protocol import GenerationRequest
+from mondrian.schema import Critique
+
+pytestmark = pytest.mark.gpu
+
+TEXT_CHARS = 8
+LIST_ITEMS = 1
+SHORT = 48
+PIXELS = 64 * 28 * 28  # small images: the vision tower stays quick, the real processor too
+BF16_LOGIT_TOLERANCE = 0.03  # of the largest reference logit
+BF16_EQUAL_PREFIX = 8
+
+
+def _photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    size = (48 + 8 * seed, 64 + 4 * seed, 3)
+    return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
+
+
+def _request(index: int, **kwargs) -> GenerationRequest:
+    advisors = shipped_advisors()
+    prompt = critique_prompt(advisors[index % len(advisors)], _photo(index))
+    return GenerationRequest(prompt=prompt, **kwargs)
+
+
+def _make_adapter(base_dir, out_dir, seed: int) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=4 + 4 * (seed % 2),  # two ranks: the bank pads the smaller one
+        lora_alpha=8,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _backend(checkpoint, dtype: str, adapters_root=None):
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(
+        str(checkpoint),
+        device="cuda",
+        dtype=dtype,
+        max_pixels=PIXELS,
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    if adapters_root is not None:
+        for name in ("ansel@v1", "fan_ho@v1"):
+            backend.load_adapter(name, adapters_root / name)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def adapters_root(tiny_checkpoint_factory, tmp_path_factory):
+    base_dir = tiny_checkpoint_factory()
+    root = tmp_path_factory.mktemp("gpu-adapters")
+    for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
+        _make_adapter(base_dir, root / name, seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_checkpoint_factory, adapters_root):
+    """Float32 on CUDA: graphs and compilation on (vision varlen has no float32 kernel)."""
+    from mondrian.runtime.fast_path import FastPath
+
+    backend = _backend(tiny_checkpoint_factory(), "float32", adapters_root)
+    fast = FastPath(backend, cuda_graphs=True, compile=True, vision_varlen=False)
+    assert fast.cuda_graphs and fast.compile
+    return backend, fast
+
+
+def _same(backend, fast, requests) -> list:
+    stock = backend.generate(requests)
+    quick = fast.generate(requests)
+    for row, (s, q) in enumerate(zip(stock, quick, strict=True)):
+        assert q.text == s.text, f"row {row}: fast {q.text!r} != stock {s.text!r}"
+        assert q.new_tokens == s.new_tokens and q.stopped == s.stopped, f"row {row}"
+        assert q.prompt_tokens == s.prompt_tokens, f"row {row}"
+        assert q.expected_scores == pytest.approx(s.expected_scores, abs=1e-4), f"row {row}"
+    return quick
+
+
+def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
+    backend, fast = fp32
+    (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
+    assert result.critique is not None and result.stopped
+    assert Critique.model_validate(json.loads(result.text))
+    # The compiled prompt pass ran: a compiler failure falls back to eager and says so by
+    # dropping the compiled halves (runtime/fast_path.py, _prefill_packed).
+    assert fast._prefill_halves is not None, "the compiled prompt pass fell back to eager"
+    # Decode steps were replayed from captured graphs.
+    assert any(st.forward_graphs for st in fast._states.values())
+
+
+def test_base_and_unconstrained_rows_under_graphs(fp32):
+    backend, fast = fp32
+    for adapter in (None, "fan_ho@v1"):
+        for constrained in (True, False):
+            request = _request(1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT)
+            (result,) = _same(backend, fast, [request])
+            assert result.new_tokens == SHORT
+
+
+def test_a_mixed_adapter_batch_under_graphs(fp32):
+    backend, fast = fp32
+    requests = [
+        _request(2, adapter="ansel@v1", max_new_tokens=SHORT),
+        _request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
+        _request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
+    ]
+    results = _same(backend, fast, requests)
+    assert [r.new_tokens for r in results] == [SHORT, SHORT // 2, SHORT]
+
+
+def test_the_compiled_prompt_pass_equals_the_models_own_logits(fp32):
+    import torch
+
+    backend, fast = fp32
+    fast.sync_adapters()
+    fast.bank.merge(None)
+    prepared = fast._prepare(_request(7))
+    state = fast._state(1, prepared.length + 1, False)
+    with torch.inference_mode():
+        fast._prefill(state, [0], [prepared], [None])
+        reference = backend.base(**prepared.inputs).logits[0, -1]
+    assert fast._prefill_halves is not None
+    assert torch.allclose(state.logits[0].float(), reference.float(), atol=1e-4, rtol=0)
+
+
+def test_continuous_batching_under_graphs(fp32):
+    # Requests admitted into a running, graph-replayed batch equal their own runs; the
+    # stock path is the reference for each.
+    backend, fast = fp32
+    first = [
+        _request(13, adapter="ansel@v1", max_new_tokens=8),
+        _request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        _request(15, max_new_tokens=SHORT),
+    ]
+    joining = [
+        _request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        _request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+    ]
+    stock = [backend.generate([r])[0] for r in first + joining]
+    waiting = list(joining)
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        taken = []
+        while waiting and len(taken) < free and take(waiting[0]):
+            taken.append(waiting.pop(0))
+        return taken
+
+    delivered = {}
+    fast.generate(first, admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g))
+    assert offers and offers[0] == 1, "three rows in a batch of four leave one free"
+    assert not waiting and sorted(delivered) == [0, 1, 2, 3, 4]
+    for i, reference in enumerate(stock):
+        assert delivered[i].text == reference.text, f"row {i}"
+        assert delivered[i].new_tokens == reference.new_tokens, f"row {i}"
+
+
+def test_the_real_vocabulary_under_graphs(tiny_checkpoint_factory):
+    # Qwen's own 151,643-token BPE: the grammar's bitmask over the real vocabulary and the
+    # real processor's image tokens, in the captured decode.
+    from mondrian.runtime.fast_path import FastPath
+
+    backend = _backend(tiny_checkpoint_factory(vocab="real"), "float32")
+    fast = FastPath(backend, cuda_graphs=True, compile=True, vision_varlen=False)
+    requests = [
+        _request(5, max_new_tokens=SHORT),
+        _request(6, constrained=False, max_new_tokens=16),
+    ]
+    _same(backend, fast, requests)
+
+
+# --- bfloat16: flash varlen attention ------------------------------------------------------
+
+
+def _close(got, reference) -> tuple[bool, float]:
+    worst = float((got.float() - reference.float()).abs().max())
+    return worst <= BF16_LOGIT_TOLERANCE * float(reference.float().abs().max()), worst
+
+
+@pytest.fixture(scope="module")
+def bf16(tiny_checkpoint_factory, adapters_root):
+    import torch
+
+    from mondrian.runtime.fast_vision import varlen_available
+
+    if not varlen_available(torch.device("cuda"), torch.bfloat16):
+        pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen.varlen_attn")
+    return _backend(tiny_checkpoint_factory(), "bfloat16", adapters_root)
+
+
+def test_varlen_vision_attention_equals_the_stock_tower(bf16):
+    # The vision tower's windowed attention as one varlen call per block, then with the
+    # compiled block halves around it: the stock tower's features, within tolerance.
+    import torch
+
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.fast_vision import (
+        compile_vision_blocks,
+        patch_vision_attention,
+        unpatch_vision_attention,
+    )
+
+    backend, model = bf16, bf16.base
+    probe = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    p = probe._prepare(_request(8))
+    pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
+
+    def features() -> torch.Tensor:
+        out = model.model.get_image_features(pixels, image_grid_thw=grid).pooler_output
+        return torch.cat(list(out))
+
+    try:
+        with torch.inference_mode():
+            stock = features()
+            assert patch_vision_attention(model) > 0
+            varlen = features()
+            assert compile_vision_blocks(model) > 0  # Qwen2.5-VL blocks
+            compiled = features()
+    finally:
+        unpatch_vision_attention(model)
+    for name, got in (("varlen", varlen), ("compiled", compiled)):
+        ok, worst = _close(got, stock)
+        assert ok, f"{name} vision features differ from the stock tower's by {worst}"
+
+
+def test_varlen_packed_prefill_and_tokens_in_bfloat16(bf16):
+    import dataclasses
+
+    import torch
+
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.fast_vision import unpatch_vision_attention
+
+    backend = bf16
+    requests = [_request(9, adapter="ansel@v1"), _request(10), _request(11, adapter="fan_ho@v1")]
+    short = [dataclasses.replace(r, max_new_tokens=SHORT) for r in requests]
+    stock = backend.generate(short)  # before the fast path patches the vision tower
+    fast = FastPath(backend)  # every CUDA part on: graphs, compile, vision varlen
+    try:
+        assert fast.cuda_graphs and fast.compile
+        fast.sync_adapters()
+        fast.bank.merge(None)
+        prepared = [fast._prepare(r) for r in requests]
+        assert len({p.length for p in prepared}) == 3
+        slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
+        longest = max(p.length for p in prepared)
+        packed = fast._state(3, longest + 1, True)
+        single = fast._state(1, longest + 1, True)
+        with torch.inference_mode():
+            fast._prefill(packed, [0, 1, 2], prepared, slots)  # one varlen pass over three
+            for row, (p, slot) in enumerate(zip(prepared, slots, strict=True)):
+                fast._prefill(single, [0], [p], [slot])  # one prompt: no varlen call
+                ok, worst = _close(packed.logits[row], single.logits[0])
+                assert ok, f"row {row}: packed logits differ by {worst}"
+                assert int(packed.cache_pos[row]) == p.length
+        quick = fast.generate(short)
+    finally:
+        unpatch_vision_attention(backend.base)
+    for row, (s, q) in enumerate(zip(stock, quick, strict=True)):
+        stock_ids = backend.tokenizer.encode(s.text)[:BF16_EQUAL_PREFIX]
+        quick_ids = backend.tokenizer.encode(q.text)[:BF16_EQUAL_PREFIX]
+        assert quick_ids == stock_ids, f"row {row}: {q.text!r} vs stock {s.text!r}"
