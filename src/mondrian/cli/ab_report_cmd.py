@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare model variants (A/B) over recorded jobs",
         description=(
             "Per variant (base, fine_tuned): jobs, latency p50/p95, mean overall score and "
-            "schema-validity rate (done / (done + failed)), from the jobs the service recorded."
+            "schema-valid rate (jobs whose stored critique validates against the schema, over "
+            "done + failed), from the jobs the service recorded."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
