@@ -191,3 +191,22 @@ def test_a_published_version_is_readable_by_other_users(umask_022, state, settin
     assert modes.pop(".") == 0o755
     assert set(modes) == {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META}
     assert set(modes.values()) == {0o644}
+
+
+def test_listing_creates_no_state(mondrian_home, capsys):
+    """A read-only command on a fresh machine: it reports nothing and writes nothing."""
+    assert main(["adapters", "list"]) == 0
+    assert "no adapter versions" in capsys.readouterr().out
+    assert main(["adapters", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["adapters", "activate", f"{ADVISOR}@v1"]) == 2
+    assert "no adapter versions yet" in capsys.readouterr().err
+    assert main(["adapters", "export", f"{ADVISOR}@v1", "--format", "mlx", "out"]) == 2
+    assert not mondrian_home.exists()
+
+
+def test_listing_reads_existing_state(state, settings, tmp_path, capsys):
+    _publish(state, settings, tmp_path)
+    state.close()
+    assert main(["adapters", "list", "--json"]) == 0
+    assert [r["ref"] for r in json.loads(capsys.readouterr().out)] == [f"{ADVISOR}@v1"]

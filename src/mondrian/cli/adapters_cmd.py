@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from mondrian.cli.common import open_db, print_json, settings_from
+from mondrian.config import Settings
+from mondrian.errors import NotFound
+from mondrian.storage.bootstrap import open_existing_state
+from mondrian.storage.db import Database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,11 +66,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=export_command)
 
 
+def _existing_db(settings: Settings) -> Database:
+    """The database, for commands that only read it: never created by them."""
+    db = open_existing_state(settings)
+    if db is None:
+        raise NotFound(
+            f"no adapter versions yet (no Mondrian state at {settings.home_dir}); "
+            "train one with `mondrian train`"
+        )
+    return db
+
+
 def list_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import describe, list_versions
 
-    with open_db(settings_from(args)) as db:
-        versions = list_versions(db, args.advisor)
+    # A listing creates no state: without a database there is simply nothing to list.
+    db = open_existing_state(settings_from(args))
+    versions = []
+    if db is not None:
+        with db:
+            versions = list_versions(db, args.advisor)
     rows = [describe(a) for a in versions]
     if args.json:
         print_json(rows)
@@ -95,7 +114,7 @@ def _cell(value: object) -> str:
 def activate_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import activate_version
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = activate_version(db, args.ref)
     print(f"{adapter.ref} is active")
     return 0
@@ -104,7 +123,7 @@ def activate_command(args: argparse.Namespace) -> int:
 def rollback_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import rollback_advisor
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = rollback_advisor(db, args.advisor)
     print(f"{adapter.ref} is active")
     return 0
@@ -123,7 +142,7 @@ def delete_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import delete_version
 
     settings = settings_from(args)
-    with open_db(settings) as db:
+    with _existing_db(settings) as db:
         adapter, removed = delete_version(db, settings, args.ref)
     where = "" if removed else f" (files left at {adapter.path}: outside the adapters folder)"
     print(f"deleted {adapter.ref}{where}")
@@ -134,7 +153,7 @@ def merge_command(args: argparse.Namespace) -> int:
     from mondrian.training.merge import merge_adapter
     from mondrian.training.registry import resolve
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = resolve(db, args.ref)
     out = merge_adapter(
         adapter.path, args.out, base_model=args.model, dtype=args.dtype, force=args.force
@@ -147,7 +166,7 @@ def export_command(args: argparse.Namespace) -> int:
     from mondrian.training.export_mlx import export_mlx
     from mondrian.training.registry import resolve
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = resolve(db, args.ref)
     print(export_mlx(adapter.path, args.out, force=args.force))
     return 0
