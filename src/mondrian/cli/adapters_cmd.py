@@ -57,11 +57,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="convert an adapter for another runtime",
-        description="Write the adapter in another runtime's layout (mlx: mlx-vlm).",
+        description=(
+            "Write the adapter in another runtime's layout (mlx: mlx-vlm). With a local "
+            "base model, OUT/base is that model in the form mlx-vlm's loader reads (files "
+            "hard-linked): `mlx_vlm.load('OUT/base', adapter_path='OUT')`."
+        ),
     )
     export.add_argument("ref", metavar="ADVISOR@vN")
     export.add_argument("--format", required=True, choices=("mlx",), help="target layout")
     export.add_argument("out", type=Path, metavar="OUT", help="folder for the exported adapter")
+    export.add_argument("--model", help="base model (default: the one the adapter records)")
+    export.add_argument(
+        "--no-base", action="store_true", help="write the adapter only, no OUT/base"
+    )
     export.add_argument("--force", action="store_true", help="replace an export at OUT")
     export.set_defaults(handler=export_command)
 
@@ -168,5 +176,12 @@ def export_command(args: argparse.Namespace) -> int:
 
     with _existing_db(settings_from(args)) as db:
         adapter = resolve(db, args.ref)
-    print(export_mlx(adapter.path, args.out, force=args.force))
+    out = export_mlx(
+        adapter.path,
+        args.out,
+        base_model=args.model,
+        include_base=not args.no_base,
+        force=args.force,
+    )
+    print(out)
     return 0

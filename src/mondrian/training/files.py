@@ -72,15 +72,15 @@ def make_readable(root: Path) -> None:
 
     Outputs are shared data: a server running as another user (vLLM in its container)
     must read them. `mkdtemp` makes the staging folder 0700, and some writers leave
-    files 0600 (a `mkstemp` then rename). Links are left alone: chmod would follow them
-    to files that are not ours.
+    files 0600 (a `mkstemp` then rename). Links are left alone, symbolic or hard (an
+    export's `base/` shares the base checkpoint's files): their modes are their source's.
     """
     root = Path(root)
     file_mode, dir_mode = default_modes(root.parent)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath) / name
-            if not path.is_symlink():
+            if not path.is_symlink() and path.stat().st_nlink == 1:
                 path.chmod(file_mode)
         for name in dirnames:
             path = Path(dirpath) / name
