@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,37 +126,38 @@ print(json.dumps({"splits": {k: len(v) for k, v in rows.items()}, "paths_open": 
                   "decoded": list(decoded), "cwd": os.getcwd()}))
 """
 
-TRL_SFT = """
-import json, math
-import torch
-from datasets import load_dataset
-from peft import LoraConfig
-from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import SFTConfig, SFTTrainer
+DOCS = Path(__file__).parents[1] / "docs" / "ecosystem.md"
+
+
+def docs_recipe(name: str) -> str:
+    """The Python block that follows `<!-- recipe:NAME ... -->` in docs/ecosystem.md."""
+    text = DOCS.read_text(encoding="utf-8")
+    match = re.search(rf"<!-- recipe:{name}\b.*?-->\n```python\n(.*?)```", text, re.S)
+    assert match, f"no recipe:{name} block in {DOCS}"
+    return match.group(1)
+
+
+# The documented recipe, run as it is, then two steps of it on the tiny checkpoint.
+TRL_SFT = (
+    docs_recipe("trl")
+    + """
+import json
 
 dataset_dir, base, out = sys.argv[1:4]
-data = load_dataset(dataset_dir)
-processor = AutoProcessor.from_pretrained(base)
-model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
-args = SFTConfig(
-    output_dir=out, max_steps=2, per_device_train_batch_size=1, learning_rate=1e-3,
-    assistant_only_loss=True, max_length=None, logging_steps=1, save_strategy="no",
-    report_to="none", use_cpu=True, bf16=False,
+trainer = make_trainer(
+    dataset_dir, base, out, max_steps=2, learning_rate=1e-3, logging_steps=1,
+    save_strategy="no", use_cpu=True, bf16=False,
 )
-trainer = SFTTrainer(
-    model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-    processing_class=processor,
-    peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
-)
-example = data["train"][0]
+example = trainer.train_dataset[0]
 labels = trainer.data_collator([dict(example)])["labels"][0]
-kept = processor.tokenizer.decode(labels[labels != -100])
+kept = trainer.processing_class.tokenizer.decode(labels[labels != -100])
 target = example["messages"][-1]["content"][0]["text"]
 result = trainer.train()
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 print(json.dumps({"steps": result.global_step, "losses": losses, "kept": kept, "target": target,
                   "eval_loss": trainer.evaluate()["eval_loss"]}))
 """
+)
 
 PEFT_MERGE = """
 import json
