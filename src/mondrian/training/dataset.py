@@ -471,7 +471,7 @@ def read_manifest(dataset_dir: Path) -> dict[str, Any]:
             raise InvalidInput(f"data set file missing: {file}")
         data = file.read_bytes()
         if fmt == FORMAT:
-            data = _portable_split(data.decode("utf-8"), Path(manifest["root"]))
+            data = _portable_split(data.decode("utf-8"), Path(manifest.get("root", dataset_dir)))
         if hashlib.sha256(data).hexdigest() != manifest["files"].get(split["file"]):
             raise InvalidInput(f"{file} changed since the data set was built (hash mismatch)")
     return manifest

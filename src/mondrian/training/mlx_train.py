@@ -12,7 +12,7 @@ unchanged), the LoRA layers are mlx-vlm's trainer `LoRALinear` on the language m
 linears only, the loss is mlx-vlm's SFT loss (`vlm_sft_loss`, completion tokens only),
 the optimizer MLX's AdamW. Two choices keep a TrainConfig meaning the same on both
 trainers: AdamW runs *with* bias correction, as PyTorch's does (MLX's default leaves it
-off, which makes the first updates about 3x larger: STACK.md saw training stall at an lr
+off, which makes the first updates about 3x larger: training was seen to stall at an lr
 that PyTorch trains fine with), and gradients are clipped by their global norm
 (mlx-vlm's own loop clips each value instead).
 

@@ -1,7 +1,7 @@
 """Adapter versions on disk and in the database, kept in step.
 
 Each version is a directory `adapters_dir/<advisor>/v<N>/` that describes itself
-(`mondrian_adapter.json`, DESIGN.md §5) beside the PEFT files. A version comes into being
+(`mondrian_adapter.json`) beside the PEFT files. A version comes into being
 in one write transaction: its number is taken, the finished staging directory (written
 beside it, same file system) is renamed to `v<N>` and the row is inserted. A crash before
 the rename leaves only a `.staging-*` folder; a crash after it but before the commit

@@ -357,7 +357,7 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
 
 def check_lora_targets(model: Any) -> list[str]:
     """The LoRA-wrapped module names; raises if any is outside the LM's decoder layers
-    (vision tower, lm_head, embeddings: vLLM rejects those, DESIGN.md §5)."""
+    (vision tower, lm_head, embeddings: vLLM rejects those)."""
     import re
 
     wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
