@@ -23,8 +23,8 @@ across file systems), so that mlx-vlm alone serves it:
     mlx_vlm.load("OUT/base", adapter_path="OUT")
     python -m mlx_vlm.generate --model OUT/base --adapter-path OUT ...
 
-A Hub base (`Qwen/Qwen2.5-VL-3B-Instruct`) is not downloaded: mlx-vlm loads the Hub's
-config as it is.
+A Hub base (`Qwen/Qwen2.5-VL-3B-Instruct`) is not downloaded: the export names it, and
+mlx-vlm fetches and loads it itself (not exercised by the tests, which run offline).
 """
 
 from __future__ import annotations
