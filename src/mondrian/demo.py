@@ -193,7 +193,7 @@ def run_demo(
             splits = manifest["splits"]
             say(
                 f"    {splits['train']['examples']} training examples from "
-                f"{splits['train']['images']} photos, {splits['val']['examples']} held out"
+                f"{splits['train']['images']} photos, {splits['validation']['examples']} held out"
             )
 
         with step(f"Training a LoRA adapter for {advisor.name}"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -48,16 +49,18 @@ def test_build_writes_messages_images_and_manifest(state, settings, portfolio, t
     assert manifest["prompt_version"] == PROMPT_VERSION
     assert manifest["rejected"]["count"] == 0
     splits = manifest["splits"]
-    assert splits["val"]["images"] == 2 and splits["train"]["images"] == 3
+    assert splits["validation"]["images"] == 2 and splits["train"]["images"] == 3
     assert splits["train"]["examples"] == 3 * 3  # original + 2 augmentations each
-    assert splits["val"]["examples"] == 2  # validation uses the originals only
+    assert splits["validation"]["examples"] == 2  # validation uses the originals only
+    # The file names `datasets.load_dataset(DIR)` and mlx-vlm's folder loader read.
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["train.jsonl", "validation.jsonl"]
     assert read_manifest(out)["data_sha256"] == manifest["data_sha256"]
 
     with state.read() as conn:
         advisor = require_advisor(conn, ADVISOR)
     expected_prompt = critique_prompt(advisor, Image.new("RGB", (1, 1))).messages()
-    sides: dict[str, set[str]] = {"train": set(), "val": set()}
-    for split in ("train", "val"):
+    sides: dict[str, set[str]] = {"train": set(), "validation": set()}
+    for split in ("train", "validation"):
         for row in _rows(out, split):
             assert set(row) == {"messages", "images", "mondrian"}
             assert row["messages"][:2] == expected_prompt
@@ -75,15 +78,20 @@ def test_build_writes_messages_images_and_manifest(state, settings, portfolio, t
             ]
             Critique.model_validate_json(text)
             (image,) = row["images"]
-            assert image.startswith("images/") and (out / image).is_file()
+            # Absolute: TRL's collator opens the path from whatever the working directory is.
+            assert image.startswith(f"{out}/images/") and Path(image).is_file()
             sides[split].add(row["mondrian"]["image_hash"])
             if row["mondrian"]["augmentation"]:
                 assert split == "train"
-    assert not sides["train"] & sides["val"]
-    assert model_hash in sides["train"] | sides["val"]
-    # Every file is listed with its hash.
+    assert not sides["train"] & sides["validation"]
+    assert model_hash in sides["train"] | sides["validation"]
+    # Every file is listed with the hash of its content; a split file's content is its
+    # text with the image paths relative to the folder (the folder's path is no content).
     for name, digest in manifest["files"].items():
-        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+        data = (out / name).read_bytes()
+        if name.endswith(".jsonl"):
+            data = data.replace(f"{out}/".encode(), b"")
+        assert hashlib.sha256(data).hexdigest() == digest, name
 
 
 def test_target_text_round_trips_the_critique():
@@ -167,12 +175,51 @@ def test_reviews_are_targets_on_request_and_outrank_profiles(state, settings, po
     assert targets[reviewed] == targets[new_image] == target_text(corrected)
 
 
-def test_same_seed_same_bytes(state, settings, portfolio, tmp_path):
+def test_same_seed_same_content(state, settings, portfolio, tmp_path):
     first = build_dataset(state, settings, ADVISOR, tmp_path / "a", augment=1, seed=5)
     second = build_dataset(state, settings, ADVISOR, tmp_path / "b", augment=1, seed=5)
     third = build_dataset(state, settings, ADVISOR, tmp_path / "c", augment=1, seed=6)
+    # Two folders: the files name different absolute paths, the content is the same.
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (
+        tmp_path / "b" / "train.jsonl"
+    ).read_bytes()
     assert first["files"] == second["files"]
     assert first["data_sha256"] == second["data_sha256"] != third["data_sha256"]
+
+
+def test_a_moved_data_set_still_reads(state, settings, portfolio, tmp_path):
+    built = build_dataset(state, settings, ADVISOR, tmp_path / "a", val_fraction=0.25)
+    moved = tmp_path / "elsewhere" / "b"
+    moved.parent.mkdir()
+    (tmp_path / "a").rename(moved)
+    assert read_manifest(moved)["data_sha256"] == built["data_sha256"]
+    for split in ("train", "validation"):
+        for record in load_split(moved, split):
+            assert Path(record["images"][0]).is_file()
+            assert Path(record["images"][0]).is_relative_to(moved)
+
+
+def test_format_1_data_sets_still_read(state, settings, portfolio, tmp_path):
+    """A data set built before the rename: val.jsonl, paths relative to the folder."""
+    out = tmp_path / "ds"
+    build_dataset(state, settings, ADVISOR, out, val_fraction=0.25)
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = {}
+    for split, old_name in (("train", "train.jsonl"), ("validation", "val.jsonl")):
+        text = (out / manifest["splits"][split]["file"]).read_text()
+        (out / manifest["splits"][split]["file"]).unlink()
+        (out / old_name).write_text(text.replace(f"{out}/", ""))
+        files[old_name] = hashlib.sha256((out / old_name).read_bytes()).hexdigest()
+        manifest["splits"][split]["file"] = old_name
+    manifest["splits"]["val"] = manifest["splits"].pop("validation")
+    manifest["format"] = "mondrian-dataset/1"
+    manifest["files"] = files
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    assert set(read_manifest(out)["splits"]) == {"train", "validation"}
+    for split in ("val", "validation"):
+        (record,) = load_split(out, split)
+        assert Path(record["images"][0]).is_file()
 
 
 def test_split_is_by_image_seeded_and_order_free():
@@ -221,7 +268,7 @@ def test_cli_builds_and_reports(state, settings, portfolio, tmp_path, capsys):
     code = main(["dataset", "build", "--advisor", ADVISOR, "--out", str(out), "--augment", "1"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "train 6 examples (3 images), val 1 examples (1 images)" in captured.out
+    assert "train 6 examples (3 images), validation 1 examples (1 images)" in captured.out
     assert "rejected target (curated" in captured.err and "'é'" in captured.err
     assert "1 invalid target(s) left out" in captured.err
 

@@ -10,6 +10,7 @@ from training_helpers import make_peft_adapter
 
 from mondrian.errors import InvalidInput
 from mondrian.training.export_mlx import (
+    BASE_DIR,
     MLX_CONFIG,
     MLX_WEIGHTS,
     check_convertible,
@@ -33,7 +34,7 @@ def test_export_round_trips_to_the_peft_tensors_exactly(adapter, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    out = export_mlx(adapter, tmp_path / "mlx")
+    out = export_mlx(adapter, tmp_path / "mlx", include_base=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [MLX_CONFIG, MLX_WEIGHTS, "mondrian_export.json"]
     )
@@ -74,6 +75,47 @@ def test_export_uses_mlx_vlm_names_shapes_and_scale(adapter, tmp_path, tiny_chec
     mlx_delta = params["scale"] * (x @ weights[f"{key}.lora_a"] @ weights[f"{key}.lora_b"])
     assert torch.allclose(peft_delta, mlx_delta, atol=1e-6)
     assert weights[f"{key}.lora_a"].shape == (256, 4)  # (in, r): intermediate -> rank
+
+
+def test_export_writes_a_base_mlx_vlm_reads(adapter, tiny_checkpoint_factory, tmp_path):
+    """OUT/base: the local base with the config mlx-vlm reads and the other files shared
+    (hard links on one file system); the base itself is left as it was. (That mlx-vlm
+    alone loads it runs in tests/test_ecosystem.py, in a fresh interpreter.)"""
+    import os
+    import stat
+
+    from mondrian.runtime.mlx_checkpoint import convert_config
+
+    source = tiny_checkpoint_factory()
+    before = {p.name: (p.stat().st_mode, p.read_bytes()) for p in source.iterdir()}
+    old = os.umask(0o022)
+    try:
+        out = export_mlx(adapter, tmp_path / "mlx")
+    finally:
+        os.umask(old)
+    base = out / BASE_DIR
+    assert sorted(p.name for p in base.iterdir()) == sorted(before)
+    config = json.loads((base / "config.json").read_text())
+    assert config == convert_config(json.loads((source / "config.json").read_text()))
+    assert config["hidden_size"] == config["text_config"]["hidden_size"]  # flat, as mlx-vlm reads
+    for name in set(before) - {"config.json"}:
+        assert (base / name).stat().st_ino == (source / name).stat().st_ino, name
+    assert {p.name: (p.stat().st_mode, p.read_bytes()) for p in source.iterdir()} == before
+    info = json.loads((out / "mondrian_export.json").read_text())
+    assert (info["mlx_vlm_model"], info["mlx_vlm_adapter_path"]) == ("base", ".")
+    # The export is shared data, readable by a server running as another user.
+    for path in (out, base):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    for path in (out / MLX_WEIGHTS, out / MLX_CONFIG, out / "mondrian_export.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert stat.S_IMODE((base / "config.json").stat().st_mode) == 0o644
+
+
+def test_a_hub_base_is_named_not_downloaded(adapter, tmp_path):
+    out = export_mlx(adapter, tmp_path / "mlx", base_model="Qwen/Qwen2.5-VL-3B-Instruct")
+    assert not (out / BASE_DIR).exists()
+    info = json.loads((out / "mondrian_export.json").read_text())
+    assert info["mlx_vlm_model"] == info["base_model"] == "Qwen/Qwen2.5-VL-3B-Instruct"
 
 
 def test_export_refuses_what_mlx_vlm_cannot_express():

@@ -13,6 +13,7 @@ from mondrian.cli.main import main
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.storage import adapters as store
 from mondrian.training import registry
+from mondrian.training.registry import ADAPTER_META
 
 
 def _publish(state, settings, tmp_path, activate=None):
@@ -158,3 +159,54 @@ def test_cli_commands(state, settings, tmp_path, capsys):
     shutil.rmtree(settings.adapters_dir / ADVISOR / "v1")
     assert main(["adapters", "activate", f"{ADVISOR}@v1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, whatever the test runner's is (os.umask is process-wide, so it
+    is put back at once)."""
+    import os
+
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def _modes(root):
+    """{relative path: mode} of a folder and everything in it."""
+    import stat
+
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[path.relative_to(root).as_posix()] = stat.S_IMODE(path.stat().st_mode)
+    return found
+
+
+def test_a_published_version_is_readable_by_other_users(umask_022, state, settings, tmp_path):
+    staging = registry.new_staging_dir(settings, ADVISOR)
+    fake_adapter(staging)
+    (staging / "adapter_config.json").chmod(0o600)  # as a mkstemp-then-rename writer leaves it
+    adapter, _ = registry.publish(state, settings, ADVISOR, staging, "tiny-base", {})
+    modes = _modes(adapter.path)
+    assert modes.pop(".") == 0o755
+    assert set(modes) == {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META}
+    assert set(modes.values()) == {0o644}
+
+
+def test_listing_creates_no_state(mondrian_home, capsys):
+    """A read-only command on a fresh machine: it reports nothing and writes nothing."""
+    assert main(["adapters", "list"]) == 0
+    assert "no adapter versions" in capsys.readouterr().out
+    assert main(["adapters", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["adapters", "activate", f"{ADVISOR}@v1"]) == 2
+    assert "no adapter versions yet" in capsys.readouterr().err
+    assert main(["adapters", "export", f"{ADVISOR}@v1", "--format", "mlx", "out"]) == 2
+    assert not mondrian_home.exists()
+
+
+def test_listing_reads_existing_state(state, settings, tmp_path, capsys):
+    _publish(state, settings, tmp_path)
+    state.close()
+    assert main(["adapters", "list", "--json"]) == 0
+    assert [r["ref"] for r in json.loads(capsys.readouterr().out)] == [f"{ADVISOR}@v1"]

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from mondrian.cli.common import open_db, print_json, settings_from
+from mondrian.config import Settings
+from mondrian.errors import NotFound
+from mondrian.storage.bootstrap import open_existing_state
+from mondrian.storage.db import Database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,20 +57,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="convert an adapter for another runtime",
-        description="Write the adapter in another runtime's layout (mlx: mlx-vlm).",
+        description=(
+            "Write the adapter in another runtime's layout (mlx: mlx-vlm). With a local "
+            "base model, OUT/base is that model in the form mlx-vlm's loader reads (files "
+            "hard-linked): `mlx_vlm.load('OUT/base', adapter_path='OUT')`."
+        ),
     )
     export.add_argument("ref", metavar="ADVISOR@vN")
     export.add_argument("--format", required=True, choices=("mlx",), help="target layout")
     export.add_argument("out", type=Path, metavar="OUT", help="folder for the exported adapter")
+    export.add_argument("--model", help="base model (default: the one the adapter records)")
+    export.add_argument(
+        "--no-base", action="store_true", help="write the adapter only, no OUT/base"
+    )
     export.add_argument("--force", action="store_true", help="replace an export at OUT")
     export.set_defaults(handler=export_command)
+
+
+def _existing_db(settings: Settings) -> Database:
+    """The database, for commands that only read it: never created by them."""
+    db = open_existing_state(settings)
+    if db is None:
+        raise NotFound(
+            f"no adapter versions yet (no Mondrian state at {settings.home_dir}); "
+            "train one with `mondrian train`"
+        )
+    return db
 
 
 def list_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import describe, list_versions
 
-    with open_db(settings_from(args)) as db:
-        versions = list_versions(db, args.advisor)
+    # A listing creates no state: without a database there is simply nothing to list.
+    db = open_existing_state(settings_from(args))
+    versions = []
+    if db is not None:
+        with db:
+            versions = list_versions(db, args.advisor)
     rows = [describe(a) for a in versions]
     if args.json:
         print_json(rows)
@@ -95,7 +122,7 @@ def _cell(value: object) -> str:
 def activate_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import activate_version
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = activate_version(db, args.ref)
     print(f"{adapter.ref} is active")
     return 0
@@ -104,7 +131,7 @@ def activate_command(args: argparse.Namespace) -> int:
 def rollback_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import rollback_advisor
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = rollback_advisor(db, args.advisor)
     print(f"{adapter.ref} is active")
     return 0
@@ -123,7 +150,7 @@ def delete_command(args: argparse.Namespace) -> int:
     from mondrian.training.registry import delete_version
 
     settings = settings_from(args)
-    with open_db(settings) as db:
+    with _existing_db(settings) as db:
         adapter, removed = delete_version(db, settings, args.ref)
     where = "" if removed else f" (files left at {adapter.path}: outside the adapters folder)"
     print(f"deleted {adapter.ref}{where}")
@@ -134,7 +161,7 @@ def merge_command(args: argparse.Namespace) -> int:
     from mondrian.training.merge import merge_adapter
     from mondrian.training.registry import resolve
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = resolve(db, args.ref)
     out = merge_adapter(
         adapter.path, args.out, base_model=args.model, dtype=args.dtype, force=args.force
@@ -147,7 +174,14 @@ def export_command(args: argparse.Namespace) -> int:
     from mondrian.training.export_mlx import export_mlx
     from mondrian.training.registry import resolve
 
-    with open_db(settings_from(args)) as db:
+    with _existing_db(settings_from(args)) as db:
         adapter = resolve(db, args.ref)
-    print(export_mlx(adapter.path, args.out, force=args.force))
+    out = export_mlx(
+        adapter.path,
+        args.out,
+        base_model=args.model,
+        include_base=not args.no_base,
+        force=args.force,
+    )
+    print(out)
     return 0

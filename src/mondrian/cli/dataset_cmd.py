@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     build = commands.add_parser(
         "build",
-        help="write train/val JSONL, images and a manifest",
+        help="write train/validation JSONL, images and a manifest",
         description=(
             "Build an advisor's training data: one example per image (the advisor's prompt "
             "and the target critique) from its curated and model profiles, and with "
@@ -79,7 +79,8 @@ def build_dataset_command(args: argparse.Namespace) -> int:
     print(f"{args.out}")
     print(
         f"train {splits['train']['examples']} examples ({splits['train']['images']} images), "
-        f"val {splits['val']['examples']} examples ({splits['val']['images']} images); "
+        f"validation {splits['validation']['examples']} examples "
+        f"({splits['validation']['images']} images); "
         f"targets: {sources}"
     )
     rejected = manifest["rejected"]["count"]

@@ -22,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--advisor", required=True, help="advisor id")
     parser.add_argument("--adapter", help="version to evaluate, e.g. ansel@v2 (default: active)")
     parser.add_argument("--dataset", type=Path, help="dataset dir (default: the adapter's)")
-    parser.add_argument("--split", choices=("val", "train"), default="val", help="which split")
+    parser.add_argument(
+        "--split",
+        choices=("validation", "val", "train"),
+        default="validation",
+        help="which split (val: the old name of validation)",
+    )
     parser.add_argument("--out", type=Path, help="write evaluation.json and evaluation.html here")
     parser.add_argument("--merged", action="store_true", help="also evaluate the merged model")
     parser.add_argument(

@@ -63,9 +63,32 @@ class Evaluation:
         return asdict(self)
 
 
+# A split's file names, newest first: `validation.jsonl` since dataset format 2 (the name
+# `datasets` and mlx-vlm read), `val.jsonl` before.
+_SPLIT_FILES = {"train": ("train.jsonl",), "validation": ("validation.jsonl", "val.jsonl")}
+
+
+def _split_path(dataset_dir: Path, split: str) -> Path:
+    name = "validation" if split in ("val", "valid") else split
+    if name not in _SPLIT_FILES:
+        raise InvalidInput(f"unknown split {split!r} (train or validation)")
+    candidates = [dataset_dir / file for file in _SPLIT_FILES[name]]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def _image_path(dataset_dir: Path, path: str) -> Path:
+    # Absolute since dataset format 2; relative to the folder before. A data set moved
+    # since it was built keeps its images in images/.
+    p = Path(path)
+    if not p.is_absolute():
+        return dataset_dir / p
+    moved = dataset_dir / "images" / p.name
+    return moved if not p.exists() and moved.exists() else p
+
+
 def load_examples(dataset_dir: Path, split: str) -> tuple[list[Example], dict[str, Any]]:
     """A split of a dataset written by `mondrian dataset build`, with the dataset's identity."""
-    path = dataset_dir / f"{split}.jsonl"
+    path = _split_path(dataset_dir, split)
     if not path.is_file():
         raise NotFound(f"no {split} split in {dataset_dir} ({path.name} missing)")
     examples = []
@@ -78,7 +101,7 @@ def load_examples(dataset_dir: Path, split: str) -> tuple[list[Example], dict[st
             system = _text(messages["system"])
             user = _text(messages["user"])
             reference = Critique.model_validate_json(_text(messages["assistant"]))
-            image_path = dataset_dir / row["images"][0]
+            image_path = _image_path(dataset_dir, row["images"][0])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{path.name} line {number}: not a dataset row ({exc})") from None
         photo = read_image_file(image_path)
@@ -163,7 +186,7 @@ def evaluate(
     *,
     adapter_ref: str | None = None,
     dataset_dir: Path | None = None,
-    split: str = "val",
+    split: str = "validation",
     out_dir: Path | None = None,
     merged: bool = False,
     on_progress: ProgressCallback | None = None,

@@ -1,6 +1,6 @@
 """Loading a transformers Qwen-VL checkpoint into mlx-vlm, unchanged on disk.
 
-mlx-vlm 0.7 cannot read a transformers-5 `config.json` as saved (STACK.md): Qwen2/2.5-VL
+mlx-vlm 0.7 cannot read a transformers-5 `config.json` as saved: Qwen2/2.5-VL
 read their text settings from the top level, every family wants `rope_theta` and a
 `rope_scaling` with `type` and `mrope_section` where transformers 5 writes
 `rope_parameters`, and the vision towers accept only the family's own `model_type`

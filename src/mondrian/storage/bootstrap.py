@@ -37,3 +37,13 @@ def open_state(settings: Settings) -> Database:
     if stale:
         db.write(_seed, advisors)
     return db
+
+
+def open_existing_state(settings: Settings) -> Database | None:
+    """The open database if Mondrian has state under MONDRIAN_HOME, else None.
+
+    For read-only commands (`mondrian adapters list`): they must not create the home
+    folder or an empty database just to report that there is nothing in it."""
+    if not settings.db_path.is_file():
+        return None
+    return open_state(settings)

@@ -15,13 +15,22 @@ The split is by image: an image, and every augmentation of it, sits on one side 
 Augmentations are made for the training split only; validation loss is measured on the
 original photos. Output (the messages + images form TRL and mlx-vlm read):
 
-    DIR/train.jsonl, DIR/val.jsonl   one example per line
-    DIR/images/<hash>[-aug<k>].jpg   upright RGB JPEGs
-    DIR/manifest.json                advisor, sizes, hashes, versions, rejects
+    DIR/train.jsonl, DIR/validation.jsonl   one example per line
+    DIR/images/<hash>[-aug<k>].jpg          upright RGB JPEGs
+    DIR/manifest.json                       advisor, sizes, hashes, versions, rejects
 
-Image paths in the JSONL are relative to DIR. (mlx-vlm's folder loader reads
-`train.jsonl` but looks for `valid.jsonl` for validation; pass `val.jsonl` to it
-explicitly.)
+The split names are the ones the ecosystem's loaders look for: `datasets.load_dataset(DIR)`
+maps `train.jsonl`/`validation.jsonl` to the splits "train" and "validation", and
+mlx-vlm's folder loader (`mlx_vlm/trainer/datasets/loading.py`) reads `<split>.jsonl` for
+"train" and "validation". Image paths in the JSONL are absolute: `datasets` hands the
+strings on as they are and TRL's collator opens them from the current working directory,
+so a path relative to DIR works from DIR only. The hashes in the manifest are of the
+content with the paths written relative to DIR (`images/<name>`), so the same data built
+into two folders has the same `data_sha256`, and a data set moved elsewhere still reads
+(`load_split` finds its images under DIR/images). docs/ecosystem.md has the TRL recipe.
+
+Format 1 data sets (`val.jsonl`, relative paths) still read: `read_manifest` and
+`load_split` take the split name "validation" (or "val") for either.
 """
 
 from __future__ import annotations
@@ -53,9 +62,11 @@ from mondrian.storage.images import image_path
 from mondrian.training import augment as augmentation
 from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 
-FORMAT = "mondrian-dataset/1"
+FORMAT = "mondrian-dataset/2"
+LEGACY_FORMATS = ("mondrian-dataset/1",)  # val.jsonl, paths relative to the folder
 MANIFEST = "manifest.json"
-SPLIT_FILES = {"train": "train.jsonl", "val": "val.jsonl"}
+SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
+SPLIT_ALIASES = {"val": "validation", "valid": "validation"}
 IMAGES_DIR = "images"
 JPEG_QUALITY = 95
 SOURCES = ("curated", "model", "review")
@@ -231,7 +242,7 @@ def example_record(
     source: str,
     augmentation_index: int,
 ) -> dict[str, Any]:
-    """One line of train/val.jsonl: the exact lora-mode prompt plus the answer."""
+    """One line of train/validation.jsonl: the exact lora-mode prompt plus the answer."""
     # The image itself lives in "images"; the prompt only needs one image slot.
     prompt = critique_prompt(advisor, Image.new("RGB", (1, 1)))
     messages = prompt.messages()
@@ -299,10 +310,10 @@ def build_dataset(
     staging = staging_dir(out_dir)
     try:
         (staging / IMAGES_DIR).mkdir()
-        lines: dict[str, list[str]] = {"train": [], "val": []}
-        images_per_split = {"train": 0, "val": 0}
+        lines: dict[str, list[str]] = {split: [] for split in SPLIT_FILES}
+        images_per_split = dict.fromkeys(SPLIT_FILES, 0)
         for cand in sorted(chosen, key=lambda c: c.image_hash):
-            split = "train" if cand.image_hash in train_hashes else "val"
+            split = "train" if cand.image_hash in train_hashes else "validation"
             path = paths[cand.image_hash]
             assert path is not None and cand.critique is not None
             photo = read_image_file(path, max_bytes=2**40, max_pixels=settings.max_image_pixels)
@@ -318,9 +329,10 @@ def build_dataset(
             for k, img in variants:
                 name = f"{cand.image_hash}.jpg" if k == 0 else f"{cand.image_hash}-aug{k}.jpg"
                 img.convert("RGB").save(staging / IMAGES_DIR / name, quality=JPEG_QUALITY)
+                # The final location, not the staging folder's: it is renamed into place.
                 record = example_record(
                     advisor,
-                    f"{IMAGES_DIR}/{name}",
+                    str(out_dir / IMAGES_DIR / name),
                     text,
                     image_hash=cand.image_hash,
                     source=cand.source,
@@ -331,11 +343,12 @@ def build_dataset(
             body = "".join(line + "\n" for line in lines[split])
             (staging / file_name).write_text(body, encoding="utf-8")
 
-        files = _file_hashes(staging)
+        files = _file_hashes(staging, out_dir)
         manifest = {
             "format": FORMAT,
             "advisor_id": advisor.id,
             "created_at": utcnow(),
+            "root": str(out_dir),
             "seed": seed,
             "val_fraction": val_fraction,
             "augment": augment,
@@ -382,11 +395,41 @@ def _report(cand: Candidate) -> dict[str, Any]:
     }
 
 
-def _file_hashes(root: Path) -> dict[str, str]:
+def _file_hashes(root: Path, final: Path) -> dict[str, str]:
+    """Content hashes: images as bytes, split files with their paths relative to `final`."""
+    split_names = set(SPLIT_FILES.values())
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = path.relative_to(root).as_posix()
+        data = path.read_bytes()
+        if name in split_names:
+            data = _portable_split(data.decode("utf-8"), final)
+        out[name] = hashlib.sha256(data).hexdigest()
     return out
+
+
+def _portable_split(text: str, root: Path) -> bytes:
+    """A split file's text with every image path relative to the data set (`images/x.jpg`),
+    line for line (a blank line stays, so an edit still shows in the hash)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        if not line.strip():
+            out.append(line)
+            continue
+        record = json.loads(line)
+        record["images"] = [_relative_image(p, root) for p in record.get("images", [])]
+        ending = line[len(line.rstrip("\r\n")) :]
+        out.append(json.dumps(record, ensure_ascii=False) + ending)
+    return "".join(out).encode("utf-8")
+
+
+def _relative_image(path: str, root: Path) -> str:
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    if p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    return f"{IMAGES_DIR}/{p.name}"  # built elsewhere, then moved: images live in images/
 
 
 def _combined_hash(files: dict[str, str]) -> str:
@@ -397,9 +440,20 @@ def _combined_hash(files: dict[str, str]) -> str:
 # --- reading -----------------------------------------------------------------------------
 
 
+def split_name(split: str) -> str:
+    """The canonical name of a split: "train" or "validation" ("val" is the old name)."""
+    name = SPLIT_ALIASES.get(split, split)
+    if name not in SPLIT_FILES:
+        raise InvalidInput(f"unknown split {split!r} (train or validation)")
+    return name
+
+
 def read_manifest(dataset_dir: Path) -> dict[str, Any]:
-    """The data set's manifest; its JSONL files are checked against their recorded hashes."""
-    dataset_dir = Path(dataset_dir)
+    """The data set's manifest; its JSONL files are checked against their recorded hashes.
+
+    The splits come back keyed "train" and "validation", for a format 1 data set too.
+    """
+    dataset_dir = Path(dataset_dir).absolute()
     path = dataset_dir / MANIFEST
     if not path.is_file():
         raise NotFound(
@@ -407,14 +461,18 @@ def read_manifest(dataset_dir: Path) -> dict[str, Any]:
             "`mondrian dataset build`"
         )
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise InvalidInput(f"{path}: unknown data set format {manifest.get('format')!r}")
+    fmt = manifest.get("format")
+    if fmt != FORMAT and fmt not in LEGACY_FORMATS:
+        raise InvalidInput(f"{path}: unknown data set format {fmt!r}")
+    manifest["splits"] = {split_name(k): v for k, v in manifest["splits"].items()}
     for split in manifest["splits"].values():
         file = dataset_dir / split["file"]
         if not file.is_file():
             raise InvalidInput(f"data set file missing: {file}")
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        if digest != manifest["files"].get(split["file"]):
+        data = file.read_bytes()
+        if fmt == FORMAT:
+            data = _portable_split(data.decode("utf-8"), Path(manifest.get("root", dataset_dir)))
+        if hashlib.sha256(data).hexdigest() != manifest["files"].get(split["file"]):
             raise InvalidInput(f"{file} changed since the data set was built (hash mismatch)")
     return manifest
 
@@ -423,15 +481,43 @@ def manifest_sha256(dataset_dir: Path) -> str:
     return hashlib.sha256((Path(dataset_dir) / MANIFEST).read_bytes()).hexdigest()
 
 
-def load_split(dataset_dir: Path, split: str) -> list[dict[str, Any]]:
-    """The records of one split, image paths made absolute."""
+def split_file(dataset_dir: Path, split: str) -> Path:
+    """The JSONL file of a split ("train", "validation" or its old name "val")."""
     dataset_dir = Path(dataset_dir).absolute()
-    file = dataset_dir / SPLIT_FILES[split]
+    name = split_name(split)
+    manifest = dataset_dir / MANIFEST
+    if manifest.is_file():
+        splits = json.loads(manifest.read_text(encoding="utf-8")).get("splits", {})
+        for key, entry in splits.items():
+            if SPLIT_ALIASES.get(key, key) == name:
+                return dataset_dir / entry["file"]
+    file = dataset_dir / SPLIT_FILES[name]
+    if name == "validation" and not file.is_file() and (dataset_dir / "val.jsonl").is_file():
+        return dataset_dir / "val.jsonl"  # a format 1 data set without its manifest
+    return file
+
+
+def resolve_image(dataset_dir: Path, path: str) -> Path:
+    """Where an image of the data set is: its absolute path, a path relative to the
+    folder (format 1), or, for a data set moved since it was built, `images/<name>`."""
+    dataset_dir = Path(dataset_dir).absolute()
+    p = Path(path)
+    if not p.is_absolute():
+        return dataset_dir / p
+    if not p.exists() and (dataset_dir / IMAGES_DIR / p.name).exists():
+        return dataset_dir / IMAGES_DIR / p.name
+    return p
+
+
+def load_split(dataset_dir: Path, split: str) -> list[dict[str, Any]]:
+    """The records of one split, image paths absolute and pointing at the files."""
+    dataset_dir = Path(dataset_dir).absolute()
+    file = split_file(dataset_dir, split)
     records = []
     for line in file.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         record = json.loads(line)
-        record["images"] = [str(dataset_dir / rel) for rel in record["images"]]
+        record["images"] = [str(resolve_image(dataset_dir, p)) for p in record["images"]]
         records.append(record)
     return records

@@ -12,17 +12,32 @@ has `model.language_model.layers.N`.
 
 The config also carries `rank`, `alpha` and `dropout` at the top level (mlx-vlm's legacy
 format, and what people read); mlx-vlm uses `lora_parameters` when both are present.
+
+mlx-vlm's own loader cannot read the `config.json` transformers 5 saves (the text settings
+nested under `text_config`, `rope_parameters` for `rope_scaling`, the vision tower's own
+`model_type`; runtime/mlx_checkpoint.py says what it wants). When the adapter's base is a
+local checkpoint, the export also writes `OUT/base/`: that checkpoint with the config
+converted (`mlx_checkpoint.convert_config`) and every other file hard-linked (copied
+across file systems), so that mlx-vlm alone serves it:
+
+    mlx_vlm.load("OUT/base", adapter_path="OUT")
+    python -m mlx_vlm.generate --model OUT/base --adapter-path OUT ...
+
+A Hub base (`Qwen/Qwen2.5-VL-3B-Instruct`) is not downloaded: the export names it, and
+mlx-vlm fetches and loads it itself (not exercised by the tests, which run offline).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mondrian.errors import InvalidInput
+from mondrian.runtime.mlx_checkpoint import convert_config
 from mondrian.storage.db import utcnow
 from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_adapter_dir
@@ -30,6 +45,7 @@ from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_a
 MLX_CONFIG = "adapter_config.json"
 MLX_WEIGHTS = "adapters.safetensors"
 EXPORT_INFO = "mondrian_export.json"
+BASE_DIR = "base"
 
 _PEFT_KEY = re.compile(
     r"^base_model\.model\."
@@ -130,8 +146,44 @@ def _module_order(name: str) -> tuple[int, str]:
     return layer, name
 
 
-def export_mlx(adapter_dir: Path, out_dir: Path, *, force: bool = False) -> Path:
-    """Write the mlx-vlm layout of a PEFT adapter to `out_dir` (complete or not at all)."""
+def write_base(source: Path, out: Path) -> None:
+    """`source`, a transformers Qwen-VL checkpoint, as a folder mlx-vlm's `load` reads:
+    the converted config, the other files hard-linked (or copied) beside it."""
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    converted = convert_config(config)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)  # a checkpoint is never rewritten in place: share the bytes
+        except OSError:  # another file system, or links not allowed here
+            shutil.copy2(src, dst)
+
+    shutil.copytree(
+        source, out, copy_function=link_or_copy, ignore=shutil.ignore_patterns("config.json")
+    )
+    (out / "config.json").write_text(
+        json.dumps(converted, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+
+
+def _local_base(base: str | None) -> Path | None:
+    if not base:
+        return None
+    path = Path(base).expanduser()
+    return path.absolute() if (path / "config.json").is_file() else None
+
+
+def export_mlx(
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    base_model: str | None = None,
+    include_base: bool = True,
+    force: bool = False,
+) -> Path:
+    """Write the mlx-vlm layout of a PEFT adapter to `out_dir` (complete or not at all),
+    with `base/`, the base checkpoint mlx-vlm loads, when the base is a local folder and
+    `include_base`. `base_model` overrides the base the adapter records."""
     from safetensors.torch import load_file, save_file
 
     adapter_dir = Path(adapter_dir)
@@ -140,19 +192,26 @@ def export_mlx(adapter_dir: Path, out_dir: Path, *, force: bool = False) -> Path
     peft_config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS), device="cpu")
     weights, config = peft_to_mlx(tensors, peft_config)
+    base = base_model or meta.get("base_model") or peft_config.get("base_model_name_or_path")
+    local_base = _local_base(base) if include_base else None
 
     staging = staging_dir(out_dir)
     try:
         save_file(weights, str(staging / MLX_WEIGHTS), metadata={"format": "mlx"})
         (staging / MLX_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if local_base is not None:
+            write_base(local_base, staging / BASE_DIR)
         info = {
             "format": "mondrian-mlx-export/1",
             "adapter": meta.get("ref"),
             "adapter_path": str(adapter_dir),
-            "base_model": meta.get("base_model") or peft_config.get("base_model_name_or_path"),
+            "base_model": base,
             "base_fingerprint": meta.get("base_fingerprint"),
             "prompt_version": meta.get("prompt_version"),
             "mlx_vlm_layout": "0.7.10",
+            # What to hand mlx-vlm, relative to this folder (or the Hub id to load).
+            "mlx_vlm_model": BASE_DIR if local_base is not None else base,
+            "mlx_vlm_adapter_path": ".",
             "created_at": utcnow(),
         }
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

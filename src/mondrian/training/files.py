@@ -3,6 +3,7 @@ target (same file system) and renamed into place."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,7 +35,7 @@ def staging_dir(out_dir: Path) -> Path:
 
 def install_dir(staging: Path, out_dir: Path) -> None:
     """Move a finished staging folder to `out_dir`, swapping out an old one."""
-    staging.chmod(0o755)  # mkdtemp makes it 0700; outputs are shared data
+    make_readable(staging)
     if out_dir.is_dir() and not any(out_dir.iterdir()):
         out_dir.rmdir()
     if not out_dir.exists():
@@ -48,3 +49,41 @@ def install_dir(staging: Path, out_dir: Path) -> None:
         old.rename(out_dir)  # put the previous output back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def default_modes(probe_dir: Path) -> tuple[int, int]:
+    """(file mode, folder mode) that a plain `open`/`mkdir` gives under this umask.
+
+    A probe file reads the umask without `os.umask`'s process-wide side effect (another
+    thread could create a file while the umask is changed)."""
+    probe = Path(tempfile.mkdtemp(prefix=".mode-probe-", dir=probe_dir))
+    try:
+        fd = os.open(probe / "f", os.O_CREAT | os.O_WRONLY, 0o666)
+        os.close(fd)
+        file_mode = (probe / "f").stat().st_mode & 0o777
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return file_mode, file_mode | ((file_mode & 0o444) >> 2)  # folders: x wherever r
+
+
+def make_readable(root: Path) -> None:
+    """Give a finished output the modes a plain write would have (0644 files, 0755
+    folders under the usual umask 022).
+
+    Outputs are shared data: a server running as another user (vLLM in its container)
+    must read them. `mkdtemp` makes the staging folder 0700, and some writers leave
+    files 0600 (a `mkstemp` then rename). Links are left alone, symbolic or hard (an
+    export's `base/` shares the base checkpoint's files): their modes are their source's.
+    """
+    root = Path(root)
+    file_mode, dir_mode = default_modes(root.parent)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink() and path.stat().st_nlink == 1:
+                path.chmod(file_mode)
+        for name in dirnames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(dir_mode)
+    root.chmod(dir_mode)

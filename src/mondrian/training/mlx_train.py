@@ -12,7 +12,7 @@ unchanged), the LoRA layers are mlx-vlm's trainer `LoRALinear` on the language m
 linears only, the loss is mlx-vlm's SFT loss (`vlm_sft_loss`, completion tokens only),
 the optimizer MLX's AdamW. Two choices keep a TrainConfig meaning the same on both
 trainers: AdamW runs *with* bias correction, as PyTorch's does (MLX's default leaves it
-off, which makes the first updates about 3x larger: STACK.md saw training stall at an lr
+off, which makes the first updates about 3x larger: training was seen to stall at an lr
 that PyTorch trains fine with), and gradients are clipped by their global norm
 (mlx-vlm's own loop clips each value instead).
 
@@ -55,7 +55,7 @@ from mondrian.training.collate import (
     image_token_id,
 )
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
-from mondrian.training.dataset import SPLIT_FILES, load_split, manifest_sha256, read_manifest
+from mondrian.training.dataset import load_split, manifest_sha256, read_manifest
 from mondrian.training.export_mlx import mlx_to_peft
 from mondrian.training.train import (
     PUBLISHED_FILE,
@@ -185,9 +185,8 @@ def train_mlx(
     model_type = json.loads((checkpoint / "config.json").read_text())["model_type"]
     processor = TorchOutputProcessor(mlx_checkpoint.load_processor(source, model_type))
     encoder = ExampleEncoder(processor, cfg.max_pixels, cfg.max_seq_len)
-    eval_split = next(name for name in SPLIT_FILES if name != "train")
     train_records = load_split(dataset_dir, "train")
-    eval_records = load_split(dataset_dir, eval_split)
+    eval_records = load_split(dataset_dir, "validation")
     if not train_records:
         raise InvalidInput(f"the data set at {dataset_dir} has no training examples")
     pad_id = processor.tokenizer.pad_token_id
@@ -270,7 +269,9 @@ def train_mlx(
             "path": str(dataset_dir),
             "manifest_sha256": manifest_sha256(dataset_dir),
             "data_sha256": manifest["data_sha256"],
-            **{f"{name}_examples": split["examples"] for name, split in splits.items()},
+            # The keys train.py writes too (describe() and reports read them).
+            "train_examples": splits["train"]["examples"],
+            "val_examples": splits["validation"]["examples"],
             "images": sum(s["images"] for s in splits.values()),
             "sources": manifest["sources"],
         },

@@ -1,7 +1,7 @@
 """Adapter versions on disk and in the database, kept in step.
 
 Each version is a directory `adapters_dir/<advisor>/v<N>/` that describes itself
-(`mondrian_adapter.json`, DESIGN.md §5) beside the PEFT files. A version comes into being
+(`mondrian_adapter.json`) beside the PEFT files. A version comes into being
 in one write transaction: its number is taken, the finished staging directory (written
 beside it, same file system) is renamed to `v<N>` and the row is inserted. A crash before
 the rename leaves only a `.staging-*` folder; a crash after it but before the commit
@@ -29,6 +29,7 @@ from mondrian.errors import InvalidInput, NotFound
 from mondrian.storage import adapters as store
 from mondrian.storage.adapters import Adapter, adapter_ref, parse_adapter_ref
 from mondrian.storage.db import Database
+from mondrian.training.files import make_readable
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -45,7 +46,9 @@ def version_dir(settings: Settings, advisor_id: str, version: int) -> Path:
 
 
 def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
-    """An empty folder on the adapters' file system, to write a version into."""
+    """An empty folder on the adapters' file system, to write a version into.
+
+    It is private (0700) while it is written; `publish` gives the version readable modes."""
     parent = settings.adapters_dir / advisor_id
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
@@ -169,6 +172,8 @@ def publish(
             "base_model": base_model,
         }
         _write_json(staging / ADAPTER_META, meta)
+        # A version is shared data: a server running as another user reads it.
+        make_readable(staging)
         _fsync_dir(staging)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, final)

@@ -169,7 +169,7 @@ def _train(
 
     encoder = ExampleEncoder(processor, cfg.max_pixels, cfg.max_seq_len)
     train_set = EncodedDataset(load_split(dataset_dir, "train"), encoder)
-    val_set = EncodedDataset(load_split(dataset_dir, "val"), encoder)
+    val_set = EncodedDataset(load_split(dataset_dir, "validation"), encoder)
     if len(train_set) == 0:
         raise InvalidInput(f"the data set at {dataset_dir} has no training examples")
     pad_id = processor.tokenizer.pad_token_id
@@ -272,7 +272,7 @@ def _train(
                 "manifest_sha256": manifest_sha256(dataset_dir),
                 "data_sha256": manifest["data_sha256"],
                 "train_examples": manifest["splits"]["train"]["examples"],
-                "val_examples": manifest["splits"]["val"]["examples"],
+                "val_examples": manifest["splits"]["validation"]["examples"],
                 "images": sum(s["images"] for s in manifest["splits"].values()),
                 "sources": manifest["sources"],
             },
@@ -357,7 +357,7 @@ def add_lora(model: Any, cfg: TrainConfig) -> Any:
 
 def check_lora_targets(model: Any) -> list[str]:
     """The LoRA-wrapped module names; raises if any is outside the LM's decoder layers
-    (vision tower, lm_head, embeddings: vLLM rejects those, DESIGN.md §5)."""
+    (vision tower, lm_head, embeddings: vLLM rejects those)."""
     import re
 
     wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
