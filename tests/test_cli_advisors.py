@@ -71,3 +71,19 @@ def test_help_is_fast_and_lists_commands():
         [sys.executable, "-m", "mondrian", "--help"], check=True, capture_output=True, text=True
     ).stdout
     assert "advisors" in out
+
+
+def test_read_only_commands_create_no_state(mondrian_home, tmp_path, capsys):
+    """Listing and showing on a fresh machine read the shipped advisors and write nothing
+    under MONDRIAN_HOME; a command that stores (add) does create the state."""
+    assert main(["advisors", "list", "--json"]) == 0
+    assert "ansel" in {a["id"] for a in json.loads(capsys.readouterr().out)}
+    assert main(["advisors", "show", "ansel"]) == 0
+    assert "Ansel Adams" in capsys.readouterr().out
+    assert main(["ab-report", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["profiles", "export", "--advisor", "ansel", str(tmp_path / "p.jsonl")]) == 0
+    assert (tmp_path / "p.jsonl").read_text() == ""
+    assert not mondrian_home.exists()
+    assert main(["advisors", "show", "nobody"]) == 2
+    assert not mondrian_home.exists()

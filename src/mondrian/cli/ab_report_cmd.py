@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mondrian.cli.common import open_db, print_json, settings_from
+from mondrian.cli.common import print_json, read_db, settings_from
 
 DEFAULT_WINDOW = 10_000
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from mondrian.service.abreport import compare_variants, format_report
     from mondrian.storage import jobs
 
-    with open_db(settings_from(args)) as db, db.read() as conn:
+    with read_db(settings_from(args)) as db, db.read() as conn:
         recent = jobs.list_jobs(conn, limit=args.limit)
     report = compare_variants(recent)
     if args.json:

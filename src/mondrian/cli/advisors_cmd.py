@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from mondrian.cli.common import open_db, print_json, settings_from
+from mondrian.cli.common import open_db, print_json, read_db, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def list_advisors(args: argparse.Namespace) -> int:
     from mondrian.storage import advisors, images
 
-    with open_db(settings_from(args)) as db, db.read() as conn:
+    with read_db(settings_from(args)) as db, db.read() as conn:
         rows = [
             (a, advisors.is_builtin(conn, a.id), len(images.list_portfolio(conn, a.id)))
             for a in advisors.list_advisors(conn)
@@ -49,7 +49,7 @@ def list_advisors(args: argparse.Namespace) -> int:
 def show_advisor(args: argparse.Namespace) -> int:
     from mondrian.storage import advisors
 
-    with open_db(settings_from(args)) as db, db.read() as conn:
+    with read_db(settings_from(args)) as db, db.read() as conn:
         advisor = advisors.require_advisor(conn, args.advisor_id)
     if args.json:
         print_json(advisor.model_dump())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from typing import Any
 
 from mondrian.config import Settings, fast_path_warning, load_settings
-from mondrian.storage.bootstrap import open_state
+from mondrian.storage.bootstrap import open_state, read_only_state
 from mondrian.storage.db import Database
 
 
@@ -61,6 +62,11 @@ def warn_if_fast_unusable(settings: Settings) -> None:
 
 def open_db(settings: Settings) -> Database:
     return open_state(settings)
+
+
+def read_db(settings: Settings) -> contextlib.AbstractContextManager[Database]:
+    """The state for a read-only command: it creates nothing under MONDRIAN_HOME."""
+    return read_only_state(settings)
 
 
 def print_json(value: Any) -> None:

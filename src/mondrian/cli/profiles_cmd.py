@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mondrian.cli.common import open_db, settings_from
+from mondrian.cli.common import open_db, read_db, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def export_command(args: argparse.Namespace) -> int:
     from mondrian.storage import advisors
     from mondrian.strategies.profiles_io import export_profiles
 
-    with open_db(settings_from(args)) as db:
+    with read_db(settings_from(args)) as db:
         with db.read() as conn:
             advisor = advisors.require_advisor(conn, args.advisor)
         if str(args.file) == "-":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from mondrian.advisors import Advisor, shipped_advisors
 from mondrian.config import Settings
@@ -24,7 +28,11 @@ def _seed(conn: sqlite3.Connection, advisors: list[Advisor]) -> int:
 def open_state(settings: Settings) -> Database:
     """The open database, migrated, with the shipped advisors up to date."""
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    db = Database.for_settings(settings).open()
+    return _open_seeded(Database.for_settings(settings))
+
+
+def _open_seeded(db: Database) -> Database:
+    db.open()
     advisors = shipped_advisors()
     with db.read() as conn:
         stale = any(
@@ -47,3 +55,20 @@ def open_existing_state(settings: Settings) -> Database | None:
     if not settings.db_path.is_file():
         return None
     return open_state(settings)
+
+
+@contextlib.contextmanager
+def read_only_state(settings: Settings) -> Iterator[Database]:
+    """The state a command that only reads sees: the real database when there is one, else
+    a throwaway one in a temporary folder holding just the shipped advisors, so listing or
+    showing on a fresh machine writes nothing under MONDRIAN_HOME."""
+    existing = open_existing_state(settings)
+    if existing is not None:
+        with existing:
+            yield existing
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="mondrian-no-state-") as folder,
+        _open_seeded(Database(Path(folder) / "mondrian.db")) as db,
+    ):
+        yield db
