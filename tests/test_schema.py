@@ -124,7 +124,11 @@ def test_generation_schema_bounds_only_tighten():
 def test_text_pattern_admits_printable_ascii_only():
     pattern = re.compile(bounded_text_pattern(300))
     assert pattern.match("Light falls from the left; the horizon (sadly) tilts 2 degrees!")
-    for bad in ['say "hi"', "back\\slash", "tab\tchar", "new\nline", "caf\u00e9", ""]:
+    assert pattern.match("a > b, a | b, {x} [y] ~z")
+    # '<' starts every special token's text (`<|vision_pad|>`, `<|im_end|>`, `<tool_call>`).
+    bad_texts = ['say "hi"', "back\\slash", "tab\tchar", "new\nline", "caf\u00e9", ""]
+    bad_texts += ["<|vision_pad|>", "a <b", "<tool_call>"]
+    for bad in bad_texts:
         assert not pattern.match(bad), bad
     long = bounded_text_pattern(1000)
     assert all(int(n) <= 128 for n in re.findall(r"\{(?:\d+,)?(\d+)\}", long))

@@ -169,9 +169,12 @@ def overall_score(scores: Mapping[str, float], weights: Mapping[str, float] | No
 
 # --- the schema constrained decoding follows -------------------------------------------
 
-# Printable ASCII without '"' and '\': nothing that needs escaping, no control characters.
-# Non-ASCII classes let invalid UTF-8 byte sequences through the grammar (STACK.md).
-GENERATION_CHAR_CLASS = r"[ !#-\[\]-~]"
+# Printable ASCII without '"' and '\': nothing that needs escaping, no control characters;
+# non-ASCII classes let invalid UTF-8 byte sequences through the grammar. Without '<' too:
+# every special token's text starts with it (Qwen's `<|vision_pad|>`, `<|im_end|>`, and
+# `<tool_call>`-style added tokens), so no grammar engine can take a special token for
+# string text (vLLM's xgrammar would, and then strip it from the returned text).
+GENERATION_CHAR_CLASS = r"[ !#-;=-\[\]-~]"
 # xgrammar fails to compile a bounded repetition over 128, so longer bounds are spelled as
 # alternatives: 1..128 characters, or exactly 128 then 1..128 more, and so on. Chaining
 # optional runs instead ("{0,128}{0,128}...") is ambiguous: the matcher then tracks every

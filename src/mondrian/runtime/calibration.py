@@ -2,9 +2,16 @@
 probabilities at the position where it wrote the score.
 
 Qwen tokenizers split numbers into single digits, so a score is one digit token, or the
-two tokens "1" "0" for 10. At the score position we take the softmax over the ten digit
-logits. The mass on "1" is shared between 1 and 10 by the next step's probabilities of
-"0" against "," — observed only when the model did write "1"; when it wrote another
+two tokens "1" "0" for 10. Every backend records, per generated token, a probe row of
+`PROBE_WIDTH` values (`zero_continuation` below computes the last one):
+  - columns 0-9: the raw logits of the digit tokens "0".."9";
+  - column 10: log P(the next token's text starts with "0"), over the tokens the grammar
+    allows at that step (special tokens suppressed), from the raw logits.
+At the score position we take the softmax over the ten digit logits. The mass on "1" is
+shared between 1 and 10 by column 10 at the step after the "1": the whole distribution the
+grammar allows there is either a "0" (the score becomes 10) or something that ends the
+number — ",", or `,"` which Qwen's pre-tokenizer makes one token, and the grammar and
+training targets use. Observed only when the model did write "1"; when it wrote another
 digit, that mass counts as 1 (documented bias: it can only pull a 10 down, never up).
 """
 
@@ -18,7 +25,20 @@ import torch
 from mondrian.schema import DIMENSIONS
 
 _DIGITS = 10
-_COMMA = 10  # index of ',' in grammar.SCORE_TOKENS
+_ZERO_NEXT = 10  # probe column: log P(next token starts with "0" | grammar)
+PROBE_WIDTH = 11
+
+
+def zero_continuation(masked: torch.Tensor, zero_ids: torch.Tensor) -> torch.Tensor:
+    """log P(a token in `zero_ids` | the allowed ones), per row of `masked` logits.
+
+    `masked` holds -inf where the grammar (or the special-token suppression) forbids a token.
+    A row that allows nothing gives -inf, not NaN. No host sync and fixed shapes: the fast
+    path captures this inside a CUDA graph."""
+    total = torch.logsumexp(masked, dim=-1)
+    zero = torch.logsumexp(masked.index_select(-1, zero_ids), dim=-1)
+    value = zero - total
+    return torch.where(torch.isfinite(total), value, torch.full_like(value, float("-inf")))
 
 
 def score_char_offsets(text: str) -> dict[str, int]:
@@ -42,12 +62,11 @@ def token_at_offsets(token_texts: Sequence[str], offsets: dict[str, int]) -> dic
 
 
 def score_distribution(logits: torch.Tensor, index: int, written_digit: str) -> list[float]:
-    """P(score = 0..10) from the score-token logits (steps x 11) at `index`."""
+    """P(score = 0..10) from the probe rows (steps x PROBE_WIDTH) at `index`."""
     digits = torch.softmax(logits[index, :_DIGITS].double(), dim=-1)
     p_ten_given_one = 0.0
     if written_digit == "1" and index + 1 < logits.shape[0]:
-        pair = torch.softmax(logits[index + 1, [0, _COMMA]].double(), dim=-1)
-        p_ten_given_one = float(pair[0])
+        p_ten_given_one = float(torch.exp(logits[index + 1, _ZERO_NEXT].double()).clamp(0, 1))
     probs = [float(p) for p in digits] + [0.0]
     probs[10] = probs[1] * p_ten_given_one
     probs[1] -= probs[10]

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from mondrian.images import fit_pixels
+from mondrian.runtime.calibration import PROBE_WIDTH, zero_continuation
 from mondrian.runtime.fast_lm import GROUPS, FastLM, LoraBank, rms_norm
 from mondrian.runtime.protocol import Generation, GenerationRequest, TokenCallback
 
@@ -94,11 +95,11 @@ class _State:
 
 
 class _RowProbes:
-    """What `TransformersBackend._finish` reads from a DecodingControl: the score-token
-    logits of one row, one line per generated token."""
+    """What `TransformersBackend._finish` reads from a DecodingControl: the probe rows
+    (runtime/calibration.py) of one row, one line per generated token."""
 
     def __init__(self, probes: torch.Tensor) -> None:
-        self.probes = probes  # [tokens, len(SCORE_TOKENS)]
+        self.probes = probes  # [tokens, calibration.PROBE_WIDTH]
 
     def logits_for(self, _row: int) -> torch.Tensor:
         return self.probes
@@ -164,6 +165,9 @@ class FastPath:
         self._bit = (positions % 32).to(torch.int32)
         self._words = (vocab + 31) // 32
         self._score_ids = torch.tensor(backend.score_token_ids, device=self.device)
+        self._zero_ids = torch.tensor(
+            backend.grammar.zero_prefixed_ids, dtype=torch.long, device=self.device
+        )
         self._suppressed = torch.tensor(
             backend.grammar.suppressed_ids, dtype=torch.long, device=self.device
         )
@@ -764,13 +768,18 @@ class FastPath:
         st.rope_pos += 1
 
     def _select(self, st: _State) -> None:
-        """Logits -> next token: probes, suppression, grammar bitmask, argmax."""
+        """Logits -> next token: probes, suppression, grammar bitmask, argmax.
+
+        The probe row is runtime/calibration.py's: raw digit logits, then log P(next token
+        starts with "0") under this step's mask (two reductions, graph-capturable)."""
         scores = st.logits.float()
-        st.probes.index_copy_(0, st.step, scores[:, self._score_ids][None])
+        digits = scores[:, self._score_ids]
         if self._suppressed.numel():
             scores = scores.index_fill(1, self._suppressed, float("-inf"))
         bits = torch.bitwise_and(torch.bitwise_right_shift(st.mask[:, self._word], self._bit), 1)
         scores = scores.masked_fill(bits == 0, float("-inf"))
+        zero = zero_continuation(scores, self._zero_ids)
+        st.probes.index_copy_(0, st.step, torch.cat([digits, zero[:, None]], dim=1)[None])
         st.tok.copy_(scores.argmax(dim=-1))
         st.step.add_(1).remainder_(st.probes.shape[0])  # a ring: batches that take rows in run on
 
@@ -792,7 +801,7 @@ class FastPath:
         pin = self.cuda_graphs
         shape = (rows, lm.kv_heads, length, lm.head_dim)
         slots = self.bank.capacity if (mixed and self.bank is not None) else 0
-        probes = len(self.backend.score_token_ids)
+        probes = PROBE_WIDTH
         st = _State(
             rows=rows,
             length=length,
@@ -811,11 +820,9 @@ class FastPath:
             host_tokens=torch.zeros(length + 1, rows, dtype=torch.long).pin_memory()
             if pin
             else torch.zeros(length + 1, rows, dtype=torch.long),
-            host_probes=torch.zeros(
-                length + 1, rows, len(self.backend.score_token_ids)
-            ).pin_memory()
+            host_probes=torch.zeros(length + 1, rows, probes).pin_memory()
             if pin
-            else torch.zeros(length + 1, rows, len(self.backend.score_token_ids)),
+            else torch.zeros(length + 1, rows, probes),
             k=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
             v=[torch.zeros(shape, dtype=lm.dtype, device=dev) for _ in lm.layers],
         )

@@ -172,6 +172,7 @@ class MLXBackend:
             self.score_token_ids,
             self.grammar.suppressed_ids,
             on_token,
+            self.grammar.zero_prefixed_ids,
         )
         # mlx-vlm keeps the last prompt's mRoPE positions on the language model.
         language_model = self.model.language_model

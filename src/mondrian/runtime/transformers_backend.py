@@ -159,6 +159,7 @@ class TransformersBackend:
             self.score_token_ids,
             self.grammar.suppressed_ids,
             on_token,
+            self.grammar.zero_prefixed_ids,
         )
         output = self._run_generate(inputs, requests, control, budget)
         elapsed = time.perf_counter() - started
@@ -180,10 +181,17 @@ class TransformersBackend:
         control: DecodingControl,
         budget: int,
     ) -> torch.Tensor:
+        # The generation rule (docs/generation.md): greedy, one beam, no repetition penalty,
+        # whatever the checkpoint's generation_config.json says (Qwen's Instruct ones sample
+        # with repetition_penalty 1.05), so that the config cannot change a critique and
+        # DecodingControl sees the model's own logits.
         kwargs: dict[str, Any] = dict(
             **inputs,
             max_new_tokens=budget,
             do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
             temperature=None,
             top_p=None,
             top_k=None,

@@ -55,7 +55,7 @@ from mondrian.config import Settings
 from mondrian.errors import InvalidInput, MondrianError, NotFound
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
-from mondrian.schema import SCHEMA_VERSION, Critique, generation_schema
+from mondrian.schema import GENERATION_CHAR_CLASS, SCHEMA_VERSION, Critique, generation_schema
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database, utcnow
 from mondrian.storage.images import image_path
@@ -122,7 +122,7 @@ def check_target(
 
 
 def _string_problem(value: str, pattern: str) -> str:
-    bad = sorted({c for c in value if not (" " <= c <= "~") or c in '"\\'})
+    bad = sorted({c for c in value if not re.fullmatch(GENERATION_CHAR_CLASS, c)})
     if bad:
         return "characters the grammar cannot write: " + ", ".join(repr(c) for c in bad)
     limit = sum(int(b or a) for a, b in re.findall(r"\{(\d+)(?:,(\d+))?\}", pattern))
