@@ -1,5 +1,5 @@
 """The demo: which training config it picks (fast), and the whole demo (opt-in, `slow`:
-a few minutes on a laptop CPU). The short form runs end to end in the default suite from an
+several minutes on a laptop CPU). The short form runs end to end in the default suite from an
 installed wheel: tests/test_wheel.py."""
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def check_demo_outputs(workdir: Path, lines: list[str], *, quick: bool) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 5 minutes on an idle 2-core CPU
 def test_demo_runs_end_to_end_and_the_adapter_learns(tmp_path):
     from mondrian.demo import run_demo
 
