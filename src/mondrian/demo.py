@@ -1,21 +1,29 @@
 """`mondrian demo`: the whole product once, offline, top to bottom.
 
-Setup: a working folder with its own MONDRIAN_HOME, and a model (by default a tiny
-random-weight Qwen2.5-VL built on the spot, because no weights can be downloaded).
-Work: register the advisors, index the sample portfolio, build a dataset, train a LoRA,
-evaluate it against the base model, critique a held-out photo in the three modes, serve
-one real HTTP request. Save: every report, and a summary of where they are.
+Setup: a working folder with its own MONDRIAN_HOME, a model (by default a tiny
+random-weight Qwen2.5-VL built on the spot, because no weights can be downloaded) and the
+shipped training config that fits it. Work: register the advisors, index the sample
+portfolio, build a dataset, train a LoRA, evaluate it against the base model on the
+held-out and the training photos, critique a photo that is not in the portfolio in the
+three modes, serve one real HTTP request. Save: every report, and a summary of them.
 
-With the tiny model the critiques' words are noise: it is random weights. What the demo
-shows is the machinery, and that the adapter learns (its scores on the training photos
-approach the curated ones while the base model's do not). `--model` switches to a real
-model, e.g. Qwen/Qwen2.5-VL-3B-Instruct.
+The headline is the held-out error: how far the scores on photos the adapter never saw are
+from the curated ones. The training error stands beside it, as the evidence that training
+worked at all. With the tiny model the critiques' words are noise (random weights), and on
+held-out photos the adapter can at best have learned the portfolio's typical scores.
+`--model` switches to a real model, e.g. Qwen/Qwen2.5-VL-3B-Instruct. `--quick` is the same
+run with less training and no augmentation, for tests.
+
+Every file it reads ships inside the package (src/mondrian/data, src/mondrian/configs).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +40,13 @@ ADVISOR = "ansel"
 TINY_TEXT_CHARS = 24
 TINY_LIST_ITEMS = 2
 SAMPLE_PORTFOLIO = "data/sample_portfolio"
-DEMO_TRAIN_CONFIG = "configs/train/tiny.toml"
+# Not in the portfolio: critiquing it shows the adapter and retrieval on an unseen photo.
+CRITIQUE_PHOTO = "data/critique/clock.jpg"
+VAL_FRACTION = 0.2
+# --quick: every stage, with training cut to a few epochs, no augmented copies, and the
+# training-split error measured on a few of its photos (the held-out split stays whole).
+QUICK_EPOCHS = 5
+QUICK_TRAIN_EVAL_PHOTOS = 3
 REAL_MODEL_HINT = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 Say = Callable[[str], None]
@@ -43,7 +57,11 @@ class DemoSummary:
     workdir: Path
     model: str
     tiny: bool
+    config: Path
+    quick: bool = False
     adapter: str = ""
+    photos: dict[str, int] = field(default_factory=dict)  # split -> photos in it
+    evaluated: dict[str, int] = field(default_factory=dict)  # split -> photos evaluated
     train_mae: dict[str, float | None] = field(default_factory=dict)
     val_mae: dict[str, float | None] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)  # requested -> used
@@ -52,11 +70,20 @@ class DemoSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
-    def mae_reduction(self) -> float | None:
-        base, adapter = self.train_mae.get("base"), self.train_mae.get("adapter")
-        if base is None or adapter is None or base == 0:
-            return None
-        return 1 - adapter / base
+    def val_reduction(self) -> float | None:
+        """How much lower the adapter's held-out error is than the base model's (0.3: 30%)."""
+        return _reduction(self.val_mae)
+
+    @property
+    def train_reduction(self) -> float | None:
+        return _reduction(self.train_mae)
+
+
+def _reduction(mae: dict[str, float | None]) -> float | None:
+    base, adapter = mae.get("base"), mae.get("adapter")
+    if base is None or adapter is None or base == 0:
+        return None
+    return 1 - adapter / base
 
 
 class _Steps:
@@ -97,20 +124,17 @@ def _package_path(relative: str) -> Path:
     return Path(str(resources.files("mondrian").joinpath(relative)))
 
 
-def _repo_or_package_config() -> Path:
-    shipped = _package_path(DEMO_TRAIN_CONFIG)
-    if shipped.is_file():
-        return shipped
-    return Path(__file__).parents[2] / DEMO_TRAIN_CONFIG
-
-
 def run_demo(
     workdir: Path,
     *,
     model: str | None = None,
+    config: Path | None = None,
+    quick: bool = False,
     say: Say = print,
     progress: bool = True,
 ) -> DemoSummary:
+    """Run the demo in `workdir`. `config`: a training TOML (default: the shipped one that
+    fits the model; none fitting is an error before any work starts)."""
     # Heavy imports here: `mondrian --help` must not pay for them.
     import httpx
     import uvicorn
@@ -127,24 +151,35 @@ def run_demo(
     from mondrian.strategies.indexing import index_paths
     from mondrian.strategies.profiles_io import import_profiles
     from mondrian.strategies.registry import analyze
-    from mondrian.training.config import load_config
-    from mondrian.training.dataset import build_dataset, load_split
+    from mondrian.training.config import load_config, pick_config
+    from mondrian.training.dataset import build_dataset
     from mondrian.training.train import train
 
     # --- setup ----------------------------------------------------------------------------
     workdir = Path(workdir).absolute()
+    tiny = model is None
+    # Chosen and validated first: a model no config fits fails before minutes of work.
+    config_path = Path(config).absolute() if config is not None else pick_config(model)
+    load_config(config_path)
     workdir.mkdir(parents=True, exist_ok=True)
     reports = workdir / "reports"
-    tiny = model is None
-    summary = DemoSummary(workdir=workdir, model=model or str(workdir / "tiny-model"), tiny=tiny)
+    summary = DemoSummary(
+        workdir=workdir,
+        model=model or str(workdir / "tiny-model"),
+        tiny=tiny,
+        config=config_path,
+        quick=quick,
+    )
     step = _Steps(8, say, summary)
     if tiny:
         say(
             "Mondrian demo, offline. The model is a TINY RANDOM-WEIGHT Qwen2.5-VL built here:\n"
             "its critiques are well-formed JSON but their words are noise. What you see is\n"
             "the machinery, and an adapter that really learns. For real critiques run:\n"
-            f"    mondrian demo --model {REAL_MODEL_HINT}"
+            f"    {_mondrian_command()} demo --model {REAL_MODEL_HINT}"
         )
+    say(f"Training config: {config_path}" + (" (quick: fewer epochs)" if quick else ""))
+    if tiny:
         with step("Building a tiny Qwen2.5-VL checkpoint (real architecture, random weights)"):
             make_tiny(workdir / "tiny-model", "qwen2_5_vl", seed=0, force=True)
     settings = Settings(
@@ -176,28 +211,33 @@ def run_demo(
                 f"then imported {imported.imported} curated profiles"
             )
 
-        with step("Building the training set (80/20 split by photo, one augmentation each)"):
+        augment = 0 if quick else 1
+        copies = "no augmentation" if quick else "one augmented copy each"
+        with step(f"Building the training set (80/20 split by photo, {copies})"):
             dataset_dir = workdir / "dataset"
             manifest = build_dataset(
                 db,
                 settings,
                 ADVISOR,
                 dataset_dir,
-                val_fraction=0.2,
-                augment=1,
+                val_fraction=VAL_FRACTION,
+                augment=augment,
                 max_text_chars=settings.max_text_chars,
                 max_list_items=settings.max_list_items,
                 force=True,
                 warn=say,
             )
             splits = manifest["splits"]
+            summary.photos = {name: splits[name]["images"] for name in ("validation", "train")}
             say(
                 f"    {splits['train']['examples']} training examples from "
-                f"{splits['train']['images']} photos, {splits['validation']['examples']} held out"
+                f"{splits['train']['images']} photos; {splits['validation']['images']} photos held out"
             )
 
         with step(f"Training a LoRA adapter for {advisor.name}"):
-            cfg = load_config(_repo_or_package_config(), model=settings.model)
+            cfg = load_config(
+                config_path, model=settings.model, epochs=QUICK_EPOCHS if quick else None
+            )
             result = train(
                 cfg,
                 advisor_id=ADVISOR,
@@ -211,28 +251,34 @@ def run_demo(
             summary.adapter = result.adapter.ref
             say(f"    {summary.adapter} active; {result.seconds_per_step:.2f} s per step")
 
-        with step("Evaluating the adapter against the base model"):
-            for split, target in (("train", summary.train_mae), ("val", summary.val_mae)):
+        with step("Evaluating the adapter against the base model, held-out photos first"):
+            for split, target in (
+                ("validation", summary.val_mae),
+                ("train", summary.train_mae),
+            ):
+                limit = QUICK_TRAIN_EVAL_PHOTOS if quick and split == "train" else None
+                split_file, summary.evaluated[split] = _eval_split(dataset_dir, split, limit)
                 evaluation = evaluate(
                     settings,
                     db,
                     backend,
                     ADVISOR,
                     dataset_dir=dataset_dir,
-                    split=split,
+                    split=split_file,
                     out_dir=reports / f"evaluation-{split}",
                 )
                 for variant in evaluation.variants:
                     target[variant.name] = variant.mean_mae
                 summary.reports.append(reports / f"evaluation-{split}" / "evaluation.html")
                 say(
-                    f"    {split:<5} mean score error: base {_fmt(target['base'])}, "
-                    f"adapter {_fmt(target['adapter'])}"
+                    f"    {_split_label(split, summary.photos, summary.evaluated)} mean score "
+                    f"error: base {_fmt(target['base'])}, adapter {_fmt(target['adapter'])}"
                 )
 
-        with step("Critiquing a held-out photo in the three modes"):
-            held_out = dataset_dir / load_split(dataset_dir, "val")[0]["images"][0]
+        with step("Critiquing a photo that is not in the portfolio, in the three modes"):
+            held_out = _package_path(CRITIQUE_PHOTO)
             photo = read_image_file(held_out)
+            say(f"    {held_out.name}: never indexed, never trained on")
             for mode in ("baseline", "rag", "lora"):
                 analysis = analyze(ctx, advisor, photo, mode)
                 summary.modes[mode] = analysis.mode_used
@@ -287,10 +333,16 @@ def run_demo(
             {
                 "model": summary.model,
                 "tiny": summary.tiny,
+                "config": str(summary.config),
+                "quick": summary.quick,
                 "adapter": summary.adapter,
-                "train_mae": summary.train_mae,
+                "photos": summary.photos,
+                "evaluated": summary.evaluated,
                 "val_mae": summary.val_mae,
-                "mae_reduction_train": summary.mae_reduction,
+                "train_mae": summary.train_mae,
+                "mae_reduction_val": summary.val_reduction,
+                "mae_reduction_train": summary.train_reduction,
+                "critiqued_photo": str(held_out),
                 "modes": summary.modes,
                 "http_status": summary.http_status,
                 "reports": [str(p) for p in summary.reports],
@@ -321,22 +373,84 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _eval_split(dataset_dir: Path, split: str, limit: int | None) -> tuple[str, int]:
+    """(split file stem to evaluate, photos in it): the whole split, or its first `limit`
+    photos written beside it as `<split>_quick.jsonl` (evaluate reads `<stem>.jsonl`)."""
+    rows = (dataset_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [row for row in rows if row.strip()]
+    images = [json.loads(row)["images"][0] for row in rows]
+    if limit is None or len(set(images)) <= limit:
+        return split, len(set(images))
+    keep = sorted(set(images))[:limit]
+    chosen = [row for row, image in zip(rows, images, strict=True) if image in keep]
+    stem = f"{split}_quick"
+    (dataset_dir / f"{stem}.jsonl").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return stem, len(keep)
+
+
+def _split_label(split: str, photos: dict[str, int], evaluated: dict[str, int]) -> str:
+    name = "held-out" if split == "validation" else "training"
+    total, done = photos.get(split, "?"), evaluated.get(split, photos.get(split, "?"))
+    count = f"{total} photos" if done == total else f"{done} of {total} photos"
+    return f"{name} ({split} split, {count})"
+
+
+def _change(reduction: float | None) -> str:
+    if reduction is None:
+        return "n/a"
+    word = "below" if reduction >= 0 else "above"
+    return f"{100 * abs(reduction):.0f}% {word} the base model's"
+
+
 def _print_finish(summary: DemoSummary, say: Say) -> None:
     total = sum(summary.seconds.values())
-    say(f"\nDone in {total:.0f} s. Reports:")
+    say(f"\nDone in {total:.0f} s.")
+    # The headline: held-out first, the training error beside it (never the other way).
+    say("Mean score error against the curated profiles (0-10 scale, lower is better):")
+    for split, mae, reduction in (
+        ("validation", summary.val_mae, summary.val_reduction),
+        ("train", summary.train_mae, summary.train_reduction),
+    ):
+        say(
+            f"    {_split_label(split, summary.photos, summary.evaluated)}: "
+            f"base {_fmt(mae.get('base'))}, adapter {_fmt(mae.get('adapter'))} "
+            f"({_change(reduction)})"
+        )
+    if summary.tiny:
+        say(
+            "    The model has random weights: on held-out photos the adapter can only have\n"
+            "    learned the portfolio's typical scores, not to see. A real model is needed\n"
+            "    for held-out errors that mean more."
+        )
+    if summary.quick:
+        say(
+            f"    --quick: {QUICK_EPOCHS} epochs, no augmentation, training error on "
+            f"{QUICK_TRAIN_EVAL_PHOTOS} photos; the full demo trains longer."
+        )
+    say("\nReports:")
     for path in summary.reports:
         say(f"    {path}")
-    reduction = summary.mae_reduction
-    if reduction is not None:
-        say(
-            f"\nOn its training photos the adapter's score error is {100 * reduction:.0f}% "
-            "below the base model's: it learned the curated scores."
-        )
+    mondrian = _mondrian_command()
     home = summary.workdir / "home"
     say(
         "\nNext:\n"
         f"    export MONDRIAN_HOME={home}\n"
-        f"    mondrian analyze PHOTO --advisor {ADVISOR} --mode lora --model {summary.model}\n"
-        f"    mondrian serve --model {summary.model}      # then open http://127.0.0.1:5100/docs\n"
-        f"    mondrian demo --model {REAL_MODEL_HINT}   # real critiques, needs the weights"
+        f"    {mondrian} analyze PHOTO --advisor {ADVISOR} --mode lora --model {summary.model}\n"
+        f"    {mondrian} serve --model {summary.model}      # then open http://127.0.0.1:5100/docs\n"
+        f"    {mondrian} demo --model {REAL_MODEL_HINT}   # real critiques, needs the weights"
     )
+
+
+def _mondrian_command() -> str:
+    """How to type `mondrian` from here: plain when it is on PATH, else the path of the
+    script beside this interpreter (`.venv/bin/mondrian` under `make demo`)."""
+    script = Path(sys.executable).parent / "mondrian"
+    on_path = shutil.which("mondrian")
+    if on_path is not None and (not script.exists() or Path(on_path).samefile(script)):
+        return "mondrian"
+    if not script.exists():
+        return "python -m mondrian"
+    try:
+        return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+    except ValueError:  # another drive on Windows
+        return str(script)

@@ -11,13 +11,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole pipeline offline on a tiny model",
         description="Build a tiny model, index a sample portfolio, train and evaluate an "
-        "adapter, critique a photo in three modes and serve one HTTP request.",
+        "adapter (held-out error first), critique a photo that is not in the portfolio in "
+        "three modes and serve one HTTP request.",
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path("demo-out"), help="folder for everything it writes"
     )
     parser.add_argument(
         "--model", help="a real model (hub id or path) instead of the tiny random one"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="training config TOML (default: the shipped one that fits the model)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every stage, with a few training epochs and no augmentation (a smoke test)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run)
@@ -26,5 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mondrian.demo import run_demo
 
-    run_demo(args.workdir, model=args.model, progress=not args.no_progress)
+    run_demo(
+        args.workdir,
+        model=args.model,
+        config=args.config,
+        quick=args.quick,
+        progress=not args.no_progress,
+    )
     return 0

@@ -69,8 +69,13 @@ _SPLIT_FILES = {"train": ("train.jsonl",), "validation": ("validation.jsonl", "v
 
 
 def _split_path(dataset_dir: Path, split: str) -> Path:
+    """The split's file; a name other than train/validation is a `<name>.jsonl` written
+    beside them (the demo's quick subset of the training split)."""
     name = "validation" if split in ("val", "valid") else split
     if name not in _SPLIT_FILES:
+        extra = dataset_dir / f"{name}.jsonl"
+        if extra.is_file() and extra.parent == dataset_dir:
+            return extra
         raise InvalidInput(f"unknown split {split!r} (train or validation)")
     candidates = [dataset_dir / file for file in _SPLIT_FILES[name]]
     return next((c for c in candidates if c.is_file()), candidates[0])

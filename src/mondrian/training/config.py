@@ -1,12 +1,16 @@
 """The training run's settings: one typed model, every field with a default and one line
-of help. A TOML file (configs/train/*.toml) sets any of them; CLI flags override the file.
+of help. A TOML file sets any of them; CLI flags override the file. The shipped files live
+inside the package (src/mondrian/configs/train/*.toml, so they are in the wheel);
+`pick_config` chooses the one that fits a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,3 +125,83 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in error["loc"]) or "config"
         parts.append(f"{loc}: {error['msg']}")
     return "invalid training config: " + "; ".join(parts)
+
+
+# --- shipped configs ---------------------------------------------------------------------
+
+SHIPPED_DIR = ("configs", "train")
+TINY_CONFIG = "tiny"
+# Which shipped config fits which real model: (config.json model_type, LM hidden size), and
+# for a hub id that is not a local folder, a pattern on its name. Deciding reads at most a
+# config.json: never weights, never the network.
+MODEL_FITS: dict[str, tuple[str, int, re.Pattern[str]]] = {
+    "qwen2_5_vl_3b": ("qwen2_5_vl", 2048, re.compile(r"qwen2[._]?5-vl-3b", re.IGNORECASE)),
+}
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The training configs shipped inside the package, by name (file stem)."""
+    root = resources.files("mondrian").joinpath(*SHIPPED_DIR)
+    found = {
+        entry.name.removesuffix(".toml"): Path(str(entry))
+        for entry in root.iterdir()
+        if entry.name.endswith(".toml")
+    }
+    return dict(sorted(found.items()))
+
+
+def pick_config(model: str | None) -> Path:
+    """The shipped config that fits `model` (None: the demo's tiny checkpoint).
+
+    A tiny checkpoint folder gets the tiny config; a real one is matched on its config.json
+    or, for a hub id, on its name. No fit is an error that lists what is shipped.
+    """
+    configs = shipped_configs()
+    name = TINY_CONFIG if model is None else _fitting_name(model)
+    if name is None or name not in configs:
+        shipped = ", ".join(f"{n} ({_fit_help(n)})" for n in configs)
+        raise InvalidInput(
+            f"no shipped training config fits the model {model!r}. Shipped: {shipped}. "
+            "Pass --config FILE with settings for this model (start from one of those files)."
+        )
+    return configs[name]
+
+
+def _fitting_name(model: str) -> str | None:
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return _fit_folder(folder)
+    for name, (_, _, pattern) in MODEL_FITS.items():
+        if pattern.search(model):
+            return name
+    return None
+
+
+def _fit_folder(folder: Path) -> str | None:
+    from mondrian.runtime.tiny import read_info  # light: no torch at import
+
+    if read_info(folder) is not None:
+        return TINY_CONFIG
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    model_type = config.get("model_type")
+    # transformers 5 writes the LM's size under text_config; hub files have it at the top.
+    hidden = (config.get("text_config") or {}).get("hidden_size") or config.get("hidden_size")
+    for name, (want_type, want_hidden, _) in MODEL_FITS.items():
+        if model_type == want_type and hidden == want_hidden:
+            return name
+    return None
+
+
+def _fit_help(name: str) -> str:
+    if name == TINY_CONFIG:
+        return "tiny checkpoints from `mondrian models make-tiny`"
+    if name in MODEL_FITS:
+        model_type, hidden, _ = MODEL_FITS[name]
+        return f"{model_type} with hidden size {hidden}"
+    return "no automatic match"
