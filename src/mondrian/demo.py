@@ -231,7 +231,8 @@ def run_demo(
             summary.photos = {name: splits[name]["images"] for name in ("validation", "train")}
             say(
                 f"    {splits['train']['examples']} training examples from "
-                f"{splits['train']['images']} photos; {splits['validation']['images']} photos held out"
+                f"{splits['train']['images']} photos; "
+                f"{splits['validation']['images']} photos held out"
             )
 
         with step(f"Training a LoRA adapter for {advisor.name}"):
