@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow lint format demo clean
+.PHONY: help venv test test-slow test-gpu lint format demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,9 @@ test: $(STAMP)  ## lint, then the default test suite (unit + tiny-model integrat
 
 test-slow: $(STAMP)  ## the opt-in slow tests as well
 	$(PY) -m pytest -m "slow or not slow"
+
+test-gpu: $(STAMP)  ## the GPU tests: the fast path's CUDA parts against the stock tokens (needs CUDA)
+	$(PY) -m pytest -m gpu tests/gpu -rs
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check src tests bench
