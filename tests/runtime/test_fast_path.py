@@ -6,16 +6,15 @@ functions the GPU captures, run eagerly. Constrained and unconstrained, base and
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image
+from runtime_helpers import assert_text_is_the_critique
 
 from mondrian.advisors import shipped_advisors
 from mondrian.prompts import critique_prompt
 from mondrian.runtime.protocol import GenerationRequest
-from mondrian.schema import Critique
+from mondrian.schema import DIMENSIONS
 
 pytestmark = pytest.mark.model
 
@@ -87,9 +86,9 @@ def _same(backend, fast, requests) -> list:
 def test_a_whole_constrained_critique_with_an_adapter_matches(paths):
     backend, fast = paths
     (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
-    assert result.critique is not None and result.stopped
-    assert Critique.model_validate(json.loads(result.text))
-    assert result.expected_scores
+    assert result.stopped
+    assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
+    assert set(result.expected_scores) == set(DIMENSIONS)
 
 
 def test_base_and_unconstrained_rows_match_the_stock_tokens(paths):
@@ -300,3 +299,39 @@ def test_a_lone_request_makes_room_for_those_on_their_way(paths):
         [lone], admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g), rows_hint=2
     )
     assert offers[0] == 1 and delivered[1].text == reference
+
+
+@pytest.mark.slow  # 509 s measured on two loaded cores: too slow for the default suite
+@pytest.mark.xfail(
+    strict=True,
+    reason="the stock path applies generation_config.json's repetition_penalty (1.05 on "
+    "the real vocabulary's checkpoint) and the fast path does not: the texts part after "
+    "about 70 tokens. Remove this mark once the stock path decodes penalty-free.",
+)
+def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, tmp_path):
+    # Qwen's real BPE (151,936 head rows, tied to the embedding; 151,665 tokenizer ids):
+    # anything sized by the tokenizer instead of the head, or a grammar mask cut short,
+    # shows up here as other tokens. A whole critique with an adapter (merged), one
+    # without, and an unconstrained row, in one batch.
+    from mondrian.runtime.fast_path import FastPath
+    from mondrian.runtime.transformers_backend import TransformersBackend
+
+    base_dir = tiny_checkpoint_factory(vocab="real")
+    backend = TransformersBackend(
+        str(base_dir),
+        device="cpu",
+        max_pixels=64 * 28 * 28,
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    _make_adapter(base_dir, tmp_path / "ansel@v1", 1)
+    backend.load_adapter("ansel@v1", tmp_path / "ansel@v1")
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    requests = [
+        _request(0, adapter="ansel@v1"),
+        _request(1, max_new_tokens=SHORT),
+        _request(2, constrained=False, max_new_tokens=SHORT // 2),
+    ]
+    results = _same(backend, fast, requests)
+    assert results[0].critique is not None and results[0].stopped
+    assert [r.new_tokens for r in results[1:]] == [SHORT, SHORT // 2]

@@ -22,21 +22,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from runtime_helpers import assert_plain_tokens_then_a_stop, assert_text_is_the_critique
 
 pytest.importorskip("mlx_vlm")
 
-from mondrian.advisors import shipped_advisors
+from mondrian.advisors import get_shipped, shipped_advisors
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.prompts import critique_prompt
 from mondrian.runtime.protocol import GenerationRequest
 from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH
-from mondrian.schema import DIMENSIONS, Critique
+from mondrian.schema import DIMENSIONS, Critique, grade_for, overall_score
 
 pytestmark = pytest.mark.model
 
 TEXT_CHARS = 16  # short strings keep a random model's answers short
 LIST_ITEMS = 1
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
+# Below both vocabularies' processor budgets for the tiny photos; it bounds the real
+# processor's (16k image tokens) on the large test photos.
+SMALL_PIXELS = 64 * 28 * 28
+UNCONSTRAINED = 4  # requests, each given the whole answer budget (one at a time on MLX)
 
 
 def _photos(count: int, seed: int = 0) -> list[Image.Image]:
@@ -61,6 +66,7 @@ def _mlx(model_dir: Path, cache_dir: Path):
     return MLXBackend(
         str(model_dir),
         cache_dir=cache_dir,
+        max_pixels=SMALL_PIXELS,
         max_text_chars=TEXT_CHARS,
         max_list_items=LIST_ITEMS,
     )
@@ -70,7 +76,11 @@ def _transformers(model_dir: Path):
     from mondrian.runtime.transformers_backend import TransformersBackend
 
     return TransformersBackend(
-        str(model_dir), device="cpu", max_text_chars=TEXT_CHARS, max_list_items=LIST_ITEMS
+        str(model_dir),
+        device="cpu",
+        max_pixels=SMALL_PIXELS,
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
     )
 
 
@@ -158,15 +168,28 @@ def test_the_registry_names_mlx():
 # --- generation ---------------------------------------------------------------------------
 
 
-def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend):
+def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend, monkeypatch):
+    from mondrian.runtime import mlx_backend
+
+    generated: list[list[int]] = []
+    read_answer = mlx_backend.read_answer
+
+    def recording(tokenizer, tokens, *args, **kwargs):
+        generated.append(list(tokens))
+        return read_answer(tokenizer, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(mlx_backend, "read_answer", recording)
     results = backend.generate(_requests(4))
-    for result in results:
-        assert result.critique is not None, result.error
-        assert Critique.model_validate(json.loads(result.text))
+    assert len(generated) == len(results) == 4
+    for result, ids in zip(results, generated, strict=True):
+        assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
         assert result.stopped and result.new_tokens <= backend.answer_budget
-        assert "<|" not in result.text
-    loose = backend.generate(_requests(1, constrained=False, max_new_tokens=60))
-    assert all(r.critique is None and r.error and r.new_tokens <= 60 for r in loose)
+        assert_plain_tokens_then_a_stop(backend.tokenizer, backend.stop_token_ids, ids)
+    # Unconstrained, with as many tokens as the longest valid answer takes.
+    budget = backend.answer_budget
+    loose = backend.generate(_requests(UNCONSTRAINED, constrained=False, max_new_tokens=budget))
+    assert len(loose) == UNCONSTRAINED
+    assert all(r.critique is None and r.error and r.new_tokens <= budget for r in loose)
 
 
 def test_expected_scores_follow_the_score_token_probabilities(backend):
@@ -200,14 +223,34 @@ def _same(mine, theirs) -> None:
         assert value == pytest.approx(theirs.expected_scores[key], abs=1e-3)
 
 
-@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize(
+    ("arch", "vocab"),
+    [
+        *((arch, "tiny") for arch in ARCHES),
+        pytest.param(
+            DEFAULT_ARCH,
+            "real",
+            marks=[
+                pytest.mark.slow,  # 155 s measured on two loaded cores
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="the transformers stock path applies generation_config.json's "
+                    "repetition_penalty (1.05 on the real vocabulary's checkpoint), MLX "
+                    "does not: the critiques part. Remove once the stock path is "
+                    "penalty-free.",
+                ),
+            ],
+        ),
+    ],
+    ids=lambda value: value,
+)
 def test_the_same_greedy_critique_and_embeddings_on_both_backends(
-    arch, tiny_checkpoint_factory, mlx_cache, request
+    arch, vocab, tiny_checkpoint_factory, mlx_cache, request
 ):
-    if arch == DEFAULT_ARCH:  # the module's backends: no second grammar compile
+    if (arch, vocab) == (DEFAULT_ARCH, "tiny"):  # the module's backends: no second compile
         mine, theirs = request.getfixturevalue("backend"), request.getfixturevalue("reference")
     else:
-        model_dir = tiny_checkpoint_factory(arch)
+        model_dir = tiny_checkpoint_factory(arch, vocab=vocab)
         mine, theirs = _mlx(model_dir, mlx_cache), _transformers(model_dir)
     assert mine.fingerprint == theirs.fingerprint
     chelsea = Image.open(PHOTOS / "chelsea.jpg").convert("RGB")  # resized by the processors
@@ -398,7 +441,10 @@ def test_cli_analyze_with_backend_mlx(tiny_checkpoint_factory, tmp_path, capsys,
     assert main([*args, "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == {"base": model, "adapter": None, "variant": "base", "backend": "mlx"}
-    assert Critique.model_validate(result["critique"]).overall_grade is not None
+    critique = Critique.model_validate(result["critique"])
+    assert critique.overall_grade == grade_for(critique.overall_score)
+    weights = get_shipped("ansel").weights  # the overall score is the advisor's weighting
+    assert critique.overall_score == overall_score(critique.dimensions.scores(), weights)
 
 
 # --- training on MLX ---------------------------------------------------------------------

@@ -169,7 +169,13 @@ def test_loads_offline_and_generates_from_an_image(tiny_checkpoint, monkeypatch)
     again = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert 1 <= first.shape[1] - prompt_len <= 6
     assert torch.equal(first, again)
-    assert isinstance(processor.decode(first[0, prompt_len:]), str)
+    assert torch.equal(first[:, :prompt_len], inputs["input_ids"])
+    generated = first[0, prompt_len:]
+    assert ((generated >= 0) & (generated < tiny.MODEL_VOCAB_SIZE)).all()
+    # The prompt's ids decode to the prompt, its one placeholder expanded to the image's
+    # tokens: the tokenizer round-trips and the processor counted the patches.
+    expanded = prompt.replace("<|image_pad|>", "<|image_pad|>" * n_image_tokens)
+    assert processor.decode(first[0, :prompt_len]) == expanded
 
 
 def test_one_placeholder_per_image(tiny_checkpoint):
@@ -249,12 +255,68 @@ def test_cli_make_tiny(tmp_path, capsys):
 
 def test_cli_reports_errors_through_main(tmp_path, capsys):
     from mondrian.cli import main as cli_main
-    from mondrian.cli import models_cmd
 
-    if models_cmd not in cli_main.COMMANDS:
-        pytest.skip("models_cmd is not registered in mondrian.cli.main.COMMANDS yet")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     assert cli_main.main(["models", "make-tiny", str(tmp_path / "busy")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mondrian: error:") and "\n" not in err
+
+
+def test_the_real_vocabulary_checkpoint_tokenizes_as_qwen(tiny_checkpoint_factory):
+    # The default architecture on Qwen's own BPE: the ids, merges, tied embeddings,
+    # processor budget and generation_config of Qwen2.5-VL-Instruct, at tiny dimensions.
+    import torch
+    from safetensors import safe_open
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        GenerationConfig,
+    )
+
+    path = tiny_checkpoint_factory(vocab="real")
+    info = read_info(path)
+    assert (info["arch"], info["vocab"]) == ("qwen2_5_vl", "real")
+    processor = AutoProcessor.from_pretrained(path)
+    tokenizer = processor.tokenizer
+    get = tokenizer.convert_tokens_to_ids
+    assert [get(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [
+        151643,
+        151644,
+        151645,
+    ]
+    assert [get(t) for t in ("<|vision_start|>", "<|image_pad|>", "<|video_pad|>")] == [
+        151652,
+        151655,
+        151656,
+    ]
+    assert len(tokenizer) == 151665 and min(tokenizer.added_tokens_decoder) == 151643
+    assert tokenizer("Hello world").input_ids == [9707, 1879]
+    # After a score digit `,"` is one token: what score calibration must read past.
+    pieces = [tokenizer.decode([i]) for i in tokenizer('{"score":1,"comment":"').input_ids]
+    assert pieces == ['{"', "score", '":', "1", ',"', "comment", '":"']
+
+    config = AutoConfig.from_pretrained(path)
+    assert config.text_config.vocab_size == tiny.REAL_MODEL_VOCAB_SIZE > len(tokenizer)
+    assert config.tie_word_embeddings is True
+    assert config.image_token_id == 151655
+    with safe_open(path / "model.safetensors", "pt") as weights:
+        assert "lm_head.weight" not in weights.keys()  # noqa: SIM118  (tied: no head)
+
+    generation = GenerationConfig.from_pretrained(path)
+    assert set(generation.eos_token_id) == {151645, 151643}
+    sampling = (generation.do_sample, generation.repetition_penalty, generation.temperature)
+    assert sampling == (True, 1.05, 0.1)
+    assert (generation.top_p, generation.top_k) == (0.001, 1)
+    legacy = json.loads((path / "preprocessor_config.json").read_text())
+    assert (legacy["min_pixels"], legacy["max_pixels"]) == (3136, 12845056)
+
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    prompt = processor.apply_chat_template(_messages(), add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[prompt], images=[_photo(56, 56)], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape == (1, inputs["input_ids"].shape[1], tiny.REAL_MODEL_VOCAB_SIZE)
+    assert torch.isfinite(logits).all()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -15,11 +19,34 @@ from mondrian.storage.jobs import Job
 
 
 def test_assignment_is_a_fixed_function_of_the_job_id():
-    job_id = uuid.UUID(int=42).hex
-    assert assignment_point(job_id) == assignment_point(job_id)
-    assert 0 <= assignment_point(job_id) < 1
-    policy = ModelPolicy("ab_test", 0.5)
-    assert {policy.variant_for(job_id) for _ in range(5)} == {policy.variant_for(job_id)}
+    job_ids = [uuid.UUID(int=i).hex for i in (42, 43, 7919)]
+    points = [assignment_point(job_id) for job_id in job_ids]
+    # The documented function: the job id's SHA-256, first 8 bytes, as a fraction of 2**64.
+    for job_id, point in zip(job_ids, points, strict=True):
+        digest = hashlib.sha256(job_id.encode()).digest()
+        assert point == int.from_bytes(digest[:8], "big") / 2**64
+        assert 0 <= point < 1
+    assert len(set(points)) == len(points), "other ids, other points"
+    # Fixed across processes too (a salted hash() would not be), so a job re-run after a
+    # restart stays in its arm.
+    code = (
+        "import sys; from mondrian.service.policy import assignment_point; "
+        "print(repr([assignment_point(j) for j in sys.argv[1:]]))"
+    )
+    for seed in ("1", "2"):
+        child = subprocess.run(
+            [sys.executable, "-c", code, *job_ids],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert child.stdout.strip() == repr(points)
+    # The variant follows the point: fine_tuned below the split, base at or above it.
+    for job_id, point in zip(job_ids, points, strict=True):
+        for split in (point, point + 1e-9):
+            expected = "fine_tuned" if point < split else "base"
+            assert ModelPolicy("ab_test", split).variant_for(job_id) == expected
 
 
 @pytest.mark.parametrize("split", [0.1, 0.5, 0.9])
