@@ -148,3 +148,26 @@ def test_lora_lands_on_the_language_model_only(tiny_checkpoint):
     assert not any("visual" in n or "lm_head" in n or "embed" in n for n in wrapped)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n in trainable)
+
+
+def test_the_answer_loss_equals_the_models_own(tiny_checkpoint, processor, tmp_path):
+    """train.answer_loss runs the head on answer positions only; on a padded batch of two it
+    gives the model's own shifted cross-entropy, and the same gradients."""
+    from transformers import AutoModelForImageTextToText
+
+    from mondrian.training.train import answer_loss
+
+    encoder = ExampleEncoder(processor, MAX_PIXELS, 4096)
+    rows = [
+        encoder.encode(_record(tmp_path, i, size=s)) for i, s in ((0, (56, 56)), (1, (112, 112)))
+    ]
+    batch = Collator(pad_token_id=processor.tokenizer.pad_token_id)(rows)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    reference = model(**batch).loss
+    reference.backward()
+    expected = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    mine = answer_loss(model, batch)
+    mine.backward()
+    assert float(mine) == pytest.approx(float(reference), rel=1e-5)
+    assert torch.allclose(model.lm_head.weight.grad, expected, rtol=1e-4, atol=1e-7)

@@ -45,6 +45,7 @@ from mondrian.storage.adapters import Adapter
 from mondrian.storage.db import utcnow
 from mondrian.training import registry
 from mondrian.training.collate import (
+    IGNORE_INDEX,
     Collator,
     ExampleEncoder,
     answer_tokens,
@@ -228,7 +229,7 @@ def _train(
             group_size = min(cfg.grad_accum, batches - group_start)
             sync = i + 1 == group_start + group_size
             with _maybe_no_sync(accelerator, model, sync):
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
                 accelerator.backward(loss / group_size)
             if sync:
                 accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -409,6 +410,23 @@ class _maybe_no_sync:
             self.ctx.__exit__(*exc)
 
 
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens, the head applied only where a label is.
+
+    The same value as `model(**batch).loss` (which shifts labels by one and ignores
+    IGNORE_INDEX), but the vocabulary head runs on the answer positions alone: on Qwen's
+    151,936-row head over a prompt with an image, the full logits would dominate a step's
+    time and memory. The call still goes through `model` (its DDP wrapper included)."""
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits  # (answer tokens, vocab)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:][keep[:, :-1]]
+    )
+
+
 @torch.no_grad()
 def evaluate(model: Any, loader: DataLoader, accelerator: Any) -> float:
     """Token-weighted mean loss over the validation split (all processes together)."""
@@ -419,7 +437,7 @@ def evaluate(model: Any, loader: DataLoader, accelerator: Any) -> float:
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(_dtype_of(model))
         tokens = answer_tokens(batch)
-        loss = model(**batch).loss
+        loss = answer_loss(model, batch)
         total += torch.tensor([float(loss) * tokens, tokens], dtype=torch.float64).to(total)
     total = accelerator.reduce(total, reduction="sum")
     model.train()
