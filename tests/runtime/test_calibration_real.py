@@ -20,7 +20,7 @@ pytestmark = pytest.mark.model
 TEXT_CHARS = 40
 LIST_ITEMS = 2
 PIXELS = 56 * 56
-STEPS = 40
+STEPS = 80
 
 
 def _photo() -> Image.Image:
@@ -157,9 +157,7 @@ def _old_rule_expected(backend, prompt, adapter: str, text: str) -> dict[str, fl
     "score",
     [
         1,
-        # Failed in its one run so far (12:00 UTC, cause not yet read): the fix is in, the
-        # 40-step adapter's answer for 10 is what remains to check.
-        pytest.param(10, marks=pytest.mark.xfail(reason="unverified: see docstring", strict=False)),
+        10,
     ],
 )
 def test_a_confidently_written_score_reports_itself(trained, score):
