@@ -301,13 +301,6 @@ def test_a_lone_request_makes_room_for_those_on_their_way(paths):
     assert offers[0] == 1 and delivered[1].text == reference
 
 
-@pytest.mark.slow  # 509 s measured on two loaded cores: too slow for the default suite
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stock path applies generation_config.json's repetition_penalty (1.05 on "
-    "the real vocabulary's checkpoint) and the fast path does not: the texts part after "
-    "about 70 tokens. Remove this mark once the stock path decodes penalty-free.",
-)
 def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, tmp_path):
     # Qwen's real BPE (151,936 head rows, tied to the embedding; 151,665 tokenizer ids):
     # anything sized by the tokenizer instead of the head, or a grammar mask cut short,

@@ -230,16 +230,6 @@ def _same(mine, theirs) -> None:
         pytest.param(
             DEFAULT_ARCH,
             "real",
-            marks=[
-                pytest.mark.slow,  # 155 s measured on two loaded cores
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="the transformers stock path applies generation_config.json's "
-                    "repetition_penalty (1.05 on the real vocabulary's checkpoint), MLX "
-                    "does not: the critiques part. Remove once the stock path is "
-                    "penalty-free.",
-                ),
-            ],
         ),
     ],
     ids=lambda value: value,
