@@ -140,7 +140,8 @@ def test_text_pattern_admits_printable_ascii_only():
 def test_longest_answer_is_valid_and_bounds_every_answer():
     text = longest_answer(max_text_chars=30, max_list_items=2)
     data = json.loads(text)
-    assert Critique.model_validate(data)
+    critique = Critique.model_validate(data)  # raises if the longest answer were invalid
+    assert critique.dimensions.scores() == {k: d["score"] for k, d in data["dimensions"].items()}
     assert len(data["strengths"]) == 2
     assert all(len(d["comment"]) == 30 for d in data["dimensions"].values())
     assert len(longest_answer()) > len(text)

@@ -119,7 +119,8 @@ def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     backend, fast = fp32
     (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
     assert result.critique is not None and result.stopped
-    assert Critique.model_validate(json.loads(result.text))
+    parsed = Critique.model_validate(json.loads(result.text))  # raises if not a critique
+    assert parsed.dimensions.scores() == result.critique.dimensions.scores()
     # The compiled prompt pass ran: a compiler failure falls back to eager and says so by
     # dropping the compiled halves (runtime/fast_path.py, _prefill_packed).
     assert fast._prefill_halves is not None, "the compiled prompt pass fell back to eager"
