@@ -32,7 +32,7 @@ TINY_CONFIG = Path(__file__).parents[2] / "configs" / "train" / "tiny.toml"
 
 
 def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
-    state, settings, tiny_checkpoint_factory, tmp_path, one_thread, vocab
+    state, settings, tiny_checkpoint_factory, tmp_path, one_thread
 ):
     from mondrian.runtime.protocol import GenerationRequest
     from mondrian.runtime.transformers_backend import TransformersBackend
@@ -40,7 +40,7 @@ def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
     from mondrian.strategies.registry import analyze
     from mondrian.training.train import train
 
-    base = tiny_checkpoint_factory(vocab=vocab)
+    base = tiny_checkpoint_factory()
     advisor_id = add_short_advisor(state)
     for i in range(4):
         add_profile(state, settings, i, advisor_id=advisor_id)
@@ -60,15 +60,11 @@ def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
     seconds = time.perf_counter() - started
     state_ = result.state
     print(
-        f"\ntiny LoRA ({vocab} vocabulary): {state_.step} steps, "
-        f"{result.seconds_per_step:.3f} s/step, "
+        f"\ntiny LoRA: {state_.step} steps, {result.seconds_per_step:.3f} s/step, "
         f"{seconds:.1f} s in train(); loss {state_.step_losses[0]:.3f} -> "
         f"{state_.train_loss[-1]:.3f}"
     )
-    # On Qwen's real vocabulary the same 120 steps take the loss from 12.6 (about
-    # ln 151,936) to 1.7, 86% down (measured; lr 1e-2 did worse): the bar is 80% there, and
-    # what the adapter learnt is checked below, score by score, as on the tiny vocabulary.
-    assert state_.train_loss[-1] <= (0.2 if vocab == "real" else 0.1) * state_.step_losses[0]
+    assert state_.train_loss[-1] <= 0.1 * state_.step_losses[0]
 
     adapter = result.adapter
     assert adapter is not None and adapter.ref == f"{advisor_id}@v1"
