@@ -379,7 +379,8 @@ def _eval_split(dataset_dir: Path, split: str, limit: int | None) -> tuple[str, 
     photos written beside it as `<split>_quick.jsonl` (evaluate reads `<stem>.jsonl`)."""
     rows = (dataset_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [row for row in rows if row.strip()]
-    images = [json.loads(row)["images"][0] for row in rows]
+    # Photos are counted by their source image's hash: an augmented copy is the same photo.
+    images = [json.loads(row)["mondrian"]["image_hash"] for row in rows]
     if limit is None or len(set(images)) <= limit:
         return split, len(set(images))
     keep = sorted(set(images))[:limit]
