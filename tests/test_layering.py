@@ -1,4 +1,4 @@
-"""The package's layers (DEVELOPERS.md): imports point down only, entry points are leaves,
+"""The package's layers (README.md, Layout): imports point down only, entry points are leaves,
 and the light entry points never import the heavy stacks."""
 
 from __future__ import annotations

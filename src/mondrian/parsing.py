@@ -1,6 +1,6 @@
 """Tolerant parsing of raw model text into a `Critique`.
 
-Constrained decoding makes a model's output valid JSON by construction (DESIGN.md §4); this
+Constrained decoding makes a model's output valid JSON by construction (docs/generation.md); this
 is the second line for backends without grammar support, where a model wraps its JSON in
 prose or a Markdown fence, or runs out of tokens mid-object. `parse_critique` tries, in
 order: the text as-is, the content of each code fence, each balanced JSON object in the

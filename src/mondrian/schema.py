@@ -4,7 +4,7 @@
 that constrained decoding follows: the same keys in the same order, minus the fields that
 Mondrian computes itself (`expected_score`, `overall_score`, `overall_grade`), with every
 string bounded in length and restricted to printable ASCII so that a weak or random model
-cannot fill the token budget with whitespace or control characters (DESIGN.md §9).
+cannot fill the token budget with whitespace or control characters (docs/generation.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from mondrian.strategies.registry import STRATEGIES, Fallback, analyze
 
 pytestmark = pytest.mark.model
 
-# LoRA on the language model's linear layers only (DESIGN.md §5): never the vision tower.
+# LoRA on the language model's linear layers only (docs/ecosystem.md): never the vision tower.
 LM_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 

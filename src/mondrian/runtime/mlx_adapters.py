@@ -1,11 +1,11 @@
 """PEFT LoRA adapters on an mlx-vlm model: read on the fly, resident side by side.
 
-The registry keeps one adapter format, PEFT's (DESIGN.md §5). A PEFT LoRA module holds
+The registry keeps one adapter format, PEFT's (docs/ecosystem.md). A PEFT LoRA module holds
 `lora_A.weight` (r x in) and `lora_B.weight` (out x r) and adds
 `lora_B(lora_A(x)) * alpha / r` to the base layer's output (`alpha / sqrt(r)` with
 rsLoRA). mlx-vlm's LoRA layers hold the transposes, `lora_a` (in x r) and `lora_b`
 (r x out), with the scale as a number: the conversion is transpose, rename, scale
-(STACK.md; a converted adapter reproduced PEFT's answers in mlx-vlm).
+(tests/runtime/test_mlx_backend.py: a converted adapter reproduced PEFT's answers in mlx-vlm).
 
 For serving, `MultiLoRALinear` wraps each targeted linear layer once and keeps every
 loaded adapter's weights beside it; one shared `AdapterBank.active` picks the adapter

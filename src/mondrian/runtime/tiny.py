@@ -17,7 +17,7 @@ Two vocabularies (`vocab=`):
   one token after a score, which the tiny BPE never learns. The embedding dominates its
   size (tied, as Qwen2.5-VL-3B's: 151,936 x 128 floats).
 
-Choices that matter downstream (STACK.md has the measurements behind them):
+Choices that matter downstream (measured on this project's tests):
 - `lm_head` is re-drawn with std 1/sqrt(hidden) and not tied to the embeddings: with the
   default std 0.02 a tiny random head caps logits near 3 and LoRA cannot fit anything.
 - The model's vocabulary (4096) is larger than the tokenizer's (4014 to 4026), as in the
@@ -647,8 +647,8 @@ def build_model(arch: str, config: Any, seed: int) -> Any:
     hidden = config.text_config.hidden_size
     with torch.no_grad():
         # std 1/sqrt(hidden) gives unit-variance logits; the default 0.02 caps them near 3,
-        # too flat for a LoRA on the tiny model to learn anything (STACK.md). Drawn from the
-        # same seeded stream, after the init, so it is as reproducible as the rest.
+        # too flat for a LoRA on the tiny model to learn anything (measured: it plateaus).
+        # Drawn from the same seeded stream, after the init, so it is as reproducible as the rest.
         head.weight.copy_(torch.randn(head.weight.shape) * hidden**-0.5)
     return model
 

@@ -4,7 +4,7 @@ and the image-token check.
 The prompt is tokenised exactly as the backend does at inference (chat template with the
 generation prompt, then the processor with the image), and the answer is the tokenizer's
 encoding of the target text followed by `<|im_end|>`. Labels cover the answer and the
-`<|im_end|>` (a model that never learned to close its turn never stops, DESIGN.md §9);
+`<|im_end|>` (a model that never learned to close its turn never stops);
 everything before is -100. Nothing is ever truncated: an example longer than
 `max_seq_len` is an error, since cutting inside the image span breaks the model
 ("image features and image tokens do not match") and cutting the answer teaches it not

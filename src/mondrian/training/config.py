@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mondrian.errors import InvalidInput
 
-# LoRA goes on the language model's decoder linears only (DESIGN.md §5). The vision tower
-# has gate/up/down projections too, so a plain list of names would reach it (STACK.md);
-# this regex is anchored on the LM's layer path. transformers 5 names it
-# `model.language_model.layers.N`; older checkpoints `model.layers.N`.
+# LoRA goes on the language model's decoder linears only (servable by vLLM: docs/ecosystem.md).
+# The vision tower has gate/up/down projections too, so a plain list of names would reach
+# it (tests/strategies/test_lora.py); this regex is anchored on the LM's layer path.
+# transformers 5 names it `model.language_model.layers.N`; older checkpoints `model.layers.N`.
 LM_TARGET_REGEX = (
     r"^(?:model\.language_model|model|language_model\.model)\.layers\.\d+\."
     r"(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)$"
