@@ -27,13 +27,19 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 venv: $(STAMP)  ## create .venv and install mondrian with its dev extras
 
+# The suite runs a pytest-xdist worker per core, a test file per worker at a time (its
+# module fixtures, such as a trained adapter, are built once); tests/conftest.py gives
+# each worker its share of torch's threads. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)  ## lint, then the default test suite (unit + tiny-model integration)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-slow: $(STAMP)  ## the opt-in slow tests as well
-	$(PY) -m pytest -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 test-gpu: $(STAMP)  ## the GPU tests: the fast path's CUDA parts against the stock tokens (needs CUDA)
 	$(PY) -m pytest -m gpu tests/gpu -rs

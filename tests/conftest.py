@@ -14,6 +14,11 @@ from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (`make test` runs a worker per core), each worker and the processes
+# it starts get their share of the cores: torch threads that outnumber the cores spin
+# against each other and run several times slower. Set before anything imports torch.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture(autouse=True)

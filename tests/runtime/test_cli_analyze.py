@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -23,6 +26,38 @@ def photo(tmp_path):
     return path
 
 
+class _MemoryWatch(threading.Thread):
+    """Samples a running process's /proc status every 10 ms: its peak anonymous memory
+    (RssAnon) and the status fields at that moment."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.path = Path(f"/proc/{pid}/status")
+        self.peak_anon_kib = 0
+        self.at_peak: dict[str, str] = {}
+
+    def run(self) -> None:
+        while True:
+            try:
+                fields = dict(line.split(":", 1) for line in self.path.read_text().splitlines())
+            except (OSError, ValueError):
+                return  # gone (or a zombie being reaped)
+            if "RssAnon" not in fields:
+                return  # a zombie: no memory left to read
+            anon = int(fields["RssAnon"].split()[0])
+            if anon > self.peak_anon_kib:
+                self.peak_anon_kib = anon
+                keys = ("VmRSS", "RssAnon", "RssFile", "Threads")
+                self.at_peak = {k: fields[k].strip() for k in keys if k in fields}
+            time.sleep(0.01)
+
+
+def _watch_memory(pid: int) -> _MemoryWatch:
+    watch = _MemoryWatch(pid)
+    watch.start()
+    return watch
+
+
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MONDRIAN_MAX_TEXT_CHARS": "24", **(env_extra or {})}
     return subprocess.run(
@@ -35,8 +70,6 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
 ):
     model = tiny_checkpoint_factory()
     out = tmp_path / "reports"
-    # The child's own peak, from wait4 on its pid: RUSAGE_CHILDREN would also hold any
-    # earlier child of this test process (a forked worker of a bigger process, say).
     args = ["analyze", str(photo), "--advisor", "ansel", "--model", str(model)]
     args += ["--json", "--out", str(out), "--no-progress"]
     env = {**os.environ, "MONDRIAN_MAX_TEXT_CHARS": "24"}
@@ -44,13 +77,16 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
         child = subprocess.Popen(
             [sys.executable, "-m", "mondrian", *args], stdout=stdout, stderr=stderr, env=env
         )
+        memory = _watch_memory(child.pid)
+        # The child's own peak from wait4 on its pid: RUSAGE_CHILDREN would also hold any
+        # earlier child of this test process.
         _, status, usage = os.wait4(child.pid, 0)
+        memory.join()
         stdout.seek(0)
         stderr.seek(0)
         proc = subprocess.CompletedProcess(
             child.args, os.waitstatus_to_exitcode(status), stdout.read(), stderr.read()
         )
-    peak_kib = usage.ru_maxrss
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["advisor_id"] == "ansel"
@@ -67,7 +103,15 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
     assert all(d.expected_score is not None for _, d in critique.dimensions.items())
     for name in ("analysis_summary.html", "analysis_detailed.html", "advisor_bio.html"):
         assert (out / name).stat().st_size > 1000
-    assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+    # What the process allocated itself (model, activations, grammar, images): its peak
+    # anonymous memory. The total peak adds the pages of shared libraries it mapped
+    # (torch's CUDA build maps over a GiB of them), which depend on the torch build and
+    # the machine more than on Mondrian: reported, not bounded.
+    report = f"peak anonymous {memory.peak_anon_kib / 1024:.0f} MiB, at that moment " + (
+        f"{memory.at_peak}; peak RSS (wait4) {usage.ru_maxrss / 1024:.0f} MiB"
+    )
+    print(f"\n{report}")
+    assert 0 < memory.peak_anon_kib < 1024 * 1024, report
 
 
 def test_analyze_human_output(photo, tmp_path, tiny_checkpoint_factory, capsys, monkeypatch):
