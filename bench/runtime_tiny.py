@@ -29,11 +29,11 @@ def main() -> None:
     from PIL import Image
 
     from mondrian.advisors import get_shipped
+    from mondrian.backends.decoding.grammar import DecodingControl
+    from mondrian.backends.protocol import GenerationRequest
+    from mondrian.backends.transformers.backend import TransformersBackend
     from mondrian.prompts import critique_prompt
-    from mondrian.runtime.grammar import DecodingControl
-    from mondrian.runtime.protocol import GenerationRequest
-    from mondrian.runtime.tiny import make_tiny
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.tiny.checkpoint import make_tiny
 
     inside: list[float] = []
     original_call = DecodingControl.__call__

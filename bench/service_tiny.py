@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import uvicorn
 
+    from mondrian.backends.registry import create_backend
     from mondrian.config import Settings
-    from mondrian.runtime.registry import create_backend
-    from mondrian.runtime.tiny import make_tiny
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions
+    from mondrian.tiny.checkpoint import make_tiny
 
     workdir = Path(tempfile.mkdtemp(prefix="mondrian-bench-"))
     model = args.model or make_tiny(workdir / "tiny")

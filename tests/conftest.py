@@ -4,12 +4,16 @@ architectures are built once per session and shared (treat them as read-only).""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
+from mondrian.config import load_settings
+from mondrian.storage.bootstrap import open_state
+from mondrian.storage.db import Database
+from mondrian.tiny.checkpoint import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -42,7 +46,7 @@ def tiny_checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
     def factory(arch: str = DEFAULT_ARCH, seed: int = 0, vocab: str = DEFAULT_VOCAB) -> Path:
         key = (arch, seed, vocab)
         if key not in built:
-            from mondrian.runtime.tiny import make_tiny
+            from mondrian.tiny.checkpoint import make_tiny
 
             parent = tmp_path_factory.mktemp(f"tiny-{arch}-{seed}-{vocab}")
             built[key] = make_tiny(parent / "checkpoint", arch, seed, vocab=vocab)
@@ -98,3 +102,72 @@ def _make_random_adapter(base_dir: Path, out_dir: Path, seed: int, fingerprint: 
 def random_adapter_factory():
     """`factory(base_dir, out_dir, seed, fingerprint) -> out_dir`: a random LoRA adapter."""
     return _make_random_adapter
+
+
+# --- the model and the state most use-case tests run with -------------------------------
+
+PHOTOS = Path(__file__).resolve().parent / "assets" / "photos"
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    return PHOTOS
+
+
+@pytest.fixture
+def photo_copies(tmp_path) -> Callable:
+    """`copies(*names) -> folder` holding copies of the named asset photos."""
+
+    def copies(*names: str) -> Path:
+        folder = tmp_path / "photos"
+        folder.mkdir(exist_ok=True)
+        for name in names:
+            shutil.copy(PHOTOS / f"{name}.jpg", folder / f"{name}.jpg")
+        return folder
+
+    return copies
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint_factory) -> Path:
+    """The default tiny checkpoint (qwen2_5_vl, seed 0, tiny vocabulary)."""
+    return tiny_checkpoint_factory()
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_model):
+    """A transformers backend on `tiny_model`, shared by the session: load no adapter
+    into it that another test would not expect."""
+    from mondrian.backends.transformers.backend import TransformersBackend
+
+    # Short strings and lists keep a constrained answer near 300 tokens.
+    return TransformersBackend(str(tiny_model), max_text_chars=24, max_list_items=2)
+
+
+@pytest.fixture
+def settings(mondrian_home):
+    return load_settings()
+
+
+@pytest.fixture
+def db(settings) -> Iterator[Database]:
+    database = open_state(settings)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@pytest.fixture
+def ctx(backend, db, settings):
+    from mondrian.context import Context
+
+    return Context(backend=backend, db=db, settings=settings)
+
+
+@pytest.fixture
+def ansel(db):
+    from mondrian.storage import advisors
+
+    with db.read() as conn:
+        return advisors.require_advisor(conn, "ansel")

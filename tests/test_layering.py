@@ -16,7 +16,6 @@ SRC = Path(mondrian.__file__).parent
 # or its own part; nothing may import an entry point.
 LAYERS: dict[str, int] = {
     "__init__": 0,
-    "__main__": 9,
     "schema": 0,
     "config": 0,
     "errors": 0,
@@ -25,14 +24,18 @@ LAYERS: dict[str, int] = {
     "prompts": 2,
     "parsing": 2,
     "images": 2,
-    "runtime": 3,
-    "strategies": 4,
+    "backends": 3,
+    "tiny": 3,
+    "context": 4,
     "reports": 4,
-    "training": 5,
-    "evaluation": 5,
-    "service": 6,
-    "demo": 7,
-    "cli": 8,
+    "portfolio": 5,
+    "strategies": 6,
+    "training": 7,
+    "evaluation": 7,
+    "service": 8,
+    "demo": 9,
+    "cli": 10,
+    "__main__": 11,
 }
 ENTRY_POINTS = {"cli", "__main__"}
 HEAVY = ("torch", "transformers", "peft", "xgrammar", "fastapi", "mlx", "mlx_vlm", "vllm")
@@ -103,10 +106,10 @@ def test_import_scan_sees_absolute_and_relative_imports(tmp_path):
     (root / "schema.py").write_text("")
     module = root / "reports" / "render.py"
     module.write_text(
-        "import mondrian.runtime.x\nfrom ..cli import main\n"
+        "import mondrian.backends.x\nfrom ..cli import main\n"
         "from mondrian import schema, __version__\n"
     )
-    assert _imported_parts(module, root) == {"runtime", "cli", "schema", "__init__"}
+    assert _imported_parts(module, root) == {"backends", "cli", "schema", "__init__"}
 
 
 def test_light_entry_points_import_no_heavy_stack():

@@ -75,7 +75,7 @@ def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:
     """Why `fast` will not take effect here, or None when it will (or is off).
 
     The transformers backend builds the fast path only on a CUDA device
-    (src/mondrian/runtime/transformers_backend.py) and otherwise runs the stock
+    (src/mondrian/backends/transformers/backend.py) and otherwise runs the stock
     generate() without saying so above info level; a user who set MONDRIAN_FAST=1 should
     know their requests run the slow path.
     """

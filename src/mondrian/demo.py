@@ -139,18 +139,18 @@ def run_demo(
     import httpx
     import uvicorn
 
+    from mondrian.backends.registry import create_backend
+    from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
     from mondrian.images import read_image_file
+    from mondrian.portfolio.indexing import index_paths
+    from mondrian.portfolio.profiles_io import import_profiles
     from mondrian.reports.render import write_reports
-    from mondrian.runtime.registry import create_backend
-    from mondrian.runtime.tiny import make_tiny
     from mondrian.service.app import create_app
     from mondrian.storage import advisors as advisor_store
     from mondrian.storage.bootstrap import open_state
-    from mondrian.strategies.base import Context
-    from mondrian.strategies.indexing import index_paths
-    from mondrian.strategies.profiles_io import import_profiles
     from mondrian.strategies.registry import analyze
+    from mondrian.tiny.checkpoint import make_tiny
     from mondrian.training.config import load_config, pick_config
     from mondrian.training.dataset import build_dataset
     from mondrian.training.train import train

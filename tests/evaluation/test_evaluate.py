@@ -89,7 +89,7 @@ def _write_dataset(root: Path, advisor) -> Path:
 def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkeypatch):
     from transformers import AutoModelForImageTextToText
 
-    from mondrian.runtime.fingerprint import model_fingerprint
+    from mondrian.backends.decoding.fingerprint import model_fingerprint
 
     model = tiny_checkpoint_factory()
     monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "24")

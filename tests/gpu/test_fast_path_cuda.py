@@ -1,6 +1,6 @@
-"""The fast path's CUDA parts give the stock path's greedy tokens (runtime/fast_path.py).
+"""The fast path's CUDA parts give the stock path's greedy tokens (backends/transformers/engine/).
 
-tests/runtime/test_fast_path.py checks the same functions eagerly on the CPU; here they run
+tests/backends/test_fast_path.py checks the same functions eagerly on the CPU; here they run
 as they do in service: decode steps replayed from CUDA graphs, the decode halves and the
 prompt pass compiled, the packed prefill and the vision tower through flash varlen
 attention, a batch mixing adapters through the stacked bank, and continuous batching.
@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from mondrian.advisors import shipped_advisors
+from mondrian.backends.protocol import GenerationRequest
 from mondrian.prompts import critique_prompt
-from mondrian.runtime.protocol import GenerationRequest
 from mondrian.schema import Critique
 
 pytestmark = pytest.mark.gpu
@@ -67,7 +67,7 @@ def _make_adapter(base_dir, out_dir, seed: int) -> None:
 
 
 def _backend(checkpoint, dtype: str, adapters_root=None):
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.backends.transformers.backend import TransformersBackend
 
     backend = TransformersBackend(
         str(checkpoint),
@@ -95,7 +95,7 @@ def adapters_root(tiny_checkpoint_factory, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp32(tiny_checkpoint_factory, adapters_root):
     """Float32 on CUDA: graphs and compilation on (vision varlen has no float32 kernel)."""
-    from mondrian.runtime.fast_path import FastPath
+    from mondrian.backends.transformers.engine.fast_path import FastPath
 
     backend = _backend(tiny_checkpoint_factory(), "float32", adapters_root)
     fast = FastPath(backend, cuda_graphs=True, compile=True, vision_varlen=False)
@@ -122,7 +122,7 @@ def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     parsed = Critique.model_validate(json.loads(result.text))  # raises if not a critique
     assert parsed.dimensions.scores() == result.critique.dimensions.scores()
     # The compiled prompt pass ran: a compiler failure falls back to eager and says so by
-    # dropping the compiled halves (runtime/fast_path.py, _prefill_packed).
+    # dropping the compiled halves (backends/transformers/engine/fast_path.py, _prefill_packed).
     assert fast._prefill_halves is not None, "the compiled prompt pass fell back to eager"
     # Decode steps were replayed from captured graphs.
     assert any(st.forward_graphs for st in fast._states.values())
@@ -200,7 +200,7 @@ def test_continuous_batching_under_graphs(fp32):
 def test_the_real_vocabulary_under_graphs(tiny_checkpoint_factory):
     # Qwen's own 151,643-token BPE: the grammar's bitmask over the real vocabulary and the
     # real processor's image tokens, in the captured decode.
-    from mondrian.runtime.fast_path import FastPath
+    from mondrian.backends.transformers.engine.fast_path import FastPath
 
     backend = _backend(tiny_checkpoint_factory(vocab="real"), "float32")
     fast = FastPath(backend, cuda_graphs=True, compile=True, vision_varlen=False)
@@ -226,7 +226,7 @@ def _close(got, reference) -> tuple[bool, float]:
 def bf16(tiny_checkpoint_factory, adapters_root):
     import torch
 
-    from mondrian.runtime.fast_vision import varlen_available
+    from mondrian.backends.transformers.engine.vision import varlen_available
 
     if not varlen_available(torch.device("cuda"), torch.bfloat16):
         pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen.varlen_attn")
@@ -238,8 +238,8 @@ def test_varlen_vision_attention_equals_the_stock_tower(bf16):
     # compiled block halves around it: the stock tower's features, within tolerance.
     import torch
 
-    from mondrian.runtime.fast_path import FastPath
-    from mondrian.runtime.fast_vision import (
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+    from mondrian.backends.transformers.engine.vision import (
         compile_vision_blocks,
         patch_vision_attention,
         unpatch_vision_attention,
@@ -273,8 +273,8 @@ def test_varlen_packed_prefill_and_tokens_in_bfloat16(bf16):
 
     import torch
 
-    from mondrian.runtime.fast_path import FastPath
-    from mondrian.runtime.fast_vision import unpatch_vision_attention
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+    from mondrian.backends.transformers.engine.vision import unpatch_vision_attention
 
     backend = bf16
     requests = [_request(9, adapter="ansel@v1"), _request(10), _request(11, adapter="fan_ho@v1")]

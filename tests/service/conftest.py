@@ -3,15 +3,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from service_helpers import tiny_backend_for, tiny_settings
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_checkpoint_factory) -> Path:
-    return tiny_checkpoint_factory()
 
 
 @pytest.fixture(scope="session")

@@ -247,7 +247,7 @@ def test_a_batch_waits_for_uploads_on_their_way_and_jobs_not_yet_started():
 
 
 def app_batcher(client):
-    from mondrian.runtime.batching import BatchingBackend
+    from mondrian.service.batching import BatchingBackend
 
     backend = client.app.state.mondrian.backend
     assert isinstance(backend, BatchingBackend)

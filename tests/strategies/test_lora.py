@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
+from mondrian.context import Context
 from mondrian.images import read_image_file
+from mondrian.portfolio.indexing import index_paths
 from mondrian.storage import adapters, advisors
-from mondrian.strategies.base import Context
-from mondrian.strategies.indexing import index_paths
 from mondrian.strategies.lora import BASE_POLICY_REASON
 from mondrian.strategies.registry import STRATEGIES, Fallback, analyze
 

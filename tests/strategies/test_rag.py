@@ -8,12 +8,12 @@ import struct
 
 import pytest
 
+from mondrian.backends.protocol import GenerationRequest
 from mondrian.images import read_image_file
+from mondrian.portfolio.indexing import index_paths
 from mondrian.prompts import profile_prompt
-from mondrian.runtime.protocol import GenerationRequest
 from mondrian.schema import DIMENSIONS, example_critique
 from mondrian.storage import advisors, images, profiles
-from mondrian.strategies.indexing import index_paths
 from mondrian.strategies.rag import Rag
 from mondrian.strategies.registry import analyze
 
@@ -123,7 +123,7 @@ class _NamedModel:
 
 
 def test_context_text_names_exemplars_and_portfolio_statistics(db, settings, photos_dir):
-    from mondrian.strategies.base import Context
+    from mondrian.context import Context
     from mondrian.strategies.rag import context_text, retrieve
 
     def store(conn):

@@ -4,25 +4,18 @@ with curated profiles (training_helpers.py builds it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from training_helpers import add_profile
 
-from mondrian.config import Settings, load_settings
+from mondrian.config import Settings
 from mondrian.storage import Database
-from mondrian.storage.bootstrap import open_state
 
 
 @pytest.fixture
-def settings(mondrian_home: Path) -> Settings:
-    return load_settings()
-
-
-@pytest.fixture
-def state(settings: Settings) -> Iterator[Database]:
-    with open_state(settings) as db:
-        yield db
+def state(db: Database) -> Database:
+    """The training tests' name for the state (tests/conftest.py's `db`)."""
+    return db
 
 
 @pytest.fixture

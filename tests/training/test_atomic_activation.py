@@ -56,7 +56,7 @@ CHILD = textwrap.dedent(
 def test_killed_activation_leaves_one_complete_active_version(
     state, settings, tiny_checkpoint_factory, tmp_path
 ):
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.backends.transformers.backend import TransformersBackend
 
     base = tiny_checkpoint_factory()
     template = make_peft_adapter(base, tmp_path / "template")

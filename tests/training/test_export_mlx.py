@@ -84,7 +84,7 @@ def test_export_writes_a_base_mlx_vlm_reads(adapter, tiny_checkpoint_factory, tm
     import os
     import stat
 
-    from mondrian.runtime.mlx_checkpoint import convert_config
+    from mondrian.backends.mlx.checkpoint import convert_config
 
     source = tiny_checkpoint_factory()
     before = {p.name: (p.stat().st_mode, p.read_bytes()) for p in source.iterdir()}
@@ -178,7 +178,7 @@ def test_mlx_vlm_loads_the_export_and_computes_what_peft_computes(
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from mondrian.runtime.mlx_checkpoint import load_model, prepare_checkpoint
+    from mondrian.backends.mlx.checkpoint import load_model, prepare_checkpoint
 
     base = tiny_checkpoint_factory()
     out = export_mlx(adapter, tmp_path / "mlx")

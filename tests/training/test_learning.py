@@ -34,9 +34,9 @@ TINY_CONFIG = Path(__file__).parents[2] / "configs" / "train" / "tiny.toml"
 def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
     state, settings, tiny_checkpoint_factory, tmp_path, one_thread
 ):
-    from mondrian.runtime.protocol import GenerationRequest
-    from mondrian.runtime.transformers_backend import TransformersBackend
-    from mondrian.strategies.base import Context
+    from mondrian.backends.protocol import GenerationRequest
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.context import Context
     from mondrian.strategies.registry import analyze
     from mondrian.training.train import train
 

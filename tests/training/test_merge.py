@@ -25,7 +25,7 @@ def _request(adapter=None, max_new_tokens=None):
 
     from PIL import Image
 
-    from mondrian.runtime.protocol import GenerationRequest
+    from mondrian.backends.protocol import GenerationRequest
 
     image = Image.open(io.BytesIO(photo_bytes(1))).convert("RGB")
     prompt = critique_prompt(get_shipped("ansel"), image)
@@ -33,7 +33,7 @@ def _request(adapter=None, max_new_tokens=None):
 
 
 def test_merged_model_answers_like_base_plus_adapter(tiny_checkpoint_factory, tmp_path, one_thread):
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.backends.transformers.backend import TransformersBackend
 
     base = tiny_checkpoint_factory()
     adapter = make_peft_adapter(base, tmp_path / "adapter", seed=3)

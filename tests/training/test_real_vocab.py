@@ -8,7 +8,7 @@ score 1, the other with every score 10. Then:
 - calibration is right where Qwen's pre-tokenizer makes the token after a score `,"`
   (one token): the photo it writes 1 for reports expected scores of about 1.0, the other
   about 10.0 — the 10-vs-1 split counts every token the grammar allows after the "1"
-  (runtime/calibration.py), in the stock backend and the fast path alike.
+  (backends/decoding/calibration.py), in the stock backend and the fast path alike.
 
 One training run serves every test here: on the 151,936-row head a step costs several
 times the tiny vocabulary's, so the module trains once."""
@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from training_helpers import LIST_ITEMS, TEXT_CHARS, add_profile, add_short_advisor
 
+from mondrian.backends.protocol import GenerationRequest
 from mondrian.config import load_settings
 from mondrian.images import read_image_file
 from mondrian.prompts import critique_prompt
-from mondrian.runtime.protocol import GenerationRequest
 from mondrian.schema import DIMENSIONS, Critique
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.bootstrap import open_state
@@ -81,7 +81,7 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint_factory, tmp_path_factory) -> Iterator[Trained]:
-    from mondrian.runtime.transformers_backend import TransformersBackend
+    from mondrian.backends.transformers.backend import TransformersBackend
     from mondrian.training.train import train
 
     root = tmp_path_factory.mktemp("real-vocab-lora")
@@ -148,7 +148,7 @@ def test_each_photo_gets_its_targets_scores_and_calibrated_expected_scores(train
 
 
 def test_the_fast_path_reports_the_same_expected_scores(trained):
-    from mondrian.runtime.fast_path import FastPath
+    from mondrian.backends.transformers.engine.fast_path import FastPath
 
     backend = trained.backend
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
@@ -159,7 +159,7 @@ def test_the_fast_path_reports_the_same_expected_scores(trained):
 
 
 def test_lora_mode_serves_the_active_adapter(trained):
-    from mondrian.strategies.base import Context
+    from mondrian.context import Context
     from mondrian.strategies.registry import analyze
 
     assert trained.result.activated  # the advisor's first version
@@ -176,8 +176,8 @@ def _old_rule_expected(backend, request, text: str) -> dict[str, float]:
     for the record, not asserted."""
     import torch
 
+    from mondrian.backends.decoding.calibration import score_char_offsets, token_at_offsets
     from mondrian.images import fit_pixels
-    from mondrian.runtime.calibration import score_char_offsets, token_at_offsets
 
     tok = backend.tokenizer
     prompt = request.prompt

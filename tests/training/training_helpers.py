@@ -102,7 +102,7 @@ def make_peft_adapter(base_dir, out_dir, seed: int = 0, rank: int = 4, meta: boo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from mondrian.runtime.fingerprint import model_fingerprint
+    from mondrian.backends.decoding.fingerprint import model_fingerprint
     from mondrian.training.config import LM_TARGET_REGEX
 
     torch.manual_seed(seed)

@@ -35,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mondrian.backends.registry import create_backend
     from mondrian.config import load_settings
+    from mondrian.context import Context
     from mondrian.images import read_image_file
     from mondrian.reports.render import write_reports
-    from mondrian.runtime.registry import create_backend
     from mondrian.storage import advisors, images, jobs
-    from mondrian.strategies.base import Context
     from mondrian.strategies.registry import analyze
 
     settings = settings_from(args)

@@ -73,8 +73,8 @@ def gate_failures(adapter_metrics, min_valid: float | None, max_mae: float | Non
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mondrian.backends.registry import create_backend
     from mondrian.evaluation.run import evaluate
-    from mondrian.runtime.registry import create_backend
 
     settings = settings_from(args)
     with open_db(settings) as db:

@@ -38,11 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mondrian.backends.registry import create_backend
+    from mondrian.context import Context
     from mondrian.errors import InvalidInput
-    from mondrian.runtime.registry import create_backend
-    from mondrian.storage import advisors
-    from mondrian.strategies.base import Context
-    from mondrian.strategies.indexing import (
+    from mondrian.portfolio.indexing import (
         DEFAULT_BATCH_SIZE,
         IndexEvent,
         IndexReport,
@@ -50,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         index_paths,
         pending_files,
     )
+    from mondrian.storage import advisors
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     if batch_size < 1:

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mondrian.runtime.tiny import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
+from mondrian.tiny.checkpoint import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def make_tiny_command(args: argparse.Namespace) -> int:
-    from mondrian.runtime.tiny import make_tiny, read_info
+    from mondrian.tiny.checkpoint import make_tiny, read_info
 
     start = time.perf_counter()
     path = make_tiny(args.dir, args.arch, args.seed, force=args.force, vocab=args.vocab)

@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    from mondrian.portfolio.profiles_io import export_profiles
     from mondrian.storage import advisors
-    from mondrian.strategies.profiles_io import export_profiles
 
     with read_db(settings_from(args)) as db:
         with db.read() as conn:
@@ -54,7 +54,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _export_atomic(db, advisor_id: str, target: Path) -> int:
     """Write beside the target and rename, so a failed export leaves no half file."""
-    from mondrian.strategies.profiles_io import export_profiles
+    from mondrian.portfolio.profiles_io import export_profiles
 
     target = target.expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +72,8 @@ def _export_atomic(db, advisor_id: str, target: Path) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     from mondrian.errors import InvalidInput
+    from mondrian.portfolio.profiles_io import import_profiles
     from mondrian.storage import advisors
-    from mondrian.strategies.profiles_io import import_profiles
 
     if str(args.file) == "-":
         lines = sys.stdin.read().splitlines()

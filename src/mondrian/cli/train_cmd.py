@@ -69,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from mondrian.backends.registry import resolve_backend_name
     from mondrian.errors import Unavailable
-    from mondrian.runtime.registry import resolve_backend_name
     from mondrian.training.config import load_config
     from mondrian.training.registry import describe
 

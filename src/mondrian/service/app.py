@@ -16,10 +16,11 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 import mondrian
+from mondrian.backends.protocol import Backend
 from mondrian.config import Settings
-from mondrian.runtime.batching import BatchingBackend
-from mondrian.runtime.protocol import Backend
+from mondrian.context import Context
 from mondrian.service import ab, advisors, analyze, errors, health, jobs, metrics
+from mondrian.service.batching import BatchingBackend
 from mondrian.service.deps import ServiceState
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
@@ -27,7 +28,6 @@ from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.service.worker import Worker
 from mondrian.storage.bootstrap import open_state
-from mondrian.strategies.base import Context
 
 # Room for the multipart framing and the other form fields around the image.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -56,7 +56,7 @@ def create_app(
             if backend is not None:
                 model = backend
             else:
-                from mondrian.runtime.registry import create_backend
+                from mondrian.backends.registry import create_backend
 
                 model = await run_in_threadpool(create_backend, settings)
             batcher = None

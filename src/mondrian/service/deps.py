@@ -23,7 +23,7 @@ from mondrian.storage.db import Database
 from mondrian.storage.jobs import Job
 
 if TYPE_CHECKING:
-    from mondrian.runtime.protocol import Backend
+    from mondrian.backends.protocol import Backend
     from mondrian.service.metrics import ServiceMetrics
     from mondrian.service.options import ServiceOptions
     from mondrian.service.policy import ModelPolicy

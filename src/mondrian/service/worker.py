@@ -8,7 +8,7 @@ the queue (or fails them once they have had `max_attempts` runs), then works thr
 everything queued.
 
 `ServiceOptions.concurrency` threads run jobs side by side (one by default). With more than
-one, the app hands them a `BatchingBackend` (runtime/batching.py): their generations are
+one, the app hands them a `BatchingBackend` (service/batching.py): their generations are
 batched onto the model, which still only ever sees one thread, the batcher's.
 
 Synchronous callers (`POST /analyze`) get a Future when they submit; the worker resolves
@@ -24,6 +24,7 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import read_image_file
 from mondrian.schema import AnalysisResult
@@ -33,7 +34,6 @@ from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.storage import advisors, images, jobs
 from mondrian.storage.jobs import Job, Recovery
-from mondrian.strategies.base import Context
 from mondrian.strategies.registry import analyze
 
 log = logging.getLogger(__name__)

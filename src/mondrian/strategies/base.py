@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mondrian.advisors import Advisor
-from mondrian.config import Settings
+from mondrian.backends.protocol import Generation, TokenCallback
+from mondrian.context import Context
 from mondrian.errors import MondrianError
 from mondrian.images import Photo
-from mondrian.runtime.protocol import Backend, Generation, TokenCallback
 from mondrian.schema import Critique, Reference
-from mondrian.storage.db import Database
 
 
 class ModelOutputError(MondrianError):
@@ -19,18 +18,6 @@ class ModelOutputError(MondrianError):
 
     code = "invalid_model_output"
     http_status = 502
-
-
-@dataclass
-class Context:
-    """The loaded model and the state a strategy reads."""
-
-    backend: Backend
-    db: Database
-    settings: Settings
-    # The model variant the service's policy chose for this request ('base' or
-    # 'fine_tuned'); None where no policy applies (CLI). 'base' makes `lora` unavailable.
-    variant: str | None = None
 
 
 @dataclass

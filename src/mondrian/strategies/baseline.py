@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from mondrian.advisors import Advisor
+from mondrian.backends.protocol import GenerationRequest, TokenCallback
+from mondrian.context import Context
 from mondrian.images import Photo
 from mondrian.prompts import critique_prompt
-from mondrian.runtime.protocol import GenerationRequest, TokenCallback
-from mondrian.strategies.base import Context, Outcome, require_critique
+from mondrian.strategies.base import Outcome, require_critique
 
 
 class Baseline:

@@ -10,12 +10,13 @@ instead of the request failing.
 from __future__ import annotations
 
 from mondrian.advisors import Advisor
+from mondrian.backends.protocol import GenerationRequest, TokenCallback
+from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import Photo
 from mondrian.prompts import critique_prompt
-from mondrian.runtime.protocol import GenerationRequest, TokenCallback
 from mondrian.storage import adapters as adapter_store
-from mondrian.strategies.base import Context, Outcome, require_critique
+from mondrian.strategies.base import Outcome, require_critique
 
 BASE_POLICY_REASON = "the model policy serves the base model"
 

@@ -21,15 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mondrian.advisors import Advisor
+from mondrian.backends.protocol import GenerationRequest, TokenCallback
+from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import Photo, fit_pixels, read_image_file
-from mondrian.prompts import critique_prompt, profile_prompt
-from mondrian.runtime.protocol import GenerationRequest, TokenCallback
-from mondrian.schema import DIMENSIONS, Critique, Reference
-from mondrian.storage import images as image_store
-from mondrian.storage import profiles as profile_store
-from mondrian.strategies.base import Context, Outcome, require_critique
-from mondrian.strategies.retrieval import (
+from mondrian.portfolio.retrieval import (
     DEFAULT_K,
     EMBEDDING_WEIGHT,
     Candidate,
@@ -39,6 +35,11 @@ from mondrian.strategies.retrieval import (
     profile_vector,
     rank,
 )
+from mondrian.prompts import critique_prompt, profile_prompt
+from mondrian.schema import DIMENSIONS, Critique, Reference
+from mondrian.storage import images as image_store
+from mondrian.storage import profiles as profile_store
+from mondrian.strategies.base import Outcome, require_critique
 
 log = logging.getLogger(__name__)
 

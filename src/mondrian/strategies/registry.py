@@ -8,11 +8,12 @@ import time
 from dataclasses import dataclass
 
 from mondrian.advisors import Advisor
+from mondrian.backends.protocol import TokenCallback
+from mondrian.context import Context
 from mondrian.errors import InvalidInput
 from mondrian.images import Photo
-from mondrian.runtime.protocol import TokenCallback
 from mondrian.schema import AnalysisResult, ModelInfo
-from mondrian.strategies.base import Context, Strategy
+from mondrian.strategies.base import Strategy
 from mondrian.strategies.baseline import Baseline
 from mondrian.strategies.lora import Lora
 from mondrian.strategies.rag import Rag

@@ -178,7 +178,7 @@ def _fitting_name(model: str) -> str | None:
 
 
 def _fit_folder(folder: Path) -> str | None:
-    from mondrian.runtime.tiny import read_info  # light: no torch at import
+    from mondrian.tiny.checkpoint import read_info  # light: no torch at import
 
     if read_info(folder) is not None:
         return TINY_CONFIG

@@ -15,7 +15,7 @@ format, and what people read); mlx-vlm uses `lora_parameters` when both are pres
 
 mlx-vlm's own loader cannot read the `config.json` transformers 5 saves (the text settings
 nested under `text_config`, `rope_parameters` for `rope_scaling`, the vision tower's own
-`model_type`; runtime/mlx_checkpoint.py says what it wants). When the adapter's base is a
+`model_type`; backends/mlx/checkpoint.py says what it wants). When the adapter's base is a
 local checkpoint, the export also writes `OUT/base/`: that checkpoint with the config
 converted (`mlx_checkpoint.convert_config`) and every other file hard-linked (copied
 across file systems), so that mlx-vlm alone serves it:
@@ -36,8 +36,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mondrian.backends.mlx.checkpoint import convert_config
 from mondrian.errors import InvalidInput
-from mondrian.runtime.mlx_checkpoint import convert_config
 from mondrian.storage.db import utcnow
 from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_adapter_dir

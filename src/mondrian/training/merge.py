@@ -43,7 +43,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mondrian.runtime.fingerprint import model_fingerprint
+    from mondrian.backends.decoding.fingerprint import model_fingerprint
 
     adapter_dir = Path(adapter_dir)
     meta = verify_adapter_dir(adapter_dir, require_meta=False)

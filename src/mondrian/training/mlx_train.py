@@ -7,7 +7,7 @@ answer-only labels ending in `<|im_end|>`, nothing truncated), the image-token c
 every batch (mlx-vlm#824: training that silently drops the images), the TrainConfig and
 its learning-rate schedule, the run folder and metrics, and the registry's publish.
 
-What is MLX's: the model is mlx-vlm's (runtime/mlx_checkpoint.py loads the checkpoint
+What is MLX's: the model is mlx-vlm's (backends/mlx/checkpoint.py loads the checkpoint
 unchanged), the LoRA layers are mlx-vlm's trainer `LoRALinear` on the language model's
 linears only, the loss is mlx-vlm's SFT loss (`vlm_sft_loss`, completion tokens only),
 the optimizer MLX's AdamW. Two choices keep a TrainConfig meaning the same on both
@@ -39,10 +39,10 @@ import torch
 from mlx.utils import tree_flatten, tree_map
 
 from mondrian import __version__
+from mondrian.backends.mlx import checkpoint as mlx_checkpoint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
 from mondrian.prompts import PROMPT_VERSION
-from mondrian.runtime import mlx_checkpoint
 from mondrian.schema import SCHEMA_VERSION
 from mondrian.storage.db import utcnow
 from mondrian.training import registry

@@ -36,10 +36,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mondrian import __version__
+from mondrian.backends.decoding.fingerprint import model_fingerprint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
 from mondrian.prompts import PROMPT_VERSION
-from mondrian.runtime.fingerprint import model_fingerprint
 from mondrian.schema import SCHEMA_VERSION
 from mondrian.storage.adapters import Adapter
 from mondrian.storage.db import utcnow

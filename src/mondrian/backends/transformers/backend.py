@@ -1,0 +1,324 @@
+"""The transformers backend: any Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint, by hub id or
+local path, on CUDA, MPS or CPU, with PEFT adapters resident side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.utils import logging as hf_logging
+
+from mondrian.backends.decoding.answer import read_answer
+from mondrian.backends.decoding.fingerprint import model_fingerprint
+from mondrian.backends.decoding.grammar import (
+    SCORE_TOKENS,
+    CritiqueGrammar,
+    DecodingControl,
+    single_token_id,
+)
+from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
+from mondrian.errors import InvalidInput, NotFound, Unavailable
+from mondrian.images import fit_pixels
+from mondrian.schema import generation_schema, longest_answer
+
+log = logging.getLogger(__name__)
+
+ADAPTER_META = "mondrian_adapter.json"
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_pixels: int = 1280 * 28 * 28,
+        max_text_chars: int | None = None,
+        max_list_items: int | None = None,
+        fast: bool = False,
+    ) -> None:
+        self.model_id = model_id
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.max_pixels = max_pixels
+        hf_logging.disable_progress_bar()  # our own progress display is the one to see
+        try:
+            self.processor = AutoProcessor.from_pretrained(model_id)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"cannot load model {model_id!r}: {exc}") from None
+        if getattr(self.processor, "image_processor", None) is None:
+            raise Unavailable(
+                f"{model_id!r} loaded without an image processor; transformers' Qwen-VL "
+                "processors need torchvision installed beside torch"
+            )
+        self.base = model.to(self.device).eval()
+        self.model: Any = self.base  # becomes a PeftModel once an adapter is loaded
+        self.fingerprint = model_fingerprint(self.base)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+
+        self.stop_token_ids = self._stop_token_ids()
+        self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            self.pad_token_id = self.stop_token_ids[0]
+        schema = generation_schema(max_text_chars, max_list_items)
+        self.answer_budget = len(longest_answer(max_text_chars, max_list_items)) + 1
+        vocab_size = self.base.get_output_embeddings().weight.shape[0]
+        self.grammar = CritiqueGrammar(self.tokenizer, vocab_size, self.stop_token_ids, schema)
+        self.score_token_ids = [single_token_id(self.tokenizer, t) for t in SCORE_TOKENS]
+        self._adapters: dict[str, str] = {}  # name -> path
+        # [fast path] backends/transformers/engine/: CUDA graphs, merged/stacked LoRA,
+        # overlapped grammar. CUDA only; elsewhere the stock generate() below serves.
+        self._fast: Any = None
+        if fast and self.device.type == "cuda":
+            from mondrian.backends.transformers.engine.fast_path import FastPath
+
+            self._fast = FastPath(self)
+        elif fast:
+            log.info("fast path needs CUDA; %s uses the stock generate()", self.device)
+
+    def _stop_token_ids(self) -> list[int]:
+        ids: list[int] = []
+        eos = self.base.generation_config.eos_token_id
+        ids.extend(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        for token in ("<|im_end|>", "<|endoftext|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.append(token_id)
+        return list(dict.fromkeys(ids))
+
+    # --- generation ----------------------------------------------------------------------
+
+    @property
+    def admits(self) -> bool:
+        """Whether generate() can take requests into a running batch (`admit`)."""
+        return self._fast is not None
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        admit: Any = None,
+        deliver: Any = None,
+        rows_hint: int = 0,
+    ) -> list[Generation]:
+        """The batch's generations; `admit` and `deliver` are FastPath.generate's
+        (continuous batching, fast path only: `admits`); the stock path delivers at the end."""
+        if not requests:
+            return []
+        for request in requests:
+            if request.adapter is not None and request.adapter not in self._adapters:
+                raise NotFound(f"adapter {request.adapter} is not loaded")
+        if self._fast is not None:  # [fast path]
+            return self._fast.generate(
+                requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+            )
+        started = time.perf_counter()
+        texts = [
+            self.processor.apply_chat_template(
+                r.prompt.messages(), add_generation_prompt=True, tokenize=False
+            )
+            for r in requests
+        ]
+        images = [fit_pixels(img, self.max_pixels) for r in requests for img in r.prompt.images]
+        inputs = self.processor(
+            text=texts, images=images or None, padding=True, return_tensors="pt"
+        ).to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        budget = max(r.max_new_tokens or self.answer_budget for r in requests)
+        control = DecodingControl(
+            [self.grammar if r.constrained else None for r in requests],
+            self.score_token_ids,
+            self.grammar.suppressed_ids,
+            on_token,
+            self.grammar.zero_prefixed_ids,
+        )
+        output = self._run_generate(inputs, requests, control, budget)
+        elapsed = time.perf_counter() - started
+
+        results = []
+        for row, request in enumerate(requests):
+            tokens = output[row, prompt_len:].tolist()
+            limit = request.max_new_tokens or self.answer_budget
+            results.append(self._finish(row, request, tokens[:limit], control, inputs, elapsed))
+        if deliver is not None:
+            for index, generation in enumerate(results):
+                deliver(index, generation)
+        return results
+
+    def _run_generate(
+        self,
+        inputs: Any,
+        requests: list[GenerationRequest],
+        control: DecodingControl,
+        budget: int,
+    ) -> torch.Tensor:
+        # The generation rule (docs/generation.md): greedy, one beam, no repetition penalty,
+        # whatever the checkpoint's generation_config.json says (Qwen's Instruct ones sample
+        # with repetition_penalty 1.05), so that the config cannot change a critique and
+        # DecodingControl sees the model's own logits.
+        kwargs: dict[str, Any] = dict(
+            **inputs,
+            max_new_tokens=budget,
+            do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=[control],
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+        )
+        names = {r.adapter for r in requests}
+        if not self._adapters:
+            return self.model.generate(**kwargs)
+        if len(names) > 1:
+            kwargs["adapter_names"] = [r.adapter or BASE_ADAPTER for r in requests]
+            return self.model.generate(**kwargs)
+        (name,) = names
+        if name is None:
+            with self.model.disable_adapter():
+                return self.model.generate(**kwargs)
+        self.model.set_adapter(name)
+        return self.model.generate(**kwargs)
+
+    def _finish(
+        self,
+        row: int,
+        request: GenerationRequest,
+        tokens: list[int],
+        control: DecodingControl,
+        inputs: Any,
+        elapsed: float,
+    ) -> Generation:
+        return read_answer(
+            self.tokenizer,
+            tokens,
+            self.stop_token_ids,
+            control.logits_for(row),
+            prompt_tokens=int(inputs["attention_mask"][row].sum()),
+            elapsed=elapsed,
+            adapter=request.adapter,
+        )
+
+    @torch.inference_mode()
+    def embed_images(self, images: list[Any]) -> list[list[float]]:
+        """Mean-pooled, L2-normalised vision-tower features, one vector per image."""
+        if not images:
+            return []
+        pixels = self.processor.image_processor(
+            images=[fit_pixels(img, self.max_pixels) for img in images], return_tensors="pt"
+        ).to(self.device)
+        features = self.base.get_image_features(
+            pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"]
+        ).pooler_output
+        vectors = [torch.nn.functional.normalize(f.float().mean(dim=0), dim=0) for f in features]
+        return [v.cpu().tolist() for v in vectors]
+
+    # --- adapters ------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        path = Path(path)
+        if name in self._adapters:
+            return
+        if not (path / "adapter_config.json").is_file():
+            raise NotFound(f"no adapter at {path} (adapter_config.json missing)")
+        if not (path / "adapter_model.safetensors").is_file():
+            raise InvalidInput(
+                f"adapter {name} at {path} has no adapter_model.safetensors; "
+                "only safetensors adapters are loaded"
+            )
+        self._check_base(name, path)
+        with warnings.catch_warnings():
+            # PEFT asks transformers 5 a deprecated question; nothing for our users to do.
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            if self.model is self.base:
+                self.model = PeftModel.from_pretrained(
+                    self.base, str(path), adapter_name=name, is_trainable=False
+                )
+                self.model.eval()
+            else:
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self._adapters[name] = str(path)
+
+    def _check_base(self, name: str, path: Path) -> None:
+        meta_file = path / ADAPTER_META
+        if not meta_file.is_file():
+            log.warning(
+                "adapter %s has no %s; its base model cannot be checked", name, ADAPTER_META
+            )
+            return
+        meta = json.loads(meta_file.read_text())
+        recorded = meta.get("base_fingerprint")
+        if recorded and recorded != self.fingerprint:
+            raise InvalidInput(
+                f"adapter {name} was trained on base model {meta.get('base_model')!r} "
+                f"(fingerprint {recorded}) but the loaded model is {self.model_id!r} "
+                f"(fingerprint {self.fingerprint}); load the matching base model"
+            )
+
+    def merge_adapter(self, name: str) -> None:
+        """Fold a loaded adapter into the base weights; the backend then serves the merged
+        model as its base, and other resident adapters are dropped."""
+        if name not in self._adapters:
+            raise NotFound(f"adapter {name} is not loaded")
+        merged = self.model.merge_and_unload(adapter_names=[name])
+        self.base = self.model = merged.eval()
+        self._adapters.clear()
+        self.model_id = f"{self.model_id}+{name}"
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self._adapters:
+            raise NotFound(f"adapter {name} is not loaded")
+        self.model.delete_adapter(name)
+        del self._adapters[name]
+
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
+    def info(self) -> dict[str, object]:
+        return {
+            "backend": self.name,
+            "model": self.model_id,
+            "fingerprint": self.fingerprint,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "adapters": self.adapters(),
+        }

@@ -1,0 +1,330 @@
+"""The fast path (backends/transformers/engine/fast_path.py) gives the stock path's greedy tokens.
+
+On the tiny checkpoint in float32 on the CPU, without CUDA graphs or compilation: the same
+functions the GPU captures, run eagerly. Constrained and unconstrained, base and adapters
+(one adapter merged into the weights; a batch mixing adapters through the stacked bank)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from backend_helpers import assert_text_is_the_critique
+from PIL import Image
+
+from mondrian.advisors import shipped_advisors
+from mondrian.backends.protocol import GenerationRequest
+from mondrian.prompts import critique_prompt
+from mondrian.schema import DIMENSIONS
+
+pytestmark = pytest.mark.model
+
+TEXT_CHARS = 8
+LIST_ITEMS = 1
+SHORT = 48  # most cases stop here: the first score is written by then; keeps the test fast
+
+
+def _photo(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    size = (48 + 8 * seed, 64 + 4 * seed, 3)
+    return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
+
+
+def _request(index: int, **kwargs) -> GenerationRequest:
+    advisors = shipped_advisors()
+    prompt = critique_prompt(advisors[index % len(advisors)], _photo(index))
+    return GenerationRequest(prompt=prompt, **kwargs)
+
+
+def _make_adapter(base_dir, out_dir, seed: int) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=4 + 4 * (seed % 2),  # two ranks: the bank pads the smaller one
+        lora_alpha=8,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.save_pretrained(out_dir, safe_serialization=True)
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_checkpoint_factory, tmp_path_factory):
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+
+    base_dir = tiny_checkpoint_factory()
+    backend = TransformersBackend(
+        str(base_dir), device="cpu", max_text_chars=TEXT_CHARS, max_list_items=LIST_ITEMS
+    )
+    root = tmp_path_factory.mktemp("fast-adapters")
+    for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
+        _make_adapter(base_dir, root / name, seed)
+        backend.load_adapter(name, root / name)
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    return backend, fast
+
+
+def _same(backend, fast, requests) -> list:
+    stock = backend.generate(requests)
+    quick = fast.generate(requests)
+    for s, q in zip(stock, quick, strict=True):
+        assert q.text == s.text
+        assert q.new_tokens == s.new_tokens and q.stopped == s.stopped
+        assert q.prompt_tokens == s.prompt_tokens
+        assert q.expected_scores == pytest.approx(s.expected_scores, abs=1e-4)
+    return quick
+
+
+def test_a_whole_constrained_critique_with_an_adapter_matches(paths):
+    backend, fast = paths
+    (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
+    assert result.stopped
+    assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
+    assert set(result.expected_scores) == set(DIMENSIONS)
+
+
+def test_base_and_unconstrained_rows_match_the_stock_tokens(paths):
+    backend, fast = paths
+    for adapter in (None, "fan_ho@v1"):
+        for constrained in (True, False):
+            request = _request(1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT)
+            (result,) = _same(backend, fast, [request])
+            assert result.new_tokens == SHORT
+
+
+def test_a_batch_mixing_adapters_and_modes_matches(paths):
+    backend, fast = paths
+    requests = [
+        _request(2, adapter="ansel@v1", max_new_tokens=SHORT),
+        _request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
+        _request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
+    ]
+    results = _same(backend, fast, requests)
+    assert [r.new_tokens for r in results] == [SHORT, SHORT // 2, SHORT]
+    # Each row of the mixed batch is the request on its own (its adapter, no other).
+    alone = fast.generate([requests[2]])
+    assert alone[0].text == results[2].text
+
+
+def test_the_merged_weights_return_to_the_base_after_an_adapter(paths):
+    import torch
+
+    _, fast = paths
+    fast.generate([_request(0, adapter="ansel@v1", max_new_tokens=2)])
+    assert fast.bank.hot == "ansel@v1"
+    fast.switch(None)
+    layer = fast.lm.layers[0]
+    q = layer.module("q_proj").base_layer.weight
+    assert torch.equal(layer.qkv_w[: q.shape[0]], q)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3_vl"])
+def test_the_other_architectures_match_the_stock_tokens(arch, tiny_checkpoint_factory):
+    # Qwen2-VL: the same text model, another vision tower; Qwen3-VL: q/k norms,
+    # interleaved multimodal rotary positions and deepstack vision features.
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+
+    backend = TransformersBackend(
+        str(tiny_checkpoint_factory(arch)),
+        device="cpu",
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    requests = [
+        _request(5, max_new_tokens=SHORT),
+        _request(6, constrained=False, max_new_tokens=SHORT // 2),
+    ]
+    _same(backend, fast, requests)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
+def test_the_prefill_logits_equal_the_models_own(arch, tiny_checkpoint_factory):
+    # Closer than tokens: the whole prompt pass (image features merged, 3-D rotary
+    # positions, Qwen3-VL's deepstack features; leaving those out moves these logits by
+    # ~4e-2) against the transformers forward on the same inputs.
+    import torch
+
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+
+    backend = TransformersBackend(
+        str(tiny_checkpoint_factory(arch)),
+        device="cpu",
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    prepared = fast._prepare(_request(7))
+    state = fast._state(1, prepared.length + 1, False)
+    with torch.inference_mode():
+        fast._prefill(state, [0], [prepared], [None])
+        reference = backend.base(**prepared.inputs).logits[0, -1]
+    assert torch.allclose(state.logits[0], reference, atol=1e-4, rtol=0)
+
+
+def test_a_packed_prefill_equals_each_prompt_alone(paths):
+    # Three prompts of different lengths in one pass (attention within each, K/V written
+    # to their own rows, LoRA scaled per token): the logits and caches of single passes.
+    import torch
+
+    _, fast = paths
+    fast.sync_adapters()
+    requests = [_request(8, adapter="ansel@v1"), _request(9), _request(10, adapter="fan_ho@v1")]
+    prepared = [fast._prepare(r) for r in requests]
+    assert len({p.length for p in prepared}) == 3
+    slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
+    fast.bank.merge(None)
+    longest = max(p.length for p in prepared)
+    packed = fast._state(3, longest + 1, True)
+    single = fast._state(1, longest + 1, True)
+    with torch.inference_mode():
+        fast._prefill(packed, [0, 1, 2], prepared, slots)
+        for row, (p, slot) in enumerate(zip(prepared, slots, strict=True)):
+            fast._prefill(single, [0], [p], [slot])
+            assert torch.allclose(packed.logits[row], single.logits[0], atol=1e-4, rtol=0)
+            assert int(packed.cache_pos[row]) == p.length
+            assert int(packed.rope_pos[row]) == int(single.rope_pos[0])
+            for k_packed, k_single in zip(packed.k, single.k, strict=True):
+                assert torch.allclose(
+                    k_packed[row, :, : p.length], k_single[0, :, : p.length], atol=1e-5, rtol=0
+                )
+
+
+def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
+    import torch
+
+    from mondrian.prompts import Prompt
+
+    _, fast = paths
+    requests = [_request(11), GenerationRequest(prompt=Prompt(system="s", user="u")), _request(12)]
+    together = fast._prepare_all(requests)
+    for request, got in zip(requests, together, strict=True):
+        alone = fast._prepare(request)
+        assert got.length == alone.length
+        for key in ("input_ids", "pixel_values", "image_grid_thw"):
+            if key in alone.inputs:
+                assert torch.equal(got.inputs[key], alone.inputs[key]), key
+            else:
+                assert key not in got.inputs, key
+
+
+def test_lora_rows_fused_below_the_weight_equal_a_separate_product():
+    import torch
+
+    from mondrian.backends.transformers.engine.lm import lora_linear
+
+    torch.manual_seed(0)
+    rows, tokens, fan_in, out, slots, rank = 3, 2, 16, 12, 4, 2
+    x = torch.randn(rows, tokens, fan_in)
+    w, a, b = (
+        torch.randn(out, fan_in),
+        torch.randn(slots * rank, fan_in),
+        torch.randn(out, slots * rank),
+    )
+    bias = torch.randn(out)
+    rowscale = torch.zeros(rows, slots)
+    rowscale[0, 1], rowscale[2, 3] = 2.0, 0.5  # row 1: the base model
+    separate = lora_linear(x, w, bias, a, b, rowscale, out)
+    fused = lora_linear(
+        x, torch.cat([w, a]), torch.cat([bias, torch.zeros(slots * rank)]), None, b, rowscale, out
+    )
+    expected = x @ w.T + bias
+    expected[0] += 2.0 * (x[0] @ a[2:4].T) @ b[:, 2:4].T
+    expected[2] += 0.5 * (x[2] @ a[6:8].T) @ b[:, 6:8].T
+    assert torch.allclose(separate, expected, atol=1e-4)
+    assert torch.allclose(fused, expected, atol=1e-4)
+
+
+def test_requests_taken_into_a_running_batch_match_them_alone(paths):
+    # Continuous batching: a batch of three runs in four rows; between two steps it takes a
+    # waiting request into the free row and, as rows finish, the next. Every row's text and
+    # scores equal the request's own run. A request for an adapter the bank does not hold
+    # is not taken, and what waits behind it keeps its place.
+    _, fast = paths
+    first = [
+        _request(13, adapter="ansel@v1", max_new_tokens=8),
+        _request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        _request(15, max_new_tokens=SHORT),
+    ]
+    joining = [
+        _request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        _request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+    ]
+    stuck = [_request(18, adapter="nobody@v0", max_new_tokens=4), _request(19, max_new_tokens=6)]
+    alone = [fast.generate([r], mixed=True)[0] for r in first + joining]
+    waiting = joining + stuck
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        taken = []
+        while waiting and len(taken) < free and take(waiting[0]):
+            taken.append(waiting.pop(0))
+        return taken
+
+    delivered = {}
+    got = fast.generate(first, admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g))
+    assert offers[0] == 1, "three rows in a batch of four leave one free"
+    assert waiting == stuck
+    assert sorted(delivered) == [0, 1, 2, 3, 4]
+    assert [delivered[i] for i in range(3)] == got
+    for result, reference in zip([delivered[i] for i in range(5)], alone, strict=True):
+        assert result.text == reference.text
+        assert result.new_tokens == reference.new_tokens
+        assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
+
+
+def test_a_lone_request_makes_room_for_those_on_their_way(paths):
+    _, fast = paths
+    lone, joining = _request(20, max_new_tokens=6), _request(21, max_new_tokens=4)
+    reference = fast.generate([joining])[0].text
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        return [joining] if len(offers) == 1 and take(joining) else []
+
+    delivered = {}
+    fast.generate(
+        [lone], admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g), rows_hint=2
+    )
+    assert offers[0] == 1 and delivered[1].text == reference
+
+
+def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, tmp_path):
+    # Qwen's real BPE (151,936 head rows, tied to the embedding; 151,665 tokenizer ids):
+    # anything sized by the tokenizer instead of the head, or a grammar mask cut short,
+    # shows up here as other tokens. A whole critique with an adapter (merged), one
+    # without, and an unconstrained row, in one batch.
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+
+    base_dir = tiny_checkpoint_factory(vocab="real")
+    backend = TransformersBackend(
+        str(base_dir),
+        device="cpu",
+        max_pixels=64 * 28 * 28,
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    _make_adapter(base_dir, tmp_path / "ansel@v1", 1)
+    backend.load_adapter("ansel@v1", tmp_path / "ansel@v1")
+    fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    requests = [
+        _request(0, adapter="ansel@v1"),
+        _request(1, max_new_tokens=SHORT),
+        _request(2, constrained=False, max_new_tokens=SHORT // 2),
+    ]
+    results = _same(backend, fast, requests)
+    assert results[0].critique is not None and results[0].stopped
+    assert [r.new_tokens for r in results[1:]] == [SHORT, SHORT // 2]
