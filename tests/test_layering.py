@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "reports": 4,
     "portfolio": 5,
     "strategies": 6,
+    "analysis": 7,
     "training": 7,
     "evaluation": 7,
     "service": 8,

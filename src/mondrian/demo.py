@@ -139,6 +139,7 @@ def run_demo(
     import httpx
     import uvicorn
 
+    from mondrian.analysis import analyze
     from mondrian.backends.registry import create_backend
     from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
@@ -149,7 +150,6 @@ def run_demo(
     from mondrian.service.app import create_app
     from mondrian.storage import advisors as advisor_store
     from mondrian.storage.bootstrap import open_state
-    from mondrian.strategies.registry import analyze
     from mondrian.tiny.checkpoint import make_tiny
     from mondrian.training.config import load_config, pick_config
     from mondrian.training.dataset import build_dataset

@@ -374,13 +374,13 @@ def test_adapters_it_cannot_reproduce_are_refused(backend, adapter_root, tmp_pat
 
 
 def test_analyze_in_the_three_modes(backend, adapter_root, tiny_checkpoint_factory, tmp_path):
+    from mondrian.analysis import analyze
     from mondrian.config import load_settings
     from mondrian.context import Context
     from mondrian.images import read_image_file
     from mondrian.portfolio.indexing import index_paths
     from mondrian.storage import adapters, advisors
     from mondrian.storage.bootstrap import open_state
-    from mondrian.strategies.registry import analyze
 
     settings = load_settings(max_text_chars=TEXT_CHARS)
     db = open_state(settings)

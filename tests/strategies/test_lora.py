@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 
+from mondrian.analysis import analyze
 from mondrian.context import Context
 from mondrian.images import read_image_file
 from mondrian.portfolio.indexing import index_paths
 from mondrian.storage import adapters, advisors
 from mondrian.strategies.lora import BASE_POLICY_REASON
-from mondrian.strategies.registry import STRATEGIES, Fallback, analyze
+from mondrian.strategies.registry import STRATEGIES, Fallback
 
 pytestmark = pytest.mark.model
 

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from mondrian.analysis import analyze
 from mondrian.backends.protocol import GenerationRequest
 from mondrian.images import read_image_file
 from mondrian.portfolio.indexing import index_paths
@@ -15,7 +16,6 @@ from mondrian.prompts import profile_prompt
 from mondrian.schema import DIMENSIONS, example_critique
 from mondrian.storage import advisors, images, profiles
 from mondrian.strategies.rag import Rag
-from mondrian.strategies.registry import analyze
 
 pytestmark = pytest.mark.model
 

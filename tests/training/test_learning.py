@@ -34,10 +34,10 @@ TINY_CONFIG = Path(__file__).parents[2] / "configs" / "train" / "tiny.toml"
 def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
     state, settings, tiny_checkpoint_factory, tmp_path, one_thread
 ):
+    from mondrian.analysis import analyze
     from mondrian.backends.protocol import GenerationRequest
     from mondrian.backends.transformers.backend import TransformersBackend
     from mondrian.context import Context
-    from mondrian.strategies.registry import analyze
     from mondrian.training.train import train
 
     base = tiny_checkpoint_factory()

@@ -159,8 +159,8 @@ def test_the_fast_path_reports_the_same_expected_scores(trained):
 
 
 def test_lora_mode_serves_the_active_adapter(trained):
+    from mondrian.analysis import analyze
     from mondrian.context import Context
-    from mondrian.strategies.registry import analyze
 
     assert trained.result.activated  # the advisor's first version
     photo = read_image_file(trained.photos[1])

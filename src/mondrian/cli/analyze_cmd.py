@@ -35,13 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mondrian.analysis import run_job
     from mondrian.backends.registry import create_backend
     from mondrian.config import load_settings
     from mondrian.context import Context
     from mondrian.images import read_image_file
     from mondrian.reports.render import write_reports
     from mondrian.storage import advisors, images, jobs
-    from mondrian.strategies.registry import analyze
 
     settings = settings_from(args)
     if args.mode:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         job = db.write(
             jobs.create_job, advisor.id, image_hash, settings.analysis_mode, backend.model_id
         )
-        db.write(jobs.start_job, job.id)
+        job = db.write(jobs.start_job, job.id)
         bar = tqdm(
             desc=f"{advisor.name} critiques",
             unit="tok",
@@ -72,21 +72,16 @@ def run(args: argparse.Namespace) -> int:
             disable=args.no_progress or None,
             leave=False,
         )
+        ctx = Context(backend=backend, db=db, settings=settings)
         try:
-            result = analyze(
-                Context(backend=backend, db=db, settings=settings),
-                advisor,
-                photo,
-                settings.analysis_mode,
-                on_token=lambda _row, _step: bar.update(1),
+            result = run_job(
+                ctx, job, on_token=lambda _row, _step: bar.update(1), policy_applies=False
             )
         except Exception as exc:
             db.write(jobs.fail_job, job.id, str(exc))
             raise
         finally:
             bar.close()
-        db.write(jobs.finish_job, job.id, result)
-        result = result.model_copy(update={"job_id": job.id})
     paths = write_reports(result, advisor, args.out)
     if args.json:
         print_json(result.model_dump(mode="json"))

@@ -19,13 +19,14 @@ import mondrian
 from mondrian.backends.protocol import Backend
 from mondrian.config import Settings
 from mondrian.context import Context
-from mondrian.service import ab, advisors, analyze, errors, health, jobs, metrics
+from mondrian.service import errors
 from mondrian.service.batching import BatchingBackend
 from mondrian.service.deps import ServiceState
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
+from mondrian.service.routes import ab, advisors, analyze, health, jobs, metrics
 from mondrian.service.worker import Worker
 from mondrian.storage.bootstrap import open_state
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics on a registry of the app's own, and `GET /metrics`.
+"""Prometheus metrics on a registry of the app's own (`GET /metrics`: routes/metrics.py).
 
 A private `CollectorRegistry` per app (not the process-wide default) so that several apps
 in one process, as in the tests, never register a metric twice or mix their counts.
@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
-
-from mondrian.service.deps import State
 
 # Seconds; a tiny model answers in well under one, a 7B model on a laptop in minutes.
 ANALYSIS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -84,16 +79,3 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-router = APIRouter(tags=["service"])
-
-
-@router.get(
-    "/metrics",
-    response_class=Response,
-    summary="Prometheus metrics",
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
-)
-def metrics(state: State) -> Response:
-    return Response(content=state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

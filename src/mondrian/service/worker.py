@@ -24,17 +24,16 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+from mondrian.analysis import run_job
 from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
-from mondrian.images import read_image_file
 from mondrian.schema import AnalysisResult
-from mondrian.service import records
+from mondrian.service import admission
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
-from mondrian.storage import advisors, images, jobs
+from mondrian.storage import jobs
 from mondrian.storage.jobs import Job, Recovery
-from mondrian.strategies.registry import analyze
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +216,7 @@ class Worker:
         with self._lock:
             try:
                 job = self.db.write(
-                    records.admit,
+                    admission.admit,
                     advisor_id,
                     image_hash,
                     mode,
@@ -225,7 +224,7 @@ class Worker:
                     self.policy,
                     self.options.queue_size,
                 )
-            except records.QueueAtCapacity as full:
+            except admission.QueueAtCapacity as full:
                 self.metrics.rejected.inc()
                 raise QueueFull(
                     f"the queue is full ({full.depth} jobs waiting); try again later",
@@ -252,7 +251,7 @@ class Worker:
 
     def queue_depth(self) -> int:
         with self.db.read() as conn:
-            return records.queued_count(conn)
+            return admission.queued_count(conn)
 
     def batch_ready(self, waiting: int) -> bool:
         """For the BatchingBackend: a filling batch is complete once every running job
@@ -311,9 +310,7 @@ class Worker:
         budget = int(getattr(self.ctx.backend, "answer_budget", 0) or DEFAULT_TOKEN_BUDGET)
         progress = _Progress(self, job.id, budget)
         try:
-            result = self._analyze(job, progress)
-            done = self.db.write(records.complete, job.id, result)
-            result = done.analysis() or result
+            result = run_job(self.ctx, job, progress)
         except MondrianError as exc:
             self._fail(job, exc.message, exc, progress, started)
         except Exception as exc:
@@ -333,18 +330,6 @@ class Worker:
             with self._lock:
                 self._running.pop(job.id, None)
                 self.metrics.running.set(len(self._running))
-
-    def _analyze(self, job: Job, on_token: _Progress) -> AnalysisResult:
-        settings = self.ctx.settings
-        with self.db.read() as conn:
-            advisor = advisors.require_advisor(conn, job.advisor_id)
-            path = images.image_path(conn, settings.images_dir, job.image_hash)
-        photo = read_image_file(
-            path, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
-        )
-        return analyze(
-            self.ctx, advisor, photo, job.mode_requested, variant=job.variant, on_token=on_token
-        )
 
     def _fail(
         self, job: Job, reason: str, exc: BaseException, progress: _Progress, started: float

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from mondrian.schema import AnalysisResult
 from mondrian.service.policy import ModelPolicy
 from mondrian.storage import jobs
 from mondrian.storage.jobs import Job
@@ -50,8 +49,3 @@ def admit(
         variant=policy.variant_for(job_id),
         job_id=job_id,
     )
-
-
-def complete(conn: sqlite3.Connection, job_id: str, result: AnalysisResult) -> Job:
-    """Mark the job done with its result (and the adapter version that served it)."""
-    return jobs.finish_job(conn, job_id, result)

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mondrian.reports.render import render_detailed, render_summary
 from mondrian.schema import DIMENSIONS, AnalysisResult, Critique
-from mondrian.service.analyze import (
+from mondrian.service.deps import ServiceState, State, load_advisor, load_job
+from mondrian.service.errors import Conflict
+from mondrian.service.routes.analyze import (
     ERROR_RESPONSES,
     AdvisorField,
     ImageUpload,
@@ -19,8 +21,6 @@ from mondrian.service.analyze import (
     accept_upload,
     job_headers,
 )
-from mondrian.service.deps import ServiceState, State, load_advisor, load_job
-from mondrian.service.errors import Conflict
 from mondrian.storage import profiles, reviews
 from mondrian.storage.jobs import Job
 
