@@ -35,3 +35,16 @@ def test_readme_commands_exist_in_the_cli():
     known = set(parser._subparsers._group_actions[0].choices)
     for command in re.findall(r"`mondrian ([a-z-]+)", README):
         assert command in known, command
+
+
+def test_the_architecture_docs_layers_are_the_layering_tests():
+    from test_layering import LAYERS
+
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = re.search(r"```layers\n(.*?)```", doc, re.S).group(1)
+    documented = {
+        part: int(rank)
+        for rank, *parts in (line.split() for line in block.splitlines() if line.strip())
+        for part in parts
+    }
+    assert documented == LAYERS
