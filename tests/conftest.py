@@ -13,7 +13,7 @@ import pytest
 from mondrian.config import load_settings
 from mondrian.storage.bootstrap import open_state
 from mondrian.storage.db import Database
-from mondrian.tiny.checkpoint import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
+from mondrian.tiny.families import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -25,7 +25,7 @@ from test_demo import check_demo_outputs
 pytestmark = pytest.mark.model
 
 REPO = Path(__file__).parents[1]
-# The files `mondrian demo` and the advisors need, besides the code.
+# The files `mondrian demo`, the advisors and the tiny checkpoints need, besides the code.
 SHIPPED = (
     "mondrian/configs/train/tiny.toml",
     "mondrian/configs/train/qwen2_5_vl_3b.toml",
@@ -33,6 +33,9 @@ SHIPPED = (
     "mondrian/data/sample_portfolio/ansel_profiles.jsonl",
     "mondrian/data/sample_portfolio/astronaut.jpg",
     "mondrian/data/critique/clock.jpg",
+    "mondrian/tiny/data/words.json",
+    "mondrian/tiny/data/templates.json",
+    "mondrian/tiny/data/qwen3_vl_chat_template.jinja",
 )
 
 

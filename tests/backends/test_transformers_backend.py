@@ -17,7 +17,7 @@ from mondrian.backends.protocol import GenerationRequest
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.prompts import critique_prompt
 from mondrian.schema import DIMENSIONS
-from mondrian.tiny.checkpoint import ARCHES, DEFAULT_ARCH
+from mondrian.tiny.families import ARCHES, DEFAULT_ARCH
 
 pytestmark = pytest.mark.model
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mondrian.tiny.checkpoint import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
+from mondrian.tiny.families import ARCHES, DEFAULT_ARCH, DEFAULT_VOCAB, VOCABS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,635 +6,70 @@ photographs, critique JSON with the schema's keys, scores, camera settings and
 punctuation. The generator is deterministic (a fixed `random.Random` over fixed word
 lists), so the trained tokenizer is byte-identical from one build to the next.
 
-Only the standard library and `mondrian.schema` are used here, so this stays light.
+The words and sentence templates are data shipped in the package:
+- `data/words.json`: named word lists. Order matters (a draw is an index into a list), and
+  a word may sit in two lists (`articles` and `joiners` are runs of `function_words`).
+- `data/templates.json`: `sentences`, drawn uniformly together with one free-word-order
+  "sentence" made here, and `chat`, one conversation. A `{slot}` is filled left to right:
+  `{list}` draws a word of that list, `{list+}` draws one and inflects it, `{int:A:B}` is
+  `randrange(A, B)` (`{int:B}`: `randrange(B)`), `{dimension}` a critique dimension's
+  name, and `{phrase}`, `{sentence}`, `{paragraph}`, `{critique}` what this module writes.
+
+Only the standard library and `mondrian.schema` are used here, so this stays light; the
+data are read on first use.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import re
 from collections.abc import Iterator
+from importlib import resources
+from typing import Any
 
 from mondrian.schema import DIMENSIONS
 
-# Changing anything below changes every tiny tokenizer; bump this so the artifacts say so.
+# Changing anything that feeds the corpus (this code or data/*.json) changes every tiny
+# tokenizer; bump this so the artifacts say so (tests/tiny/test_corpus.py pins the text).
 CORPUS_VERSION = "1"
 
 _SEED = 20261122
+_N_DOCS = 1500
+# Inflections drawn for a `{list+}` slot; the empty suffix twice, so half the words stay bare.
+_SUFFIXES = ("", "", "s", "ed", "ing", "ly", "er", "ness")
+_SLOT = re.compile(r"\{([^{}]+)\}")
+_WRITTEN = frozenset({"phrase", "sentence", "paragraph", "critique", "dimension"})
 
-PHOTOGRAPHERS = (
-    "Ansel Adams",
-    "Henri Cartier-Bresson",
-    "Fan Ho",
-    "Dorothea Lange",
-    "Vivian Maier",
-    "Edward Weston",
-    "Imogen Cunningham",
-    "Robert Capa",
-    "Sebastião Salgado",
-    "Saul Leiter",
-    "Diane Arbus",
-    "Walker Evans",
-    "Berenice Abbott",
-    "Alfred Stieglitz",
-    "Garry Winogrand",
-    "Fay Godwin",
-)
 
-NOUNS = [
-    "photograph",
-    "picture",
-    "image",
-    "frame",
-    "print",
-    "negative",
-    "exposure",
-    "shutter",
-    "aperture",
-    "lens",
-    "camera",
-    "light",
-    "shadow",
-    "highlight",
-    "tone",
-    "contrast",
-    "texture",
-    "grain",
-    "detail",
-    "edge",
-    "line",
-    "shape",
-    "form",
-    "pattern",
-    "rhythm",
-    "balance",
-    "harmony",
-    "tension",
-    "mood",
-    "atmosphere",
-    "emotion",
-    "story",
-    "moment",
-    "gesture",
-    "glance",
-    "face",
-    "figure",
-    "portrait",
-    "street",
-    "city",
-    "alley",
-    "doorway",
-    "window",
-    "stair",
-    "bridge",
-    "river",
-    "mountain",
-    "valley",
-    "forest",
-    "tree",
-    "leaf",
-    "branch",
-    "rock",
-    "cliff",
-    "canyon",
-    "desert",
-    "dune",
-    "beach",
-    "wave",
-    "ocean",
-    "sea",
-    "shore",
-    "harbor",
-    "boat",
-    "sky",
-    "cloud",
-    "storm",
-    "rain",
-    "fog",
-    "mist",
-    "snow",
-    "ice",
-    "sun",
-    "sunrise",
-    "sunset",
-    "dusk",
-    "dawn",
-    "twilight",
-    "night",
-    "moon",
-    "star",
-    "horizon",
-    "foreground",
-    "background",
-    "midground",
-    "subject",
-    "eye",
-    "hand",
-    "child",
-    "woman",
-    "man",
-    "crowd",
-    "market",
-    "cafe",
-    "train",
-    "station",
-    "platform",
-    "road",
-    "path",
-    "fence",
-    "wall",
-    "roof",
-    "tower",
-    "church",
-    "temple",
-    "garden",
-    "flower",
-    "field",
-    "meadow",
-    "farm",
-    "barn",
-    "horse",
-    "bird",
-    "dog",
-    "cat",
-    "reflection",
-    "silhouette",
-    "outline",
-    "corner",
-    "diagonal",
-    "curve",
-    "circle",
-    "square",
-    "triangle",
-    "symmetry",
-    "asymmetry",
-    "space",
-    "depth",
-    "distance",
-    "perspective",
-    "scale",
-    "layer",
-    "plane",
-    "color",
-    "hue",
-    "saturation",
-    "palette",
-    "warmth",
-    "coolness",
-    "blue",
-    "red",
-    "green",
-    "yellow",
-    "orange",
-    "purple",
-    "gray",
-    "black",
-    "white",
-    "sepia",
-    "monochrome",
-    "darkroom",
-    "developer",
-    "paper",
-    "film",
-    "sensor",
-    "pixel",
-    "noise",
-    "blur",
-    "focus",
-    "sharpness",
-    "bokeh",
-    "depth-of-field",
-    "tripod",
-    "filter",
-    "flash",
-    "lamp",
-    "streetlight",
-    "neon",
-    "sign",
-    "poster",
-    "umbrella",
-    "coat",
-    "hat",
-    "bicycle",
-    "car",
-    "bus",
-    "tram",
-    "steam",
-    "smoke",
-    "dust",
-    "haze",
-    "glow",
-    "sparkle",
-    "ripple",
-    "puddle",
-    "stone",
-    "brick",
-    "wood",
-    "metal",
-    "glass",
-    "mirror",
-    "door",
-    "gate",
-    "balcony",
-    "courtyard",
-    "square",
-    "plaza",
-    "avenue",
-    "neighborhood",
-    "village",
-    "town",
-    "skyline",
-    "rooftop",
-    "zone",
-    "system",
-    "meter",
-    "histogram",
-    "crop",
-    "border",
-    "margin",
-    "thirds",
-    "center",
-    "weight",
-    "mass",
-    "void",
-    "negative-space",
-    "leading-line",
-    "vanishing-point",
-    "intention",
-    "vision",
-    "voice",
-    "craft",
-    "discipline",
-    "patience",
-    "timing",
-    "instinct",
-    "geometry",
-    "chance",
-    "encounter",
-    "wonder",
-    "silence",
-    "solitude",
-    "memory",
-]
+@functools.cache
+def _words() -> dict[str, tuple[str, ...]]:
+    return {name: tuple(words) for name, words in _load("words.json").items()}
 
-ADJECTIVES = [
-    "quiet",
-    "soft",
-    "hard",
-    "harsh",
-    "gentle",
-    "bright",
-    "dark",
-    "deep",
-    "shallow",
-    "wide",
-    "narrow",
-    "tall",
-    "low",
-    "high",
-    "long",
-    "short",
-    "warm",
-    "cool",
-    "cold",
-    "hot",
-    "muted",
-    "vivid",
-    "rich",
-    "pale",
-    "subtle",
-    "bold",
-    "strong",
-    "weak",
-    "clean",
-    "busy",
-    "cluttered",
-    "simple",
-    "complex",
-    "calm",
-    "tense",
-    "still",
-    "restless",
-    "balanced",
-    "unbalanced",
-    "centered",
-    "off-center",
-    "sharp",
-    "soft-focus",
-    "blurred",
-    "crisp",
-    "grainy",
-    "smooth",
-    "rough",
-    "luminous",
-    "dim",
-    "glowing",
-    "dramatic",
-    "delicate",
-    "intimate",
-    "distant",
-    "lonely",
-    "crowded",
-    "empty",
-    "open",
-    "closed",
-    "heavy",
-    "light",
-    "elegant",
-    "awkward",
-    "natural",
-    "staged",
-    "candid",
-    "decisive",
-    "fleeting",
-    "timeless",
-    "golden",
-    "silver",
-    "blue-hour",
-    "overcast",
-    "diffuse",
-    "directional",
-    "side-lit",
-    "backlit",
-    "front-lit",
-    "hazy",
-    "misty",
-    "foggy",
-    "rainy",
-    "snowy",
-    "dusty",
-    "vertical",
-    "horizontal",
-    "diagonal",
-    "curved",
-    "angular",
-    "geometric",
-    "organic",
-    "layered",
-    "flat",
-    "three-dimensional",
-    "tonal",
-    "chromatic",
-    "monochromatic",
-    "harmonious",
-    "discordant",
-    "complementary",
-    "analogous",
-    "saturated",
-    "desaturated",
-    "underexposed",
-    "overexposed",
-    "well-exposed",
-    "careful",
-    "patient",
-    "precise",
-    "loose",
-    "honest",
-    "tender",
-    "melancholic",
-    "joyful",
-    "somber",
-    "serene",
-    "powerful",
-    "fragile",
-    "ordinary",
-    "extraordinary",
-    "familiar",
-    "strange",
-]
 
-VERBS = [
-    "frame",
-    "compose",
-    "expose",
-    "develop",
-    "print",
-    "crop",
-    "meter",
-    "focus",
-    "wait",
-    "watch",
-    "walk",
-    "return",
-    "notice",
-    "capture",
-    "reveal",
-    "hide",
-    "lead",
-    "guide",
-    "draw",
-    "pull",
-    "push",
-    "hold",
-    "anchor",
-    "balance",
-    "separate",
-    "isolate",
-    "simplify",
-    "repeat",
-    "echo",
-    "contrast",
-    "soften",
-    "sharpen",
-    "darken",
-    "lighten",
-    "dodge",
-    "burn",
-    "shift",
-    "tilt",
-    "lower",
-    "raise",
-    "step",
-    "move",
-    "turn",
-    "open",
-    "close",
-    "fill",
-    "empty",
-    "carry",
-    "suggest",
-    "invite",
-    "reward",
-    "hold",
-    "breathe",
-    "rest",
-    "divide",
-    "connect",
-    "follow",
-    "cut",
-    "flatten",
-    "deepen",
-    "compress",
-    "stretch",
-    "glow",
-    "fade",
-    "scatter",
-    "gather",
-    "bend",
-    "rise",
-    "fall",
-    "shine",
-]
+@functools.cache
+def _templates() -> dict[str, Any]:
+    templates = _load("templates.json")
+    # A bad edit of the data fails here, on first use, not in the middle of a build.
+    for template in (*templates["sentences"], templates["chat"]):
+        for slot in _SLOT.findall(template):
+            name = slot.removesuffix("+")
+            if slot not in _WRITTEN and not slot.startswith("int:") and name not in _words():
+                raise ValueError(f"unknown slot {{{slot}}} in tiny/data/templates.json")
+    return templates
 
-ADVERBS = [
-    "slightly",
-    "gently",
-    "firmly",
-    "carefully",
-    "quietly",
-    "boldly",
-    "clearly",
-    "softly",
-    "strongly",
-    "evenly",
-    "deliberately",
-    "naturally",
-    "patiently",
-    "precisely",
-    "almost",
-    "nearly",
-    "perhaps",
-    "always",
-    "never",
-    "often",
-    "rarely",
-    "simply",
-    "truly",
-    "really",
-    "quite",
-    "very",
-    "too",
-]
 
-FUNCTION = [
-    "the",
-    "a",
-    "an",
-    "this",
-    "that",
-    "these",
-    "those",
-    "its",
-    "his",
-    "her",
-    "their",
-    "our",
-    "your",
-    "my",
-    "of",
-    "in",
-    "on",
-    "at",
-    "by",
-    "with",
-    "from",
-    "into",
-    "onto",
-    "over",
-    "under",
-    "between",
-    "behind",
-    "before",
-    "after",
-    "above",
-    "below",
-    "through",
-    "across",
-    "along",
-    "around",
-    "against",
-    "toward",
-    "and",
-    "but",
-    "or",
-    "so",
-    "yet",
-    "because",
-    "while",
-    "when",
-    "where",
-    "which",
-    "who",
-    "what",
-    "how",
-    "why",
-    "if",
-    "then",
-    "than",
-    "as",
-    "is",
-    "are",
-    "was",
-    "were",
-    "be",
-    "been",
-    "being",
-    "has",
-    "have",
-    "had",
-    "do",
-    "does",
-    "did",
-    "can",
-    "could",
-    "should",
-    "would",
-    "will",
-    "may",
-    "might",
-    "must",
-    "not",
-    "no",
-    "more",
-    "most",
-    "less",
-    "least",
-    "some",
-    "any",
-    "each",
-    "every",
-    "all",
-    "both",
-    "either",
-    "neither",
-    "one",
-    "two",
-    "three",
-    "several",
-    "many",
-    "few",
-]
-
-PLACES = (
-    "Yosemite",
-    "Hong Kong",
-    "Paris",
-    "New York",
-    "San Francisco",
-    "London",
-    "Kyoto",
-    "Lisbon",
-    "Marseille",
-    "Big Sur",
-    "Monument Valley",
-    "the Sierra Nevada",
-    "Kowloon",
-    "Montmartre",
-    "Half Dome",
-    "Death Valley",
-)
-
-APERTURES = ("1.4", "2", "2.8", "4", "5.6", "8", "11", "16", "22", "32", "64")
-SHUTTERS = ("1/8000", "1/1000", "1/500", "1/250", "1/125", "1/60", "1/30", "1/15", "1/2", "4")
-ISOS = ("50", "100", "200", "400", "800", "1600", "3200", "6400")
-FOCALS = ("14", "24", "28", "35", "50", "85", "90", "105", "135", "200", "300")
+def _load(name: str) -> Any:
+    text = resources.files("mondrian.tiny").joinpath("data", name).read_text(encoding="utf-8")
+    return json.loads(text)
 
 
 def _inflect(word: str, rng: random.Random) -> str:
     """A plausible inflected form, so the vocabulary learns common suffixes."""
     if "-" in word:
         return word
-    suffix = rng.choice(("", "", "s", "ed", "ing", "ly", "er", "ness"))
+    suffix = rng.choice(_SUFFIXES)
     if suffix in ("ed", "ing", "er") and word.endswith("e"):
         word = word[:-1]
     return word + suffix
@@ -645,78 +80,68 @@ def _maybe_title(word: str, rng: random.Random) -> str:
 
 
 class _Writer:
+    """Writes documents from one random stream: every draw, in order, is part of the
+    contract, since it decides the trained tokenizer."""
+
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self.words = _words()
+        self.templates = _templates()
 
-    def pick(self, words: tuple[str, ...] | list[str]) -> str:
+    def pick(self, words: tuple[str, ...]) -> str:
         return self.rng.choice(words)
 
+    def fill(self, template: str) -> str:
+        # re.sub calls the function for each slot from left to right: the draw order.
+        return _SLOT.sub(lambda match: self.slot(match.group(1)), template)
+
+    def slot(self, slot: str) -> str:
+        if slot == "phrase":
+            return self.phrase()
+        if slot == "sentence":
+            return self.sentence()
+        if slot == "paragraph":
+            return self.paragraph()
+        if slot == "critique":
+            return self.critique()
+        if slot == "dimension":
+            return self.pick(DIMENSIONS).replace("_", " ")
+        if slot.startswith("int:"):
+            bounds = [int(n) for n in slot.removeprefix("int:").split(":")]
+            return str(self.rng.randrange(*bounds))
+        if slot.endswith("+"):
+            return _inflect(self.pick(self.words[slot[:-1]]), self.rng)
+        return self.pick(self.words[slot])
+
     def phrase(self) -> str:
-        r = self.rng
-        parts = [self.pick(FUNCTION[:4])]
-        if r.random() < 0.6:
-            parts.append(_inflect(self.pick(ADJECTIVES), r))
-        parts.append(_inflect(self.pick(NOUNS), r))
+        words = self.words
+        parts = [self.pick(words["articles"])]
+        if self.rng.random() < 0.6:
+            parts.append(_inflect(self.pick(words["adjectives"]), self.rng))
+        parts.append(_inflect(self.pick(words["nouns"]), self.rng))
         return " ".join(parts)
 
     def sentence(self) -> str:
-        r = self.rng
-        kind = r.randrange(8)
-        if kind == 0:
-            s = (
-                f"{self.pick(PHOTOGRAPHERS)} {_inflect(self.pick(VERBS), r)} "
-                f"{self.phrase()} {self.pick(FUNCTION[7:25])} {self.phrase()}"
-            )
-        elif kind == 1:
-            s = (
-                f"{self.phrase()} {self.pick(('is', 'feels', 'looks', 'seems', 'reads as'))} "
-                f"{self.pick(ADVERBS)} {self.pick(ADJECTIVES)}"
-            )
-        elif kind == 2:
-            s = (
-                f"{self.pick(VERBS)} {self.phrase()} so that {self.phrase()} "
-                f"{self.pick(('can', 'will', 'may', 'should'))} {self.pick(VERBS)} "
-                f"{self.pick(FUNCTION[7:25])} {self.phrase()}"
-            )
-        elif kind == 3:
-            s = (
-                f"Shot at f/{self.pick(APERTURES)}, {self.pick(SHUTTERS)} s, "
-                f"ISO {self.pick(ISOS)} with a {self.pick(FOCALS)}mm lens in "
-                f"{self.pick(PLACES)}, {r.randrange(1900, 2027)}"
-            )
-        elif kind == 4:
-            s = (
-                f"In {self.pick(PLACES)}, {self.phrase()} {_inflect(self.pick(VERBS), r)} "
-                f"{self.phrase()} while {self.phrase()} {_inflect(self.pick(VERBS), r)}"
-            )
-        elif kind == 5:
-            s = (
-                f"The {self.pick(DIMENSIONS).replace('_', ' ')} scores "
-                f"{r.randrange(11)}/10: {self.phrase()} {self.pick(VERBS)}s "
-                f"{self.pick(ADVERBS)} ({r.randrange(101)}%)"
-            )
-        elif kind == 6:
-            s = (
-                f"{self.pick(('Try to', 'Consider how to', 'Next time,', 'Wait to'))} "
-                f"{self.pick(VERBS)} {self.phrase()}; {self.phrase()} "
-                f"{self.pick(('would', 'could', 'might'))} {self.pick(VERBS)} "
-                f"{self.pick(ADVERBS)}"
-            )
-        else:
-            words = [
-                _maybe_title(_inflect(self.pick(NOUNS + ADJECTIVES + VERBS + FUNCTION), r), r)
-                for _ in range(r.randrange(5, 14))
-            ]
-            s = " ".join(words)
+        sentences = self.templates["sentences"]
+        kind = self.rng.randrange(len(sentences) + 1)
+        s = self.fill(sentences[kind]) if kind < len(sentences) else self.free_words()
         s = s[0].upper() + s[1:]
-        return s + self.pick((".", ".", ".", "!", "?", "..."))
+        return s + self.pick(self.words["endings"])
+
+    def free_words(self) -> str:
+        """Words in no order, some capitalized: the "sentence" no template makes."""
+        r, words = self.rng, self.words
+        pool = words["nouns"] + words["adjectives"] + words["verbs"] + words["function_words"]
+        return " ".join(
+            _maybe_title(_inflect(self.pick(pool), r), r) for _ in range(r.randrange(5, 14))
+        )
 
     def paragraph(self) -> str:
         return " ".join(self.sentence() for _ in range(self.rng.randrange(2, 6)))
 
     def critique(self) -> str:
         r = self.rng
-        body = {
+        body: dict[str, Any] = {
             "image_description": self.sentence(),
             "dimensions": {
                 key: {
@@ -731,21 +156,22 @@ class _Writer:
         }
         if r.random() < 0.3:
             body["overall_score"] = round(r.uniform(0, 10), 2)
-            body["overall_grade"] = r.choice(("A", "A-", "B+", "B", "B-", "C+", "C", "D", "F"))
+            body["overall_grade"] = self.pick(self.words["grades"])
         # Both the compact form (what constrained decoding emits) and the pretty form.
         if r.random() < 0.5:
             return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         return json.dumps(body, indent=r.choice((None, 2)), ensure_ascii=False)
 
     def chat(self) -> str:
-        return (
-            f"system\nYou are {self.pick(PHOTOGRAPHERS)}. {self.paragraph()}\n"
-            f"user\nCritique this photograph. {self.sentence()}\n"
-            f"assistant\n{self.critique()}"
-        )
+        return self.fill(self.templates["chat"])
+
+    def numbers(self) -> str:
+        r = self.rng
+        nums = " ".join(str(r.randrange(10 ** r.randrange(1, 6))) for _ in range(8))
+        return f"{self.sentence()} {nums}\n{self.paragraph()}"
 
 
-def corpus(n_docs: int = 1500) -> Iterator[str]:
+def corpus(n_docs: int = _N_DOCS) -> Iterator[str]:
     """Yield the training documents, the same ones on every call."""
     writer = _Writer(random.Random(_SEED))
     for i in range(n_docs):
@@ -757,7 +183,4 @@ def corpus(n_docs: int = 1500) -> Iterator[str]:
         elif kind == 3:
             yield writer.chat()
         else:
-            nums = " ".join(
-                str(writer.rng.randrange(10 ** writer.rng.randrange(1, 6))) for _ in range(8)
-            )
-            yield f"{writer.sentence()} {nums}\n{writer.paragraph()}"
+            yield writer.numbers()

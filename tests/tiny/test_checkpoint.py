@@ -4,7 +4,6 @@ byte-identical for a seed."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 
@@ -12,12 +11,12 @@ import pytest
 
 from mondrian import __version__
 from mondrian.errors import InvalidInput, MondrianError
-from mondrian.tiny import checkpoint as tiny
-from mondrian.tiny.checkpoint import ARCHES, FAMILIES, make_tiny, read_info, sha256_file
+from mondrian.tiny.checkpoint import make_tiny, read_info, sha256_file
+from mondrian.tiny.families import ARCHES, FAMILIES, MERGE_SIZE
+from mondrian.tiny.model import MODEL_VOCAB_SIZE, REAL_MODEL_VOCAB_SIZE
+from mondrian.tiny.processor import MAX_IMAGE_TOKENS, MIN_IMAGE_TOKENS, pixel_budget
 
 pytestmark = pytest.mark.model
-
-QWEN3_VL_TEMPLATE_SHA256 = "3636d0f0bd6bef02654cdffdc447b79cb2cef8ab02cc75267345946291a489e4"
 
 
 def _photo(width: int = 400, height: int = 300):
@@ -35,46 +34,6 @@ def _messages(n_images: int = 1) -> list[dict]:
         {"role": "system", "content": "You are Ansel Adams."},
         {"role": "user", "content": content},
     ]
-
-
-def test_tokenizer_training_is_deterministic_and_keeps_digits_apart():
-    vocab, merges = tiny.train_bpe()
-    assert (vocab, merges) == tiny.train_bpe()
-    assert len(vocab) == tiny.BPE_VOCAB_SIZE
-    # Score calibration reads one token per digit: no learned token joins a digit to anything.
-    assert all(len(token) == 1 for token in vocab if any(ch.isdigit() for ch in token))
-    assert all(str(d) in vocab for d in range(10))
-
-
-@pytest.mark.parametrize("arch", ARCHES)
-def test_special_tokens_follow_the_real_vocabulary_order(arch):
-    tokenizer = tiny.build_tokenizer(arch)
-    family = FAMILIES[arch]
-    names = (*family.special_tokens, *family.added_tokens)
-    ids = tokenizer.convert_tokens_to_ids(list(names))
-    assert ids == list(range(tiny.BPE_VOCAB_SIZE, tiny.BPE_VOCAB_SIZE + len(names)))
-    assert len(tokenizer) == tiny.BPE_VOCAB_SIZE + len(names) < tiny.MODEL_VOCAB_SIZE
-    # Same offsets as Qwen's 151643 (<|endoftext|>) .. 151656 (<|video_pad|>).
-    base = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    assert tokenizer.convert_tokens_to_ids("<|vision_start|>") - base == 151652 - 151643
-    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") - base == 151655 - 151643
-    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
-    text = "<|im_start|>user\nScore 10/10 at f/2.8<|im_end|>"
-    encoded = tokenizer(text).input_ids
-    assert encoded[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
-    pieces = [tokenizer.decode([i]) for i in encoded]
-    assert [p for p in pieces if any(ch.isdigit() for ch in p)] == ["1", "0", "1", "0", "2", "8"]
-    assert tokenizer.decode(encoded) == text
-    if family.added_tokens:  # added, not special: skip_special_tokens keeps them, as in Qwen
-        assert "<tool_call>" in tokenizer.decode(
-            tokenizer("<tool_call>x").input_ids, skip_special_tokens=True
-        )
-
-
-def test_qwen3_vl_template_is_the_shipped_one():
-    data = tiny.QWEN3_VL_CHAT_TEMPLATE.encode()
-    assert len(data) == 5292
-    assert hashlib.sha256(data).hexdigest() == QWEN3_VL_TEMPLATE_SHA256
 
 
 def test_checkpoint_is_consistent(tiny_checkpoint):
@@ -96,7 +55,7 @@ def test_checkpoint_is_consistent(tiny_checkpoint):
     assert config.video_token_id == get("<|video_pad|>")
     assert config.vision_start_token_id == get("<|vision_start|>")
     assert config.vision_end_token_id == get("<|vision_end|>")
-    assert text.vocab_size == tiny.MODEL_VOCAB_SIZE >= len(tokenizer)
+    assert text.vocab_size == MODEL_VOCAB_SIZE >= len(tokenizer)
     assert config.tie_word_embeddings is False
     vision = config.vision_config
     if arch == "qwen3_vl":
@@ -127,7 +86,7 @@ def test_checkpoint_is_consistent(tiny_checkpoint):
     assert info["sha256"]["tokenizer.json"] == sha256_file(tiny_checkpoint / "tokenizer.json")
     assert (tiny_checkpoint / "chat_template.jinja").read_text() == FAMILIES[arch].chat_template
     legacy = json.loads((tiny_checkpoint / "preprocessor_config.json").read_text())
-    assert (legacy["min_pixels"], legacy["max_pixels"]) == tiny.pixel_budget(arch)
+    assert (legacy["min_pixels"], legacy["max_pixels"]) == pixel_budget(arch)
 
 
 def test_loads_offline_and_generates_from_an_image(tiny_checkpoint, monkeypatch):
@@ -154,12 +113,12 @@ def test_loads_offline_and_generates_from_an_image(tiny_checkpoint, monkeypatch)
     assert prompt.endswith("<|im_start|>assistant\n")
     inputs = processor(text=[prompt], images=[_photo()], return_tensors="pt")
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    assert n_image_tokens == int(inputs["image_grid_thw"].prod()) // tiny.MERGE_SIZE**2
-    assert tiny.MIN_IMAGE_TOKENS <= n_image_tokens <= tiny.MAX_IMAGE_TOKENS
+    assert n_image_tokens == int(inputs["image_grid_thw"].prod()) // MERGE_SIZE**2
+    assert MIN_IMAGE_TOKENS <= n_image_tokens <= MAX_IMAGE_TOKENS
 
     with torch.no_grad():
         logits = model(**inputs).logits
-    assert logits.shape == (1, inputs["input_ids"].shape[1], tiny.MODEL_VOCAB_SIZE)
+    assert logits.shape == (1, inputs["input_ids"].shape[1], MODEL_VOCAB_SIZE)
     assert torch.isfinite(logits).all()
     # The re-drawn head gives logits of unit scale (the default init gives about 0.2).
     assert logits[0, -1].std().item() > 0.5
@@ -171,7 +130,7 @@ def test_loads_offline_and_generates_from_an_image(tiny_checkpoint, monkeypatch)
     assert torch.equal(first, again)
     assert torch.equal(first[:, :prompt_len], inputs["input_ids"])
     generated = first[0, prompt_len:]
-    assert ((generated >= 0) & (generated < tiny.MODEL_VOCAB_SIZE)).all()
+    assert ((generated >= 0) & (generated < MODEL_VOCAB_SIZE)).all()
     # The prompt's ids decode to the prompt, its one placeholder expanded to the image's
     # tokens: the tokenizer round-trips and the processor counted the patches.
     expanded = prompt.replace("<|image_pad|>", "<|image_pad|>" * n_image_tokens)
@@ -298,7 +257,7 @@ def test_the_real_vocabulary_checkpoint_tokenizes_as_qwen(tiny_checkpoint_factor
     assert pieces == ['{"', "score", '":', "1", ',"', "comment", '":"']
 
     config = AutoConfig.from_pretrained(path)
-    assert config.text_config.vocab_size == tiny.REAL_MODEL_VOCAB_SIZE > len(tokenizer)
+    assert config.text_config.vocab_size == REAL_MODEL_VOCAB_SIZE > len(tokenizer)
     assert config.tie_word_embeddings is True
     assert config.image_token_id == 151655
     with safe_open(path / "model.safetensors", "pt") as weights:
@@ -318,5 +277,5 @@ def test_the_real_vocabulary_checkpoint_tokenizes_as_qwen(tiny_checkpoint_factor
     inputs = processor(text=[prompt], images=[_photo(56, 56)], return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
-    assert logits.shape == (1, inputs["input_ids"].shape[1], tiny.REAL_MODEL_VOCAB_SIZE)
+    assert logits.shape == (1, inputs["input_ids"].shape[1], REAL_MODEL_VOCAB_SIZE)
     assert torch.isfinite(logits).all()
