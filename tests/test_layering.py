@@ -22,7 +22,6 @@ LAYERS: dict[str, int] = {
     "advisors": 1,
     "storage": 2,
     "prompts": 2,
-    "parsing": 2,
     "images": 2,
     "backends": 3,
     "tiny": 3,

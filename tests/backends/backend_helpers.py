@@ -53,8 +53,8 @@ def _as_written(critique: Critique) -> dict[str, Any]:
 def assert_text_is_the_critique(
     text: str, critique: Critique | None, max_text_chars: int | None, max_list_items: int | None
 ) -> None:
-    """`text` is strict JSON within the grammar's schema (no repair by the tolerant
-    parser), and it says what the returned critique says."""
+    """`text` is strict JSON within the grammar's schema, and it says what the returned
+    critique says."""
     assert critique is not None, text
     data = json.loads(text)
     problems = schema_problems(data, generation_schema(max_text_chars, max_list_items))

@@ -54,7 +54,7 @@ def test_an_unrelated_out_dir_is_refused(dataset, tmp_path, capsys):
 
 def test_bad_flags_are_user_errors(dataset, capsys):
     assert _train("--advisor", ADVISOR, "--dataset", str(dataset), "--rank", "0") == 2
-    assert "rank" in capsys.readouterr().err
+    assert "--rank: Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_loss_curve_is_an_svg_with_both_series():

@@ -7,9 +7,13 @@ Data-parallel: `torchrun --nproc_per_node N -m mondrian train ...` or
 from __future__ import annotations
 
 import argparse
+import types
 from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
 from mondrian.cli.common import print_json, settings_from
+from mondrian.errors import InvalidInput
+from mondrian.training.config import ConfigError, TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,27 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dataset", required=True, type=Path, help="data set folder (mondrian dataset build)"
     )
-    parser.add_argument(
-        "--model", help="base model hub id or path (default: config file, then $MONDRIAN_MODEL)"
-    )
     parser.add_argument("--config", type=Path, help="TOML file of settings (configs/train/)")
-    parser.add_argument("--rank", type=int, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, help="LoRA alpha")
-    parser.add_argument("--dropout", type=float, help="LoRA dropout")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--epochs", type=int, help="passes over the training split")
-    parser.add_argument("--batch-size", type=int, help="examples per step per process")
-    parser.add_argument("--grad-accum", type=int, help="steps per optimizer update")
-    parser.add_argument("--max-pixels", type=int, help="pixel budget per image")
-    parser.add_argument("--seed", type=int, help="seed for data order, dropout and init")
-    parser.add_argument("--device", help="cuda, mps, cpu or auto")
+    add_config_flags(parser)
     parser.add_argument(
         "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="base weights' dtype (auto: bfloat16 on CUDA, else float32)",
     )
     parser.add_argument(
         "--activate",
@@ -68,13 +55,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=train_command)
 
 
+# --- TrainConfig's fields as flags ---------------------------------------------------------
+
+
+def flag_of(field: str) -> str:
+    """The flag of a TrainConfig field ('batch_size' -> '--batch-size'); other names as-is."""
+    return "--" + field.replace("_", "-") if field in TrainConfig.model_fields else field
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its type, choices and help taken from the field.
+
+    Every flag defaults to None, which means unset: a value comes from the flag, else the
+    --config file, else the field's default (the one the help shows).
+    """
+    group = parser.add_argument_group(
+        "training settings",
+        "Each overrides the --config file, which overrides the default shown.",
+    )
+    for name, field in TrainConfig.model_fields.items():
+        kind = _flag_type(name, field.annotation)
+        help_text = field.description or name
+        if isinstance(field.default, bool):
+            help_text += f" Default: {'on' if field.default else 'off'}."
+        elif field.default is not None:
+            help_text += f" Default: {field.default}."
+        options: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is Literal:
+            choices = get_args(kind)
+            options.update(type=type(choices[0]), choices=choices)
+        else:
+            options["type"] = kind
+        group.add_argument(flag_of(name), **options)
+
+
+def _flag_type(name: str, annotation: Any) -> Any:
+    """The field's type without its None (`int | None` -> int); a flag's kind of value."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if annotation in (bool, int, float, str) or get_origin(annotation) is Literal:
+        return annotation
+    # A new field of another type needs its own flag rule here; fail at parser build.
+    raise TypeError(f"TrainConfig.{name}: no flag for a field of type {annotation!r}")
+
+
 def train_command(args: argparse.Namespace) -> int:
     from mondrian.backends.registry import resolve_backend_name
     from mondrian.errors import Unavailable
-    from mondrian.training.config import load_config
     from mondrian.training.registry import describe
 
     settings = settings_from(args)
+    cfg = config_from(args)  # bad flags fail here, before torch is imported
     if resolve_backend_name(settings.backend) == "mlx":
         try:
             from mondrian.training.mlx_train import train_mlx as train
@@ -85,21 +118,6 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         from mondrian.training.train import train
 
-    cfg = load_config(
-        args.config,
-        model=args.model,
-        rank=args.rank,
-        alpha=args.alpha,
-        dropout=args.dropout,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_pixels=args.max_pixels,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-    )
     result = train(
         cfg,
         advisor_id=args.advisor,
@@ -135,3 +153,17 @@ def train_command(args: argparse.Namespace) -> int:
     if val:
         print(f"validation loss per epoch: {', '.join(f'{v:.4f}' for v in val)}")
     return 0
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: defaults, then --config, then the flags given."""
+    from mondrian.training.config import load_config
+
+    values = vars(args)
+    overrides = {name: values[name] for name in TrainConfig.model_fields}
+    try:
+        return load_config(args.config, **overrides)
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise  # the file's own values: named as the file spells them
+        raise InvalidInput(exc.describe(flag_of)) from None

@@ -1,7 +1,10 @@
 """The training run's settings: one typed model, every field with a default and one line
-of help. A TOML file sets any of them; CLI flags override the file. The shipped files live
-inside the package (src/mondrian/configs/train/*.toml, so they are in the wheel);
-`pick_config` chooses the one that fits a model.
+of help. A TOML file sets any of them; CLI flags override the file. The fields are the one
+source of names, defaults and help: `mondrian train` makes a flag of each
+(src/mondrian/cli/train_cmd.py), and `ConfigError` names fields so that the CLI can name
+its flags instead. The shipped files live inside the package
+(src/mondrian/configs/train/*.toml, so they are in the wheel); `pick_config` chooses the one
+that fits a model.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +30,26 @@ LM_TARGET_REGEX = (
     r"^(?:model\.language_model|model|language_model\.model)\.layers\.\d+\."
     r"(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)$"
 )
+
+
+class ConfigError(InvalidInput):
+    """Training settings that do not validate.
+
+    `problems` holds (field, message) pairs, the field a `TrainConfig` name ("lr") or
+    "config" for the whole; `source` is the file the values came from, None for values
+    given in code or on the command line. `describe()` words it with other names for the
+    fields: the CLI says `--lr` where the library says `lr`.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: Path | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(self.describe())
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        where = f"{self.source}: " if self.source is not None else ""
+        parts = "; ".join(f"{name(field)}: {message}" for field, message in self.problems)
+        return f"{where}invalid training config: {parts}"
 
 
 class TrainConfig(BaseModel):
@@ -72,7 +96,7 @@ class TrainConfig(BaseModel):
     )
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
     cpu_threads: int | None = Field(
-        default=None, ge=1, description="torch threads on CPU during the run (None: torch's)."
+        default=None, ge=1, description="torch threads on CPU during the run (unset: torch's)."
     )
 
     # --- derived -------------------------------------------------------------------------
@@ -95,7 +119,7 @@ class TrainConfig(BaseModel):
         try:
             return TrainConfig.model_validate({**self.model_dump(), **values})
         except ValidationError as exc:
-            raise InvalidInput(_describe(exc)) from None
+            raise ConfigError(_problems(exc)) from None
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
@@ -114,17 +138,14 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise InvalidInput(where + _describe(exc)) from None
+        raise ConfigError(_problems(exc), source=path) from None
     return config.merged(**overrides)
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"]) or "config"
-        parts.append(f"{loc}: {error['msg']}")
-    return "invalid training config: " + "; ".join(parts)
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    return [
+        (".".join(str(p) for p in error["loc"]) or "config", error["msg"]) for error in exc.errors()
+    ]
 
 
 # --- shipped configs ---------------------------------------------------------------------
