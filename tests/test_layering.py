@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "config": 0,
     "errors": 0,
     "advisors": 1,
+    "staging": 1,
     "storage": 2,
     "prompts": 2,
     "parsing": 2,

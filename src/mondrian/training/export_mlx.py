@@ -38,8 +38,8 @@ from typing import Any
 
 from mondrian.backends.mlx.checkpoint import convert_config
 from mondrian.errors import InvalidInput
+from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.db import utcnow
-from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_adapter_dir
 
 MLX_CONFIG = "adapter_config.json"
@@ -195,8 +195,7 @@ def export_mlx(
     base = base_model or meta.get("base_model") or peft_config.get("base_model_name_or_path")
     local_base = _local_base(base) if include_base else None
 
-    staging = staging_dir(out_dir)
-    try:
+    with staged_output(out_dir) as staging:
         save_file(weights, str(staging / MLX_WEIGHTS), metadata={"format": "mlx"})
         (staging / MLX_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if local_base is not None:
@@ -215,8 +214,4 @@ def export_mlx(
             "created_at": utcnow(),
         }
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        install_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mondrian.errors import InvalidInput, Unavailable
+from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.db import utcnow
-from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 from mondrian.training.progress import quiet_hf_progress
 from mondrian.training.registry import verify_adapter_dir
 
@@ -70,8 +70,7 @@ def merge_adapter(
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
         merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
-    staging = staging_dir(out_dir)
-    try:
+    with staged_output(out_dir) as staging:
         with quiet_hf_progress():
             merged.save_pretrained(staging)
         processor.save_pretrained(staging)
@@ -91,10 +90,6 @@ def merge_adapter(
             "created_at": utcnow(),
         }
         (staging / MERGED_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        install_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

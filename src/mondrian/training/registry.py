@@ -26,10 +26,10 @@ from typing import Any
 
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound
+from mondrian.staging import fsync_dir, make_readable, staging_area
 from mondrian.storage import adapters as store
 from mondrian.storage.adapters import Adapter, adapter_ref, parse_adapter_ref
 from mondrian.storage.db import Database
-from mondrian.training.files import make_readable
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -45,13 +45,22 @@ def version_dir(settings: Settings, advisor_id: str, version: int) -> Path:
     return settings.adapters_dir / advisor_id / f"v{version}"
 
 
-def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
-    """An empty folder on the adapters' file system, to write a version into.
+STAGING_PREFIX = ".staging-"
+
+
+def staged_version(settings: Settings, advisor_id: str) -> contextlib.AbstractContextManager[Path]:
+    """An empty folder on the adapters' file system to write a version into, removed on
+    exit unless `publish` renamed it into place.
 
     It is private (0700) while it is written; `publish` gives the version readable modes."""
+    return staging_area(settings.adapters_dir / advisor_id, STAGING_PREFIX)
+
+
+def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
+    """`staged_version`'s folder, left for the caller to publish or remove."""
     parent = settings.adapters_dir / advisor_id
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
 
 
 def _safetensors_names(path: Path) -> list[str]:
@@ -105,15 +114,6 @@ def verify_adapter_dir(path: Path, *, require_meta: bool = True) -> dict[str, An
         except ValueError:
             raise InvalidInput(f"{path / ADAPTER_META} is not valid JSON") from None
     return meta
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -174,10 +174,10 @@ def publish(
         _write_json(staging / ADAPTER_META, meta)
         # A version is shared data: a server running as another user reads it.
         make_readable(staging)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         try:
             registered = store.register_adapter(conn, advisor_id, final, base_model, meta)
             if registered != version:

@@ -615,8 +615,7 @@ def publish_run(
     Shared by every trainer, so a version looks the same whoever trained it."""
     from mondrian.storage.bootstrap import open_state
 
-    staging = registry.new_staging_dir(settings, advisor_id)
-    try:
+    with registry.staged_version(settings, advisor_id) as staging:
         save(staging)
         points = [(i + 1, loss) for i, loss in enumerate(state.step_losses)]
         steps_per_epoch = state.step / max(1, state.epochs_done)
@@ -632,9 +631,6 @@ def publish_run(
             return registry.publish(
                 db, settings, advisor_id, staging, cfg.model or "", meta, activate=activate
             )
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- small helpers -----------------------------------------------------------------------
