@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "advisors": 1,
     "staging": 1,
+    "adapter_format": 1,
     "storage": 2,
     "prompts": 2,
     "parsing": 2,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
 
 class MondrianError(Exception):
     """A problem the user can act on; never a bug. Shown without a traceback."""
@@ -36,3 +41,53 @@ class Unavailable(MondrianError):
 
     code = "unavailable"
     http_status = 503
+
+
+# --- pydantic validation errors, as users read them ---------------------------------------
+
+ErrorList = Sequence[Mapping[str, Any]]
+
+
+def field_name(loc: Sequence[object], *, root: str | None = None, drop: Sequence[str] = ()) -> str:
+    """`a.b.0` for a pydantic error location; its first part dropped when in `drop` (FastAPI's
+    `body`, `query`, ...); `root` (or '') when nothing is left."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in drop:
+        parts = parts[1:]
+    return ".".join(parts) or (root or "")
+
+
+def validation_problems(
+    errors: ValidationError | ErrorList,
+    *,
+    root: str | None = None,
+    drop: Sequence[str] = (),
+    field: str = "{}",
+) -> list[str]:
+    """One `field: message` line per error. `root` names the whole object when an error has
+    no location (None: the message alone); `field` formats the name (`"field '{}'"`)."""
+    found = errors.errors(include_url=False) if isinstance(errors, ValidationError) else errors
+    lines = []
+    for error in found:
+        # A validator's ValueError reads "Value error, <its text>": the text is the message.
+        msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        name = field_name(error.get("loc", ()), root=root, drop=drop)
+        lines.append(f"{field.format(name)}: {msg}" if name else msg)
+    return lines
+
+
+def describe_validation(
+    errors: ValidationError | ErrorList,
+    *,
+    root: str | None = None,
+    drop: Sequence[str] = (),
+    field: str = "{}",
+    limit: int | None = None,
+) -> str:
+    """The problems on one line, `; `-separated, the first `limit` of them and a count of
+    the rest: the one way config files, training configs, advisor files, profile rows and
+    HTTP bodies report what is invalid."""
+    lines = validation_problems(errors, root=root, drop=drop, field=field)
+    shown = lines if limit is None else lines[:limit]
+    more = len(lines) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
