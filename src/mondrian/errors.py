@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -91,3 +92,23 @@ def describe_validation(
     shown = lines if limit is None else lines[:limit]
     more = len(lines) - len(shown)
     return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
+
+
+# --- names chosen from a fixed set (modes.py) ---------------------------------------------
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+def parse_choice(
+    kind: type[Choice], value: object, what: str, *, code: str | None = None
+) -> Choice:
+    """`value` as a member of `kind`, or InvalidInput("unknown <what> '<value>'; choose one
+    of: a, b, c") with `code` (InvalidInput's own by default): how every edge refuses a mode
+    or a policy it does not know."""
+    try:
+        return kind(value)
+    except ValueError:
+        shown = str(value)[:40]  # the value comes from a user: bounded in the message
+        raise InvalidInput(
+            f"unknown {what} {shown!r}; choose one of: {', '.join(kind)}", code=code
+        ) from None

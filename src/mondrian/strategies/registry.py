@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from mondrian.advisors import Advisor
 from mondrian.backends.protocol import TokenCallback
 from mondrian.context import Context
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, parse_choice
 from mondrian.images import Photo
+from mondrian.modes import Mode, Variant
 from mondrian.schema import AnalysisResult, ModelInfo
 from mondrian.strategies.base import Strategy
 from mondrian.strategies.baseline import Baseline
@@ -20,16 +21,12 @@ from mondrian.strategies.rag import Rag
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, Strategy] = {"baseline": Baseline(), "rag": Rag(), "lora": Lora()}
-FALLBACK_ORDER: tuple[str, ...] = ("lora", "rag", "baseline")
+STRATEGIES: dict[Mode, Strategy] = {Mode.BASELINE: Baseline(), Mode.RAG: Rag(), Mode.LORA: Lora()}
+FALLBACK_ORDER: tuple[Mode, ...] = (Mode.LORA, Mode.RAG, Mode.BASELINE)
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in FALLBACK_ORDER:
-        raise InvalidInput(
-            f"unknown mode {name!r}; choose one of: {', '.join(FALLBACK_ORDER)}", code="bad_mode"
-        )
-    return STRATEGIES[name]
+    return STRATEGIES[parse_choice(Mode, name, "mode", code="bad_mode")]
 
 
 @dataclass
@@ -39,9 +36,9 @@ class Fallback:
     strategies: dict[str, Strategy]
 
     def choose(self, ctx: Context, advisor: Advisor, requested: str) -> tuple[Strategy, list[str]]:
-        get_strategy(requested)  # validates the name
+        mode = get_strategy(requested).name  # validates the name
         reasons = []
-        for name in FALLBACK_ORDER[FALLBACK_ORDER.index(requested) :]:
+        for name in FALLBACK_ORDER[FALLBACK_ORDER.index(mode) :]:
             strategy = self.strategies.get(name)
             why = "not installed" if strategy is None else strategy.unavailable(ctx, advisor)
             if why is None:
@@ -80,7 +77,7 @@ def analyze(
         model=ModelInfo(
             base=ctx.backend.model_id,
             adapter=outcome.adapter,
-            variant="fine_tuned" if outcome.adapter else "base",
+            variant=Variant.FINE_TUNED if outcome.adapter else Variant.BASE,
             backend=ctx.backend.name,
         ),
         critique=outcome.critique.scored(advisor.weights),

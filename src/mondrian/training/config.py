@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, describe_validation
 
 # LoRA goes on the language model's decoder linears only (servable by vLLM: docs/ecosystem.md).
 # The vision tower has gate/up/down projections too, so a plain list of names would reach
@@ -120,11 +120,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"]) or "config"
-        parts.append(f"{loc}: {error['msg']}")
-    return "invalid training config: " + "; ".join(parts)
+    return "invalid training config: " + describe_validation(exc, root="config")
 
 
 # --- shipped configs ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from mondrian import __version__
 from mondrian.advisors.model import Advisor
 from mondrian.config import Settings
-from mondrian.errors import InvalidInput, MondrianError, NotFound
+from mondrian.errors import InvalidInput, MondrianError, NotFound, validation_problems
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
 from mondrian.schema import GENERATION_CHAR_CLASS, SCHEMA_VERSION, Critique, generation_schema
@@ -145,9 +145,7 @@ def _parse(raw: str) -> tuple[Critique | None, list[str]]:
     try:
         return Critique.model_validate_json(raw), []
     except ValidationError as exc:
-        return None, [
-            f"{'.'.join(str(p) for p in e['loc']) or 'critique'}: {e['msg']}" for e in exc.errors()
-        ]
+        return None, validation_problems(exc, root="critique")
 
 
 def collect_candidates(
