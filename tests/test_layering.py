@@ -17,9 +17,12 @@ SRC = Path(mondrian.__file__).parent
 LAYERS: dict[str, int] = {
     "__init__": 0,
     "schema": 0,
-    "config": 0,
     "errors": 0,
+    "modes": 0,
+    "config": 1,
     "advisors": 1,
+    "staging": 1,
+    "adapter_format": 1,
     "storage": 2,
     "prompts": 2,
     "images": 2,

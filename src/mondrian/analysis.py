@@ -17,6 +17,7 @@ from mondrian.advisors import Advisor
 from mondrian.backends.protocol import TokenCallback
 from mondrian.context import Context
 from mondrian.images import Photo, read_image_file
+from mondrian.modes import Variant
 from mondrian.schema import AnalysisResult, ModelInfo
 from mondrian.storage import advisors, images, jobs
 from mondrian.storage.jobs import Job
@@ -55,7 +56,7 @@ def analyze(
         model=ModelInfo(
             base=ctx.backend.model_id,
             adapter=outcome.adapter,
-            variant="fine_tuned" if outcome.adapter else "base",
+            variant=Variant.FINE_TUNED if outcome.adapter else Variant.BASE,
             backend=ctx.backend.name,
         ),
         critique=outcome.critique.scored(advisor.weights),

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Mode = Literal["baseline", "rag", "lora"]
-MODES: tuple[str, ...] = ("baseline", "rag", "lora")
+from mondrian.errors import InvalidInput, describe_validation
+from mondrian.modes import Mode
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
@@ -26,7 +25,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="cuda, mps, cpu or auto (first available).")
     dtype: str = Field(default="auto", description="float32, bfloat16, float16 or auto.")
     analysis_mode: Mode = Field(
-        default="baseline",
+        default=Mode.BASELINE,
         validation_alias=AliasChoices("MONDRIAN_ANALYSIS_MODE", "ANALYSIS_MODE", "analysis_mode"),
         description="Mode used when a request names none.",
     )
@@ -95,5 +94,11 @@ def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit (non-None) overrides on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with explicit (non-None) overrides on top.
+
+    An invalid value (`MONDRIAN_ANALYSIS_MODE=fast`) is InvalidInput naming the field, so
+    the CLI reports it as a user's mistake rather than with a traceback."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise InvalidInput("invalid settings: " + describe_validation(exc)) from None

@@ -9,11 +9,11 @@ import shutil
 import pytest
 from training_helpers import ADVISOR, fake_adapter
 
+from mondrian.adapter_format import ADAPTER_META
 from mondrian.cli.main import main
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.storage import adapters as store
 from mondrian.training import registry
-from mondrian.training.registry import ADAPTER_META
 
 
 def _publish(state, settings, tmp_path, activate=None):

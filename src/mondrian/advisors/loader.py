@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mondrian.advisors.model import Advisor
-from mondrian.errors import InvalidInput, NotFound
+from mondrian.errors import InvalidInput, NotFound, describe_validation
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".json", ".toml")
 
@@ -139,15 +139,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    errors = exc.errors(include_url=False, include_input=False)
-    for error in errors[:_MAX_REPORTED_ERRORS]:
-        loc = ".".join(str(p) for p in error["loc"])
-        msg = error["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{loc}': {msg}" if loc else msg)
-    if len(errors) > _MAX_REPORTED_ERRORS:
-        parts.append(f"and {len(errors) - _MAX_REPORTED_ERRORS} more")
-    return _one_line("; ".join(parts))
+    return _one_line(describe_validation(exc, field="field '{}'", limit=_MAX_REPORTED_ERRORS))
 
 
 def _one_line(text: str) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mondrian.cli.common import add_model_args, open_db, print_json, settings_from
-from mondrian.config import MODES
+from mondrian.modes import MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from mondrian.cli.common import add_model_args, settings_from
-from mondrian.config import MODES, load_settings
-from mondrian.service.options import POLICIES
+from mondrian.config import load_settings
+from mondrian.modes import MODES, POLICIES, Policy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5100
@@ -82,7 +82,7 @@ def build(args: argparse.Namespace):
     """The app `run` would serve, from the flags (no model is loaded until it starts)."""
     from pydantic import ValidationError
 
-    from mondrian.errors import InvalidInput
+    from mondrian.errors import InvalidInput, field_name
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions
 
@@ -98,10 +98,11 @@ def build(args: argparse.Namespace):
     try:
         options = ServiceOptions(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
+        # The first problem, named by its flag: the options' fields are the flags' names.
         error = exc.errors()[0]
-        flag = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
+        flag = "--" + field_name(error["loc"]).replace(".", "-").replace("_", "-")
         raise InvalidInput(f"invalid {flag}: {error['msg']}") from None
-    if args.ab_split is not None and options.model_policy != "ab_test":
+    if args.ab_split is not None and options.model_policy != Policy.AB_TEST:
         raise InvalidInput("--ab-split applies only with --model-policy ab_test")
     return create_app(settings, options=options)
 

@@ -27,7 +27,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, describe_validation
 from mondrian.schema import Critique
 from mondrian.storage import images as image_store
 from mondrian.storage import profiles as profile_store
@@ -185,9 +185,4 @@ def _reconcile(critique: Critique, stored: Critique | None) -> Critique:
 
 
 def _summary(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "row"
-        parts.append(f"{where}: {error['msg']}")
-    more = exc.error_count() - 3
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return describe_validation(exc, root="row", limit=3)

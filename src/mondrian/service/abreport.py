@@ -19,8 +19,9 @@ from statistics import fmean
 
 from pydantic import BaseModel, Field, ValidationError
 
+from mondrian.modes import Variant
 from mondrian.schema import Critique
-from mondrian.storage.jobs import VARIANTS, Job
+from mondrian.storage.jobs import Job
 
 
 class VariantStats(BaseModel):
@@ -120,7 +121,7 @@ def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
 
 def compare_variants(jobs: Iterable[Job]) -> ABReport:
     """The report over `jobs`; both variants always appear, with zeros if unused."""
-    by_variant: dict[str, list[Job]] = {v: [] for v in VARIANTS}
+    by_variant: dict[str, list[Job]] = {v: [] for v in Variant}
     for job in jobs:
         by_variant.setdefault(job.variant, []).append(job)
     stats = [variant_stats(v, js) for v, js in by_variant.items()]

@@ -15,8 +15,9 @@ from fastapi import Depends, Request
 
 from mondrian.advisors import Advisor
 from mondrian.advisors.model import ADVISOR_ID_PATTERN
-from mondrian.config import MODES, Settings
-from mondrian.errors import InvalidInput, NotFound, Unavailable
+from mondrian.config import Settings
+from mondrian.errors import InvalidInput, NotFound, Unavailable, parse_choice
+from mondrian.modes import Mode
 from mondrian.storage import advisors as advisor_store
 from mondrian.storage import jobs as job_store
 from mondrian.storage.db import Database
@@ -76,12 +77,8 @@ def load_advisor(db: Database, advisor_id: str) -> Advisor:
     return advisor
 
 
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InvalidInput(
-            f"unknown mode {mode[:40]!r}; choose one of: {', '.join(MODES)}", code="unknown_mode"
-        )
-    return mode
+def check_mode(mode: str) -> Mode:
+    return parse_choice(Mode, mode, "mode", code="unknown_mode")
 
 
 def load_job(db: Database, job_id: str) -> Job:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mondrian.errors import MondrianError
+from mondrian.errors import MondrianError, describe_validation, field_name
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ def error_response(exc: MondrianError, headers: Mapping[str, str] | None = None)
     )
 
 
+# Where FastAPI found the value: not part of the field's name.
+_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
 def _field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
+    return field_name(loc, root="body", drop=_SOURCES)
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str, list[str]]:
@@ -73,12 +74,8 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str, l
     if missing and len(missing) == len(errors):
         names = ", ".join(repr(_field(e["loc"])) for e in missing)
         return "missing_field", f"missing required field(s): {names}", fields
-    pieces = []
-    for e in errors[:5]:
-        msg = str(e.get("msg", "invalid"))
-        pieces.append(f"{_field(e.get('loc', ()))}: {msg}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "invalid_field", "invalid request: " + "; ".join(pieces) + more, fields
+    problems = describe_validation(errors, root="body", drop=_SOURCES, limit=5)
+    return "invalid_field", "invalid request: " + problems, fields
 
 
 async def _mondrian_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -6,20 +6,17 @@ never serve do not carry service knobs; `mondrian serve` flags override the envi
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PolicyName = Literal["base", "fine_tuned", "ab_test"]
-POLICIES: tuple[str, ...] = ("base", "fine_tuned", "ab_test")
+from mondrian.modes import Policy
 
 
 class ServiceOptions(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MONDRIAN_", extra="ignore")
 
-    model_policy: PolicyName = Field(
-        default="fine_tuned",
+    model_policy: Policy = Field(
+        default=Policy.FINE_TUNED,
         description="base: never use adapters; fine_tuned: serve the mode asked; "
         "ab_test: split jobs between the two by a hash of the job id.",
     )

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from mondrian.errors import InvalidInput
-from mondrian.service.options import POLICIES
+from mondrian.errors import InvalidInput, parse_choice
+from mondrian.modes import Policy, Variant
 
 
 def assignment_point(job_id: str) -> float:
@@ -29,28 +29,26 @@ def assignment_point(job_id: str) -> float:
 
 @dataclass(frozen=True)
 class ModelPolicy:
-    name: str = "fine_tuned"
+    name: Policy = Policy.FINE_TUNED
     ab_split: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.name not in POLICIES:
-            raise InvalidInput(
-                f"unknown model policy {self.name!r}; choose one of: {', '.join(POLICIES)}",
-                code="unknown_policy",
-            )
+        # A name given as a plain string (the environment, a caller) becomes the member.
+        name = parse_choice(Policy, self.name, "model policy", code="unknown_policy")
+        object.__setattr__(self, "name", name)
         if not 0.0 <= self.ab_split <= 1.0:
             raise InvalidInput(f"the A/B split must be within 0..1, got {self.ab_split}")
 
-    def variant_for(self, job_id: str) -> str:
+    def variant_for(self, job_id: str) -> Variant:
         """`base` or `fine_tuned` for this job."""
-        if self.name == "base":
-            return "base"
-        if self.name == "fine_tuned":
-            return "fine_tuned"
-        return "fine_tuned" if assignment_point(job_id) < self.ab_split else "base"
+        if self.name == Policy.BASE:
+            return Variant.BASE
+        if self.name == Policy.FINE_TUNED:
+            return Variant.FINE_TUNED
+        return Variant.FINE_TUNED if assignment_point(job_id) < self.ab_split else Variant.BASE
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"name": self.name}
-        if self.name == "ab_test":
+        if self.name == Policy.AB_TEST:
             out["ab_split"] = self.ab_split
         return out

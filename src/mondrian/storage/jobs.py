@@ -17,15 +17,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mondrian.config import MODES
-from mondrian.errors import InvalidInput, NotFound
+from mondrian.errors import InvalidInput, NotFound, describe_validation, parse_choice
+from mondrian.modes import Mode, Variant
 from mondrian.schema import AnalysisResult
 from mondrian.storage.adapters import parse_adapter_ref
 from mondrian.storage.db import json_text, json_value, utcnow
 from mondrian.storage.images import require_image
 
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
-VARIANTS: tuple[str, ...] = ("base", "fine_tuned")
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,7 @@ def _job(row: sqlite3.Row) -> Job:
 
 
 def _check_mode(mode: str, what: str) -> None:
-    if mode not in MODES:
-        raise InvalidInput(f"{what} must be one of {MODES}, got {mode!r}")
+    parse_choice(Mode, mode, what)
 
 
 def create_job(
@@ -111,8 +109,7 @@ def create_job(
     """A new queued job for a stored image. `job_id` lets a caller draw the id first (the
     A/B variant is a hash of it); by default a random one is drawn."""
     _check_mode(mode_requested, "mode_requested")
-    if variant not in VARIANTS:
-        raise InvalidInput(f"variant must be one of {VARIANTS}, got {variant!r}")
+    parse_choice(Variant, variant, "variant")
     if adapter_version is not None and (
         not isinstance(adapter_version, int) or adapter_version < 1
     ):
@@ -265,7 +262,9 @@ def _analysis(result: AnalysisResult | Mapping[str, Any] | str) -> AnalysisResul
             return AnalysisResult.model_validate_json(result)
         return AnalysisResult.model_validate(dict(result))
     except ValidationError as exc:
-        raise InvalidInput(f"job result is not a valid analysis result: {exc}") from None
+        raise InvalidInput(
+            f"job result is not a valid analysis result: {describe_validation(exc)}"
+        ) from None
 
 
 def fail_job(conn: sqlite3.Connection, job_id: str, error: str) -> Job:

@@ -10,6 +10,7 @@ from mondrian.backends.protocol import Generation, TokenCallback
 from mondrian.context import Context
 from mondrian.errors import MondrianError
 from mondrian.images import Photo
+from mondrian.modes import Mode
 from mondrian.schema import Critique, Reference
 
 
@@ -30,7 +31,7 @@ class Outcome:
 
 
 class Strategy(Protocol):
-    name: str
+    name: Mode
 
     def unavailable(self, ctx: Context, advisor: Advisor) -> str | None:
         """Why this strategy cannot serve `advisor` now, or None when it can."""

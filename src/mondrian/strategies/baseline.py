@@ -6,12 +6,13 @@ from mondrian.advisors import Advisor
 from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
 from mondrian.images import Photo
+from mondrian.modes import Mode
 from mondrian.prompts import critique_prompt
 from mondrian.strategies.base import Outcome, require_critique
 
 
 class Baseline:
-    name = "baseline"
+    name = Mode.BASELINE
 
     def unavailable(self, ctx: Context, advisor: Advisor) -> str | None:
         return None

@@ -14,6 +14,7 @@ from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import Photo
+from mondrian.modes import Mode, Variant
 from mondrian.prompts import critique_prompt
 from mondrian.storage import adapters as adapter_store
 from mondrian.strategies.base import Outcome, require_critique
@@ -22,10 +23,10 @@ BASE_POLICY_REASON = "the model policy serves the base model"
 
 
 class Lora:
-    name = "lora"
+    name = Mode.LORA
 
     def unavailable(self, ctx: Context, advisor: Advisor) -> str | None:
-        if ctx.variant == "base":
+        if ctx.variant == Variant.BASE:
             return BASE_POLICY_REASON
         active = _active(ctx, advisor.id)
         if active is None:

@@ -25,6 +25,7 @@ from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import Photo, fit_pixels, read_image_file
+from mondrian.modes import Mode
 from mondrian.portfolio.retrieval import (
     DEFAULT_K,
     EMBEDDING_WEIGHT,
@@ -151,7 +152,7 @@ def context_text(
 
 
 class Rag:
-    name = "rag"
+    name = Mode.RAG
 
     def __init__(
         self,

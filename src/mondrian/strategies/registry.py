@@ -6,22 +6,19 @@ from dataclasses import dataclass
 
 from mondrian.advisors import Advisor
 from mondrian.context import Context
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, parse_choice
+from mondrian.modes import Mode
 from mondrian.strategies.base import Strategy
 from mondrian.strategies.baseline import Baseline
 from mondrian.strategies.lora import Lora
 from mondrian.strategies.rag import Rag
 
-STRATEGIES: dict[str, Strategy] = {"baseline": Baseline(), "rag": Rag(), "lora": Lora()}
-FALLBACK_ORDER: tuple[str, ...] = ("lora", "rag", "baseline")
+STRATEGIES: dict[Mode, Strategy] = {Mode.BASELINE: Baseline(), Mode.RAG: Rag(), Mode.LORA: Lora()}
+FALLBACK_ORDER: tuple[Mode, ...] = (Mode.LORA, Mode.RAG, Mode.BASELINE)
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in FALLBACK_ORDER:
-        raise InvalidInput(
-            f"unknown mode {name!r}; choose one of: {', '.join(FALLBACK_ORDER)}", code="bad_mode"
-        )
-    return STRATEGIES[name]
+    return STRATEGIES[parse_choice(Mode, name, "mode", code="bad_mode")]
 
 
 @dataclass
@@ -31,9 +28,9 @@ class Fallback:
     strategies: dict[str, Strategy]
 
     def choose(self, ctx: Context, advisor: Advisor, requested: str) -> tuple[Strategy, list[str]]:
-        get_strategy(requested)  # validates the name
+        mode = get_strategy(requested).name  # validates the name
         reasons = []
-        for name in FALLBACK_ORDER[FALLBACK_ORDER.index(requested) :]:
+        for name in FALLBACK_ORDER[FALLBACK_ORDER.index(mode) :]:
             strategy = self.strategies.get(name)
             why = "not installed" if strategy is None else strategy.unavailable(ctx, advisor)
             if why is None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, validation_pairs
 
 # LoRA goes on the language model's decoder linears only (servable by vLLM: docs/ecosystem.md).
 # The vision tower has gate/up/down projections too, so a plain list of names would reach
@@ -143,9 +143,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TrainConfig:
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    return [
-        (".".join(str(p) for p in error["loc"]) or "config", error["msg"]) for error in exc.errors()
-    ]
+    return validation_pairs(exc, root="config")
 
 
 # --- shipped configs ---------------------------------------------------------------------

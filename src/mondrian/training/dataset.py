@@ -39,7 +39,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,15 +51,15 @@ from pydantic import ValidationError
 from mondrian import __version__
 from mondrian.advisors.model import Advisor
 from mondrian.config import Settings
-from mondrian.errors import InvalidInput, MondrianError, NotFound
+from mondrian.errors import InvalidInput, MondrianError, NotFound, validation_problems
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
 from mondrian.schema import GENERATION_CHAR_CLASS, SCHEMA_VERSION, Critique, generation_schema
+from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database, utcnow
 from mondrian.storage.images import image_path
 from mondrian.training import augment as augmentation
-from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 
 FORMAT = "mondrian-dataset/2"
 LEGACY_FORMATS = ("mondrian-dataset/1",)  # val.jsonl, paths relative to the folder
@@ -146,9 +145,7 @@ def _parse(raw: str) -> tuple[Critique | None, list[str]]:
     try:
         return Critique.model_validate_json(raw), []
     except ValidationError as exc:
-        return None, [
-            f"{'.'.join(str(p) for p in e['loc']) or 'critique'}: {e['msg']}" for e in exc.errors()
-        ]
+        return None, validation_problems(exc, root="critique")
 
 
 def collect_candidates(
@@ -307,8 +304,7 @@ def build_dataset(
         )
 
     train_hashes, _valid = split_images([c.image_hash for c in chosen], val_fraction, seed)
-    staging = staging_dir(out_dir)
-    try:
+    with staged_output(out_dir) as staging:
         (staging / IMAGES_DIR).mkdir()
         lines: dict[str, list[str]] = {split: [] for split in SPLIT_FILES}
         images_per_split = dict.fromkeys(SPLIT_FILES, 0)
@@ -379,10 +375,6 @@ def build_dataset(
             "data_sha256": _combined_hash(files),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        install_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

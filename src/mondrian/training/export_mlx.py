@@ -36,11 +36,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mondrian import adapter_format
 from mondrian.backends.mlx.checkpoint import convert_config
 from mondrian.errors import InvalidInput
+from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.db import utcnow
-from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
-from mondrian.training.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, verify_adapter_dir
 
 MLX_CONFIG = "adapter_config.json"
 MLX_WEIGHTS = "adapters.safetensors"
@@ -187,27 +187,26 @@ def export_mlx(
     from safetensors.torch import load_file, save_file
 
     adapter_dir = Path(adapter_dir)
-    meta = verify_adapter_dir(adapter_dir, require_meta=False)
+    meta = adapter_format.verify_dir(adapter_dir, require_meta=False)
     out_dir = prepare_out_dir(out_dir, force, EXPORT_INFO, "an mlx export")
-    peft_config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    tensors = load_file(str(adapter_dir / ADAPTER_WEIGHTS), device="cpu")
+    peft_config = adapter_format.read_peft_config(adapter_dir)
+    tensors = load_file(str(adapter_dir / adapter_format.ADAPTER_WEIGHTS), device="cpu")
     weights, config = peft_to_mlx(tensors, peft_config)
-    base = base_model or meta.get("base_model") or peft_config.get("base_model_name_or_path")
+    base = base_model or meta.base_model or peft_config.get("base_model_name_or_path")
     local_base = _local_base(base) if include_base else None
 
-    staging = staging_dir(out_dir)
-    try:
+    with staged_output(out_dir) as staging:
         save_file(weights, str(staging / MLX_WEIGHTS), metadata={"format": "mlx"})
         (staging / MLX_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if local_base is not None:
             write_base(local_base, staging / BASE_DIR)
         info = {
             "format": "mondrian-mlx-export/1",
-            "adapter": meta.get("ref"),
+            "adapter": meta.ref,
             "adapter_path": str(adapter_dir),
             "base_model": base,
-            "base_fingerprint": meta.get("base_fingerprint"),
-            "prompt_version": meta.get("prompt_version"),
+            "base_fingerprint": meta.base_fingerprint,
+            "prompt_version": meta.prompt_version,
             "mlx_vlm_layout": "0.7.10",
             # What to hand mlx-vlm, relative to this folder (or the Hub id to load).
             "mlx_vlm_model": BASE_DIR if local_base is not None else base,
@@ -215,8 +214,4 @@ def export_mlx(
             "created_at": utcnow(),
         }
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        install_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir

@@ -11,13 +11,12 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
+from mondrian import adapter_format
 from mondrian.errors import InvalidInput, Unavailable
+from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.db import utcnow
-from mondrian.training.files import install_dir, prepare_out_dir, staging_dir
 from mondrian.training.progress import quiet_hf_progress
-from mondrian.training.registry import verify_adapter_dir
 
 MERGED_INFO = "mondrian_merged.json"
 # Files a Hub-style checkpoint carries that `processor.save_pretrained` may not rewrite
@@ -46,8 +45,9 @@ def merge_adapter(
     from mondrian.backends.decoding.fingerprint import model_fingerprint
 
     adapter_dir = Path(adapter_dir)
-    meta = verify_adapter_dir(adapter_dir, require_meta=False)
-    base = base_model or meta.get("base_model") or _peft_base(adapter_dir)
+    meta = adapter_format.verify_dir(adapter_dir, require_meta=False)
+    peft_config = adapter_format.read_peft_config(adapter_dir)
+    base = base_model or meta.base_model or peft_config.get("base_model_name_or_path")
     if not base:
         raise InvalidInput(f"{adapter_dir} does not name its base model; pass --model")
     out_dir = prepare_out_dir(out_dir, force, MERGED_INFO, "a merged model")
@@ -59,19 +59,20 @@ def merge_adapter(
     except (OSError, ValueError) as exc:
         raise Unavailable(f"cannot load base model {base!r}: {exc}") from None
     fingerprint = model_fingerprint(model)
-    recorded = meta.get("base_fingerprint")
-    if recorded and recorded != fingerprint:
-        raise InvalidInput(
-            f"the adapter was trained on base model {meta.get('base_model')!r} (fingerprint "
-            f"{recorded}) but {base!r} has fingerprint {fingerprint}; pass the matching --model"
-        )
+    adapter_format.check_base(
+        meta,
+        fingerprint,
+        adapter="the adapter",
+        loaded=f"{base!r} has fingerprint {fingerprint}",
+        fix="pass the matching --model",
+    )
     with warnings.catch_warnings():
         # PEFT asks the model `is_gradient_checkpointing`, which transformers 5 deprecates.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
         merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
-    staging = staging_dir(out_dir)
-    try:
+    written = meta.as_dict()
+    with staged_output(out_dir) as staging:
         with quiet_hf_progress():
             merged.save_pretrained(staging)
         processor.save_pretrained(staging)
@@ -82,25 +83,16 @@ def merge_adapter(
                     shutil.copy2(base_dir / name, staging / name)
         info = {
             "format": "mondrian-merged/1",
-            "adapter": meta.get("ref"),
+            "adapter": meta.ref,
             "adapter_path": str(adapter_dir),
             "base_model": base,
             "base_fingerprint": fingerprint,
             "dtype": dtype,
-            "adapter_meta": {k: meta[k] for k in _META_KEYS if k in meta},
+            "adapter_meta": {k: written[k] for k in _META_KEYS if k in written},
             "created_at": utcnow(),
         }
         (staging / MERGED_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        install_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
 _META_KEYS = ("hyperparameters", "dataset", "prompt_version", "schema_version", "metrics")
-
-
-def _peft_base(adapter_dir: Path) -> str | None:
-    config: dict[str, Any] = json.loads((adapter_dir / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path")

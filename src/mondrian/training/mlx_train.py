@@ -38,14 +38,13 @@ import numpy as np
 import torch
 from mlx.utils import tree_flatten, tree_map
 
-from mondrian import __version__
+from mondrian import __version__, adapter_format
 from mondrian.backends.mlx import checkpoint as mlx_checkpoint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
 from mondrian.prompts import PROMPT_VERSION
 from mondrian.schema import SCHEMA_VERSION
 from mondrian.storage.db import utcnow
-from mondrian.training import registry
 from mondrian.training.collate import (
     IGNORE_INDEX,
     Collator,
@@ -346,8 +345,8 @@ def save_peft_adapter(model: nn.Module, cfg: TrainConfig, out_dir: Path) -> None
         name: torch.from_numpy(np.array(value.astype(mx.float32)))
         for name, value in tree_flatten(model.trainable_parameters())
     }
-    save_file(mlx_to_peft(weights), str(out_dir / registry.ADAPTER_WEIGHTS))
-    (out_dir / registry.ADAPTER_CONFIG).write_text(
+    save_file(mlx_to_peft(weights), str(out_dir / adapter_format.ADAPTER_WEIGHTS))
+    (out_dir / adapter_format.ADAPTER_CONFIG).write_text(
         json.dumps(peft_config(cfg), indent=2) + "\n", encoding="utf-8"
     )
 

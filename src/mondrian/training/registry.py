@@ -14,114 +14,49 @@ never half-written or missing, whatever is killed when.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
-import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mondrian import adapter_format
+from mondrian.adapter_format import ADAPTER_META, META_FORMAT
 from mondrian.config import Settings
-from mondrian.errors import InvalidInput, NotFound
+from mondrian.staging import fsync_dir, make_readable, staging_area
 from mondrian.storage import adapters as store
 from mondrian.storage.adapters import Adapter, adapter_ref, parse_adapter_ref
 from mondrian.storage.db import Database
-from mondrian.training.files import make_readable
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# The same name the transformers backend reads (runtime.transformers_backend.ADAPTER_META);
-# spelled out here so the registry does not import torch.
-ADAPTER_META = "mondrian_adapter.json"
-LOSS_CURVE = "loss_curve.svg"
-META_FORMAT = "mondrian-adapter/1"
-REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_META)
 
 
 def version_dir(settings: Settings, advisor_id: str, version: int) -> Path:
     return settings.adapters_dir / advisor_id / f"v{version}"
 
 
-def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
-    """An empty folder on the adapters' file system, to write a version into.
+STAGING_PREFIX = ".staging-"
+
+
+def staged_version(settings: Settings, advisor_id: str) -> contextlib.AbstractContextManager[Path]:
+    """An empty folder on the adapters' file system to write a version into, removed on
+    exit unless `publish` renamed it into place.
 
     It is private (0700) while it is written; `publish` gives the version readable modes."""
+    return staging_area(settings.adapters_dir / advisor_id, STAGING_PREFIX)
+
+
+def new_staging_dir(settings: Settings, advisor_id: str) -> Path:
+    """`staged_version`'s folder, left for the caller to publish or remove."""
     parent = settings.adapters_dir / advisor_id
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
-
-
-def _safetensors_names(path: Path) -> list[str]:
-    """Tensor names from a safetensors header, without loading a framework."""
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise InvalidInput(f"{path} is not a safetensors file (truncated)")
-        (size,) = struct.unpack("<Q", head)
-        if size > 100 * 1024 * 1024:
-            raise InvalidInput(f"{path} has an implausible safetensors header")
-        header = fh.read(size)
-        if len(header) != size:
-            raise InvalidInput(f"{path} is truncated")
-        end = fh.seek(0, os.SEEK_END)
-    try:
-        table = json.loads(header)
-    except ValueError:
-        raise InvalidInput(f"{path} has a corrupt safetensors header") from None
-    data_end = max(
-        (v["data_offsets"][1] for k, v in table.items() if k != "__metadata__"), default=0
-    )
-    if 8 + size + data_end > end:
-        raise InvalidInput(f"{path} is truncated (tensor data missing)")
-    return [k for k in table if k != "__metadata__"]
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
 
 
 def verify_adapter_dir(path: Path, *, require_meta: bool = True) -> dict[str, Any]:
-    """Check that an adapter directory is complete; return its `mondrian_adapter.json`
-    (empty when not required and absent). Raises `InvalidInput` naming what is wrong."""
-    path = Path(path)
-    if not path.is_dir():
-        raise NotFound(f"adapter directory {path} does not exist")
-    needed = REQUIRED_FILES if require_meta else (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing:
-        raise InvalidInput(f"adapter directory {path} is incomplete: {', '.join(missing)} missing")
-    try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except ValueError:
-        raise InvalidInput(f"{path / ADAPTER_CONFIG} is not valid JSON") from None
-    if config.get("peft_type") != "LORA":
-        raise InvalidInput(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})")
-    names = _safetensors_names(path / ADAPTER_WEIGHTS)
-    if not any(".lora_A." in n for n in names):
-        raise InvalidInput(f"{path / ADAPTER_WEIGHTS} holds no LoRA weights")
-    meta: dict[str, Any] = {}
-    if (path / ADAPTER_META).is_file():
-        try:
-            meta = json.loads((path / ADAPTER_META).read_text(encoding="utf-8"))
-        except ValueError:
-            raise InvalidInput(f"{path / ADAPTER_META} is not valid JSON") from None
-    return meta
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """`adapter_format.verify_dir`, with the metadata as written (the JSON object the
+    registry stores beside the version's row)."""
+    return adapter_format.verify_dir(path, require_meta=require_meta).as_dict()
 
 
 def _next_version(conn: sqlite3.Connection, advisor_id: str) -> int:
@@ -163,21 +98,25 @@ def publish(
             if store.get_adapter(conn, advisor_id, version) is not None:
                 raise RuntimeError(f"{final} exists and is registered; refusing to overwrite")
             shutil.rmtree(final)
-        meta = {
-            "format": META_FORMAT,
-            **metadata,
-            "advisor_id": advisor_id,
-            "version": version,
-            "ref": adapter_ref(advisor_id, version),
-            "base_model": base_model,
-        }
-        _write_json(staging / ADAPTER_META, meta)
+        typed = adapter_format.parse_meta(
+            {
+                "format": META_FORMAT,
+                **metadata,
+                "advisor_id": advisor_id,
+                "version": version,
+                "ref": adapter_ref(advisor_id, version),
+                "base_model": base_model,
+            },
+            staging / ADAPTER_META,
+        )
+        adapter_format.write_meta(staging, typed)
+        meta = typed.as_dict()
         # A version is shared data: a server running as another user reads it.
         make_readable(staging)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         try:
             registered = store.register_adapter(conn, advisor_id, final, base_model, meta)
             if registered != version:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mondrian import __version__
+from mondrian import __version__, adapter_format
 from mondrian.backends.decoding.fingerprint import model_fingerprint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
@@ -569,7 +569,7 @@ def _load_checkpoint(
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(str(path / "adapter" / registry.ADAPTER_WEIGHTS), device="cpu")
+    weights = load_file(str(path / "adapter" / adapter_format.ADAPTER_WEIGHTS), device="cpu")
     result = set_peft_model_state_dict(accelerator.unwrap_model(model), weights)
     if getattr(result, "unexpected_keys", None):
         raise InvalidInput(f"checkpoint {path} does not fit this model: {result.unexpected_keys}")
@@ -615,8 +615,7 @@ def publish_run(
     Shared by every trainer, so a version looks the same whoever trained it."""
     from mondrian.storage.bootstrap import open_state
 
-    staging = registry.new_staging_dir(settings, advisor_id)
-    try:
+    with registry.staged_version(settings, advisor_id) as staging:
         save(staging)
         points = [(i + 1, loss) for i, loss in enumerate(state.step_losses)]
         steps_per_epoch = state.step / max(1, state.epochs_done)
@@ -627,14 +626,11 @@ def publish_run(
         ]
         suffix = f" ({trainer})" if trainer else ""
         svg = loss_curve_svg(points, valid, title=f"{advisor_id}: LoRA r={cfg.rank}{suffix}")
-        (staging / registry.LOSS_CURVE).write_text(svg, encoding="utf-8")
+        (staging / adapter_format.LOSS_CURVE).write_text(svg, encoding="utf-8")
         with open_state(settings) as db:
             return registry.publish(
                 db, settings, advisor_id, staging, cfg.model or "", meta, activate=activate
             )
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- small helpers -----------------------------------------------------------------------

@@ -17,8 +17,6 @@ biases, per-module alphas, ...) are refused rather than approximated.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,13 +26,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mondrian.errors import InvalidInput, NotFound
-
-log = logging.getLogger(__name__)
-
-ADAPTER_META = "mondrian_adapter.json"  # the same file the transformers backend reads
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+from mondrian.adapter_format import ADAPTER_WEIGHTS, check_files, read_peft_config
+from mondrian.errors import InvalidInput
 
 # "base_model.model.<prefix>layers.<i>.<self_attn|mlp>.<proj>.lora_<A|B>.weight"; the
 # prefix differs between transformers versions (model., model.language_model., ...).
@@ -82,21 +75,11 @@ def peft_scale(config: dict[str, Any], rank: int) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def check_files(path: Path) -> None:
-    """NotFound without an adapter config; InvalidInput without safetensors weights."""
-    if not (Path(path) / ADAPTER_CONFIG).is_file():
-        raise NotFound(f"no adapter at {path} ({ADAPTER_CONFIG} missing)")
-    if not (Path(path) / ADAPTER_WEIGHTS).is_file():
-        raise InvalidInput(
-            f"the adapter at {path} has no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded"
-        )
-
-
 def read_peft_adapter(path: Path) -> dict[str, LoraModule]:
     """A PEFT LoRA adapter directory as {mlx module path: LoraModule}, float32 weights."""
     path = Path(path)
     check_files(path)
-    config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    config = read_peft_config(path)
     if config.get("peft_type", "LORA") != "LORA":
         raise InvalidInput(f"the adapter at {path} is {config.get('peft_type')}, not LoRA")
     if config.get("bias", "none") != "none":
@@ -135,22 +118,6 @@ def read_peft_adapter(path: Path) -> dict[str, LoraModule]:
             raise InvalidInput(f"the adapter at {path} has mismatched LoRA shapes at {target}")
         modules[target] = LoraModule(a=a.T, b=b.T, scale=peft_scale(config, a.shape[0]))
     return modules
-
-
-def check_base(name: str, path: Path, fingerprint: str, model_id: str) -> None:
-    """Refuse an adapter whose recorded base fingerprint is not the loaded model's."""
-    meta_file = Path(path) / ADAPTER_META
-    if not meta_file.is_file():
-        log.warning("adapter %s has no %s; its base model cannot be checked", name, ADAPTER_META)
-        return
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    recorded = meta.get("base_fingerprint")
-    if recorded and recorded != fingerprint:
-        raise InvalidInput(
-            f"adapter {name} was trained on base model {meta.get('base_model')!r} "
-            f"(fingerprint {recorded}) but the loaded model is {model_id!r} "
-            f"(fingerprint {fingerprint}); load the matching base model"
-        )
 
 
 @dataclass

@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 import torch
 
+from mondrian import adapter_format
 from mondrian.backends.decoding.answer import read_answer
 from mondrian.backends.decoding.grammar import (
     SCORE_TOKENS,
@@ -256,8 +257,7 @@ class MLXBackend:
         path = Path(path)
         if name in self._adapters:
             return
-        mlx_adapters.check_files(path)
-        mlx_adapters.check_base(name, path, self.fingerprint, self.model_id)
+        adapter_format.check_loadable(name, path, self.fingerprint, self.model_id)
         modules = mlx_adapters.read_peft_adapter(path)
         mlx_adapters.attach(self.model, name, modules, self.bank)
         self._adapters[name] = str(path)

@@ -20,14 +20,13 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from mondrian.errors import Unavailable
+from mondrian.staging import staging_area
 
 CONVERTER_VERSION = "1"  # part of the cache key: bump when convert_config changes
 
@@ -122,8 +121,9 @@ def prepare_checkpoint(source: Path, cache_dir: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+    # Not `staged_output`: a cache entry is never swapped out, and a rename that loses a
+    # race to another process building the same entry is success.
+    with staging_area(target.parent, f".{target.name}.partial-") as staging:
         for entry in source.iterdir():
             if entry.name != "config.json":
                 os.symlink(entry, staging / entry.name)
@@ -135,10 +135,6 @@ def prepare_checkpoint(source: Path, cache_dir: Path) -> Path:
         except OSError:
             if not (target / "config.json").is_file():  # not another process winning a race
                 raise
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

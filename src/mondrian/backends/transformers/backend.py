@@ -3,7 +3,6 @@ local path, on CUDA, MPS or CPU, with PEFT adapters resident side by side."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -14,6 +13,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as hf_logging
 
+from mondrian import adapter_format
 from mondrian.backends.decoding.answer import read_answer
 from mondrian.backends.decoding.fingerprint import model_fingerprint
 from mondrian.backends.decoding.grammar import (
@@ -23,13 +23,12 @@ from mondrian.backends.decoding.grammar import (
     single_token_id,
 )
 from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
-from mondrian.errors import InvalidInput, NotFound, Unavailable
+from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.schema import generation_schema, longest_answer
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META = "mondrian_adapter.json"
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
@@ -258,14 +257,7 @@ class TransformersBackend:
         path = Path(path)
         if name in self._adapters:
             return
-        if not (path / "adapter_config.json").is_file():
-            raise NotFound(f"no adapter at {path} (adapter_config.json missing)")
-        if not (path / "adapter_model.safetensors").is_file():
-            raise InvalidInput(
-                f"adapter {name} at {path} has no adapter_model.safetensors; "
-                "only safetensors adapters are loaded"
-            )
-        self._check_base(name, path)
+        adapter_format.check_loadable(name, path, self.fingerprint, self.model_id)
         with warnings.catch_warnings():
             # PEFT asks transformers 5 a deprecated question; nothing for our users to do.
             warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
@@ -277,22 +269,6 @@ class TransformersBackend:
             else:
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self._adapters[name] = str(path)
-
-    def _check_base(self, name: str, path: Path) -> None:
-        meta_file = path / ADAPTER_META
-        if not meta_file.is_file():
-            log.warning(
-                "adapter %s has no %s; its base model cannot be checked", name, ADAPTER_META
-            )
-            return
-        meta = json.loads(meta_file.read_text())
-        recorded = meta.get("base_fingerprint")
-        if recorded and recorded != self.fingerprint:
-            raise InvalidInput(
-                f"adapter {name} was trained on base model {meta.get('base_model')!r} "
-                f"(fingerprint {recorded}) but the loaded model is {self.model_id!r} "
-                f"(fingerprint {self.fingerprint}); load the matching base model"
-            )
 
     def merge_adapter(self, name: str) -> None:
         """Fold a loaded adapter into the base weights; the backend then serves the merged

@@ -1,11 +1,20 @@
-"""Output folders that appear complete or not at all: built in a staging folder beside the
-target (same file system) and renamed into place."""
+"""Output folders that appear complete or not at all.
+
+Every folder Mondrian writes for others to read (adapter versions, datasets, merges, MLX
+exports, converted checkpoints) is built in a staging folder beside its target, on the
+same file system, and renamed into place once finished: a reader, or a run killed half
+way, never sees a half-written one. `staged_output()` is that pattern for a target path;
+`staging_area()` is its first half, for writers whose rename happens elsewhere (an adapter
+version is renamed inside the registry's transaction, training/registry.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mondrian.errors import InvalidInput
@@ -29,8 +38,30 @@ def prepare_out_dir(out_dir: Path, force: bool, marker: str, what: str) -> Path:
     return out_dir
 
 
-def staging_dir(out_dir: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+@contextlib.contextmanager
+def staging_area(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private (0700) folder under `parent`, removed on exit unless the body renamed
+    it away: a failure, or an interrupt, leaves nothing behind."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: Path) -> Iterator[Path]:
+    """Yield a staging folder beside `out_dir`; when the body finishes, give it readable
+    modes and rename it to `out_dir` (an old `out_dir` is swapped out, and put back if the
+    rename fails). When the body raises, the staging folder is removed and `out_dir` is
+    left as it was."""
+    out_dir = Path(out_dir)
+    with staging_area(out_dir.parent, f".{out_dir.name}.partial-") as staging:
+        yield staging
+        install_dir(staging, out_dir)
 
 
 def install_dir(staging: Path, out_dir: Path) -> None:
@@ -49,6 +80,16 @@ def install_dir(staging: Path, out_dir: Path) -> None:
         old.rename(out_dir)  # put the previous output back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def default_modes(probe_dir: Path) -> tuple[int, int]:
