@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "advisors": 1,
     "staging": 1,
     "adapter_format": 1,
+    "hf_progress": 1,
     "storage": 2,
     "prompts": 2,
     "images": 2,

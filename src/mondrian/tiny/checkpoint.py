@@ -26,17 +26,16 @@ Same seed, same bytes: weights and tokenizer.json are byte-identical between bui
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mondrian import __version__
 from mondrian.errors import InvalidInput
+from mondrian.hf_progress import quiet_hf_progress
 from mondrian.tiny.corpus import CORPUS_VERSION
 from mondrian.tiny.families import DEFAULT_ARCH, DEFAULT_VOCAB, check_vocab, family
 from mondrian.tiny.model import (
@@ -118,7 +117,7 @@ def make_tiny(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        with _quiet_progress():
+        with quiet_hf_progress():
             model.save_pretrained(staging)
         processor.save_pretrained(staging)
         write_legacy_processor_files(processor, staging, arch, vocab)
@@ -175,20 +174,6 @@ def _info(
             name: sha256_file(staging / name) for name in ("model.safetensors", "tokenizer.json")
         },
     }
-
-
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """No "Writing model shards" bar for a single 7 MB file; restores the caller's setting."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _make_readable(directory: Path) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from mondrian import adapter_format
 from mondrian.errors import InvalidInput, Unavailable
+from mondrian.hf_progress import quiet_hf_progress
 from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.db import utcnow
-from mondrian.training.progress import quiet_hf_progress
 
 MERGED_INFO = "mondrian_merged.json"
 # Files a Hub-style checkpoint carries that `processor.save_pretrained` may not rewrite

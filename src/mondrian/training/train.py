@@ -39,6 +39,7 @@ from mondrian import __version__, adapter_format
 from mondrian.backends.decoding.fingerprint import model_fingerprint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
+from mondrian.hf_progress import quiet_hf_progress
 from mondrian.prompts import PROMPT_VERSION
 from mondrian.schema import SCHEMA_VERSION
 from mondrian.storage.adapters import Adapter
@@ -55,7 +56,6 @@ from mondrian.training.collate import (
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
 from mondrian.training.dataset import load_split, manifest_sha256, read_manifest
 from mondrian.training.plot import loss_curve_svg
-from mondrian.training.progress import quiet_hf_progress
 
 RUN_FILE = "run.json"
 PUBLISHED_FILE = "published.json"
