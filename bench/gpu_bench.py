@@ -476,7 +476,8 @@ def fast_train_step(
     import torch
     import torch.nn.functional as F
 
-    from mondrian.backends.transformers.engine.lm import FastLM, LoraBank
+    from mondrian.backends.transformers.engine.lm import FastLM
+    from mondrian.backends.transformers.engine.lora_bank import LoraBank
 
     base = backend.base
     lm = FastLM(base)
@@ -790,12 +791,12 @@ def run(args: argparse.Namespace) -> None:
     res.section("fast_b1_lora_unmerged_grammar", fast_decode([names[0]], True, mixed=True))
 
     def fast_prefill() -> dict[str, float]:
-        from mondrian.backends.transformers.engine.fast_path import BUCKET, _round_up
+        from mondrian.backends.transformers.engine.state import BUCKET, round_up
 
         (request,) = requests_for(1, [names[0]])
         fast.switch(names[0])
         p = fast._prepare(request)
-        state = fast._state(1, _round_up(p.length + new_tokens + 1, BUCKET), False)
+        state = fast._state(1, round_up(p.length + new_tokens + 1, BUCKET), False)
         pre_s, _ = timed(lambda: fast._prepare(request), repeats=5)
         with torch.inference_mode():
             gpu_s, _ = timed(lambda: fast._prefill(state, [0], [p], [None]), repeats=5)

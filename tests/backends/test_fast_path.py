@@ -6,14 +6,11 @@ functions the GPU captures, run eagerly. Constrained and unconstrained, base and
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from backend_helpers import assert_text_is_the_critique
-from PIL import Image
 
-from mondrian.advisors import shipped_advisors
+from generation_helpers import critique_request, make_lora, same_as_stock
 from mondrian.backends.protocol import GenerationRequest
-from mondrian.prompts import critique_prompt
 from mondrian.schema import DIMENSIONS
 
 pytestmark = pytest.mark.model
@@ -21,38 +18,6 @@ pytestmark = pytest.mark.model
 TEXT_CHARS = 8
 LIST_ITEMS = 1
 SHORT = 48  # most cases stop here: the first score is written by then; keeps the test fast
-
-
-def _photo(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    size = (48 + 8 * seed, 64 + 4 * seed, 3)
-    return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
-
-
-def _request(index: int, **kwargs) -> GenerationRequest:
-    advisors = shipped_advisors()
-    prompt = critique_prompt(advisors[index % len(advisors)], _photo(index))
-    return GenerationRequest(prompt=prompt, **kwargs)
-
-
-def _make_adapter(base_dir, out_dir, seed: int) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(base_dir)
-    config = LoraConfig(
-        r=4 + 4 * (seed % 2),  # two ranks: the bank pads the smaller one
-        lora_alpha=8,
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        init_lora_weights=False,
-    )
-    peft_model = get_peft_model(model, config)
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.save_pretrained(out_dir, safe_serialization=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,26 +31,15 @@ def paths(tiny_checkpoint_factory, tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("fast-adapters")
     for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
-        _make_adapter(base_dir, root / name, seed)
+        make_lora(base_dir, root / name, seed)
         backend.load_adapter(name, root / name)
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
     return backend, fast
 
 
-def _same(backend, fast, requests) -> list:
-    stock = backend.generate(requests)
-    quick = fast.generate(requests)
-    for s, q in zip(stock, quick, strict=True):
-        assert q.text == s.text
-        assert q.new_tokens == s.new_tokens and q.stopped == s.stopped
-        assert q.prompt_tokens == s.prompt_tokens
-        assert q.expected_scores == pytest.approx(s.expected_scores, abs=1e-4)
-    return quick
-
-
 def test_a_whole_constrained_critique_with_an_adapter_matches(paths):
     backend, fast = paths
-    (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
+    (result,) = same_as_stock(backend, fast, [critique_request(0, adapter="ansel@v1")])
     assert result.stopped
     assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
     assert set(result.expected_scores) == set(DIMENSIONS)
@@ -95,19 +49,21 @@ def test_base_and_unconstrained_rows_match_the_stock_tokens(paths):
     backend, fast = paths
     for adapter in (None, "fan_ho@v1"):
         for constrained in (True, False):
-            request = _request(1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT)
-            (result,) = _same(backend, fast, [request])
+            request = critique_request(
+                1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT
+            )
+            (result,) = same_as_stock(backend, fast, [request])
             assert result.new_tokens == SHORT
 
 
 def test_a_batch_mixing_adapters_and_modes_matches(paths):
     backend, fast = paths
     requests = [
-        _request(2, adapter="ansel@v1", max_new_tokens=SHORT),
-        _request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
-        _request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        critique_request(2, adapter="ansel@v1", max_new_tokens=SHORT),
+        critique_request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
+        critique_request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
     ]
-    results = _same(backend, fast, requests)
+    results = same_as_stock(backend, fast, requests)
     assert [r.new_tokens for r in results] == [SHORT, SHORT // 2, SHORT]
     # Each row of the mixed batch is the request on its own (its adapter, no other).
     alone = fast.generate([requests[2]])
@@ -118,7 +74,7 @@ def test_the_merged_weights_return_to_the_base_after_an_adapter(paths):
     import torch
 
     _, fast = paths
-    fast.generate([_request(0, adapter="ansel@v1", max_new_tokens=2)])
+    fast.generate([critique_request(0, adapter="ansel@v1", max_new_tokens=2)])
     assert fast.bank.hot == "ansel@v1"
     fast.switch(None)
     layer = fast.lm.layers[0]
@@ -141,10 +97,10 @@ def test_the_other_architectures_match_the_stock_tokens(arch, tiny_checkpoint_fa
     )
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
     requests = [
-        _request(5, max_new_tokens=SHORT),
-        _request(6, constrained=False, max_new_tokens=SHORT // 2),
+        critique_request(5, max_new_tokens=SHORT),
+        critique_request(6, constrained=False, max_new_tokens=SHORT // 2),
     ]
-    _same(backend, fast, requests)
+    same_as_stock(backend, fast, requests)
 
 
 @pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen2_vl", "qwen3_vl"])
@@ -164,7 +120,7 @@ def test_the_prefill_logits_equal_the_models_own(arch, tiny_checkpoint_factory):
         max_list_items=LIST_ITEMS,
     )
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
-    prepared = fast._prepare(_request(7))
+    prepared = fast._prepare(critique_request(7))
     state = fast._state(1, prepared.length + 1, False)
     with torch.inference_mode():
         fast._prefill(state, [0], [prepared], [None])
@@ -179,7 +135,11 @@ def test_a_packed_prefill_equals_each_prompt_alone(paths):
 
     _, fast = paths
     fast.sync_adapters()
-    requests = [_request(8, adapter="ansel@v1"), _request(9), _request(10, adapter="fan_ho@v1")]
+    requests = [
+        critique_request(8, adapter="ansel@v1"),
+        critique_request(9),
+        critique_request(10, adapter="fan_ho@v1"),
+    ]
     prepared = [fast._prepare(r) for r in requests]
     assert len({p.length for p in prepared}) == 3
     slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
@@ -206,7 +166,11 @@ def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
     from mondrian.prompts import Prompt
 
     _, fast = paths
-    requests = [_request(11), GenerationRequest(prompt=Prompt(system="s", user="u")), _request(12)]
+    requests = [
+        critique_request(11),
+        GenerationRequest(prompt=Prompt(system="s", user="u")),
+        critique_request(12),
+    ]
     together = fast._prepare_all(requests)
     for request, got in zip(requests, together, strict=True):
         alone = fast._prepare(request)
@@ -252,15 +216,18 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
     # is not taken, and what waits behind it keeps its place.
     _, fast = paths
     first = [
-        _request(13, adapter="ansel@v1", max_new_tokens=8),
-        _request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
-        _request(15, max_new_tokens=SHORT),
+        critique_request(13, adapter="ansel@v1", max_new_tokens=8),
+        critique_request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        critique_request(15, max_new_tokens=SHORT),
     ]
     joining = [
-        _request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
-        _request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+        critique_request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        critique_request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
     ]
-    stuck = [_request(18, adapter="nobody@v0", max_new_tokens=4), _request(19, max_new_tokens=6)]
+    stuck = [
+        critique_request(18, adapter="nobody@v0", max_new_tokens=4),
+        critique_request(19, max_new_tokens=6),
+    ]
     alone = [fast.generate([r], mixed=True)[0] for r in first + joining]
     waiting = joining + stuck
     offers: list[int] = []
@@ -286,7 +253,7 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
 
 def test_a_lone_request_makes_room_for_those_on_their_way(paths):
     _, fast = paths
-    lone, joining = _request(20, max_new_tokens=6), _request(21, max_new_tokens=4)
+    lone, joining = critique_request(20, max_new_tokens=6), critique_request(21, max_new_tokens=4)
     reference = fast.generate([joining])[0].text
     offers: list[int] = []
 
@@ -317,14 +284,14 @@ def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, t
         max_text_chars=TEXT_CHARS,
         max_list_items=LIST_ITEMS,
     )
-    _make_adapter(base_dir, tmp_path / "ansel@v1", 1)
+    make_lora(base_dir, tmp_path / "ansel@v1", 1)
     backend.load_adapter("ansel@v1", tmp_path / "ansel@v1")
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
     requests = [
-        _request(0, adapter="ansel@v1"),
-        _request(1, max_new_tokens=SHORT),
-        _request(2, constrained=False, max_new_tokens=SHORT // 2),
+        critique_request(0, adapter="ansel@v1"),
+        critique_request(1, max_new_tokens=SHORT),
+        critique_request(2, constrained=False, max_new_tokens=SHORT // 2),
     ]
-    results = _same(backend, fast, requests)
+    results = same_as_stock(backend, fast, requests)
     assert results[0].critique is not None and results[0].stopped
     assert [r.new_tokens for r in results[1:]] == [SHORT, SHORT // 2]

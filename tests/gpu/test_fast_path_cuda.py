@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from mondrian.advisors import shipped_advisors
-from mondrian.backends.protocol import GenerationRequest
-from mondrian.prompts import critique_prompt
+from generation_helpers import critique_request, make_lora, same_as_stock
 from mondrian.schema import Critique
 
 pytestmark = pytest.mark.gpu
@@ -32,38 +28,6 @@ SHORT = 48
 PIXELS = 64 * 28 * 28  # small images: the vision tower stays quick, the real processor too
 BF16_LOGIT_TOLERANCE = 0.03  # of the largest reference logit
 BF16_EQUAL_PREFIX = 8
-
-
-def _photo(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    size = (48 + 8 * seed, 64 + 4 * seed, 3)
-    return Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
-
-
-def _request(index: int, **kwargs) -> GenerationRequest:
-    advisors = shipped_advisors()
-    prompt = critique_prompt(advisors[index % len(advisors)], _photo(index))
-    return GenerationRequest(prompt=prompt, **kwargs)
-
-
-def _make_adapter(base_dir, out_dir, seed: int) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(base_dir)
-    config = LoraConfig(
-        r=4 + 4 * (seed % 2),  # two ranks: the bank pads the smaller one
-        lora_alpha=8,
-        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        init_lora_weights=False,
-    )
-    peft_model = get_peft_model(model, config)
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.save_pretrained(out_dir, safe_serialization=True)
 
 
 def _backend(checkpoint, dtype: str, adapters_root=None):
@@ -88,7 +52,7 @@ def adapters_root(tiny_checkpoint_factory, tmp_path_factory):
     base_dir = tiny_checkpoint_factory()
     root = tmp_path_factory.mktemp("gpu-adapters")
     for name, seed in (("ansel@v1", 1), ("fan_ho@v1", 2)):
-        _make_adapter(base_dir, root / name, seed)
+        make_lora(base_dir, root / name, seed)
     return root
 
 
@@ -103,26 +67,14 @@ def fp32(tiny_checkpoint_factory, adapters_root):
     return backend, fast
 
 
-def _same(backend, fast, requests, score_tolerance: float = 1e-4) -> list:
-    stock = backend.generate(requests)
-    quick = fast.generate(requests)
-    for row, (s, q) in enumerate(zip(stock, quick, strict=True)):
-        assert q.text == s.text, f"row {row}: fast {q.text!r} != stock {s.text!r}"
-        assert q.new_tokens == s.new_tokens and q.stopped == s.stopped, f"row {row}"
-        assert q.prompt_tokens == s.prompt_tokens, f"row {row}"
-        expected = pytest.approx(s.expected_scores, abs=score_tolerance)
-        assert q.expected_scores == expected, f"row {row}"
-    return quick
-
-
 def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     backend, fast = fp32
-    (result,) = _same(backend, fast, [_request(0, adapter="ansel@v1")])
+    (result,) = same_as_stock(backend, fast, [critique_request(0, adapter="ansel@v1")])
     assert result.critique is not None and result.stopped
     parsed = Critique.model_validate(json.loads(result.text))  # raises if not a critique
     assert parsed.dimensions.scores() == result.critique.dimensions.scores()
     # The compiled prompt pass ran: a compiler failure falls back to eager and says so by
-    # dropping the compiled halves (backends/transformers/engine/fast_path.py, _prefill_packed).
+    # dropping the compiled halves (backends/transformers/engine/prefill.py, Prefiller).
     assert fast._prefill_halves is not None, "the compiled prompt pass fell back to eager"
     # Decode steps were replayed from captured graphs.
     assert any(st.forward_graphs for st in fast._states.values())
@@ -132,19 +84,21 @@ def test_base_and_unconstrained_rows_under_graphs(fp32):
     backend, fast = fp32
     for adapter in (None, "fan_ho@v1"):
         for constrained in (True, False):
-            request = _request(1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT)
-            (result,) = _same(backend, fast, [request])
+            request = critique_request(
+                1, adapter=adapter, constrained=constrained, max_new_tokens=SHORT
+            )
+            (result,) = same_as_stock(backend, fast, [request])
             assert result.new_tokens == SHORT
 
 
 def test_a_mixed_adapter_batch_under_graphs(fp32):
     backend, fast = fp32
     requests = [
-        _request(2, adapter="ansel@v1", max_new_tokens=SHORT),
-        _request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
-        _request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        critique_request(2, adapter="ansel@v1", max_new_tokens=SHORT),
+        critique_request(3, adapter=None, constrained=False, max_new_tokens=SHORT // 2),
+        critique_request(4, adapter="fan_ho@v1", max_new_tokens=SHORT),
     ]
-    results = _same(backend, fast, requests)
+    results = same_as_stock(backend, fast, requests)
     assert [r.new_tokens for r in results] == [SHORT, SHORT // 2, SHORT]
 
 
@@ -154,7 +108,7 @@ def test_the_compiled_prompt_pass_equals_the_models_own_logits(fp32):
     backend, fast = fp32
     fast.sync_adapters()
     fast.bank.merge(None)
-    prepared = fast._prepare(_request(7))
+    prepared = fast._prepare(critique_request(7))
     state = fast._state(1, prepared.length + 1, False)
     # The base model's own forward: the loaded adapters switched off in the PEFT layers.
     with torch.inference_mode(), backend.model.disable_adapter():
@@ -169,13 +123,13 @@ def test_continuous_batching_under_graphs(fp32):
     # stock path is the reference for each.
     backend, fast = fp32
     first = [
-        _request(13, adapter="ansel@v1", max_new_tokens=8),
-        _request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
-        _request(15, max_new_tokens=SHORT),
+        critique_request(13, adapter="ansel@v1", max_new_tokens=8),
+        critique_request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
+        critique_request(15, max_new_tokens=SHORT),
     ]
     joining = [
-        _request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
-        _request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+        critique_request(16, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        critique_request(17, adapter="ansel@v1", constrained=False, max_new_tokens=12),
     ]
     stock = [backend.generate([r])[0] for r in first + joining]
     waiting = list(joining)
@@ -205,13 +159,13 @@ def test_the_real_vocabulary_under_graphs(tiny_checkpoint_factory):
     backend = _backend(tiny_checkpoint_factory(vocab="real"), "float32")
     fast = FastPath(backend, cuda_graphs=True, compile=True, vision_varlen=False)
     requests = [
-        _request(5, max_new_tokens=SHORT),
-        _request(6, constrained=False, max_new_tokens=16),
+        critique_request(5, max_new_tokens=SHORT),
+        critique_request(6, constrained=False, max_new_tokens=16),
     ]
     # Tokens and expected scores alike, although this checkpoint's generation_config.json
     # carries Qwen's repetition_penalty 1.05: critiques follow one rule on both paths
     # (greedy, no penalty; docs/generation.md).
-    _same(backend, fast, requests, score_tolerance=1e-4)
+    same_as_stock(backend, fast, requests, score_tolerance=1e-4)
 
 
 # --- bfloat16: flash varlen attention ------------------------------------------------------
@@ -247,7 +201,7 @@ def test_varlen_vision_attention_equals_the_stock_tower(bf16):
 
     backend, model = bf16, bf16.base
     probe = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
-    p = probe._prepare(_request(8))
+    p = probe._prepare(critique_request(8))
     pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
 
     def features() -> torch.Tensor:
@@ -277,7 +231,11 @@ def test_varlen_packed_prefill_and_tokens_in_bfloat16(bf16):
     from mondrian.backends.transformers.engine.vision import unpatch_vision_attention
 
     backend = bf16
-    requests = [_request(9, adapter="ansel@v1"), _request(10), _request(11, adapter="fan_ho@v1")]
+    requests = [
+        critique_request(9, adapter="ansel@v1"),
+        critique_request(10),
+        critique_request(11, adapter="fan_ho@v1"),
+    ]
     short = [dataclasses.replace(r, max_new_tokens=SHORT) for r in requests]
     stock = backend.generate(short)  # before the fast path patches the vision tower
     fast = FastPath(backend)  # every CUDA part on: graphs, compile, vision varlen

@@ -172,7 +172,16 @@ class TransformersBackend:
         for row, request in enumerate(requests):
             tokens = output[row, prompt_len:].tolist()
             limit = request.max_new_tokens or self.answer_budget
-            results.append(self._finish(row, request, tokens[:limit], control, inputs, elapsed))
+            prompt_tokens = int(inputs["attention_mask"][row].sum())
+            results.append(
+                self.finish(
+                    request,
+                    tokens[:limit],
+                    control.logits_for(row),
+                    prompt_tokens=prompt_tokens,
+                    elapsed=elapsed,
+                )
+            )
         if deliver is not None:
             for index, generation in enumerate(results):
                 deliver(index, generation)
@@ -216,21 +225,24 @@ class TransformersBackend:
         self.model.set_adapter(name)
         return self.model.generate(**kwargs)
 
-    def _finish(
+    def finish(
         self,
-        row: int,
         request: GenerationRequest,
         tokens: list[int],
-        control: DecodingControl,
-        inputs: Any,
+        score_logits: torch.Tensor,
+        *,
+        prompt_tokens: int,
         elapsed: float,
     ) -> Generation:
+        """The `Generation` of one finished row: its token ids (cut to its budget) and its
+        probe rows, one per token (backends/decoding/calibration.py). The stock path above
+        and the fast engine (backends/transformers/engine/) both end here."""
         return read_answer(
             self.tokenizer,
             tokens,
             self.stop_token_ids,
-            control.logits_for(row),
-            prompt_tokens=int(inputs["attention_mask"][row].sum()),
+            score_logits,
+            prompt_tokens=prompt_tokens,
             elapsed=elapsed,
             adapter=request.adapter,
         )

@@ -15,8 +15,11 @@ What is shared with the transformers model and what is copied:
 - embeddings, norms, `lm_head` and the vision tower are the model's own tensors;
 - q/k/v and gate/up are concatenated copies (one product each);
 - o and down are the model's own tensors until an adapter is merged, then copies
-  (`LoraBank.merge` writes base + scaling * B @ A into them; the model keeps the pristine
-  weights, which the stock path and the next merge read).
+  (`LoraBank.merge`, lora_bank.py, writes base + scaling * B @ A into them; the model
+  keeps the pristine weights, which the stock path and the next merge read).
+
+Over 400 lines by a few: the LM's arithmetic is kept in one place, to be read side by side
+with transformers' modeling code.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # lora_bank.py builds on this module
+    from mondrian.backends.transformers.engine.lora_bank import LoraBank
 
 # LoRA targets in the order of their group: a group shares one input, so its adapters'
 # A matrices stack into one product (and its B matrices into one block-diagonal product).
@@ -399,165 +405,3 @@ def lora_linear(
     scale = rowscale[:, None, :, None] if rowscale.dim() == 2 else rowscale[..., None]
     xa = (xa.reshape(n, t, slots, -1) * scale.to(xa.dtype)).view(n, t, -1)
     return y + F.linear(xa, b)
-
-
-class LoraBank:
-    """Resident adapters as stacked tensors, one slot each, plus the merged "hot" one.
-
-    Per layer and group: A [S, R, in] and B [out, S, R], R = parts * rank (zero-padded to
-    the largest rank), B block-diagonal over the group's parts. Slots are filled from the
-    PEFT modules the backend already loaded, so the adapter files are read once.
-
-    `fused` (serving): each group's working weight and every slot's A share one tensor
-    [out + S*R, in], the weight on top, so that a mixed batch gets x @ W.T and all the
-    x @ A.T from one product (at 32 rows that saves four launches a layer, ~0.5 ms a step
-    on the 3B; bench/NOTES.md); the layer's working weight is then the top rows, a view.
-    Unfused (the training harness): A is a tensor of its own, a leaf that can take
-    gradients."""
-
-    def __init__(self, lm: FastLM, capacity: int, rank: int, *, fused: bool = True) -> None:
-        self.lm = lm
-        self.capacity = capacity
-        self.rank = rank
-        self.fused = fused
-        self.names: list[str | None] = [None] * capacity
-        self.scale = torch.zeros(capacity, dtype=torch.float32)
-        self.a: list[dict[str, torch.Tensor]] = []
-        self.b: list[dict[str, torch.Tensor]] = []
-        self.w: list[dict[str, torch.Tensor]] = []  # fused: [out + S*R, in] per group
-        self.qkv_bias: list[torch.Tensor | None] = []  # fused: the q/k/v bias, zeros below
-        dev, dtype = lm.device, lm.dtype
-        for layer in lm.layers:
-            # o and down alias the model's weights until now; merging writes into them, so
-            # they become copies (q/k/v and gate/up are copies already). Graphs captured
-            # before this point are stale: the caller drops them.
-            working = {
-                "qkv": layer.qkv_w,
-                "o": base_linear(layer.module("o_proj")).weight.detach(),
-                "gu": layer.gu_w,
-                "down": base_linear(layer.module("down_proj")).weight.detach(),
-            }
-            a_l, b_l, w_l = {}, {}, {}
-            for group, (fan_in, outs) in lm.group_io.items():
-                r, out = len(outs) * rank, sum(outs)
-                b_l[group] = torch.zeros(out, capacity, r, dtype=dtype, device=dev)
-                if fused:
-                    w = torch.zeros(out + capacity * r, fan_in, dtype=dtype, device=dev)
-                    w[:out].copy_(working[group])
-                    w_l[group] = w
-                    a_l[group] = w[out:].view(capacity, r, fan_in)
-                    working[group] = w[:out]
-                else:
-                    a_l[group] = torch.zeros(capacity, r, fan_in, dtype=dtype, device=dev)
-                    if group in ("o", "down"):
-                        working[group] = working[group].clone()
-            layer.qkv_w, layer.o_w = working["qkv"], working["o"]
-            layer.gu_w, layer.down_w = working["gu"], working["down"]
-            bias = layer.qkv_b
-            if fused and bias is not None:
-                bias = torch.cat([bias, bias.new_zeros(capacity * len(GROUPS["qkv"]) * rank)])
-            self.a.append(a_l)
-            self.b.append(b_l)
-            self.w.append(w_l)
-            self.qkv_bias.append(bias)
-        self.hot: str | None = None
-
-    def slot_of(self, name: str) -> int:
-        return self.names.index(name)
-
-    def load(self, name: str) -> int:
-        """Copy adapter `name` from the model's PEFT modules into a free slot."""
-        if name in self.names:
-            return self.slot_of(name)
-        slot = self.names.index(None)
-        scale = None
-        for i, layer in enumerate(self.lm.layers):
-            for group, targets in GROUPS.items():
-                _, outs = self.lm.group_io[group]
-                a, b = self.a[i][group], self.b[i][group]
-                a[slot].zero_()
-                b[:, slot].zero_()
-                row = 0
-                for p, target in enumerate(targets):
-                    module = layer.module(target)
-                    lora_a = getattr(module, "lora_A", {})
-                    if name in lora_a:
-                        if name in getattr(module, "lora_variant", {}):
-                            raise ValueError(f"adapter {name} uses a LoRA variant (DoRA?)")
-                        wa = module.lora_A[name].weight.detach()
-                        wb = module.lora_B[name].weight.detach()
-                        r = wa.shape[0]
-                        if r > self.rank:
-                            raise ValueError(f"adapter {name} has rank {r} > bank rank")
-                        s = float(module.scaling[name])
-                        if scale is None:
-                            scale = s
-                        elif abs(scale - s) > 1e-9 * max(1.0, abs(s)):
-                            raise ValueError(f"adapter {name} has per-module scalings")
-                        cols = slice(p * self.rank, p * self.rank + r)
-                        a[slot, cols] = wa.to(a.dtype)
-                        b[row : row + outs[p], slot, cols] = wb.to(b.dtype)
-                    row += outs[p]
-        self.names[slot] = name
-        self.scale[slot] = scale if scale is not None else 0.0
-        return slot
-
-    def unload(self, name: str) -> None:
-        if name in self.names:
-            slot = self.slot_of(name)
-            self.names[slot] = None
-            self.scale[slot] = 0.0
-            if self.hot == name:
-                self.merge(None)
-
-    def layer_tensors(
-        self, i: int
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, tuple[torch.Tensor | None, ...]]:
-        """What a mixed batch's layer i multiplies by: the weight per group (fused: with the
-        A rows below), the q/k/v bias, and (qkv_a, qkv_b, o_a, o_b, gu_a, gu_b, down_a,
-        down_b) as [S*R, in] (None when fused) and [out, S*R]."""
-        layer = self.lm.layers[i]
-        if self.fused:
-            weights = self.w[i]
-        else:
-            weights = {"qkv": layer.qkv_w, "o": layer.o_w, "gu": layer.gu_w, "down": layer.down_w}
-        lora: list[torch.Tensor | None] = []
-        for group in GROUPS:
-            a, b = self.a[i][group], self.b[i][group]
-            lora.append(None if self.fused else a.view(-1, a.shape[-1]))
-            lora.append(b.view(b.shape[0], -1))
-        return weights, self.qkv_bias[i], tuple(lora)
-
-    def rowscale(self, slots: Sequence[int | None], device: torch.device) -> torch.Tensor:
-        """[N, S]: each row's adapter scaling in its slot (a base row is all zeros)."""
-        rs = torch.zeros(len(slots), self.capacity, dtype=torch.float32)
-        for row, slot in enumerate(slots):
-            if slot is not None:
-                rs[row, slot] = self.scale[slot]
-        return rs.to(device)
-
-    @torch.inference_mode()
-    def merge(self, name: str | None) -> None:
-        """Make the working weights base + scaling * B @ A of adapter `name` (None: base).
-
-        One pass per weight (read the model's pristine weight, write the working copy), so
-        a switch costs about twice the LM's linear weight bytes over memory bandwidth."""
-        if name == self.hot:
-            return
-        slot = None if name is None else self.slot_of(name)
-        for i, layer in enumerate(self.lm.layers):
-            working = {"qkv": layer.qkv_w, "o": layer.o_w, "gu": layer.gu_w, "down": layer.down_w}
-            for group, targets in GROUPS.items():
-                row = 0
-                for p, target in enumerate(targets):
-                    pristine = base_linear(layer.module(target)).weight
-                    out = working[group][row : row + pristine.shape[0]]
-                    if slot is None:
-                        out.copy_(pristine)
-                    else:
-                        cols = slice(p * self.rank, (p + 1) * self.rank)
-                        a = self.a[i][group][slot, cols]
-                        b = self.b[i][group][row : row + pristine.shape[0], slot, cols]
-                        torch.addmm(pristine, b, a, alpha=float(self.scale[slot]), out=out)
-                    row += pristine.shape[0]
-        self.hot = name

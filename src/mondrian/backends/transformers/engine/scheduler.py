@@ -1,0 +1,170 @@
+"""The rows of one running batch: which are still generating, which waiting requests join
+its free rows between two steps (continuous batching), and each row's `Generation` as it
+finishes, read by the backend's own `finish` so results are the stock path's in form."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mondrian.backends.protocol import Generation, GenerationRequest
+from mondrian.backends.transformers.engine.lora_bank import LoraBank
+from mondrian.backends.transformers.engine.prefill import Prefiller
+from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
+from mondrian.backends.transformers.engine.state import State
+
+if TYPE_CHECKING:
+    from mondrian.backends.transformers.backend import TransformersBackend
+
+# admit(free_rows, take) -> requests now in the batch: the caller offers waiting requests
+# to `take` (which prepares them and says whether they fit) and hands back those taken.
+Admit = Callable[[int, Callable[[GenerationRequest], bool]], list[GenerationRequest]]
+Deliver = Callable[[int, Generation], None]
+
+
+@dataclass
+class Row:
+    """One request in a running batch."""
+
+    index: int  # its place among the call's requests; admitted ones follow
+    request: GenerationRequest
+    prepared: Prepared
+    limit: int
+    matcher: Any
+    start_step: int  # the step that selects its first token
+    started: float
+    prefilled: float
+    tokens: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+class Scheduler:
+    """The rows of the batch running on `st`; `finished(row, generation)` hears of each
+    row as it ends."""
+
+    def __init__(
+        self,
+        st: State,
+        rows: list[Row | None],
+        *,
+        backend: TransformersBackend,
+        bank: LoraBank | None,
+        preparer: Preparer,
+        prefiller: Prefiller,
+        admit: Admit | None,
+        finished: Callable[[Row, Generation], None],
+    ) -> None:
+        self.st = st
+        self.rows = rows
+        self.backend = backend
+        self.bank = bank
+        self.preparer = preparer
+        self.prefiller = prefiller
+        self.admit = admit
+        self.finished = finished
+        self.device = st.tok.device
+        self.next_index = sum(r is not None for r in rows)
+        # The rows still generating, by their place in the state: finish() drops the ones
+        # that end, take_in() adds the ones it admits.
+        self.live = {i: r for i, r in enumerate(rows) if r is not None and not r.done}
+
+    def free_rows(self) -> list[int]:
+        return [i for i, r in enumerate(self.rows) if r is None or r.done]
+
+    def finish(self, i: int) -> None:
+        """Row i has its last token: out of the batch, its Generation delivered."""
+        row = self.live.pop(i)
+        row.done = True
+        self.finished(row, self.generation(i, row))
+
+    def generation(self, i: int, row: Row) -> Generation:
+        """The Generation of a row that just finished, from host copies (no GPU wait)."""
+        st = self.st
+        count = len(row.tokens)
+        steps = [(row.start_step + k) % st.ring for k in range(max(count, 1))]
+        probes = st.host_probes[steps, i].float()
+        now = time.perf_counter()
+        generation = self.backend.finish(
+            row.request,
+            row.tokens[: row.limit],
+            probes,
+            prompt_tokens=row.prepared.length,
+            elapsed=now - row.started,
+        )
+        decode_s = max(now - row.prefilled, 1e-9)
+        generation.timings.update(
+            {
+                "prefill_s": round(row.prefilled - row.started, 4),
+                "decode_s": round(decode_s, 4),
+                "decode_tokens_per_s": round(count / decode_s, 2),
+            }
+        )
+        return generation
+
+    # --- admission -----------------------------------------------------------------------
+
+    def take_in(self, t: int) -> None:
+        """Between steps t and t+1: offer the free rows to `admit`, prefill those taken
+        (the others wait one step); their first token is selected at step t+1."""
+        free = self.free_rows()
+        if self.admit is None or not free:
+            return
+        offered: dict[int, Prepared] = {}
+
+        def take(request: GenerationRequest) -> bool:
+            prepared = self.admissible(request)
+            if prepared is not None:
+                offered[id(request)] = prepared
+            return prepared is not None
+
+        taken = self.admit(len(free), take)
+        if not taken:
+            return
+        st = self.st
+        at = free[: len(taken)]
+        prepared = [offered[id(r)] for r in taken]
+        slots = [self.slot(r) for r in taken]
+        began = time.perf_counter()
+        if st.mixed and st.rowscale is not None and self.bank is not None:
+            index = torch.tensor(at, device=self.device)
+            st.rowscale.index_copy_(0, index, self.bank.rowscale(slots, self.device))
+        self.prefiller.prefill(st, at, prepared, slots, self.bank)
+        now = time.perf_counter()
+        grammar = self.backend.grammar
+        for i, request, p in zip(at, taken, prepared, strict=True):
+            limit = request.max_new_tokens or self.backend.answer_budget
+            matcher = grammar.matcher() if request.constrained else None
+            row = Row(self.next_index, request, p, limit, matcher, t + 1, began, now)
+            self.rows[i] = self.live[i] = row
+            self.next_index += 1
+
+    def admissible(self, request: GenerationRequest) -> Prepared | None:
+        """The request prepared, if it can join this batch: its adapter is the merged one
+        (or, stacked, resident in the bank) and it fits in the cache."""
+        st, bank = self.st, self.bank
+        if st.mixed:
+            if request.adapter is not None and (bank is None or request.adapter not in bank.names):
+                return None
+        elif request.adapter != (bank.hot if bank is not None else None):
+            return None
+        prepared = self.preparer.prepare(request)
+        limit = request.max_new_tokens or self.backend.answer_budget
+        return prepared if prepared.length + limit + 1 <= st.length else None
+
+    def slot(self, request: GenerationRequest) -> int | None:
+        if self.st.mixed and request.adapter is not None and self.bank is not None:
+            return self.bank.slot_of(request.adapter)
+        return None
+
+    def park_free_rows(self) -> None:
+        """A free row decodes junk at its own position, one further each step: put it back
+        to 0 now and then so that it never runs past the cache."""
+        free = self.free_rows()
+        if free:
+            index = torch.tensor(free, device=self.device)
+            self.st.cache_pos.index_fill_(0, index, 0)
+            self.st.rope_pos.index_fill_(0, index, 0)
