@@ -8,52 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from backend_fakes import EchoBackend
 from mondrian.advisors import shipped_advisors
-from mondrian.backends.protocol import Generation, GenerationRequest
-from mondrian.errors import NotFound
+from mondrian.backends.protocol import GenerationRequest
+from mondrian.errors import NotFound, Unavailable
 from mondrian.prompts import Prompt, critique_prompt
 from mondrian.service.batching import BatchingBackend
-
-
-class EchoBackend:
-    """Answers each request with its prompt's text; records batches and their threads.
-    Not a model: these tests are about the plumbing around one."""
-
-    name = "echo"
-    model_id = "echo-model"
-    answer_budget = 7
-
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        self.batches: list[list[str]] = []
-        self.threads: set[str] = set()
-        self.gate = gate
-        self.entered = threading.Event()
-        self.loaded: list[str] = []
-
-    def generate(self, requests, on_token=None):
-        self.entered.set()
-        if self.gate is not None:
-            assert self.gate.wait(30)
-        self.threads.add(threading.current_thread().name)
-        texts = [r.prompt.system for r in requests]
-        if any(r.adapter == "missing" for r in requests):
-            raise NotFound("adapter missing is not loaded")
-        self.batches.append(texts)
-        for count in (1, 2):
-            for row in range(len(requests)):
-                if on_token is not None:
-                    on_token(row, count)
-        return [Generation(text=t, critique=None, error=None) for t in texts]
-
-    def load_adapter(self, name, path):
-        self.threads.add(threading.current_thread().name)
-        self.loaded.append(name)
-
-    def adapters(self):
-        return list(self.loaded)
-
-    def info(self):
-        return {"backend": self.name}
 
 
 def _request(text: str, adapter: str | None = None) -> GenerationRequest:
@@ -153,6 +113,23 @@ def test_adapter_calls_run_on_the_dispatcher_in_order():
     assert inner.threads == {"mondrian-batcher"}
     assert batcher.answer_budget == 7 and batcher.model_id == "echo-model"
     assert batcher.info()["batching_max_rows"] == 32
+    batcher.unload_adapter("ansel@v1")
+    assert batcher.adapters() == []
+    with pytest.raises(Unavailable, match="merge"):  # said by the wrapped backend
+        batcher.merge_adapter("ansel@v1")
+    batcher.close()
+
+
+def test_a_caller_gets_each_generation_delivered_and_is_never_admitted_into():
+    inner = EchoBackend()
+    batcher = BatchingBackend(inner)
+    delivered: dict[int, str] = {}
+    got = batcher.generate(
+        [_request("a"), _request("b")], deliver=lambda i, g: delivered.__setitem__(i, g.text)
+    )
+    assert [g.text for g in got] == ["a", "b"] and delivered == {0: "a", 1: "b"}
+    # Callers' calls join batches through the queue, not through an `admit` of theirs.
+    assert not batcher.admits
     batcher.close()
 
 

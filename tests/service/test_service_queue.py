@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
+from backend_fakes import CrashingBackend, GatedBackend, RecordingBackend
 from mondrian.schema import example_critique
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
@@ -17,23 +17,6 @@ from mondrian.storage import images, jobs
 from mondrian.storage.bootstrap import open_state
 
 pytestmark = pytest.mark.model
-
-
-class GatedBackend:
-    """The real backend, except that generate() waits until the test opens the gate."""
-
-    def __init__(self, backend) -> None:
-        self._backend = backend
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-    def generate(self, requests, on_token=None):
-        self.entered.set()
-        assert self.gate.wait(60), "the test never opened the gate"
-        return self._backend.generate(requests, on_token=on_token)
 
 
 def _metric(text: str, name: str) -> float:
@@ -105,16 +88,6 @@ def test_analyze_that_waits_too_long_gives_504_and_the_job_goes_on(
         assert wait_for_job(client, job_id)["status"] == "done"
 
 
-class CrashingBackend(GatedBackend):
-    """Raises a bug-like error from generate() once, then behaves."""
-
-    def generate(self, requests, on_token=None):
-        if not self.entered.is_set():
-            self.entered.set()
-            raise RuntimeError("CUDA went sideways (secret detail)")
-        return self._backend.generate(requests, on_token=on_token)
-
-
 def test_a_crashing_model_fails_the_job_not_the_service(tiny_backend, tiny_model, tmp_path):
     crashing = CrashingBackend(tiny_backend)
     settings = tiny_settings(tmp_path / "home", tiny_model)
@@ -170,21 +143,6 @@ def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model,
     assert "restart" in final[exhausted.id]["error"]
     with open_state(settings) as db, db.read() as conn:
         assert jobs.count_by_status(conn) == {"queued": 0, "running": 0, "done": 2, "failed": 1}
-
-
-class RecordingBackend(GatedBackend):
-    """The real backend; records each batch's size and holds the first until the gate opens."""
-
-    def __init__(self, backend) -> None:
-        super().__init__(backend)
-        self.sizes: list[int] = []
-
-    def generate(self, requests, on_token=None):
-        self.sizes.append(len(requests))
-        if not self.entered.is_set():
-            self.entered.set()
-            assert self.gate.wait(60), "the test never opened the gate"
-        return self._backend.generate(requests, on_token=on_token)
 
 
 def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_model, tmp_path):

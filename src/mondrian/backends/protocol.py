@@ -1,5 +1,11 @@
 """What every model backend offers. Strategies and the service talk to this, never to a
-framework directly."""
+framework directly.
+
+`Backend` lists every member a caller uses; a backend that cannot do one of them says so
+(`admits` False, `merge_adapter` raising `Unavailable`) rather than lacking it, so no
+caller probes with getattr. tests/backends/test_protocol.py holds each backend, and each
+stand-in for one in the tests, to the full list.
+"""
 
 from __future__ import annotations
 
@@ -40,15 +46,48 @@ class Generation:
     adapter: str | None = None
 
 
+# admit(free_rows, take) -> the requests now in the batch: between two decode steps the
+# caller offers waiting requests to `take` (which prepares one and says whether it fits)
+# and hands back those taken; their indices follow the call's own requests.
+Admit = Callable[[int, Callable[[GenerationRequest], bool]], list[GenerationRequest]]
+# deliver(index, generation): one request's answer, as soon as it is finished.
+Deliver = Callable[[int, Generation], None]
+
+
 @runtime_checkable
 class Backend(Protocol):
-    name: str
-    model_id: str
+    @property
+    def name(self) -> str:
+        """The backend's registry name ('transformers', 'mlx')."""
+        ...
+
+    @property
+    def model_id(self) -> str:
+        """The loaded model: a hub id or a local path (with '+adapter' once merged)."""
+        ...
+
+    @property
+    def answer_budget(self) -> int:
+        """Tokens of the schema's longest answer: a request's limit when it sets none."""
+        ...
+
+    @property
+    def admits(self) -> bool:
+        """Whether `generate` takes waiting requests into its running batch via `admit`."""
+        ...
 
     def generate(
-        self, requests: list[GenerationRequest], on_token: TokenCallback | None = None
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        admit: Admit | None = None,
+        deliver: Deliver | None = None,
+        rows_hint: int = 0,
     ) -> list[Generation]:
-        """Run a batch of requests; the order of results follows the requests."""
+        """Run a batch; results follow the requests. `admit` and `rows_hint` (rows to keep
+        room for) are used only where `admits`; `deliver`, if given, gets every result,
+        admitted ones included, by the time generate returns."""
         ...
 
     def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
@@ -59,10 +98,26 @@ class Backend(Protocol):
         """Make an adapter resident under `name`; refuses one trained on another base."""
         ...
 
-    def unload_adapter(self, name: str) -> None: ...
+    def unload_adapter(self, name: str) -> None:
+        """Drop a resident adapter (NotFound if it is not loaded)."""
+        ...
 
-    def adapters(self) -> list[str]: ...
+    def merge_adapter(self, name: str) -> None:
+        """Fold a resident adapter into the base weights, which then serve as the base."""
+        ...
+
+    def adapters(self) -> list[str]:
+        """The names of the resident adapters, in load order."""
+        ...
 
     def info(self) -> dict[str, object]:
         """Model id, device, dtype and resident adapters, for /health and records."""
         ...
+
+
+def deliver_each(generations: list[Generation], deliver: Deliver | None) -> list[Generation]:
+    """For a backend that finishes a batch at once: hand each result to `deliver`."""
+    if deliver is not None:
+        for index, generation in enumerate(generations):
+            deliver(index, generation)
+    return generations

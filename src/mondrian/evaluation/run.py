@@ -214,10 +214,7 @@ def evaluate(
         "adapter": _run_variant(backend, "adapter", adapter.ref, examples, on_progress),
     }
     if merged:
-        merge = getattr(backend, "merge_adapter", None)
-        if merge is None:
-            raise InvalidInput(f"backend {backend.name} cannot merge adapters")
-        merge(adapter.ref)
+        backend.merge_adapter(adapter.ref)  # Unavailable where the backend cannot
         samples["merged"] = _run_variant(backend, "merged", None, examples, on_progress)
     variants = [variant_metrics(name, s, advisor.weights) for name, s in samples.items()]
     per_example = [

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mondrian.backends.protocol import Backend, Generation, GenerationRequest, TokenCallback
+from mondrian.backends.protocol import (
+    Admit,
+    Backend,
+    Deliver,
+    Generation,
+    GenerationRequest,
+    TokenCallback,
+    deliver_each,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,8 @@ class BatchingBackend:
         self._thread.start()
 
     # --- the Backend protocol ------------------------------------------------------------
+    # Every member, spelled out: reads go straight to the wrapped backend, calls that touch
+    # the model go through the dispatcher.
 
     @property
     def name(self) -> str:
@@ -96,22 +106,34 @@ class BatchingBackend:
 
     @property
     def model_id(self) -> str:
-        return self.inner.model_id
+        return self.inner.model_id  # read each time: a merge renames the model
 
-    def __getattr__(self, attr: str) -> Any:
-        # Plain attributes of the wrapped backend (answer_budget, fingerprint, ...).
-        return getattr(self.inner, attr)
+    @property
+    def answer_budget(self) -> int:
+        return self.inner.answer_budget
+
+    @property
+    def admits(self) -> bool:
+        # Callers' requests join batches here, through the queue; whether the wrapped
+        # backend admits decides how a batch runs (`_generate`), not what callers see.
+        return False
 
     def generate(
-        self, requests: list[GenerationRequest], on_token: TokenCallback | None = None
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        admit: Admit | None = None,
+        deliver: Deliver | None = None,
+        rows_hint: int = 0,
     ) -> list[Generation]:
         if not requests:
             return []
         if threading.current_thread() is self._thread:  # from inside a dispatched call
-            return self.inner.generate(requests, on_token)
+            return deliver_each(self.inner.generate(requests, on_token), deliver)
         item = _Generate(list(requests), on_token)
         self._queue.put(item)
-        return item.future.result()
+        return deliver_each(item.future.result(), deliver)
 
     def embed_images(self, images: list[Any]) -> list[list[float]]:
         return self._call(lambda: self.inner.embed_images(images))
@@ -123,7 +145,7 @@ class BatchingBackend:
         self._call(lambda: self.inner.unload_adapter(name))
 
     def merge_adapter(self, name: str) -> None:
-        self._call(lambda: self.inner.merge_adapter(name))  # type: ignore[attr-defined]
+        self._call(lambda: self.inner.merge_adapter(name))
 
     def adapters(self) -> list[str]:
         # A read of the wrapped backend's table: /health must not wait behind a batch.
@@ -267,16 +289,12 @@ class BatchingBackend:
         requests = [r for item in batch for r in item.requests]
         self.batches += 1
         self.rows += len(requests)
-        if getattr(self.inner, "admits", False):
+        if self.inner.admits:
             room = min(self.max_rows, max(len(requests), self.expected() if self.expected else 0))
-            self.inner.generate(  # type: ignore[call-arg]
-                requests, on_token, admit=admit, deliver=deliver, rows_hint=room
-            )
+            self.inner.generate(requests, on_token, admit=admit, deliver=deliver, rows_hint=room)
             return
         callbacks = any(item.on_token is not None for item in batch)
-        generations = self.inner.generate(requests, on_token if callbacks else None)
-        for index, generation in enumerate(generations):
-            deliver(index, generation)
+        deliver_each(self.inner.generate(requests, on_token if callbacks else None), deliver)
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:

@@ -42,8 +42,6 @@ DEFAULT_JOB_S = 5.0
 MAX_RETRY_AFTER_S = 600
 # Progress never reads 1.0 before the job is done: the last write is finish_job's.
 MAX_RUNNING_PROGRESS = 0.99
-# When the backend does not say how long an answer can be.
-DEFAULT_TOKEN_BUDGET = 1024
 
 
 class QueueFull(Unavailable):
@@ -307,8 +305,7 @@ class Worker:
         if arrival is not None:
             arrival.close()
         started = time.perf_counter()
-        budget = int(getattr(self.ctx.backend, "answer_budget", 0) or DEFAULT_TOKEN_BUDGET)
-        progress = _Progress(self, job.id, budget)
+        progress = _Progress(self, job.id, self.ctx.backend.answer_budget)
         try:
             result = run_job(self.ctx, job, progress)
         except MondrianError as exc:

@@ -37,8 +37,14 @@ from mondrian.backends.decoding.grammar import (
 )
 from mondrian.backends.mlx import adapters as mlx_adapters
 from mondrian.backends.mlx import checkpoint as mlx_checkpoint
-from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
-from mondrian.errors import InvalidInput, NotFound
+from mondrian.backends.protocol import (
+    Admit,
+    Deliver,
+    Generation,
+    GenerationRequest,
+    TokenCallback,
+)
+from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.schema import generation_schema, longest_answer
 
@@ -79,6 +85,9 @@ def _greedy(logprobs: mx.array) -> mx.array:
 
 class MLXBackend:
     name = "mlx"
+    admits = False  # one request at a time: no running batch to take others into
+    model_id: str  # the Protocol's other data members, set in __init__
+    answer_budget: int
 
     def __init__(
         self,
@@ -149,15 +158,25 @@ class MLXBackend:
     # --- generation ----------------------------------------------------------------------
 
     def generate(
-        self, requests: list[GenerationRequest], on_token: TokenCallback | None = None
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        admit: Admit | None = None,
+        deliver: Deliver | None = None,
+        rows_hint: int = 0,
     ) -> list[Generation]:
+        """One request after another (`admit` and `rows_hint` unused: `admits` is False);
+        `deliver` gets each as it finishes."""
         for request in requests:
             if request.adapter is not None and request.adapter not in self._adapters:
                 raise NotFound(f"adapter {request.adapter} is not loaded")
-        return [
-            self._generate_one(request, _relay(on_token, index))
-            for index, request in enumerate(requests)
-        ]
+        results = []
+        for index, request in enumerate(requests):
+            results.append(self._generate_one(request, _relay(on_token, index)))
+            if deliver is not None:
+                deliver(index, results[-1])
+        return results
 
     def _inputs(self, request: GenerationRequest) -> dict[str, Any]:
         text = self.processor.apply_chat_template(
@@ -267,6 +286,14 @@ class MLXBackend:
             raise NotFound(f"adapter {name} is not loaded")
         mlx_adapters.detach(self.model, name, self.bank)
         del self._adapters[name]
+
+    def merge_adapter(self, name: str) -> None:
+        # The adapters are attached as separate LoRA layers (backends/mlx/adapters.py);
+        # folding one into the weights is not implemented here.
+        raise Unavailable(
+            f"the mlx backend cannot merge adapter {name} into the base weights; "
+            "use the transformers backend, or `mondrian adapters merge` and load the result"
+        )
 
     def adapters(self) -> list[str]:
         return list(self._adapters)

@@ -22,7 +22,13 @@ from mondrian.backends.decoding.grammar import (
     DecodingControl,
     single_token_id,
 )
-from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
+from mondrian.backends.protocol import (
+    Admit,
+    Deliver,
+    Generation,
+    GenerationRequest,
+    TokenCallback,
+)
 from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.schema import generation_schema, longest_answer
@@ -54,6 +60,8 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 class TransformersBackend:
     name = "transformers"
+    model_id: str  # the Protocol's data members, set in __init__
+    answer_budget: int
 
     def __init__(
         self,
@@ -130,8 +138,8 @@ class TransformersBackend:
         requests: list[GenerationRequest],
         on_token: TokenCallback | None = None,
         *,
-        admit: Any = None,
-        deliver: Any = None,
+        admit: Admit | None = None,
+        deliver: Deliver | None = None,
         rows_hint: int = 0,
     ) -> list[Generation]:
         """The batch's generations; `admit` and `deliver` are FastPath.generate's

@@ -45,14 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
+from mondrian.backends.protocol import Admit, Deliver, Generation, GenerationRequest, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
 from mondrian.backends.transformers.engine.graphs import StepRunner
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
 from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
-from mondrian.backends.transformers.engine.scheduler import Admit, Deliver, Row, Scheduler
+from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
 from mondrian.backends.transformers.engine.state import BUCKET, State, States, padded_rows, round_up
 from mondrian.backends.transformers.engine.step import DecodeStep
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mondrian.backends.protocol import Generation, GenerationRequest
+from mondrian.backends.protocol import Admit, Generation, GenerationRequest
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.prefill import Prefiller
 from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
@@ -19,11 +19,6 @@ from mondrian.backends.transformers.engine.state import State
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
-
-# admit(free_rows, take) -> requests now in the batch: the caller offers waiting requests
-# to `take` (which prepares them and says whether they fit) and hands back those taken.
-Admit = Callable[[int, Callable[[GenerationRequest], bool]], list[GenerationRequest]]
-Deliver = Callable[[int, Generation], None]
 
 
 @dataclass

@@ -1,0 +1,160 @@
+"""Every stand-in for a backend the tests use, in one place, so that
+tests/backends/test_protocol.py holds each one to the full `Backend` Protocol: a fake that
+lacked a member would test code against a contract the real backends do not have.
+
+`EchoBackend` is no model (the batcher's plumbing tests); `ForwardingBackend` wraps a real
+one and passes every member through, by name, for the wrappers that change one call.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from mondrian.backends.protocol import Backend, Generation, deliver_each
+from mondrian.errors import NotFound, Unavailable
+
+
+class EchoBackend:
+    """Answers each request with its prompt's system text; records batches and their
+    threads, and can hold a batch at a gate until the test opens it."""
+
+    name = "echo"
+    model_id = "echo-model"
+    answer_budget = 7
+    admits = False
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.threads: set[str] = set()
+        self.gate = gate
+        self.entered = threading.Event()
+        self.loaded: list[str] = []
+
+    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        self.threads.add(threading.current_thread().name)
+        texts = [r.prompt.system for r in requests]
+        if any(r.adapter == "missing" for r in requests):
+            raise NotFound("adapter missing is not loaded")
+        self.batches.append(texts)
+        for count in (1, 2):
+            for row in range(len(requests)):
+                if on_token is not None:
+                    on_token(row, count)
+        return deliver_each([Generation(text=t, critique=None, error=None) for t in texts], deliver)
+
+    def embed_images(self, images):
+        raise Unavailable("the echo backend makes no embeddings")
+
+    def load_adapter(self, name, path):
+        self.threads.add(threading.current_thread().name)
+        self.loaded.append(name)
+
+    def unload_adapter(self, name):
+        if name not in self.loaded:
+            raise NotFound(f"adapter {name} is not loaded")
+        self.loaded.remove(name)
+
+    def merge_adapter(self, name):
+        raise Unavailable("the echo backend has no weights to merge an adapter into")
+
+    def adapters(self):
+        return list(self.loaded)
+
+    def info(self):
+        return {"backend": self.name}
+
+
+class ForwardingBackend:
+    """A real backend with every Protocol member passed through; subclasses change one."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def answer_budget(self) -> int:
+        return self.inner.answer_budget
+
+    @property
+    def admits(self) -> bool:
+        return self.inner.admits
+
+    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+        return self.inner.generate(
+            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+        )
+
+    def embed_images(self, images: list[Any]) -> list[list[float]]:
+        return self.inner.embed_images(images)
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        self.inner.load_adapter(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        self.inner.unload_adapter(name)
+
+    def merge_adapter(self, name: str) -> None:
+        self.inner.merge_adapter(name)
+
+    def adapters(self) -> list[str]:
+        return self.inner.adapters()
+
+    def info(self) -> dict[str, object]:
+        return self.inner.info()
+
+
+class GatedBackend(ForwardingBackend):
+    """The real backend, except that generate() waits until the test opens the gate."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner.generate(
+            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+        )
+
+
+class CrashingBackend(GatedBackend):
+    """Raises a bug-like error from generate() once, then behaves."""
+
+    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+        if not self.entered.is_set():
+            self.entered.set()
+            raise RuntimeError("CUDA went sideways (secret detail)")
+        return self.inner.generate(
+            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+        )
+
+
+class RecordingBackend(GatedBackend):
+    """The real backend; records each batch's size and holds the first until the gate opens."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.sizes: list[int] = []
+
+    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+        self.sizes.append(len(requests))
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner.generate(
+            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
+        )
