@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mondrian import __version__
 from mondrian.errors import InvalidInput
 from mondrian.hf_progress import quiet_hf_progress
+from mondrian.staging import staged_output
 from mondrian.tiny.corpus import CORPUS_VERSION
 from mondrian.tiny.families import DEFAULT_ARCH, DEFAULT_VOCAB, check_vocab, family
 from mondrian.tiny.model import (
@@ -115,19 +114,13 @@ def make_tiny(
     model.generation_config = build_generation_config(arch, ids, vocab)
     processor = build_processor(arch, tokenizer, vocab)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_output(out_dir) as staging:
         with quiet_hf_progress():
             model.save_pretrained(staging)
         processor.save_pretrained(staging)
         write_legacy_processor_files(processor, staging, arch, vocab)
         info = _info(arch, vocab, seed, model, len(tokenizer), ids, staging)
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _make_readable(staging)
-        _install(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -174,34 +167,3 @@ def _info(
             name: sha256_file(staging / name) for name in ("model.safetensors", "tokenizer.json")
         },
     }
-
-
-def _make_readable(directory: Path) -> None:
-    # mkdtemp makes the folder 0700 and some writers leave files 0600; a checkpoint is
-    # shared data, so give it the modes a plain `save_pretrained` would under this umask.
-    # (A probe file reads the umask without os.umask's process-wide side effect.)
-    probe = directory / ".mode-probe"
-    probe.touch()
-    file_mode = probe.stat().st_mode & 0o777
-    probe.unlink()
-    for path in directory.iterdir():
-        path.chmod(file_mode)
-    directory.chmod(file_mode | ((file_mode & 0o444) >> 2))  # x wherever r
-
-
-def _install(staging: Path, out_dir: Path) -> None:
-    """Move a finished build into place; an old checkpoint there is swapped out first."""
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    old.rmdir()
-    out_dir.rename(old)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)  # put the previous checkpoint back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
