@@ -1,5 +1,6 @@
-"""Checks the runtime tests share: a generated text against the schema the grammar
-enforced, and generated token ids against the tokenizer's special and added tokens."""
+"""What the backend tests share: varied random photos and critique requests over the
+shipped advisors, and checks of a generated text against the schema the grammar enforced
+and of generated token ids against the tokenizer's special and added tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +8,31 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from mondrian.advisors import shipped_advisors
+from mondrian.backends.protocol import GenerationRequest
+from mondrian.prompts import critique_prompt
 from mondrian.schema import Critique, generation_schema
+
+
+def random_photos(count: int, seed: int = 0) -> list[Image.Image]:
+    """`count` noise photos of varied sizes (so batches pad), the same for a seed."""
+    rng = np.random.default_rng(seed)
+    return [
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * (i % 5), 64 + 4 * i, 3), dtype=np.uint8))
+        for i in range(count)
+    ]
+
+
+def critique_requests(count: int, **kwargs: Any) -> list[GenerationRequest]:
+    """One critique request per random photo, the shipped advisors in turn."""
+    advisors = shipped_advisors()
+    return [
+        GenerationRequest(prompt=critique_prompt(advisors[i % len(advisors)], photo), **kwargs)
+        for i, photo in enumerate(random_photos(count))
+    ]
 
 
 def schema_problems(value: Any, node: dict[str, Any], path: str = "$") -> list[str]:

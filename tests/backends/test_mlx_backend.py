@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from backend_helpers import assert_plain_tokens_then_a_stop, assert_text_is_the_critique
+from backend_helpers import (
+    assert_plain_tokens_then_a_stop,
+    assert_text_is_the_critique,
+    critique_requests,
+)
 from PIL import Image
 
 pytest.importorskip("mlx_vlm")
@@ -42,22 +46,6 @@ PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 # processor's (16k image tokens) on the large test photos.
 SMALL_PIXELS = 64 * 28 * 28
 UNCONSTRAINED = 4  # requests, each given the whole answer budget (one at a time on MLX)
-
-
-def _photos(count: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (48 + 8 * (i % 5), 64 + 4 * i, 3), dtype=np.uint8))
-        for i in range(count)
-    ]
-
-
-def _requests(count: int, **kwargs) -> list[GenerationRequest]:
-    advisors = shipped_advisors()
-    return [
-        GenerationRequest(prompt=critique_prompt(advisors[i % len(advisors)], photo), **kwargs)
-        for i, photo in enumerate(_photos(count))
-    ]
 
 
 def _mlx(model_dir: Path, cache_dir: Path):
@@ -179,7 +167,7 @@ def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend,
         return read_answer(tokenizer, tokens, *args, **kwargs)
 
     monkeypatch.setattr(mlx_backend, "read_answer", recording)
-    results = backend.generate(_requests(4))
+    results = backend.generate(critique_requests(4))
     assert len(generated) == len(results) == 4
     for result, ids in zip(results, generated, strict=True):
         assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
@@ -187,13 +175,15 @@ def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend,
         assert_plain_tokens_then_a_stop(backend.tokenizer, backend.stop_token_ids, ids)
     # Unconstrained, with as many tokens as the longest valid answer takes.
     budget = backend.answer_budget
-    loose = backend.generate(_requests(UNCONSTRAINED, constrained=False, max_new_tokens=budget))
+    loose = backend.generate(
+        critique_requests(UNCONSTRAINED, constrained=False, max_new_tokens=budget)
+    )
     assert len(loose) == UNCONSTRAINED
     assert all(r.critique is None and r.error and r.new_tokens <= budget for r in loose)
 
 
 def test_expected_scores_follow_the_score_token_probabilities(backend):
-    (result,) = backend.generate(_requests(1))
+    (result,) = backend.generate(critique_requests(1))
     assert set(result.score_distributions) == set(DIMENSIONS)
     for key, dim in result.critique.dimensions.items():
         dist = result.score_distributions[key]
@@ -206,7 +196,7 @@ def test_expected_scores_follow_the_score_token_probabilities(backend):
 
 def test_tokens_stream_per_request(backend):
     seen: list[tuple[int, int]] = []
-    results = backend.generate(_requests(2), on_token=lambda row, n: seen.append((row, n)))
+    results = backend.generate(critique_requests(2), on_token=lambda row, n: seen.append((row, n)))
     for row, result in enumerate(results):
         steps = [n for r, n in seen if r == row]
         assert steps == sorted(steps) and len(steps) >= result.new_tokens - 1
@@ -262,7 +252,7 @@ def test_adapters_give_the_transformers_answers_and_switch_per_request(
         backend.load_adapter(name, adapter_root / name)
         reference.load_adapter(name, adapter_root / name)
     assert backend.adapters() == ["ansel@v1", "fan_ho@v1"]
-    (prompt,) = [r.prompt for r in _requests(1)]
+    (prompt,) = [r.prompt for r in critique_requests(1)]
     order = [None, "ansel@v1", "fan_ho@v1", "ansel@v1", None]
     mine = backend.generate([GenerationRequest(prompt=prompt, adapter=a) for a in order])
     # The transformers answers with each adapter (the base model's is compared in the

@@ -9,13 +9,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from backend_helpers import assert_plain_tokens_then_a_stop, assert_text_is_the_critique
-from PIL import Image
+from backend_helpers import (
+    assert_plain_tokens_then_a_stop,
+    assert_text_is_the_critique,
+    critique_requests,
+)
 
-from mondrian.advisors import shipped_advisors
 from mondrian.backends.protocol import GenerationRequest
 from mondrian.errors import InvalidInput, NotFound
-from mondrian.prompts import critique_prompt
 from mondrian.schema import DIMENSIONS
 from mondrian.tiny.families import ARCHES, DEFAULT_ARCH
 
@@ -32,22 +33,6 @@ CONSTRAINED = {"tiny": 20, "real": 4}
 # default architecture (the README's claim), 4 on the others.
 UNCONSTRAINED = {DEFAULT_ARCH: 20}
 SMALL_PIXELS = 64 * 28 * 28  # the real processor's own budget would allow 16k image tokens
-
-
-def _photos(count: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    return [
-        Image.fromarray(rng.integers(0, 256, (48 + 8 * (i % 5), 64 + 4 * i, 3), dtype=np.uint8))
-        for i in range(count)
-    ]
-
-
-def _requests(count: int, **kwargs) -> list[GenerationRequest]:
-    advisors = shipped_advisors()
-    return [
-        GenerationRequest(prompt=critique_prompt(advisors[i % len(advisors)], photo), **kwargs)
-        for i, photo in enumerate(_photos(count))
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +98,7 @@ def generated_ids(monkeypatch) -> list[list[int]]:
 
 def test_constrained_critiques_are_valid_and_end_at_a_stop_token(backend, case, generated_ids):
     count = CONSTRAINED[case[1]]
-    results = backend.generate(_requests(count))
+    results = backend.generate(critique_requests(count))
     assert len(results) == len(generated_ids) == count
     for result, ids in zip(results, generated_ids, strict=True):
         assert result.critique is not None, result.error
@@ -130,7 +115,9 @@ def test_the_same_prompts_unconstrained_fail_with_a_budget_that_fits_an_answer(
     # failing is the model's doing, not a cut-off one.
     count = UNCONSTRAINED.get(tiny_arch, 4)
     budget = tiny_backend.answer_budget
-    results = tiny_backend.generate(_requests(count, constrained=False, max_new_tokens=budget))
+    results = tiny_backend.generate(
+        critique_requests(count, constrained=False, max_new_tokens=budget)
+    )
     assert len(results) == count
     for result in results:
         assert result.critique is None and result.error, result.text
@@ -138,7 +125,7 @@ def test_the_same_prompts_unconstrained_fail_with_a_budget_that_fits_an_answer(
 
 
 def test_expected_scores_follow_the_score_token_probabilities(tiny_backend):
-    (result,) = tiny_backend.generate(_requests(1))
+    (result,) = tiny_backend.generate(critique_requests(1))
     critique = result.critique
     assert critique is not None
     assert set(result.score_distributions) == set(DIMENSIONS)
@@ -156,7 +143,9 @@ def test_expected_scores_follow_the_score_token_probabilities(tiny_backend):
 
 def test_tokens_stream_to_the_callback(backend):
     seen: list[tuple[int, int]] = []
-    (result,) = backend.generate(_requests(1), on_token=lambda row, step: seen.append((row, step)))
+    (result,) = backend.generate(
+        critique_requests(1), on_token=lambda row, step: seen.append((row, step))
+    )
     assert {row for row, _ in seen} == {0}
     assert len(seen) >= result.new_tokens - 1
 
@@ -185,7 +174,7 @@ def adapter_setup(tiny_checkpoint_factory, tmp_path_factory, random_adapter_fact
 
 
 def _answer(backend, adapter=None) -> str:
-    (request,) = _requests(1, adapter=adapter)
+    (request,) = critique_requests(1, adapter=adapter)
     (result,) = backend.generate([request])
     assert result.critique is not None and result.adapter == adapter
     return result.text
@@ -215,7 +204,7 @@ def test_a_mixed_batch_equals_the_single_requests(adapter_setup):
         backend.load_adapter(name, root / name)
     adapters = ["ansel@v1", None, "fan_ho@v1"]
     singles = [_answer(backend, name) for name in adapters]
-    (request,) = _requests(1)
+    (request,) = critique_requests(1)
     mixed = backend.generate(
         [GenerationRequest(prompt=request.prompt, adapter=name) for name in adapters]
     )
