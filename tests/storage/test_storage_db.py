@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 
@@ -150,22 +151,71 @@ def test_submit_serves_async_callers(db):
     assert asyncio.run(main()) == 42
 
 
-def test_read_connections_are_read_only_and_per_thread(db):
+def test_read_connections_are_read_only_and_one_per_open_block(db):
     with db.read() as conn, pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
         conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('x', 'y')")
     with db.read() as a, db.read() as b:
         assert a is b  # nested blocks share the connection and its transaction
+    inside = threading.Event()
+    release = threading.Event()
     other: list[sqlite3.Connection] = []
 
-    def grab():
+    def hold():
         with db.read() as conn:
             other.append(conn)
+            inside.set()
+            release.wait(10)
 
-    t = threading.Thread(target=grab)
+    t = threading.Thread(target=hold)
     t.start()
-    t.join()
+    assert inside.wait(10)
     with db.read() as mine:
-        assert other[0] is not mine
+        assert other[0] is not mine  # two open blocks at once: two connections
+    release.set()
+    t.join()
+
+
+def test_threads_that_come_and_go_reuse_pooled_connections(db):
+    """Many short-lived threads (a server's request threads) leave no connection behind:
+    the pool holds at most `max_idle_readers` idle ones, whatever the threads did."""
+
+    def burst(n: int) -> None:
+        barrier = threading.Barrier(n)
+
+        def read_once():
+            barrier.wait(10)  # all read at once: the pool must grow to n, then shrink
+            with db.read() as conn:
+                conn.execute("SELECT count(*) FROM _migrations").fetchone()
+
+        threads = [threading.Thread(target=read_once) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    for _ in range(10):
+        burst(20)
+        assert db.open_readers() <= db.max_idle_readers
+    fds_after_warmup = _open_fds()
+    for _ in range(10):
+        burst(20)
+    assert db.open_readers() <= db.max_idle_readers
+    assert _open_fds() <= fds_after_warmup + 2
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_close_closes_idle_readers_and_a_lent_one_on_return(tmp_path):
+    db = Database(tmp_path / "p.db").open()
+    with db.read() as lent:
+        with db.read():
+            pass
+        db.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        lent.execute("SELECT 1")
+    assert db.open_readers() == 0
 
 
 def test_read_block_is_one_snapshot(db):

@@ -1,10 +1,14 @@
 """SQLite, one writer: connections, the write queue, and timestamps.
 
-The design follows datasette's `Database`: reads run on per-thread connections, every
-write runs on the one thread this `Database` owns, fed by a queue. Inside one process
-that removes write contention entirely; across processes (a CLI run beside the service,
-several workers) SQLite's file lock serialises writers, and `BEGIN IMMEDIATE` plus a
-long `busy_timeout` make a second writer wait for the lock instead of failing.
+The design follows datasette's `Database`: reads run on pooled connections, every
+write runs on the one thread this `Database` owns, fed by a queue. A read connection is
+lent to a thread for one `read()` block and returned to the pool after it: the service's
+request threads come and go (the thread pool retires idle ones), and a connection kept per
+thread would outlive its thread, two descriptors each, for the life of the process.
+Inside one process the one writer removes write contention entirely; across processes
+(a CLI run beside the service, several workers) SQLite's file lock serialises writers,
+and `BEGIN IMMEDIATE` plus a long `busy_timeout` make a second writer wait for the lock
+instead of failing.
 `BEGIN IMMEDIATE` matters in WAL mode: a deferred transaction that reads first and then
 writes cannot wait for the lock (SQLITE_BUSY_SNAPSHOT is returned at once), so every
 write transaction takes the write lock before it reads anything.
@@ -87,15 +91,27 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 
 _STOP = object()
 
+# Idle read connections kept for reuse; more are opened when more threads read at once,
+# and closed when returned to a full pool.
+MAX_IDLE_READERS = 8
+
+
+class _ReadSlot(threading.local):
+    """The connection lent to this thread for its open `read()` block, if any."""
+
+    conn: sqlite3.Connection | None = None
+
 
 class Database:
-    """One SQLite file: per-thread read connections and one writer thread.
+    """One SQLite file: a pool of read connections and one writer thread.
 
     Use as `with Database(path) as db:` or call `open()` / `close()`. Opening applies the
     migrations. `write(fn, *args)` runs `fn(conn, *args)` in a transaction on the writer
     thread and returns its result; `with db.read() as conn:` gives this thread's read
     connection inside a read transaction (one consistent snapshot for the whole block).
     """
+
+    max_idle_readers = MAX_IDLE_READERS
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -105,8 +121,9 @@ class Database:
         self._writer_ident: int | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._accepting = False
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._local = _ReadSlot()
+        self._readers: set[sqlite3.Connection] = set()  # this opening's, idle or lent
+        self._idle: list[sqlite3.Connection] = []
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Database:
@@ -159,13 +176,13 @@ class Database:
             if writer is not None:
                 self._accepting = False
                 self._queue.put(_STOP)
-            readers, self._readers = self._readers, []
+            idle, self._idle = self._idle, []
+            self._readers = set()
         if writer is not None and writer is not threading.current_thread():
             writer.join()
-        for conn in readers:
+        # A connection lent out now is closed when its block returns it (_give_back).
+        for conn in idle:
             conn.close()
-        # Threads keep their thread-local slot; a fresh object makes them reconnect.
-        self._local = threading.local()
 
     def __enter__(self) -> Database:
         return self.open()
@@ -185,31 +202,51 @@ class Database:
         if not self._accepting:
             raise RuntimeError(f"{self!r} is not open; call open() or use it in a `with`")
         local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            # check_same_thread=False only so that close(), on another thread, can close
-            # it; the connection itself is used by the thread that made it and no other.
-            conn = connect(self.path, check_same_thread=False)
-            conn.execute("PRAGMA query_only = ON")
-            with self._lock:
-                self._readers.append(conn)
-            local.conn = conn
-            local.depth = 0
-        if local.depth:
-            local.depth += 1
-            try:
-                yield conn
-            finally:
-                local.depth -= 1
+        if local.conn is not None:  # nested: the outer block's transaction
+            yield local.conn
             return
-        conn.execute("BEGIN")
-        local.depth = 1
+        conn = self._lend()
+        local.conn = conn
         try:
+            conn.execute("BEGIN")
             yield conn
         finally:
-            local.depth = 0
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")  # read-only: nothing to keep
+            local.conn = None
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # read-only: nothing to keep
+            finally:
+                self._give_back(conn)
+
+    def _lend(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        # check_same_thread=False: a pooled connection serves one thread at a time, but
+        # not always the thread that opened it.
+        conn = connect(self.path, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        with self._lock:
+            self._readers.add(conn)
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            keep = (
+                self._accepting
+                and conn in self._readers
+                and len(self._idle) < self.max_idle_readers
+            )
+            if keep:
+                self._idle.append(conn)
+                return
+            self._readers.discard(conn)
+        conn.close()
+
+    def open_readers(self) -> int:
+        """Read connections open now, idle or lent (for tests and /health)."""
+        with self._lock:
+            return len(self._readers)
 
     # --- writes -------------------------------------------------------------------
 
