@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mondrian.errors import InvalidInput, describe_validation
 from mondrian.modes import Mode
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+# Names a loopback service answers to; `mondrian serve` adds the address it binds.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,39 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = Field(
         default=100_000_000, gt=0, description="Largest accepted image (decompression-bomb guard)."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for operator actions over HTTP; unset, they are refused.",
+    )
+    review_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Trusted reviewers\' tokens by id (JSON {"id": "token"}): accepted at once.',
+    )
+    reviews_per_hour: int = Field(
+        default=30, ge=1, description="Reviews one client (address or token) may post per hour."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS),
+        description="Host header values served (DNS-rebinding guard); '*' serves any.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest a client may take to send a request's headers."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest a client may take to send a request's body."
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5, ge=1, description="Idle seconds before a kept-alive connection is closed."
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="Connections served at once; more are answered 503."
+    )
+    max_connections_per_client: int = Field(
+        default=32, ge=1, description="Connections one client address may hold open at once."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long running jobs get to finish."
     )
 
     @property

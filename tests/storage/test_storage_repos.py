@@ -470,3 +470,43 @@ def test_reviews_round_trip(db, images_dir):
         db.write(reviews.add_review, "ghost", fixed, "maria", None)
     with pytest.raises(InvalidInput, match="Critique"):
         db.write(reviews.add_review, a.id, fixed.model_dump(), "maria", None)
+
+
+def test_reviews_record_their_author_and_wait_for_an_operator(db, images_dir):
+    h = store(db, images_dir)
+    job = db.write(jobs.create_job, "ansel", h, "baseline", "tiny")
+    posted = db.write(reviews.add_review, job.id, example_critique(3), author="client:10.0.0.9")
+    trusted = db.write(
+        reviews.add_review,
+        job.id,
+        example_critique(4),
+        author="token:maria",
+        accepted_by="token:maria",
+    )
+    assert (posted.author, posted.status, posted.decided_by) == ("client:10.0.0.9", "pending", None)
+    assert (trusted.status, trusted.decided_by) == ("accepted", "token:maria")
+    with db.read() as conn:
+        assert [r["id"] for r in reviews.training_rows(conn, "ansel")] == [trusted.id]
+        assert reviews.list_reviews(conn, status="pending") == [posted]
+    accepted = db.write(reviews.decide_review, posted.id, "accepted", "operator")
+    assert accepted.status == "accepted" and accepted.decided_at is not None
+    db.write(reviews.decide_review, trusted.id, "rejected", "operator")
+    with db.read() as conn:
+        assert [r["id"] for r in reviews.training_rows(conn, "ansel")] == [posted.id]
+        assert reviews.count_recent(conn, "client:10.0.0.9", "0000") == 1
+        assert reviews.count_recent(conn, "client:10.0.0.9", "9999") == 0
+    with pytest.raises(NotFound, match="no review"):
+        db.write(reviews.decide_review, 999, "accepted", "operator")
+    with pytest.raises(InvalidInput, match="accepted or rejected"):
+        db.write(reviews.decide_review, posted.id, "pending", "operator")
+
+
+def test_the_same_review_of_a_job_is_stored_once(db, images_dir):
+    h = store(db, images_dir)
+    job = db.write(jobs.create_job, "ansel", h, "baseline", "tiny")
+    db.write(reviews.add_review, job.id, example_critique(3), author="client:a")
+    with pytest.raises(reviews.DuplicateReview, match="already has this review"):
+        db.write(reviews.add_review, job.id, example_critique(3), author="client:b")
+    db.write(reviews.add_review, job.id, example_critique(5), author="client:a")  # another one
+    with db.read() as conn:
+        assert len(reviews.list_reviews(conn, job_id=job.id)) == 2

@@ -158,7 +158,13 @@ def test_reviews_are_targets_on_request_and_outrank_profiles(state, settings, po
     corrected = short_critique(9)
     for image_hash in (reviewed, new_image):
         job = state.write(jobs.create_job, ADVISOR, image_hash, "baseline", "tiny")
-        state.write(reviews.add_review, job.id, corrected, "tester")
+        state.write(reviews.add_review, job.id, corrected, "tester", accepted_by="operator")
+    # A pending review (no one vouched for it) and a rejected one are never targets.
+    job = state.write(jobs.create_job, ADVISOR, new_image, "baseline", "tiny")
+    pending = state.write(reviews.add_review, job.id, short_critique(2), "anyone")
+    rejected = state.write(reviews.add_review, job.id, short_critique(3), "anyone")
+    state.write(reviews.decide_review, rejected.id, "rejected", "operator")
+    assert pending.status == "pending"
 
     without = build_dataset(state, settings, ADVISOR, tmp_path / "a", val_fraction=0)
     assert without["sources"] == {"curated": 4, "model": 0, "review": 0}

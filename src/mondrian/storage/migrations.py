@@ -137,6 +137,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX reviews_advisor ON reviews (advisor_id, created_at);
         """,
     ),
+    Migration(
+        # Who wrote a review, and an operator's decision: only accepted reviews become
+        # training data. Reviews stored before this are pending (anyone could write them).
+        "0007_review_trust",
+        """
+        ALTER TABLE reviews ADD COLUMN author TEXT;
+        ALTER TABLE reviews ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'accepted', 'rejected'));
+        ALTER TABLE reviews ADD COLUMN decided_by TEXT;
+        ALTER TABLE reviews ADD COLUMN decided_at TEXT;
+        ALTER TABLE reviews ADD COLUMN digest TEXT;
+        CREATE UNIQUE INDEX reviews_one_per_content ON reviews (job_id, digest);
+        CREATE INDEX reviews_author ON reviews (author, created_at);
+        CREATE INDEX reviews_status ON reviews (status, created_at);
+        """,
+    ),
 )
 
 

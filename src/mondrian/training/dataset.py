@@ -56,6 +56,7 @@ from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
 from mondrian.schema import GENERATION_CHAR_CLASS, SCHEMA_VERSION, Critique, generation_schema
 from mondrian.staging import prepare_out_dir, staged_output
+from mondrian.storage import reviews
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database, utcnow
 from mondrian.storage.images import image_path
@@ -171,12 +172,7 @@ def collect_candidates(
             )
         )
     if include_reviews:
-        rows = conn.execute(
-            "SELECT id, job_id, image_hash, critique, created_at FROM reviews "
-            "WHERE advisor_id = ? ORDER BY created_at, id",
-            (advisor_id,),
-        ).fetchall()
-        for row in rows:
+        for row in reviews.training_rows(conn, advisor_id):  # accepted ones only
             critique, reasons = _parse(row["critique"])
             origin = f"review {row['id']} of job {row['job_id']}"
             found.append(
