@@ -10,13 +10,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from mondrian.config import Settings
+from mondrian.config import LOOPBACK_HOSTS, Settings
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 FINAL = ("done", "failed")
 
 
+# Starlette's TestClient sends `Host: testserver`; a real client names a loopback host.
+TEST_HOSTS = [*LOOPBACK_HOSTS, "testserver"]
+
+
 def tiny_settings(home: Path, model: Path, **overrides) -> Settings:
+    overrides.setdefault("allowed_hosts", TEST_HOSTS)
     return Settings(home=home, model=str(model), backend="transformers", device="cpu", **overrides)
 
 

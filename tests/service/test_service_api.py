@@ -122,6 +122,11 @@ def test_report_summary_and_detailed(client, analyzed):
     assert summary.status_code == 200
     assert summary.headers["content-type"].startswith("text/html")
     assert "Ansel Adams" in summary.text and job_id in summary.text
+    # A report is HTML made from model and user text: nothing in it may run or frame it.
+    assert summary.headers["X-Content-Type-Options"] == "nosniff"
+    assert summary.headers["X-Frame-Options"] == "DENY"
+    assert "script-src" not in summary.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in summary.headers["Content-Security-Policy"]
 
     detailed = client.get(f"/jobs/{job_id}/report", params={"kind": "detailed"})
     assert detailed.status_code == 200 and detailed.text != summary.text
@@ -159,6 +164,9 @@ def test_review_is_validated_and_stored(client, app, analyzed):
     body = response.json()
     assert body["job_id"] == job_id and body["advisor_id"] == "ansel"
     assert body["critique"]["overall_score"] == 3.0
+    # Anyone may post one; it is not training data until trusted (tests/service/
+    # test_service_guards.py has the operator's side).
+    assert (body["status"], body["author"]) == ("pending", "client:testclient")
     with app.state.mondrian.db.read() as conn:
         stored = reviews.list_reviews(conn, job_id=job_id)
         job = jobs.require_job(conn, job_id)

@@ -22,11 +22,12 @@ from mondrian.context import Context
 from mondrian.service import errors
 from mondrian.service.batching import BatchingBackend
 from mondrian.service.deps import ServiceState
+from mondrian.service.guards import RequestGuard, SecurityHeaders
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
-from mondrian.service.routes import ab, advisors, analyze, health, jobs, metrics
+from mondrian.service.routes import ab, advisors, analyze, health, jobs, metrics, reviews
 from mondrian.service.worker import Worker
 from mondrian.storage.bootstrap import open_state
 
@@ -103,10 +104,16 @@ def create_app(
     app.state.options = options
     app.state.policy = policy
     errors.install(app)
-    for module in (health, advisors, analyze, jobs, ab, metrics):
+    for module in (health, advisors, analyze, jobs, reviews, ab, metrics):
         app.include_router(module.router)
     app.add_middleware(Arrivals)
-    # Added last = outermost: metrics see every answer, the 413s of BodyLimit included.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        timeout_s=settings.body_timeout_s,
+    )
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
+    # Added last = outermost: metrics see every answer, the refusals above included.
     app.add_middleware(RequestMetrics, metrics=service_metrics)
     return app

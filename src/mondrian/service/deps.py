@@ -59,7 +59,7 @@ State = Annotated[ServiceState, Depends(get_state)]
 
 
 def check_advisor_id(advisor_id: str) -> str:
-    if not isinstance(advisor_id, str) or not _ADVISOR_ID.match(advisor_id):
+    if not isinstance(advisor_id, str) or not _ADVISOR_ID.fullmatch(advisor_id):
         shown = advisor_id if isinstance(advisor_id, str) else type(advisor_id).__name__
         raise InvalidInput(
             f"invalid advisor id {shown[:80]!r}: use 1 to 64 of a-z, 0-9, '_' and '-'",
@@ -82,7 +82,11 @@ def check_mode(mode: str) -> Mode:
 
 
 def load_job(db: Database, job_id: str) -> Job:
-    if not _JOB_ID.match(job_id):
+    # fullmatch: `$` alone lets a trailing newline through. A control character is bad
+    # input (422), any other malformed id just names no job (404).
+    if not job_id.isprintable():
+        raise InvalidInput(f"invalid job id {job_id[:80]!r}", code="invalid_job_id")
+    if not _JOB_ID.fullmatch(job_id):
         raise NotFound(f"unknown job {job_id[:80]!r}", code="unknown_job")
     with db.read() as conn:
         job = job_store.get_job(conn, job_id)

@@ -29,6 +29,17 @@ class Conflict(MondrianError):
     http_status = 409
 
 
+class RateLimited(MondrianError):
+    """Too many requests of one kind from one client; `Retry-After` says when to retry."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AnalysisTimeout(MondrianError):
     code = "timeout"
     http_status = 504
@@ -39,8 +50,10 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 

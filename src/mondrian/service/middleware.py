@@ -3,11 +3,14 @@
 The body cap keeps an oversized upload from being read at all: a `Content-Length` over
 the cap is answered 413 before the app runs, and a body without one (chunked) is
 counted as it arrives and cut off at the cap. The form parser would otherwise spool any
-size to a temporary file before the handler's own size check ever ran.
+size to a temporary file before the handler's own size check ever ran. Both answers
+close the connection, so the rest of the body is never read. A body that takes longer
+than its deadline to arrive (a slow client holding a request thread) is answered 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.exceptions import HTTPException
@@ -23,13 +26,27 @@ class BodyTooLarge(HTTPException):
     other exception there into a 400), and the HTTP error handler answers it."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"over the limit of {limit} bytes")
+        super().__init__(
+            status_code=413,
+            detail=f"over the limit of {limit} bytes",
+            headers={"Connection": "close"},
+        )
+
+
+class BodyTooSlow(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {seconds:g} s",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,10 +65,22 @@ class BodyLimit:
             await response(scope, receive, send)
             return
         received = 0
+        deadline: float | None = None
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline
+            if self.timeout_s is None:
+                message = await receive()
+            else:
+                # The whole body has one deadline, counted from the app's first read: a
+                # client trickling a byte a second gets no longer than a stalled one.
+                loop = asyncio.get_running_loop()
+                deadline = deadline or loop.time() + self.timeout_s
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTooSlow(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -69,6 +98,15 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+# Methods a label may name; any other (a client may send any token) is counted as "other",
+# so invented methods cannot grow the series without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def metric_method(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class RequestMetrics:
@@ -97,7 +135,7 @@ class RequestMetrics:
             route = scope.get("route")
             # Templates, not paths: '/jobs/{job_id}', so ids never become label values.
             name = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
+            method = metric_method(scope.get("method", ""))
             self.metrics.requests.labels(name, method, str(status)).inc()
             self.metrics.request_seconds.labels(name, method).observe(time.perf_counter() - started)
 

@@ -1,4 +1,5 @@
-"""Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}`, its HTML report, and reviews."""
+"""Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}` and its HTML report (reviews:
+routes/reviews.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from mondrian.reports.render import render_detailed, render_summary
-from mondrian.schema import DIMENSIONS, AnalysisResult, Critique
+from mondrian.schema import DIMENSIONS, AnalysisResult
 from mondrian.service.deps import ServiceState, State, load_advisor, load_job
 from mondrian.service.errors import Conflict
 from mondrian.service.routes.analyze import (
@@ -21,12 +22,10 @@ from mondrian.service.routes.analyze import (
     accept_upload,
     job_headers,
 )
-from mondrian.storage import profiles, reviews
+from mondrian.storage import profiles
 from mondrian.storage.jobs import Job
 
 router = APIRouter(tags=["jobs"])
-
-_NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # newlines and tabs are fine in a note
 
 
 class JobLinks(BaseModel):
@@ -163,66 +162,3 @@ def get_report(
     render = render_detailed if kind == "detailed" else render_summary
     html = render(result, advisor, portfolio_means(state, advisor.id))
     return HTMLResponse(html, headers={"X-Job-ID": job.id})
-
-
-Reviewer = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_NO_CONTROL)
-]
-Note = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=_NO_CONTROL),
-]
-
-
-class ReviewIn(BaseModel):
-    """A person's corrected critique of a job; it becomes training data."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    critique: Critique = Field(description="The corrected critique (overall score is recomputed).")
-    reviewer: Reviewer | None = None
-    note: Note | None = None
-
-
-class ReviewOut(BaseModel):
-    id: int
-    job_id: str
-    advisor_id: str
-    image_hash: str
-    reviewer: str | None
-    note: str | None
-    created_at: str
-    critique: Critique
-
-
-@router.post(
-    "/jobs/{job_id}/review",
-    status_code=201,
-    response_model=ReviewOut,
-    summary="Store a corrected critique of a finished job",
-    responses={
-        404: {"description": "Unknown job"},
-        409: {"description": "Job not finished"},
-        422: {"description": "Not a valid critique"},
-    },
-)
-def post_review(job_id: str, review: ReviewIn, state: State) -> ReviewOut:
-    job = load_job(state.db, job_id)
-    if not job.finished:
-        raise Conflict(
-            f"job {job.id} is {job.status}; review it once it has finished", code="not_finished"
-        )
-    advisor = load_advisor(state.db, job.advisor_id)
-    # The overall score is Mondrian's to compute, from the corrected dimension scores.
-    critique = review.critique.scored(advisor.weights)
-    stored = state.db.write(reviews.add_review, job.id, critique, review.reviewer, review.note)
-    return ReviewOut(
-        id=stored.id,
-        job_id=stored.job_id,
-        advisor_id=stored.advisor_id,
-        image_hash=stored.image_hash,
-        reviewer=stored.reviewer,
-        note=stored.note,
-        created_at=stored.created_at,
-        critique=stored.critique,
-    )
