@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from mondrian.errors import InvalidInput
-from mondrian.staging import prepare_out_dir, staged_output, staging_area
+from mondrian.staging import prepare_out_dir, staged_output, staging_area, sweep_stale
 
 
 def _entries(folder):
@@ -64,3 +64,71 @@ def test_only_a_marked_output_is_replaced_and_only_with_force(tmp_path):
         prepare_out_dir(out, True, "manifest.json", "a data set")
     (out / "manifest.json").write_text("{}")
     assert prepare_out_dir(out, True, "manifest.json", "a data set") == out.absolute()
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from mondrian.staging import staging_area
+with staging_area(Path(sys.argv[1]), ".staging-") as staging:
+    (staging / "weights").write_text("half")
+    print(staging, flush=True)
+    time.sleep(60)
+"""
+
+
+def _stage_in_child(parent):
+    """A process with a staging folder open in `parent`, and that folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(parent)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    return child, Path(child.stdout.readline().strip())
+
+
+def test_a_killed_writers_staging_is_swept_and_a_live_ones_kept(tmp_path):
+    import signal
+
+    killed, stale = _stage_in_child(tmp_path)
+    live, busy = _stage_in_child(tmp_path)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        assert stale.is_dir(), "kill -9 left its staging folder (nothing could clean up)"
+        with staging_area(tmp_path, ".staging-") as mine:
+            assert not stale.exists() and not stale.with_name(stale.name + ".lock").exists()
+            assert busy.is_dir(), "a folder a live process holds is never taken"
+        assert not mine.exists()
+    finally:
+        live.kill()
+        live.wait(10)
+    assert sweep_stale(tmp_path, ".staging-") == [busy]
+    assert _entries(tmp_path) == []
+
+
+def test_a_swapped_out_old_output_left_by_a_crash_is_swept(tmp_path):
+    out = tmp_path / "out"
+    # A kill between install_dir's two renames: the old output swapped aside, and the
+    # staging's lock file, now held by no one.
+    (tmp_path / ".out.old-abc").mkdir()
+    (tmp_path / ".out.partial-abc.lock").touch()
+    with staged_output(out) as staging:
+        (staging / "f").write_text("x")
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_an_unlocked_staging_folder_is_kept_until_it_is_old(tmp_path):
+    import os
+
+    young = tmp_path / ".staging-young"
+    aged = tmp_path / ".staging-aged"
+    young.mkdir()
+    aged.mkdir()
+    os.utime(aged, (1, 1))
+    assert sweep_stale(tmp_path, ".staging-") == [aged]
+    assert young.is_dir()

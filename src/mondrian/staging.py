@@ -6,14 +6,21 @@ same file system, and renamed into place once finished: a reader, or a run kille
 way, never sees a half-written one. `staged_output()` is that pattern for a target path;
 `staging_area()` is its first half, for writers whose rename happens elsewhere (an adapter
 version is renamed inside the registry's transaction, training/registry.py).
+
+A process killed while it stages (kill -9, power loss) cannot clean up after itself, so
+each staging folder has a lock file beside it (`<folder>.lock`, held with `flock` while
+the folder is in use): `sweep_stale()` removes the folders whose lock nobody holds. It
+runs whenever a new staging folder is made beside others, and at the service's start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,18 +45,104 @@ def prepare_out_dir(out_dir: Path, force: bool, marker: str, what: str) -> Path:
     return out_dir
 
 
+LOCK_SUFFIX = ".lock"
+# A staging folder with no lock file was made by a version of Mondrian before the locks,
+# or by a caller that makes its own (training/registry.py's `new_staging_dir`): it is
+# removed only once it is this old, so a folder being written now is never taken.
+UNLOCKED_STALE_S = 3600.0
+
+
 @contextlib.contextmanager
 def staging_area(parent: Path, prefix: str) -> Iterator[Path]:
     """A new private (0700) folder under `parent`, removed on exit unless the body renamed
-    it away: a failure, or an interrupt, leaves nothing behind."""
+    it away: a failure, or an interrupt, leaves nothing behind. Stale folders of the same
+    prefix that a killed process left in `parent` are removed first."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    sweep_stale(parent, prefix)
+    # The lock first, then the folder named after it: a sweep never sees the folder
+    # without its held lock.
+    fd, lock_name = tempfile.mkstemp(prefix=prefix, suffix=LOCK_SUFFIX, dir=parent)
+    lock = Path(lock_name)
     try:
-        yield staging
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging = lock.with_name(lock.name.removesuffix(LOCK_SUFFIX))
+        staging.mkdir(mode=0o700)
+        try:
+            yield staging
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove the staging folders `prefix*` in `parent` (and their `.old-` swaps) that no
+    live process holds; returns what was removed."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for path in sorted(parent.iterdir()):
+        name = path.name
+        if name.endswith(LOCK_SUFFIX) or not path.is_dir():
+            continue
+        if not (name.startswith(prefix) or name.startswith(prefix.replace(".partial-", ".old-"))):
+            continue
+        owner = path.with_name(name.replace(".old-", ".partial-") + LOCK_SUFFIX)
+        if _abandoned(path, owner):
+            shutil.rmtree(path, ignore_errors=True)
+            owner.unlink(missing_ok=True)
+            removed.append(path)
+    for lock in parent.glob(f"{prefix}*{LOCK_SUFFIX}"):
+        # A lock whose folder is gone (killed between the two): remove it if free.
+        if not lock.with_name(lock.name.removesuffix(LOCK_SUFFIX)).exists():
+            _remove_if_free(lock)
+    return removed
+
+
+def _abandoned(folder: Path, lock: Path) -> bool:
+    if not lock.exists():
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - folder.stat().st_mtime > UNLOCKED_STALE_S
+        return False
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # its owner just finished: it removes the folder itself
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # held: a live process is writing it
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return True
+
+
+def _remove_if_free(lock: Path) -> None:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sweep_adapter_staging(adapters_dir: Path, prefix: str) -> list[Path]:
+    """`sweep_stale` in every advisor's folder under `adapters_dir` (the service's start)."""
+    removed: list[Path] = []
+    if Path(adapters_dir).is_dir():
+        for folder in sorted(Path(adapters_dir).iterdir()):
+            if folder.is_dir():
+                removed += sweep_stale(folder, prefix)
+    return removed
 
 
 @contextlib.contextmanager
