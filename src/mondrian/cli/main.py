@@ -22,6 +22,7 @@ from mondrian.cli import (
     index_cmd,
     models_cmd,
     profiles_cmd,
+    reviews_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -36,6 +37,7 @@ COMMANDS = (
     serve_cmd,
     index_cmd,
     profiles_cmd,
+    reviews_cmd,
     dataset_cmd,
     train_cmd,
     adapters_cmd,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mondrian.cli.common import add_model_args, settings_from
-from mondrian.config import load_settings
+from mondrian.config import Settings, load_settings
 from mondrian.modes import MODES, POLICIES, Policy
 
 DEFAULT_HOST = "127.0.0.1"
@@ -78,7 +78,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def build(args: argparse.Namespace):
+# Addresses that mean "every interface": no one host name to add to the allowed ones.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings from the environment and flags; the bind address is a served host."""
+    settings = settings_from(args)
+    extra: dict[str, object] = {}
+    if args.mode:
+        extra["analysis_mode"] = args.mode
+    if args.host not in WILDCARD_HOSTS and args.host not in settings.allowed_hosts:
+        extra["allowed_hosts"] = [*settings.allowed_hosts, args.host]
+    if extra:
+        settings = load_settings(**{**settings.model_dump(), **extra})
+    return settings
+
+
+def build(args: argparse.Namespace, settings: Settings | None = None):
     """The app `run` would serve, from the flags (no model is loaded until it starts)."""
     from pydantic import ValidationError
 
@@ -86,9 +103,7 @@ def build(args: argparse.Namespace):
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions
 
-    settings = settings_from(args)
-    if args.mode:
-        settings = load_settings(**{**settings.model_dump(), "analysis_mode": args.mode})
+    settings = settings or serve_settings(args)
     overrides = {
         "model_policy": args.model_policy,
         "ab_split": args.ab_split,
@@ -110,6 +125,17 @@ def build(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app = build(args)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    from mondrian.service.server import uvicorn_options
+    from mondrian.storage.bootstrap import serving_home
+
+    settings = serve_settings(args)
+    app = build(args, settings)
+    # The app's start holds the home for the server's life; trying here first turns a
+    # second server on the same home into a one-line error instead of uvicorn's
+    # "Application startup failed" and a traceback.
+    with serving_home(settings):
+        pass
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(settings)
+    )
     return 0

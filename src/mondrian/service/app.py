@@ -29,7 +29,10 @@ from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.service.routes import ab, advisors, analyze, health, jobs, metrics, reviews
 from mondrian.service.worker import Worker
-from mondrian.storage.bootstrap import open_state
+from mondrian.staging import sweep_adapter_staging
+from mondrian.storage.bootstrap import open_state, serving_home
+from mondrian.storage.db import Database
+from mondrian.training.registry import STAGING_PREFIX
 
 # Room for the multipart framing and the other form fields around the image.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -53,46 +56,59 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = await run_in_threadpool(open_state, settings)
-        try:
-            if backend is not None:
-                model = backend
-            else:
-                from mondrian.backends.registry import create_backend
-
-                model = await run_in_threadpool(create_backend, settings)
-            batcher = None
-            if options.concurrency > 1:
-                model = batcher = BatchingBackend(
-                    model,
-                    max_rows=options.concurrency,
-                    max_wait_s=options.batch_wait_ms / 1000,
-                )
-            ctx = Context(backend=model, db=db, settings=settings)
-            worker = Worker(ctx, policy, service_metrics, options)
-            if batcher is not None:
-                batcher.ready = worker.batch_ready
-                batcher.expected = worker.expected_calls
-            await run_in_threadpool(worker.start)
-            service_metrics.track_queue(lambda: worker.queue_depth() if db.is_open else 0)
-            app.state.mondrian = ServiceState(
-                settings=settings,
-                options=options,
-                policy=policy,
-                metrics=service_metrics,
-                db=db,
-                backend=model,
-                worker=worker,
-            )
+        # One server per home, taken before the worker's recovery re-queues the jobs a
+        # previous server left "running" (a live one's would be taken over).
+        with serving_home(settings):
+            sweep_adapter_staging(settings.adapters_dir, STAGING_PREFIX)
+            db = await run_in_threadpool(open_state, settings)
             try:
-                yield
+                async with _serving(app, db) as worker:
+                    yield
+                    app.state.mondrian = None
+                    # Running jobs get the grace period to finish; after it they are
+                    # interrupted, stay "running", and the next start re-runs them.
+                    await run_in_threadpool(lambda: worker.stop(grace=settings.shutdown_grace_s))
             finally:
-                app.state.mondrian = None
-                await run_in_threadpool(worker.stop)
-                if batcher is not None:
-                    await run_in_threadpool(batcher.close)
+                db.close()
+
+    @asynccontextmanager
+    async def _serving(app: FastAPI, db: Database) -> AsyncIterator[Worker]:
+        if backend is not None:
+            model = backend
+        else:
+            from mondrian.backends.registry import create_backend
+
+            model = await run_in_threadpool(create_backend, settings)
+        batcher = None
+        if options.concurrency > 1:
+            model = batcher = BatchingBackend(
+                model,
+                max_rows=options.concurrency,
+                max_wait_s=options.batch_wait_ms / 1000,
+            )
+        ctx = Context(backend=model, db=db, settings=settings)
+        worker = Worker(ctx, policy, service_metrics, options)
+        if batcher is not None:
+            batcher.ready = worker.batch_ready
+            batcher.expected = worker.expected_calls
+        await run_in_threadpool(worker.start)
+        service_metrics.track_queue(lambda: worker.queue_depth() if db.is_open else 0)
+        app.state.mondrian = ServiceState(
+            settings=settings,
+            options=options,
+            policy=policy,
+            metrics=service_metrics,
+            db=db,
+            backend=model,
+            worker=worker,
+        )
+        try:
+            yield worker
         finally:
-            db.close()
+            app.state.mondrian = None
+            await run_in_threadpool(worker.stop)  # at once if the graceful stop ran
+            if batcher is not None:
+                await run_in_threadpool(batcher.close)
 
     app = FastAPI(
         title="Mondrian",

@@ -102,7 +102,7 @@ class _Progress:
         return self.finished_passes + self.current
 
     def __call__(self, _row: int, count: int) -> None:
-        if self.worker.stopping:
+        if self.worker.interrupting:
             raise _Interrupted
         if count < self.current:  # a new generate() call started counting again
             self.finished_passes += self.current
@@ -136,7 +136,8 @@ class Worker:
         # Counts submits not yet looked at: a submit is never lost between two idle
         # threads, as a flag set by one and cleared by another could be.
         self._wake = threading.Semaphore(0)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # interrupt running jobs
+        self._draining = threading.Event()  # start no new job
         self._threads: list[threading.Thread] = []
         self._running: dict[str, float] = {}  # job id -> when it started
         self._job_s: float | None = None  # moving average of a job's run time
@@ -155,6 +156,7 @@ class Worker:
                 len(recovery.failed),
             )
         self._stop.clear()
+        self._draining.clear()
         self._threads = [
             threading.Thread(target=self._loop, args=(i,), name=f"mondrian-worker-{i}", daemon=True)
             for i in range(self.options.concurrency)
@@ -163,14 +165,19 @@ class Worker:
             thread.start()
         return recovery
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after (or, via the token callback, during) the current job.
+    def stop(self, timeout: float = 30.0, grace: float = 0.0) -> None:
+        """Stop: no new job starts; running jobs get `grace` seconds to finish, then are
+        interrupted (via the token callback).
 
         A job interrupted here stays `running` in the database and is re-queued by the
         next start. Waiting callers are answered with `ShuttingDown`.
         """
-        self._stop.set()
+        self._draining.set()
         self._wake.release(max(1, len(self._threads)))
+        grace_end = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, grace_end - time.monotonic()))
+        self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -184,6 +191,10 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
+        return self._draining.is_set() or self._stop.is_set()
+
+    @property
+    def interrupting(self) -> bool:
         return self._stop.is_set()
 
     @property
@@ -273,7 +284,7 @@ class Worker:
 
     def _loop(self, index: int) -> None:
         look = True
-        while not self._stop.is_set():
+        while not self.stopping:
             if not look:
                 # Woken by a submit; on a timeout only the first thread looks in the
                 # database (for jobs another process queued), not all of them.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from mondrian.advisors import Advisor, shipped_advisors
 from mondrian.config import Settings
+from mondrian.errors import MondrianError
 from mondrian.storage.advisors import upsert_advisor
 from mondrian.storage.db import Database
 
@@ -72,3 +75,40 @@ def read_only_state(settings: Settings) -> Iterator[Database]:
         _open_seeded(Database(Path(folder) / "mondrian.db")) as db,
     ):
         yield db
+
+
+SERVE_LOCK = "serve.lock"
+
+
+class HomeInUse(MondrianError):
+    code = "home_in_use"
+    http_status = 503
+
+
+@contextlib.contextmanager
+def serving_home(settings: Settings) -> Iterator[Path]:
+    """Hold MONDRIAN_HOME for one serving process, for as long as the block runs.
+
+    A service's start-up recovery re-queues every job left `running`: it cannot tell one
+    orphaned by a crash from one a live server is running. So a second server on the same
+    home must not start at all; it fails here with HomeInUse naming the first one's pid.
+    The lock is `flock` on `serve.lock`: the kernel drops it when its holder dies, kill -9
+    included, so a crash never leaves the home locked."""
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SERVE_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise HomeInUse(
+                f"{home} is already served by another mondrian serve (pid {holder}); "
+                "stop it first, or give this one its own MONDRIAN_HOME"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
