@@ -187,3 +187,11 @@ def test_metrics_label_only_known_methods_and_routes(client):
                 routes.add(sample.labels["route"])
     assert "other" in methods and methods <= {"GET", "POST", "other"}
     assert routes <= {"/health", "/metrics", "unmatched"}
+
+
+def test_an_empty_mode_is_refused_not_defaulted(client):
+    files = {"image": ("a.png", png_bytes(64, 64), "image/png")}
+    response = client.post("/jobs", files=files, data={"advisor": "ansel", "mode": ""})
+    assert_error(response, 422, "empty_mode", "empty")
+    with client.app.state.mondrian.db.read() as conn:
+        assert jobs.list_jobs(conn) == []

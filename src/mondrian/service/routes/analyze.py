@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from mondrian.errors import MondrianError, PayloadTooLarge
+from mondrian.errors import InvalidInput, MondrianError, PayloadTooLarge
 from mondrian.images import read_image
 from mondrian.schema import AnalysisResult
 from mondrian.service.deps import ServiceState, State, check_mode, load_advisor
@@ -61,6 +61,10 @@ async def accept_upload(
 ) -> Submission:
     """Check the request, store the photo and queue its job."""
     settings = state.settings
+    if mode is None and request is not None and (await request.form()).get("mode") == "":
+        # The form parser reads an empty field as an absent one: `mode=` would silently
+        # get the default mode. An empty mode is a mistake to report.
+        raise InvalidInput("the mode is empty: name one, or leave the field out", code="empty_mode")
     advisor = await run_in_threadpool(load_advisor, state.db, advisor_id)
     mode = check_mode(mode or settings.analysis_mode)
     data = await read_capped(upload, settings.max_upload_bytes)
