@@ -128,3 +128,31 @@ def test_crashes_lose_nothing_and_leave_nothing(tiny_model, tmp_path, random_ada
         assert restarted.health()["status"] == "ok"
     finally:
         restarted.stop()
+
+
+def test_sigterm_lets_running_jobs_finish_and_starts_no_new_one(tiny_model, tmp_path):
+    home = tmp_path / "home"
+    server = Server(home, tiny_model, MONDRIAN_SHUTDOWN_GRACE_S="60").wait_ready()
+    try:
+        with server.client() as client:
+            files = {"image": ("a.jpg", photo(), "image/jpeg")}
+            ids = [
+                client.post("/jobs", files=files, data={"advisor": ADVISOR}).json()["id"]
+                for _ in range(4)
+            ]
+            deadline = time.monotonic() + 60
+            while not client.get("/health").json()["queue"]["running_jobs"]:
+                assert time.monotonic() < deadline, "no job started"
+                time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once it has shut down: the exit is "killed by TERM".
+        assert server.proc.wait(90) in (0, -signal.SIGTERM), server.log()
+    finally:
+        server.kill()
+    with sqlite3.connect(f"file:{home / 'mondrian.db'}?mode=ro", uri=True) as conn:
+        states = dict(conn.execute("SELECT id, status FROM jobs").fetchall())
+    assert set(states) == set(ids)
+    # The one running when the signal came finished within the grace period (none was cut
+    # off); the rest wait, queued, for the next start.
+    assert "running" not in states.values(), states
+    assert "done" in states.values() and "queued" in states.values(), states
