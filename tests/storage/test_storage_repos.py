@@ -493,8 +493,8 @@ def test_reviews_record_their_author_and_wait_for_an_operator(db, images_dir):
     db.write(reviews.decide_review, trusted.id, "rejected", "operator")
     with db.read() as conn:
         assert [r["id"] for r in reviews.training_rows(conn, "ansel")] == [posted.id]
-        assert reviews.count_recent(conn, "client:10.0.0.9", "0000") == 1
-        assert reviews.count_recent(conn, "client:10.0.0.9", "9999") == 0
+        assert reviews.recent_by(conn, "client:10.0.0.9", "0000") == (1, posted.created_at)
+        assert reviews.recent_by(conn, "client:10.0.0.9", "9999") == (0, None)
     with pytest.raises(NotFound, match="no review"):
         db.write(reviews.decide_review, 999, "accepted", "operator")
     with pytest.raises(InvalidInput, match="accepted or rejected"):

@@ -133,12 +133,14 @@ def decide_review(
     return review
 
 
-def count_recent(conn: sqlite3.Connection, author: str, since: str) -> int:
-    """Reviews `author` stored since `since` (a `utcnow()` text): for the rate limit."""
+def recent_by(conn: sqlite3.Connection, author: str, since: str) -> tuple[int, str | None]:
+    """(how many, the oldest's created_at) of the reviews `author` stored since `since`
+    (a `utcnow()` text): for the rate limit and its Retry-After."""
     row = conn.execute(
-        "SELECT count(*) FROM reviews WHERE author = ? AND created_at >= ?", (author, since)
+        "SELECT count(*), min(created_at) FROM reviews WHERE author = ? AND created_at >= ?",
+        (author, since),
     ).fetchone()
-    return int(row[0])
+    return int(row[0]), row[1]
 
 
 def get_review(conn: sqlite3.Connection, review_id: int) -> Review | None:

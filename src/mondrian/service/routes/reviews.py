@@ -16,9 +16,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from mondrian.errors import NotFound
 from mondrian.schema import Critique
-from mondrian.service.auth import Admin, review_author
+from mondrian.service.auth import ADMIN, Admin, review_author
 from mondrian.service.deps import State, check_advisor_id, load_advisor, load_job
 from mondrian.service.errors import Conflict, RateLimited
 from mondrian.storage import reviews
@@ -117,11 +116,8 @@ def _add_within_limit(
     """The rate check and the insert in one write transaction: a burst cannot slip past."""
     now = datetime.now(UTC)
     since = _iso(now - WINDOW)
-    if author != "admin" and reviews.count_recent(conn, author, since) >= per_hour:
-        oldest = conn.execute(
-            "SELECT min(created_at) FROM reviews WHERE author = ? AND created_at >= ?",
-            (author, since),
-        ).fetchone()[0]
+    count, oldest = reviews.recent_by(conn, author, since)
+    if author != ADMIN and count >= per_hour and oldest is not None:
         frees = datetime.fromisoformat(oldest.replace("Z", "+00:00")) + WINDOW
         wait = max(1, math.ceil((frees - now).total_seconds()))
         raise RateLimited(
@@ -193,10 +189,7 @@ def list_reviews(
 
 
 def _decide(state: State, review_id: int, status: Literal["accepted", "rejected"]) -> ReviewOut:
-    with state.db.read() as conn:
-        if reviews.get_review(conn, review_id) is None:
-            raise NotFound(f"no review {review_id}", code="unknown_review")
-    return review_out(state.db.write(reviews.decide_review, review_id, status, "admin"))
+    return review_out(state.db.write(reviews.decide_review, review_id, status, ADMIN))
 
 
 @router.post(
