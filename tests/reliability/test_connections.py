@@ -66,13 +66,17 @@ def test_descriptors_stay_flat_across_bursts(server):
     """Each burst comes after the last one's request threads have gone idle long enough to
     be retired, so it runs on new threads: connections kept per thread would pile up."""
     assert set(_burst(server.url)) == {200}
+    time.sleep(1)  # the burst's sockets close on the server's side
     warm = server.fds()
     counts = [warm]
     for _ in range(2):
         time.sleep(THREAD_IDLE_S)
         assert set(_burst(server.url)) == {200}
+        time.sleep(1)
         counts.append(server.fds())
-    assert max(counts) <= warm + 8, f"descriptors after each burst: {counts}"
+    # Connections kept per thread added about 38 descriptors a burst here (75, 114, 152);
+    # the slack is for sockets still closing and the pool's idle connections (at most 8).
+    assert max(counts) <= warm + 16, f"descriptors after each burst: {counts}"
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
