@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,18 @@ class Server:
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def fd_kinds(self) -> Counter[str]:
+        """Its open descriptors by kind ('socket', 'mondrian.db-wal', ...): for messages."""
+        kinds: Counter[str] = Counter()
+        folder = f"/proc/{self.pid}/fd"
+        for name in os.listdir(folder):
+            try:
+                target = os.readlink(f"{folder}/{name}")
+            except OSError:
+                continue
+            kinds[target.split(":")[0] if ":" in target else Path(target).name] += 1
+        return kinds
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
