@@ -154,3 +154,44 @@ def test_validation_messages_name_the_fields():
         [{"type": "less_than_equal", "loc": ("body", "critique", "x"), "msg": "too big"}]
     )
     assert (code, fields) == ("invalid_field", ["critique.x"]) and "critique.x: too big" in message
+
+
+def test_host_names_and_multipart_charsets():
+    from mondrian.service.guards import host_name, utf8_multipart
+
+    assert host_name("LocalHost:5100") == "localhost"
+    assert host_name("[::1]:5100") == "::1" and host_name("::1") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1"
+    assert utf8_multipart("multipart/form-data; boundary=x")
+    assert utf8_multipart('multipart/form-data; charset="UTF-8"; boundary=x')
+    assert not utf8_multipart("multipart/form-data; boundary=x; charset=latin-1")
+    assert utf8_multipart("application/json; charset=latin-1")  # not multipart: not ours
+
+
+def test_serve_adds_its_bind_address_to_the_served_hosts_and_bounds_uvicorn(monkeypatch):
+    from mondrian.cli.main import build_parser
+    from mondrian.cli.serve_cmd import serve_settings
+    from mondrian.service.server import GuardedH11Protocol, uvicorn_options
+
+    monkeypatch.setenv("MONDRIAN_HEADER_TIMEOUT_S", "3")
+    monkeypatch.setenv("MONDRIAN_MAX_CONNECTIONS_PER_CLIENT", "5")
+    parse = build_parser().parse_args
+    settings = serve_settings(parse(["serve", "--host", "10.1.2.3"]))
+    assert settings.allowed_hosts == ["localhost", "127.0.0.1", "::1", "10.1.2.3"]
+    assert serve_settings(parse(["serve", "--host", "0.0.0.0"])).allowed_hosts == [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    ]
+    options = uvicorn_options(settings)
+    protocol = options.pop("http")
+    assert issubclass(protocol, GuardedH11Protocol)
+    assert (protocol.header_timeout_s, protocol.max_per_client) == (3.0, 5)
+    # Each server counts its own connections.
+    assert protocol.open_by_client is not uvicorn_options(settings)["http"].open_by_client
+    assert options == {
+        "timeout_keep_alive": 5,
+        "limit_concurrency": 256,
+        "timeout_graceful_shutdown": 30,
+        "h11_max_incomplete_event_size": 64 * 1024,
+    }
