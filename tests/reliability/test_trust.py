@@ -187,6 +187,8 @@ def test_both_framings_at_once_are_refused(server, answers):
     status = int(answer.split(b" ", 2)[1])
     answers.append(status)
     assert status == 400, answer[:300]
+    # The app's own refusal (h11 itself lets Transfer-Encoding win), in the JSON shape.
+    assert b'"code":"bad_request"' in answer and b"Transfer-Encoding" in answer, answer[-300:]
 
 
 def test_still_healthy(server):
