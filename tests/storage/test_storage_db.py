@@ -58,6 +58,32 @@ def test_a_new_migration_applies_alone(db):
         assert applied(conn)[-1] == "9999_extra"
 
 
+def test_reviews_stored_before_trust_become_pending(tmp_path):
+    """Migration 0007 on a database whose reviews anyone could have written: they wait
+    for an operator, their author unknown; none is training data until accepted."""
+    conn = connect(tmp_path / "old.db")
+    before = tuple(m for m in MIGRATIONS if m.name <= "0006_reviews")
+    conn.execute("BEGIN IMMEDIATE")
+    migrate(conn, before)
+    now = "2026-01-01T00:00:00.000000Z"
+    conn.execute("INSERT INTO images VALUES (?, 'p', 'image/png', 4, 3, 10, ?)", ("a" * 64, now))
+    conn.execute(
+        "INSERT INTO jobs (id, advisor_id, image_hash, mode_requested, model_id, variant, "
+        "created_at) VALUES ('j', 'ansel', ?, 'baseline', 'm', 'base', ?)",
+        ("a" * 64, now),
+    )
+    conn.execute(
+        "INSERT INTO reviews (job_id, advisor_id, image_hash, critique, created_at) "
+        "VALUES ('j', 'ansel', ?, '{}', ?)",
+        ("a" * 64, now),
+    )
+    assert "0007_review_trust" in migrate(conn)
+    conn.execute("COMMIT")
+    row = conn.execute("SELECT status, author, decided_by, digest FROM reviews").fetchone()
+    conn.close()
+    assert tuple(row) == ("pending", None, None, None)
+
+
 def test_a_failing_migration_leaves_nothing_behind(tmp_path):
     path = tmp_path / "f.db"
     bad = (
