@@ -82,7 +82,9 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Connections served at once; more are answered 503."
     )
     max_connections_per_client: int = Field(
-        default=32, ge=1, description="Connections one client address may hold open at once."
+        default=32,
+        ge=1,
+        description="Connections of one client address served at once; more wait unread.",
     )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long running jobs get to finish."

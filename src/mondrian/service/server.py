@@ -10,7 +10,9 @@ bounds it lacks are added by a subclass of its h11 protocol:
   keep-alive timer restarts on every byte, so a client trickling a header a byte at a
   time would otherwise hold its connection forever (slowloris);
 - connections per client address: past `max_connections_per_client`, a new connection
-  from that address is closed at once, so one client cannot take every slot.
+  from that address waits, unread, until one of that client's others closes; so one
+  client cannot take every slot, and a burst from one client is served in turn rather
+  than dropped. (The total stays bounded by `limit_concurrency`, answered 503.)
 
 The body deadline is the app's (service/middleware.py, `BodyLimit`).
 """
@@ -18,7 +20,7 @@ The body deadline is the app's (service/middleware.py, `BodyLimit`).
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -35,33 +37,49 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     max_per_client: ClassVar[int] = 32
-    open_by_client: ClassVar[Counter[str]]
+    open_by_client: ClassVar[Counter[str]]  # connections being served, by address
+    waiting: ClassVar[dict[str, deque[GuardedH11Protocol]]]  # the rest, in arrival order
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._counted: str | None = None
+        self._address = ""
+        self._served = False
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        address = self.client[0] if self.client else ""
-        if self.open_by_client[address] >= self.max_per_client:
-            self.logger.warning(
-                "%s has %d connections open; closing a new one", address, self.max_per_client
-            )
-            transport.close()
+        self._address = self.client[0] if self.client else ""
+        if self.open_by_client[self._address] < self.max_per_client:
+            self._serve()
             return
-        self.open_by_client[address] += 1
-        self._counted = address
+        # Not read until the client's other connections make room (no header deadline
+        # runs meanwhile: it starts when the connection is served).
+        transport.pause_reading()
+        self.waiting.setdefault(self._address, deque()).append(self)
+
+    def _serve(self) -> None:
+        self.open_by_client[self._address] += 1
+        self._served = True
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._counted is not None:
-            self.open_by_client[self._counted] -= 1
-            if self.open_by_client[self._counted] <= 0:
-                del self.open_by_client[self._counted]
-            self._counted = None
         self._cancel_header_timer()
+        queue = self.waiting.get(self._address)
+        if self._served:
+            self._served = False
+            self.open_by_client[self._address] -= 1
+            if self.open_by_client[self._address] <= 0:
+                del self.open_by_client[self._address]
+            while queue:  # the next of this client's waiting connections, if still open
+                follower = queue.popleft()
+                if not follower.transport.is_closing():
+                    follower.transport.resume_reading()
+                    follower._serve()
+                    break
+        elif queue is not None and self in queue:
+            queue.remove(self)
+        if queue is not None and not queue:
+            self.waiting.pop(self._address, None)
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -98,6 +116,7 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
             "header_timeout_s": settings.header_timeout_s,
             "max_per_client": settings.max_connections_per_client,
             "open_by_client": Counter(),
+            "waiting": {},
         },
     )
 
