@@ -1,6 +1,6 @@
-"""`mondrian`: the command line. Each command lives in its own module with a
-`register(subparsers)` function; heavy imports happen inside the handlers so that
-`mondrian --help` stays fast."""
+"""`mondrian`: the command line. A command's module has a `register(subparsers)` function
+(one per command where a module holds several, as portfolio_cmd.py does); heavy imports
+happen inside the handlers so that `mondrian --help` stays fast."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mondrian import __version__
 from mondrian.cli import (
@@ -19,9 +19,8 @@ from mondrian.cli import (
     dataset_cmd,
     demo_cmd,
     evaluate_cmd,
-    index_cmd,
     models_cmd,
-    profiles_cmd,
+    portfolio_cmd,
     serve_cmd,
     train_cmd,
 )
@@ -29,19 +28,19 @@ from mondrian.errors import MondrianError
 
 # In the order `mondrian --help` lists them: the demo, then the life of a critique, then
 # the operator's tools.
-COMMANDS = (
-    demo_cmd,
-    advisors_cmd,
-    analyze_cmd,
-    serve_cmd,
-    index_cmd,
-    profiles_cmd,
-    dataset_cmd,
-    train_cmd,
-    adapters_cmd,
-    evaluate_cmd,
-    ab_report_cmd,
-    models_cmd,
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    demo_cmd.register,
+    advisors_cmd.register,
+    analyze_cmd.register,
+    serve_cmd.register,
+    portfolio_cmd.register_index,
+    portfolio_cmd.register_profiles,
+    dataset_cmd.register,
+    train_cmd.register,
+    adapters_cmd.register,
+    evaluate_cmd.register,
+    ab_report_cmd.register,
+    models_cmd.register,
 )
 
 
@@ -54,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(subparsers)
+    for register in COMMANDS:
+        register(subparsers)
     return parser
 
 

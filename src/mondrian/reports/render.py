@@ -11,9 +11,7 @@ formatting decisions live in one place and StrictUndefined catches any typo in a
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -26,6 +24,7 @@ import mondrian
 from mondrian.advisors.model import Advisor
 from mondrian.reports.radar import DIMENSION_LABELS, radar_svg
 from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult, Critique
+from mondrian.staging import write_atomic
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -333,23 +332,6 @@ def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None
     return _env().get_template("advisor_bio.html").render(context)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # Temp file in the same directory, then rename: readers see the old page or the new
-    # one, never half of one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); a report is meant to be read and served.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(
     result: AnalysisResult,
     advisor: Advisor,
@@ -374,7 +356,7 @@ def write_reports(
     paths = {}
     for kind, text in pages.items():
         path = out / REPORT_FILES[kind]
-        _write_atomic(path, text)
+        write_atomic(path, text)
         paths[kind] = path
     return paths
 
@@ -394,5 +376,5 @@ def render_page(template: str, context: Mapping[str, Any], footer: Mapping[str, 
 
 def write_page(path: Path, html: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, html)
+    write_atomic(path, html)
     return path
