@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-gpu lint format demo clean
+.PHONY: help venv test test-slow test-gpu lint docs format demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,6 +47,9 @@ test-gpu: $(STAMP)  ## the GPU tests: the fast path's CUDA parts against the sto
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+docs: $(STAMP)  ## rewrite the generated reference sections of docs/ from the code
+	$(PY) tests/docs_reference.py
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench
