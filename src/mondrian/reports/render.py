@@ -64,7 +64,8 @@ _SUMMARY_FOCUS = 3  # how many weak dimensions the summary suggests starting wit
 
 
 @lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The one Jinja environment every report and page renders with: autoescaped, strict."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # every template, whatever its extension (report.css is included)
@@ -288,7 +289,7 @@ def render_summary(
     reference polygon and markers. Raises ValueError when the result is another advisor's.
     """
     context = _analysis_context(result, advisor, portfolio_means, generated_at)
-    return _env().get_template("analysis_summary.html").render(context)
+    return environment().get_template("analysis_summary.html").render(context)
 
 
 def render_detailed(
@@ -301,7 +302,7 @@ def render_detailed(
     """Everything in the analysis: each dimension's score, expected score, comment and
     recommendation, strengths, improvements, how it was produced, references, timings."""
     context = _analysis_context(result, advisor, portfolio_means, generated_at)
-    return _env().get_template("analysis_detailed.html").render(context)
+    return environment().get_template("analysis_detailed.html").render(context)
 
 
 def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None) -> str:
@@ -329,7 +330,7 @@ def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None
             ],
         }
     )
-    return _env().get_template("advisor_bio.html").render(context)
+    return environment().get_template("advisor_bio.html").render(context)
 
 
 def write_reports(
@@ -371,7 +372,7 @@ def render_page(template: str, context: Mapping[str, Any], footer: Mapping[str, 
         ],
         **context,
     }
-    return _env().get_template(template).render(page)
+    return environment().get_template(template).render(page)
 
 
 def write_page(path: Path, html: str) -> Path:
