@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dtype of the merge and of the written weights (default float32)",
     )
     merge.add_argument("--force", action="store_true", help="replace a merged model at OUT")
-    merge.set_defaults(handler=merge_command)
+    merge.set_defaults(handler=merge_command, loads_model=True)
 
     export = commands.add_parser(
         "export",
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-base", action="store_true", help="write the adapter only, no OUT/base"
     )
     export.add_argument("--force", action="store_true", help="replace an export at OUT")
-    export.set_defaults(handler=export_command)
+    export.set_defaults(handler=export_command, loads_model=True)
 
 
 def _existing_db(settings: Settings) -> Database:
