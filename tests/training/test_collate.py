@@ -140,7 +140,7 @@ def test_lora_lands_on_the_language_model_only(tiny_checkpoint):
     from transformers import AutoModelForImageTextToText
 
     from mondrian.training.config import TrainConfig
-    from mondrian.training.train import add_lora, check_lora_targets
+    from mondrian.training.setup import add_lora, check_lora_targets
 
     model = add_lora(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint), TrainConfig())
     wrapped = check_lora_targets(model)
