@@ -21,7 +21,8 @@ from mondrian.training.collate import (
     ImageTokenMismatch,
     check_image_tokens,
 )
-from mondrian.training.dataset import example_record, target_text
+from mondrian.training.dataset import example_record
+from mondrian.training.targets import target_text
 
 pytestmark = pytest.mark.model
 

@@ -52,7 +52,7 @@ from mondrian.training.collate import (
     image_token_id,
 )
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
-from mondrian.training.dataset import load_split
+from mondrian.training.dataset_files import load_split
 from mondrian.training.export_mlx import mlx_to_peft
 from mondrian.training.publish import package_version, publish_run
 from mondrian.training.run_dir import RunState, append_metrics, open_run, prepare_run_dir

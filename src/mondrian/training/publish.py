@@ -18,7 +18,7 @@ from mondrian.prompts import PROMPT_VERSION
 from mondrian.storage.adapters import Adapter
 from mondrian.storage.db import utcnow
 from mondrian.training import registry
-from mondrian.training.dataset import manifest_sha256
+from mondrian.training.dataset_files import manifest_sha256
 from mondrian.training.plot import loss_curve_svg
 from mondrian.training.run_dir import PUBLISHED_FILE, Run, RunState, write_json
 

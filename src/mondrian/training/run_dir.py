@@ -29,7 +29,7 @@ from mondrian.prompts import PROMPT_VERSION
 from mondrian.schema import SCHEMA_VERSION
 from mondrian.storage.db import utcnow
 from mondrian.training.config import TrainConfig
-from mondrian.training.dataset import read_manifest
+from mondrian.training.dataset_files import read_manifest
 
 RUN_FILE = "run.json"
 PUBLISHED_FILE = "published.json"

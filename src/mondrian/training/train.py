@@ -42,7 +42,7 @@ from mondrian.training.collate import (
     image_token_id,
 )
 from mondrian.training.config import TrainConfig
-from mondrian.training.dataset import load_split
+from mondrian.training.dataset_files import load_split
 from mondrian.training.publish import package_version, publish_run
 from mondrian.training.run_dir import (
     Run,
