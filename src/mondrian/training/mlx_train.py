@@ -56,7 +56,7 @@ from mondrian.training.dataset_files import load_split
 from mondrian.training.export_mlx import mlx_to_peft
 from mondrian.training.publish import package_version, publish_run
 from mondrian.training.run_dir import RunState, append_metrics, open_run, prepare_run_dir
-from mondrian.training.setup import lr_lambda, total_updates
+from mondrian.training.setup import accumulation_group, lr_lambda, total_updates
 from mondrian.training.train import TrainResult, progress_bar
 
 # LM_TARGET_REGEX in mlx-vlm's module names (its Qwen-VL models keep the language model
@@ -200,12 +200,11 @@ def train_mlx(
         for i, batch in enumerate(_batches(train_records, order, cfg.batch_size, encoder, collate)):
             started = time.perf_counter()
             check_batch_images(batch, image_token, merge_size)
-            group_start = (i // cfg.grad_accum) * cfg.grad_accum
-            group_size = min(cfg.grad_accum, batches - group_start)
+            group_size, closes_group = accumulation_group(i, batches, cfg.grad_accum)
             loss, grads = loss_and_grad(model, to_mlx_batch(batch, dtype))
             grads = tree_map(lambda g, n=group_size: g / n, grads)
             accumulated = grads if accumulated is None else tree_map(mx.add, accumulated, grads)
-            if i + 1 == group_start + group_size:
+            if closes_group:
                 clipped, _ = optim.clip_grad_norm(accumulated, cfg.max_grad_norm)
                 optimizer.learning_rate = cfg.lr * factor(state.updates)
                 optimizer.update(model, clipped)

@@ -170,6 +170,15 @@ def total_updates(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return math.ceil(batches_per_epoch / cfg.grad_accum) * cfg.epochs
 
 
+def accumulation_group(batch: int, batches: int, grad_accum: int) -> tuple[int, bool]:
+    """Batch number `batch` of an epoch's `batches`: the size of its accumulation group
+    (an epoch's last group may be short) and whether it closes the group (then the
+    optimizer steps). Both trainers group alike, so `grad_accum` means the same."""
+    start = (batch // grad_accum) * grad_accum
+    size = min(grad_accum, batches - start)
+    return size, batch + 1 == start + size
+
+
 def make_optimizer(
     trainable: list[torch.nn.Parameter], cfg: TrainConfig, batches_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

@@ -57,6 +57,7 @@ from mondrian.training.run_dir import (
 from mondrian.training.setup import (
     EncodedDataset,
     Loaders,
+    accumulation_group,
     add_lora,
     frozen_dtype,
     load_base,
@@ -149,14 +150,14 @@ def _train(
     # The scheduler stays outside prepare(): accelerate would step it once per process.
     model, optimizer = accelerator.prepare(model, optimizer)
     parts = _Parts(
-        accelerator,
-        model,
-        trainable,
-        optimizer,
-        scheduler,
-        loaders,
-        image_token_id(processor),
-        encoder.merge_size,
+        accelerator=accelerator,
+        model=model,
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loaders=loaders,
+        image_token=image_token_id(processor),
+        merge_size=encoder.merge_size,
     )
 
     state = RunState()
@@ -199,11 +200,10 @@ def _run_epochs(run: Run, parts: _Parts, state: RunState, *, progress: bool) -> 
         for i, batch in enumerate(parts.loaders.train):
             started = time.perf_counter()
             check_batch_images(batch, parts.image_token, parts.merge_size)
-            group_start = (i // cfg.grad_accum) * cfg.grad_accum
-            group_size = min(cfg.grad_accum, batches - group_start)
-            sync = i + 1 == group_start + group_size
+            group_size, sync = accumulation_group(i, batches, cfg.grad_accum)
             loss = _step(parts, batch, cfg, group_size, sync)
-            state.updates += sync
+            if sync:
+                state.updates += 1
             mean_loss = float(accelerator.reduce(loss.detach().float(), reduction="mean"))
             state.record_step(mean_loss, time.perf_counter() - started)
             epoch_losses.append(mean_loss)
