@@ -12,17 +12,15 @@ from collections.abc import Callable, Sequence
 
 from mondrian import __version__
 from mondrian.cli import (
-    ab_report_cmd,
     adapters_cmd,
     advisors_cmd,
     analyze_cmd,
-    dataset_cmd,
     demo_cmd,
-    evaluate_cmd,
+    evaluation_cmd,
     models_cmd,
     portfolio_cmd,
     serve_cmd,
-    train_cmd,
+    training_cmd,
 )
 from mondrian.errors import MondrianError
 
@@ -35,11 +33,11 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     serve_cmd.register,
     portfolio_cmd.register_index,
     portfolio_cmd.register_profiles,
-    dataset_cmd.register,
-    train_cmd.register,
+    training_cmd.register_dataset,
+    training_cmd.register_train,
     adapters_cmd.register,
-    evaluate_cmd.register,
-    ab_report_cmd.register,
+    evaluation_cmd.register_evaluate,
+    evaluation_cmd.register_ab_report,
     models_cmd.register,
 )
 
