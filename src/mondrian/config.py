@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=100_000_000, gt=0, description="Largest accepted image (decompression-bomb guard)."
     )
+    max_decode_pixels: int = Field(
+        default=24_000_000,
+        gt=0,
+        description="Most pixels an upload decodes to (a JPEG shrinks while decoding).",
+    )
+    decode_concurrency: int = Field(
+        default=2, ge=1, description="Uploads the service decodes at once; the rest wait."
+    )
 
     @property
     def home_dir(self) -> Path:
