@@ -67,6 +67,9 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"\x01\xda", "SGI"),
     (b"#define", "XBM"),
     (b"/* XPM */", "XPM"),
+    (b"Image type:", "IM"),
+    (b"DanM", "MSP"),
+    (b"LinS", "MSP"),
     *((b"P" + bytes([d]), "PNM") for d in b"1234567"),
     *((b"\x0a" + bytes([v]) + b"\x01", "PCX") for v in (0, 2, 3, 4, 5)),
 )
@@ -209,9 +212,9 @@ def _encode(image: Image.Image, fmt: str) -> tuple[bytes, str]:
 
 def _not_allowed(data: bytes) -> InvalidInput:
     head, tail = data[:16], data[-18:]
-    name = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
-    if name is None and tail.startswith(b"TRUEVISION-XFILE"):
-        name = "TGA"
+    # The footer first: a TGA's first bytes can look like a CUR's.
+    name = "TGA" if tail.startswith(b"TRUEVISION-XFILE") else None
+    name = name or next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
     if name is None:
         return InvalidInput(
             f"the file is not an image Mondrian can read (it reads {ALLOWED_NAMES})",
