@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mondrian.errors import InvalidInput, NotFound
+from mondrian.staging import write_atomic
 from mondrian.storage.db import utcnow
 
 EXTENSIONS: dict[str, str] = {
@@ -91,7 +90,7 @@ def store_image(
     rel = row["path"] if row is not None else f"{digest[:2]}/{digest}.{ext}"
     target = images_dir / rel
     if not target.is_file() or target.stat().st_size != len(data):
-        _write_atomic(target, data)
+        write_atomic(target, data, mode=0o600)  # an upload is the photographer's, not public
     if row is None:
         conn.execute(
             """
@@ -102,21 +101,6 @@ def store_image(
             (digest, rel, mime, width, height, len(data), utcnow()),
         )
     return digest
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _image(row: sqlite3.Row) -> StoredImage:
