@@ -140,7 +140,7 @@ def run_demo(
     import uvicorn
 
     from mondrian.analysis import analyze
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
     from mondrian.images import read_image_file

@@ -129,10 +129,10 @@ class Scheduler:
             st.rowscale.index_copy_(0, index, self.bank.rowscale(slots, self.device))
         self.prefiller.prefill(st, at, prepared, slots, self.bank)
         now = time.perf_counter()
-        grammar = self.backend.grammar
+        decoder = self.backend.decoder
         for i, request, p in zip(at, taken, prepared, strict=True):
-            limit = request.max_new_tokens or self.backend.answer_budget
-            matcher = grammar.matcher() if request.constrained else None
+            limit = decoder.limit(request)
+            matcher = decoder.grammar.matcher() if request.constrained else None
             row = Row(self.next_index, request, p, limit, matcher, t + 1, began, now)
             self.rows[i] = self.live[i] = row
             self.next_index += 1
@@ -147,7 +147,7 @@ class Scheduler:
         elif request.adapter != (bank.hot if bank is not None else None):
             return None
         prepared = self.preparer.prepare(request)
-        limit = request.max_new_tokens or self.backend.answer_budget
+        limit = self.backend.decoder.limit(request)
         return prepared if prepared.length + limit + 1 <= st.length else None
 
     def slot(self, request: GenerationRequest) -> int | None:
