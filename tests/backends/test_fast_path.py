@@ -293,3 +293,12 @@ def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, t
     results = same_as_stock(backend, fast, requests)
     assert results[0].critique is not None and results[0].stopped
     assert [r.new_tokens for r in results[1:]] == [SHORT, SHORT // 2]
+
+
+def test_prefill_groups_keep_order_and_their_token_bound():
+    from mondrian.backends.transformers.engine.prefill import token_groups
+
+    assert token_groups([5, 5, 5], 10) == [[0, 1], [2]]
+    assert token_groups([20, 3, 3], 10) == [[0], [1, 2]]  # too long alone: its own group
+    assert token_groups([3, 3, 3, 1], 9) == [[0, 1, 2], [3]]
+    assert token_groups([], 10) == []

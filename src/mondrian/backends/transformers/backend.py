@@ -163,7 +163,7 @@ class TransformersBackend:
             tokens = output[row, prompt_len:].tolist()
             prompt_tokens = int(inputs["attention_mask"][row].sum())
             results.append(
-                self.finish(
+                self.decoder.finish(
                     request,
                     tokens[: self.decoder.limit(request)],
                     control.logits_for(row),
@@ -210,22 +210,6 @@ class TransformersBackend:
                 return self.model.generate(**kwargs)
         self.model.set_adapter(name)
         return self.model.generate(**kwargs)
-
-    def finish(
-        self,
-        request: GenerationRequest,
-        tokens: list[int],
-        score_logits: torch.Tensor,
-        *,
-        prompt_tokens: int,
-        elapsed: float,
-    ) -> Generation:
-        """The `Generation` of one finished row (`Decoder.finish`, its tokens cut to its
-        budget). The stock path above and the fast engine (backends/transformers/engine/)
-        both end here, so both answer in one form."""
-        return self.decoder.finish(
-            request, tokens, score_logits, prompt_tokens=prompt_tokens, elapsed=elapsed
-        )
 
     @torch.inference_mode()
     def embed_images(self, images: list[Any]) -> list[list[float]]:

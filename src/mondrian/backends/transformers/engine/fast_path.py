@@ -25,9 +25,9 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
-`finish`, so results are the stock path's in form and, in float32, in tokens. The service
-feeds it batches through service/batching.py, and with a `Joining` a running batch takes
-waiting requests into its free rows between steps (continuous batching; each row is
+`Decoder.finish`, so results are the stock path's in form and, in float32, in tokens. The
+service feeds it batches through service/batching.py, and with a `Joining` a running batch
+takes waiting requests into its free rows between steps (continuous batching; each row is
 delivered as it finishes). A batch does not grow past the rows its state was made with.
 
 The package, by responsibility: state.py (static KV cache and buffers per batch), step.py

@@ -1,6 +1,7 @@
 """The rows of one running batch: which are still generating, which waiting requests join
 its free rows between two steps (continuous batching), and each row's `Generation` as it
-finishes, read by the backend's own `finish` so results are the stock path's in form."""
+finishes, read by the backend's own `Decoder.finish` (backends/decoding/decoder.py), as the
+stock path's are, so both answer in one form."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class Scheduler:
         steps = [(row.start_step + k) % st.ring for k in range(max(count, 1))]
         probes = st.host_probes[steps, i].float()
         now = time.perf_counter()
-        generation = self.backend.finish(
+        generation = self.backend.decoder.finish(
             row.request,
             row.tokens[: row.limit],
             probes,
