@@ -31,7 +31,7 @@ takes waiting requests into its free rows between steps (continuous batching; ea
 delivered as it finishes). A batch does not grow past the rows its state was made with.
 
 The package, by responsibility: state.py (static KV cache and buffers per batch), step.py
-(one decode step's kernels), graphs.py (their CUDA graph capture and replay), prepare.py
+(one decode step's kernels, and their CUDA graph capture and replay), prepare.py
 (processor work), prefill.py (packed prompt pass, positions), scheduler.py (rows joining
 and finishing a running batch), decode.py (the loop), lm.py (the fused LM), lora_bank.py
 (stacked and merged adapters), vision.py (varlen vision attention). This module ties them.
@@ -47,14 +47,13 @@ import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
-from mondrian.backends.transformers.engine.graphs import StepRunner
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
 from mondrian.backends.transformers.engine.prepare import Preparer
 from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
 from mondrian.backends.transformers.engine.state import BUCKET, State, States, padded_rows, round_up
-from mondrian.backends.transformers.engine.step import DecodeStep
+from mondrian.backends.transformers.engine.step import DecodeStep, StepRunner
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
