@@ -34,7 +34,7 @@ def _blocked(max_rows: int = 8):
 
 def _wait_queued(batcher: BatchingBackend, count: int) -> None:
     for _ in range(1000):
-        if batcher._queue.qsize() >= count:
+        if batcher.queued() >= count:
             return
         threading.Event().wait(0.01)
     raise AssertionError(f"{count} calls never queued")

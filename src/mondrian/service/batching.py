@@ -153,6 +153,10 @@ class BatchingBackend:
     def info(self) -> dict[str, object]:
         return {**self.inner.info(), "batching_max_rows": self.max_rows}
 
+    def queued(self) -> int:
+        """Calls waiting for the dispatcher (not those in the running batch)."""
+        return self._queue.qsize()
+
     def close(self, timeout: float = 30.0) -> None:
         """Stop the dispatcher after what is queued; later calls would wait forever."""
         self._queue.put(_STOP)
