@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mondrian.backends import registry as backend_registry
+from mondrian.backends import protocol as backend_registry
 from mondrian.cli import main as cli_main
 from mondrian.config import load_settings
 from mondrian.errors import Unavailable

@@ -83,7 +83,7 @@ def gate_failures(adapter_metrics, min_valid: float | None, max_mae: float | Non
 def evaluate_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.evaluation.run import evaluate
 
     settings = settings_from(args)

@@ -40,7 +40,7 @@ def register_index(subparsers: argparse._SubParsersAction) -> None:
 def index_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.context import Context
     from mondrian.errors import InvalidInput
     from mondrian.portfolio.indexing import (

@@ -185,7 +185,7 @@ def _flag_type(name: str, annotation: Any) -> Any:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from mondrian.backends.registry import resolve_backend_name
+    from mondrian.backends.protocol import resolve_backend_name
     from mondrian.errors import Unavailable
     from mondrian.training.registry import describe
 

@@ -115,7 +115,7 @@ def run_demo(
     fits the model; none fitting is an error before any work starts)."""
     # Heavy imports here: `mondrian --help` must not pay for them.
     from mondrian.analysis import analyze
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
     from mondrian.images import read_image_file
