@@ -164,10 +164,10 @@ def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_mo
             ]
             batcher = app_batcher(client)
             for _ in range(600):
-                if batcher._queue.qsize() == 3:
+                if batcher.queued() == 3:
                     break
                 time.sleep(0.05)
-            assert batcher._queue.qsize() == 3
+            assert batcher.queued() == 3
             health = client.get("/health").json()
             assert len(health["queue"]["running_jobs"]) == 4
             assert health["queue"]["running"] == first
