@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-gpu lint format demo clean
+.PHONY: help venv test test-slow test-reliability test-gpu lint docs format demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,12 +41,20 @@ test: $(STAMP)  ## lint, then the default test suite (unit + tiny-model integrat
 test-slow: $(STAMP)  ## the opt-in slow tests as well
 	$(PYTEST) -m "slow or not slow"
 
+# The hardening suite: real `mondrian serve` processes on loopback, bad inputs, memory
+# ceilings, crashes. One process: its memory figures are the server's, not a neighbour's.
+test-reliability: $(STAMP)  ## the service's reliability suite (run by .ci/run after make test)
+	$(PY) -m pytest -m reliability tests/reliability
+
 test-gpu: $(STAMP)  ## the GPU tests: the fast path's CUDA parts against the stock tokens (needs CUDA)
 	$(PY) -m pytest -m gpu tests/gpu -rs
 
 lint: $(STAMP)  ## ruff check and format check
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+docs: $(STAMP)  ## rewrite the generated reference sections of docs/ from the code
+	$(PY) tests/docs_reference.py
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests bench

@@ -378,7 +378,7 @@ def stock_generate(backend: Any, inputs: Any, tokens: int, adapters: list[str | 
         temperature=None,
         top_p=None,
         top_k=None,
-        eos_token_id=backend.stop_token_ids,
+        eos_token_id=backend.decoder.stop_token_ids,
         pad_token_id=backend.pad_token_id,
         **kw,
     )
@@ -405,7 +405,7 @@ def train_batch(backend: Any, answer_tokens: int) -> dict[str, Any]:
     inputs = stock_inputs(backend, [request])
     gen = torch.Generator().manual_seed(0)
     answer = torch.randint(100, 100000, (1, answer_tokens), generator=gen)
-    end = torch.tensor([[backend.stop_token_ids[0]]])
+    end = torch.tensor([[backend.decoder.stop_token_ids[0]]])
     answer = torch.cat([answer, end], dim=1).to(backend.device)
     prompt_len = inputs["input_ids"].shape[1]
     ids = torch.cat([inputs["input_ids"], answer], dim=1)
@@ -733,11 +733,11 @@ def run(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         fast = FastPath(backend, compile=compile and cuda, cuda_graphs=cuda)
         built = time.perf_counter() - start
-        backend._fast = fast
+        backend.fast_path = fast
         try:
             (gen,) = backend.generate(requests_for(1, [names[0]], max_new_tokens=new_tokens))
         finally:
-            backend._fast = None
+            backend.fast_path = None
         fast_holder["fast"] = fast
         return {
             "construct_s": built,
@@ -795,11 +795,13 @@ def run(args: argparse.Namespace) -> None:
 
         (request,) = requests_for(1, [names[0]])
         fast.switch(names[0])
-        p = fast._prepare(request)
-        state = fast._state(1, round_up(p.length + new_tokens + 1, BUCKET), False)
-        pre_s, _ = timed(lambda: fast._prepare(request), repeats=5)
+        p = fast.preparer.prepare(request)
+        state = fast.state_for(1, round_up(p.length + new_tokens + 1, BUCKET), False)
+        pre_s, _ = timed(lambda: fast.preparer.prepare(request), repeats=5)
         with torch.inference_mode():
-            gpu_s, _ = timed(lambda: fast._prefill(state, [0], [p], [None]), repeats=5)
+            gpu_s, _ = timed(
+                lambda: fast.prefiller.prefill(state, [0], [p], [None], fast.bank), repeats=5
+            )
             vis_s, _ = timed(
                 lambda: backend.base.model.get_image_features(
                     p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]
@@ -843,23 +845,14 @@ def run(args: argparse.Namespace) -> None:
         res.section("diag_grammar_natural", lambda: grammar_on_natural_text(backend))
 
     def validity() -> dict[str, Any]:
-        from mondrian.backends.decoding.grammar import CritiqueGrammar
-        from mondrian.schema import generation_schema, longest_answer
-
-        grammar, budget = backend.grammar, backend.answer_budget
-        backend.grammar = CritiqueGrammar(
-            backend.tokenizer,
-            backend.grammar.vocab_size,
-            backend.stop_token_ids,
-            generation_schema(40, 2),
-        )
-        backend.answer_budget = len(longest_answer(40, 2)) + 1
+        saved = backend.decoder
+        backend.decoder = bounded_decoder(backend, 40)
         try:
             start = time.perf_counter()
             gens = fast.generate(requests_for(batch, spread))
             seconds = time.perf_counter() - start
         finally:
-            backend.grammar, backend.answer_budget = grammar, budget
+            backend.decoder = saved
         valid = sum(g.critique is not None and g.stopped for g in gens)
         tokens = sum(g.new_tokens for g in gens)
         return {
@@ -893,7 +886,7 @@ def run(args: argparse.Namespace) -> None:
             unpatch_vision_attention,
         )
 
-        fast._states.clear()
+        fast.states.clear()
         gc.collect()
         torch.cuda.empty_cache()
         data = train_batch(backend, 600)
@@ -908,6 +901,81 @@ def run(args: argparse.Namespace) -> None:
         if args.stock_train_nogc:
             res.section("stock_train", lambda: stock_train_step(backend, data, rank, False))
     res.path.write_text(json.dumps(res.data, indent=1, default=str))
+
+
+def bounded_decoder(backend: Any, text_chars: int) -> Any:
+    """The backend's decoding rule with the schema's strings bounded at `text_chars` and its
+    lists at 2 (random weights write every string to its bound)."""
+    from mondrian.backends.decoding.decoder import Decoder
+
+    decoder = backend.decoder
+    return Decoder(
+        backend.tokenizer,
+        decoder.grammar.vocab_size,
+        decoder.stop_token_ids,
+        max_text_chars=text_chars,
+        max_list_items=2,
+    )
+
+
+class Counting:
+    """The backend as it is, member by member (the Protocol's, backends/protocol.py);
+    counts the tokens of what it generates."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.tokens = 0
+        self.batches: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def answer_budget(self) -> int:
+        return self.inner.answer_budget
+
+    @property
+    def admits(self) -> bool:
+        return self.inner.admits
+
+    def generate(self, requests: list[Any], on_token: Any = None, *, joining: Any = None) -> Any:
+        import dataclasses
+
+        self.batches.append(len(requests))
+        if joining is None:
+            gens = self.inner.generate(requests, on_token)
+            self.tokens += sum(g.new_tokens for g in gens)
+            return gens
+
+        def counted(index: int, generation: Any) -> None:  # admitted rows too
+            self.tokens += generation.new_tokens
+            joining.deliver(index, generation)
+
+        counting = dataclasses.replace(joining, deliver=counted)
+        return self.inner.generate(requests, on_token, joining=counting)
+
+    def embed_images(self, images: list[Any]) -> list[list[float]]:
+        return self.inner.embed_images(images)
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        self.inner.load_adapter(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        self.inner.unload_adapter(name)
+
+    def merge_adapter(self, name: str) -> None:
+        self.inner.merge_adapter(name)
+
+    def adapters(self) -> list[str]:
+        return self.inner.adapters()
+
+    def info(self) -> dict[str, object]:
+        return self.inner.info()
 
 
 def service_http(
@@ -934,55 +1002,18 @@ def service_http(
     import uvicorn
 
     from mondrian.advisors import shipped_advisors
-    from mondrian.backends.decoding.grammar import CritiqueGrammar
     from mondrian.config import Settings
-    from mondrian.schema import generation_schema, longest_answer
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions
     from mondrian.storage import adapters as adapter_store
     from mondrian.storage import advisors as advisor_store
     from mondrian.storage.bootstrap import open_state
 
-    class Counting:
-        """The backend as it is; counts the tokens of what it generates."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-            self.tokens = 0
-            self.batches: list[int] = []
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(self.inner, attr)
-
-        @property
-        def admits(self) -> bool:
-            return bool(getattr(self.inner, "admits", False))
-
-        def generate(self, requests: list[Any], on_token: Any = None, **kw: Any) -> list[Any]:
-            self.batches.append(len(requests))
-            deliver = kw.get("deliver")
-            if deliver is None:
-                gens = self.inner.generate(requests, on_token, **kw)
-                self.tokens += sum(g.new_tokens for g in gens)
-                return gens
-
-            def counted(index: int, generation: Any) -> None:  # admitted rows too
-                self.tokens += generation.new_tokens
-                deliver(index, generation)
-
-            return self.inner.generate(requests, on_token, **{**kw, "deliver": counted})
-
     for name in list(backend.adapters()):  # the service loads its own, by advisor@vN
         backend.unload_adapter(name)
     started = time.perf_counter()
-    grammar, budget = backend.grammar, backend.answer_budget
-    backend.grammar = CritiqueGrammar(
-        backend.tokenizer,
-        grammar.vocab_size,
-        backend.stop_token_ids,
-        generation_schema(text_chars, 2),
-    )
-    backend.answer_budget = len(longest_answer(text_chars, 2)) + 1
+    saved = backend.decoder
+    backend.decoder = bounded_decoder(backend, text_chars)
     grammar_s = time.perf_counter() - started
 
     home = Path(tempfile.mkdtemp(prefix="mondrian-service-"))
@@ -1008,7 +1039,7 @@ def service_http(
             db.write(adapter_store.activate, advisor.id, version)
 
     counting = Counting(backend)
-    backend._fast = fast
+    backend.fast_path = fast
     options = ServiceOptions(concurrency=requests_n, queue_size=2 * requests_n, batch_wait_ms=200)
     app = create_app(settings, counting, options=options)
     with socket.socket() as sock:
@@ -1116,13 +1147,13 @@ def service_http(
     finally:
         server.should_exit = True
         thread.join(60)
-        backend._fast = None
-        backend.grammar, backend.answer_budget = grammar, budget
+        backend.fast_path = None
+        backend.decoder = saved
     return out
 
 
 def _state_for(fast: Any, rows: int) -> Any:
-    for key, st in fast._states.items():
+    for key, st in fast.states.by_key.items():
         if key[0] == rows and st.forward_graphs:
             return st
     raise LookupError(f"no captured state with {rows} rows")
@@ -1143,7 +1174,7 @@ def _keep_positions(st: Any, fn: Callable[[], Any]) -> Any:
 def gpu_step_times(fast: Any) -> dict[str, float]:
     """Replay time of the captured graphs alone (CUDA events): the GPU's step time."""
     out = {}
-    for key, st in fast._states.items():
+    for key, st in fast.states.by_key.items():
         if not st.forward_graphs:
             continue
         bucket = max(st.forward_graphs)
@@ -1166,10 +1197,10 @@ def profile_step(fast: Any, rows: int) -> dict[str, Any]:
 
     def go() -> Any:
         with torch.inference_mode():
-            fast._forward(st, bucket)
+            fast.step.forward(st, bucket, fast.bank)
             sync()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                fast._forward(st, bucket)
+                fast.step.forward(st, bucket, fast.bank)
                 sync()
         return prof
 
@@ -1224,8 +1255,8 @@ def grammar_on_natural_text(backend: Any) -> dict[str, float]:
         fill(generation_schema(), json.loads(longest_answer())), separators=(",", ":")
     )
     ids = backend.tokenizer.encode(text, add_special_tokens=False)
-    matcher = backend.grammar.matcher()
-    mask = xgr.allocate_token_bitmask(1, backend.grammar.vocab_size)
+    matcher = backend.decoder.grammar.matcher()
+    mask = xgr.allocate_token_bitmask(1, backend.decoder.grammar.vocab_size)
     times = []
     for token in ids:
         start = time.perf_counter()
@@ -1255,7 +1286,7 @@ def vision_split(backend: Any, fast: Any) -> dict[str, float]:
     )
 
     (request,) = requests_for(1, [None])
-    p = fast._prepare(request)
+    p = fast.preparer.prepare(request)
     pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
 
     def vision() -> Any:

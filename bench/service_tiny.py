@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import uvicorn
 
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.config import Settings
     from mondrian.service.app import create_app
     from mondrian.service.options import ServiceOptions

@@ -32,7 +32,7 @@ class EchoBackend:
         self.entered = threading.Event()
         self.loaded: list[str] = []
 
-    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+    def generate(self, requests, on_token=None, *, joining=None):
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(30)
@@ -45,7 +45,7 @@ class EchoBackend:
             for row in range(len(requests)):
                 if on_token is not None:
                     on_token(row, count)
-        return deliver_each([Generation(text=t, critique=None, error=None) for t in texts], deliver)
+        return deliver_each([Generation(text=t, critique=None, error=None) for t in texts], joining)
 
     def embed_images(self, images):
         raise Unavailable("the echo backend makes no embeddings")
@@ -91,10 +91,8 @@ class ForwardingBackend:
     def admits(self) -> bool:
         return self.inner.admits
 
-    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
-        return self.inner.generate(
-            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
-        )
+    def generate(self, requests, on_token=None, *, joining=None):
+        return self.inner.generate(requests, on_token, joining=joining)
 
     def embed_images(self, images: list[Any]) -> list[list[float]]:
         return self.inner.embed_images(images)
@@ -123,24 +121,20 @@ class GatedBackend(ForwardingBackend):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+    def generate(self, requests, on_token=None, *, joining=None):
         self.entered.set()
         assert self.gate.wait(60), "the test never opened the gate"
-        return self.inner.generate(
-            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
-        )
+        return self.inner.generate(requests, on_token, joining=joining)
 
 
 class CrashingBackend(GatedBackend):
     """Raises a bug-like error from generate() once, then behaves."""
 
-    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+    def generate(self, requests, on_token=None, *, joining=None):
         if not self.entered.is_set():
             self.entered.set()
             raise RuntimeError("CUDA went sideways (secret detail)")
-        return self.inner.generate(
-            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
-        )
+        return self.inner.generate(requests, on_token, joining=joining)
 
 
 class RecordingBackend(GatedBackend):
@@ -150,11 +144,9 @@ class RecordingBackend(GatedBackend):
         super().__init__(inner)
         self.sizes: list[int] = []
 
-    def generate(self, requests, on_token=None, *, admit=None, deliver=None, rows_hint=0):
+    def generate(self, requests, on_token=None, *, joining=None):
         self.sizes.append(len(requests))
         if not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
-        return self.inner.generate(
-            requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
-        )
+        return self.inner.generate(requests, on_token, joining=joining)

@@ -67,3 +67,26 @@ def test_the_base_check_compares_fingerprints(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=fmt.__name__):
         fmt.check_loadable("b", unchecked, "f0", "base")
     assert "adapter b has no mondrian_adapter.json" in caplog.text
+
+
+def test_a_trained_adapter_records_this_packages_schema_and_version(tmp_path):
+    from mondrian import __version__
+    from mondrian.schema import SCHEMA_VERSION
+
+    meta = fmt.AdapterMeta.trained(
+        base_fingerprint="f0",
+        base_revision=None,
+        hyperparameters={"rank": 4},
+        dataset={"train_examples": 3},
+        metrics={"val_loss": [None, 0.5]},
+        prompt_version="p1",
+        training={"processes": 1},
+        created_at="2026-01-01T00:00:00.000000Z",
+    )
+    written = meta.as_dict()
+    assert (written["schema_version"], written["package_version"]) == (SCHEMA_VERSION, __version__)
+    assert written["base_revision"] is None  # set, so written: "no revision", not unknown
+    assert "format" not in written and "ref" not in written  # the registry's to add
+    path = _adapter(tmp_path)
+    fmt.write_meta(path, meta)
+    assert fmt.read_meta(path) == meta

@@ -128,7 +128,7 @@ def check_demo_outputs(workdir: Path, lines: list[str], *, quick: bool) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # about 5 minutes on an idle 2-core CPU
 def test_demo_runs_end_to_end_and_the_adapter_learns(tmp_path):
-    from mondrian.demo import run_demo
+    from mondrian.demo.run import run_demo
 
     lines: list[str] = []
     summary = run_demo(tmp_path / "demo", say=lines.append, progress=False)

@@ -272,7 +272,7 @@ def test_partial_portfolio_means_are_refused() -> None:
 
 
 def test_environment_escapes_and_is_strict() -> None:
-    env = render_mod._env()
+    env = render_mod.environment()
     assert env.autoescape is True and env.undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ nothing_here }}").render()

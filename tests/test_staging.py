@@ -66,6 +66,30 @@ def test_only_a_marked_output_is_replaced_and_only_with_force(tmp_path):
     assert prepare_out_dir(out, True, "manifest.json", "a data set") == out.absolute()
 
 
+def test_write_atomic_replaces_a_file_whole_with_the_asked_mode(tmp_path):
+    from mondrian.staging import write_atomic
+
+    target = tmp_path / "sub" / "page.html"
+    write_atomic(target, "first")
+    assert target.read_text() == "first"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    write_atomic(target, b"\x00second", mode=0o600)
+    assert target.read_bytes() == b"\x00second"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert _entries(target.parent) == ["page.html"], "no temporary file is left"
+
+
+def test_write_atomic_that_fails_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from mondrian.staging import write_atomic
+
+    target = tmp_path / "data.json"
+    target.write_text("old")
+    with pytest.raises(TypeError):
+        write_atomic(target, 42)  # type: ignore[arg-type]  # neither str nor bytes
+    assert target.read_text() == "old"
+    assert _entries(tmp_path) == ["data.json"]
+
+
 _HOLD = """
 import sys, time
 from pathlib import Path

@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mondrian import __version__
 from mondrian.errors import InvalidInput, NotFound, describe_validation
+from mondrian.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,39 @@ class AdapterMeta(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     prompt_version: str | None = None
     schema_version: str | None = None
+    package_version: str | None = None
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="How it was trained: processes, device, versions."
+    )
+    created_at: str | None = None
+
+    @classmethod
+    def trained(
+        cls,
+        *,
+        base_fingerprint: str,
+        base_revision: str | None,
+        hyperparameters: dict[str, Any],
+        dataset: dict[str, Any],
+        metrics: dict[str, Any],
+        prompt_version: str,
+        training: dict[str, Any],
+        created_at: str,
+    ) -> AdapterMeta:
+        """What a training run records (training/publish.py, for either trainer); this
+        package's schema and version are filled in here. The registry adds the name."""
+        return cls(
+            base_fingerprint=base_fingerprint,
+            base_revision=base_revision,
+            hyperparameters=hyperparameters,
+            dataset=dataset,
+            prompt_version=prompt_version,
+            schema_version=SCHEMA_VERSION,
+            package_version=__version__,
+            metrics=metrics,
+            training=training,
+            created_at=created_at,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object as written (and as the registry stores it): only the keys set."""

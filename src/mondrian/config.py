@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long running jobs get to finish."
     )
+    # The model never sees more than max_pixels (the Qwen processors' budget, 1280 x 28 x 28
+    # by default, about 1 MP): an upload is reduced to that working copy at once, so the
+    # pixels decoded beyond it are only a cost. 24 MP (a full-frame camera) bounds that cost
+    # at about 100 MB a decode; a JPEG is accepted up to max_image_pixels, as draft() decodes
+    # it at 1/2 to 1/8 scale. The limit is never below max_pixels (service/routes/analyze.py).
+    max_decode_pixels: int = Field(
+        default=24_000_000,
+        gt=0,
+        description="Most pixels an upload decodes to (a JPEG shrinks while decoding).",
+    )
+    decode_concurrency: int = Field(
+        default=2, ge=1, description="Uploads the service decodes at once; the rest wait."
+    )
 
     @property
     def home_dir(self) -> Path:

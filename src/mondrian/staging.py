@@ -6,6 +6,8 @@ same file system, and renamed into place once finished: a reader, or a run kille
 way, never sees a half-written one. `staged_output()` is that pattern for a target path;
 `staging_area()` is its first half, for writers whose rename happens elsewhere (an adapter
 version is renamed inside the registry's transaction, training/registry.py).
+`write_atomic()` is the same pattern for one file (reports, stored images, exports, JSON
+records).
 
 A process killed while it stages (kill -9, power loss) cannot clean up after itself, so
 each staging folder has a lock file beside it (`<folder>.lock`, held with `flock` while
@@ -173,6 +175,32 @@ def install_dir(staging: Path, out_dir: Path) -> None:
         old.rename(out_dir)  # put the previous output back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+    """Write `data` to `path` through a temporary file beside it and a rename: a reader sees
+    the old file or the whole new one, and a crash leaves no half file under `path`'s name.
+
+    `mode`: the finished file's permissions (`mkstemp` makes it 0600; most of what Mondrian
+    writes is meant to be read by others, a stored upload is not)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if isinstance(data, str):
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(path: Path) -> None:

@@ -11,13 +11,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mondrian.backends.decoding.answer import (
+from mondrian.backends.decoding.calibration import PROBE_WIDTH
+from mondrian.backends.decoding.decoder import (
     MAX_PROBLEMS_SHOWN,
     CritiqueError,
     read_answer,
     read_critique,
 )
-from mondrian.backends.decoding.calibration import PROBE_WIDTH
 from mondrian.schema import DIMENSIONS, Critique
 
 # Distinct scores, 10 and 0 included.

@@ -10,7 +10,7 @@ import pytest
 from backend_helpers import assert_text_is_the_critique
 
 from generation_helpers import critique_request, make_lora, same_as_stock
-from mondrian.backends.protocol import GenerationRequest
+from mondrian.backends.protocol import GenerationRequest, Joining
 from mondrian.schema import DIMENSIONS
 
 pytestmark = pytest.mark.model
@@ -120,10 +120,10 @@ def test_the_prefill_logits_equal_the_models_own(arch, tiny_checkpoint_factory):
         max_list_items=LIST_ITEMS,
     )
     fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
-    prepared = fast._prepare(critique_request(7))
-    state = fast._state(1, prepared.length + 1, False)
+    prepared = fast.preparer.prepare(critique_request(7))
+    state = fast.state_for(1, prepared.length + 1, False)
     with torch.inference_mode():
-        fast._prefill(state, [0], [prepared], [None])
+        fast.prefiller.prefill(state, [0], [prepared], [None], fast.bank)
         reference = backend.base(**prepared.inputs).logits[0, -1]
     assert torch.allclose(state.logits[0], reference, atol=1e-4, rtol=0)
 
@@ -140,17 +140,17 @@ def test_a_packed_prefill_equals_each_prompt_alone(paths):
         critique_request(9),
         critique_request(10, adapter="fan_ho@v1"),
     ]
-    prepared = [fast._prepare(r) for r in requests]
+    prepared = [fast.preparer.prepare(r) for r in requests]
     assert len({p.length for p in prepared}) == 3
     slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
     fast.bank.merge(None)
     longest = max(p.length for p in prepared)
-    packed = fast._state(3, longest + 1, True)
-    single = fast._state(1, longest + 1, True)
+    packed = fast.state_for(3, longest + 1, True)
+    single = fast.state_for(1, longest + 1, True)
     with torch.inference_mode():
-        fast._prefill(packed, [0, 1, 2], prepared, slots)
+        fast.prefiller.prefill(packed, [0, 1, 2], prepared, slots, fast.bank)
         for row, (p, slot) in enumerate(zip(prepared, slots, strict=True)):
-            fast._prefill(single, [0], [p], [slot])
+            fast.prefiller.prefill(single, [0], [p], [slot], fast.bank)
             assert torch.allclose(packed.logits[row], single.logits[0], atol=1e-4, rtol=0)
             assert int(packed.cache_pos[row]) == p.length
             assert int(packed.rope_pos[row]) == int(single.rope_pos[0])
@@ -171,9 +171,9 @@ def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
         GenerationRequest(prompt=Prompt(system="s", user="u")),
         critique_request(12),
     ]
-    together = fast._prepare_all(requests)
+    together = fast.preparer.prepare_all(requests)
     for request, got in zip(requests, together, strict=True):
-        alone = fast._prepare(request)
+        alone = fast.preparer.prepare(request)
         assert got.length == alone.length
         for key in ("input_ids", "pixel_values", "image_grid_thw"):
             if key in alone.inputs:
@@ -240,7 +240,7 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
         return taken
 
     delivered = {}
-    got = fast.generate(first, admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g))
+    got = fast.generate(first, joining=Joining(admit, delivered.__setitem__))
     assert offers[0] == 1, "three rows in a batch of four leave one free"
     assert waiting == stuck
     assert sorted(delivered) == [0, 1, 2, 3, 4]
@@ -262,9 +262,7 @@ def test_a_lone_request_makes_room_for_those_on_their_way(paths):
         return [joining] if len(offers) == 1 and take(joining) else []
 
     delivered = {}
-    fast.generate(
-        [lone], admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g), rows_hint=2
-    )
+    fast.generate([lone], joining=Joining(admit, delivered.__setitem__, rows_hint=2))
     assert offers[0] == 1 and delivered[1].text == reference
 
 
@@ -295,3 +293,12 @@ def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, t
     results = same_as_stock(backend, fast, requests)
     assert results[0].critique is not None and results[0].stopped
     assert [r.new_tokens for r in results[1:]] == [SHORT, SHORT // 2]
+
+
+def test_prefill_groups_keep_order_and_their_token_bound():
+    from mondrian.backends.transformers.engine.prefill import token_groups
+
+    assert token_groups([5, 5, 5], 10) == [[0, 1], [2]]
+    assert token_groups([20, 3, 3], 10) == [[0], [1, 2]]  # too long alone: its own group
+    assert token_groups([3, 3, 3, 1], 9) == [[0, 1, 2], [3]]
+    assert token_groups([], 10) == []

@@ -147,7 +147,7 @@ def test_info_and_fingerprint(backend, reference):
 
 
 def test_the_registry_names_mlx():
-    from mondrian.backends.registry import BACKENDS, resolve_backend_name
+    from mondrian.backends.protocol import BACKENDS, resolve_backend_name
 
     assert BACKENDS["mlx"] == "mondrian.backends.mlx.backend:MLXBackend"
     assert resolve_backend_name("mlx") == "mlx"
@@ -156,23 +156,13 @@ def test_the_registry_names_mlx():
 # --- generation ---------------------------------------------------------------------------
 
 
-def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend, monkeypatch):
-    from mondrian.backends.mlx import backend as mlx_backend
-
-    generated: list[list[int]] = []
-    read_answer = mlx_backend.read_answer
-
-    def recording(tokenizer, tokens, *args, **kwargs):
-        generated.append(list(tokens))
-        return read_answer(tokenizer, tokens, *args, **kwargs)
-
-    monkeypatch.setattr(mlx_backend, "read_answer", recording)
+def test_constrained_critiques_are_valid_and_unconstrained_ones_are_not(backend, generated_ids):
     results = backend.generate(critique_requests(4))
-    assert len(generated) == len(results) == 4
-    for result, ids in zip(results, generated, strict=True):
+    assert len(generated_ids) == len(results) == 4
+    for result, ids in zip(results, generated_ids, strict=True):
         assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
         assert result.stopped and result.new_tokens <= backend.answer_budget
-        assert_plain_tokens_then_a_stop(backend.tokenizer, backend.stop_token_ids, ids)
+        assert_plain_tokens_then_a_stop(backend.tokenizer, backend.decoder.stop_token_ids, ids)
     # Unconstrained, with as many tokens as the longest valid answer takes.
     budget = backend.answer_budget
     loose = backend.generate(

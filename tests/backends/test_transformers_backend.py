@@ -79,23 +79,6 @@ def tiny_backend(tiny_arch, backend_for):
     return backend_for(tiny_arch, "tiny")
 
 
-@pytest.fixture
-def generated_ids(monkeypatch) -> list[list[int]]:
-    """The token ids each generation is read from, in order: decoding skips special
-    tokens, so only the ids show whether one was generated."""
-    from mondrian.backends.transformers import backend as transformers_backend
-
-    seen: list[list[int]] = []
-    read_answer = transformers_backend.read_answer
-
-    def recording(tokenizer, tokens, *args, **kwargs):
-        seen.append(list(tokens))
-        return read_answer(tokenizer, tokens, *args, **kwargs)
-
-    monkeypatch.setattr(transformers_backend, "read_answer", recording)
-    return seen
-
-
 def test_constrained_critiques_are_valid_and_end_at_a_stop_token(backend, case, generated_ids):
     count = CONSTRAINED[case[1]]
     results = backend.generate(critique_requests(count))
@@ -105,7 +88,7 @@ def test_constrained_critiques_are_valid_and_end_at_a_stop_token(backend, case, 
         assert_text_is_the_critique(result.text, result.critique, TEXT_CHARS, LIST_ITEMS)
         assert result.stopped, "ended by the token limit, not end-of-turn"
         assert result.new_tokens <= backend.answer_budget
-        assert_plain_tokens_then_a_stop(backend.tokenizer, backend.stop_token_ids, ids)
+        assert_plain_tokens_then_a_stop(backend.tokenizer, backend.decoder.stop_token_ids, ids)
 
 
 def test_the_same_prompts_unconstrained_fail_with_a_budget_that_fits_an_answer(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mondrian.cli.evaluate_cmd import effective_min_valid, gate_failures
+from mondrian.cli.evaluation_cmd import effective_min_valid, gate_failures
 from mondrian.cli.main import main
 from mondrian.config import load_settings
 from mondrian.evaluation.metrics import (

@@ -18,6 +18,7 @@ import json
 import pytest
 
 from generation_helpers import critique_request, make_lora, same_as_stock
+from mondrian.backends.protocol import Joining
 from mondrian.schema import Critique
 
 pytestmark = pytest.mark.gpu
@@ -75,9 +76,9 @@ def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     assert parsed.dimensions.scores() == result.critique.dimensions.scores()
     # The compiled prompt pass ran: a compiler failure falls back to eager and says so by
     # dropping the compiled halves (backends/transformers/engine/prefill.py, Prefiller).
-    assert fast._prefill_halves is not None, "the compiled prompt pass fell back to eager"
+    assert fast.prefiller.halves is not None, "the compiled prompt pass fell back to eager"
     # Decode steps were replayed from captured graphs.
-    assert any(st.forward_graphs for st in fast._states.values())
+    assert any(st.forward_graphs for st in fast.states.by_key.values())
 
 
 def test_base_and_unconstrained_rows_under_graphs(fp32):
@@ -108,13 +109,13 @@ def test_the_compiled_prompt_pass_equals_the_models_own_logits(fp32):
     backend, fast = fp32
     fast.sync_adapters()
     fast.bank.merge(None)
-    prepared = fast._prepare(critique_request(7))
-    state = fast._state(1, prepared.length + 1, False)
+    prepared = fast.preparer.prepare(critique_request(7))
+    state = fast.state_for(1, prepared.length + 1, False)
     # The base model's own forward: the loaded adapters switched off in the PEFT layers.
     with torch.inference_mode(), backend.model.disable_adapter():
-        fast._prefill(state, [0], [prepared], [None])
+        fast.prefiller.prefill(state, [0], [prepared], [None], fast.bank)
         reference = backend.base(**prepared.inputs).logits[0, -1]
-    assert fast._prefill_halves is not None
+    assert fast.prefiller.halves is not None
     assert torch.allclose(state.logits[0].float(), reference.float(), atol=1e-4, rtol=0)
 
 
@@ -143,7 +144,7 @@ def test_continuous_batching_under_graphs(fp32):
         return taken
 
     delivered = {}
-    fast.generate(first, admit=admit, deliver=lambda i, g: delivered.__setitem__(i, g))
+    fast.generate(first, joining=Joining(admit, delivered.__setitem__))
     assert offers and offers[0] == 1, "three rows in a batch of four leave one free"
     assert not waiting and sorted(delivered) == [0, 1, 2, 3, 4]
     for i, reference in enumerate(stock):
@@ -201,7 +202,7 @@ def test_varlen_vision_attention_equals_the_stock_tower(bf16):
 
     backend, model = bf16, bf16.base
     probe = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
-    p = probe._prepare(critique_request(8))
+    p = probe.preparer.prepare(critique_request(8))
     pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
 
     def features() -> torch.Tensor:
@@ -243,16 +244,20 @@ def test_varlen_packed_prefill_and_tokens_in_bfloat16(bf16):
         assert fast.cuda_graphs and fast.compile
         fast.sync_adapters()
         fast.bank.merge(None)
-        prepared = [fast._prepare(r) for r in requests]
+        prepared = [fast.preparer.prepare(r) for r in requests]
         assert len({p.length for p in prepared}) == 3
         slots = [fast.bank.slot_of(r.adapter) if r.adapter else None for r in requests]
         longest = max(p.length for p in prepared)
-        packed = fast._state(3, longest + 1, True)
-        single = fast._state(1, longest + 1, True)
+        packed = fast.state_for(3, longest + 1, True)
+        single = fast.state_for(1, longest + 1, True)
         with torch.inference_mode():
-            fast._prefill(packed, [0, 1, 2], prepared, slots)  # one varlen pass over three
+            fast.prefiller.prefill(
+                packed, [0, 1, 2], prepared, slots, fast.bank
+            )  # one varlen pass over three
             for row, (p, slot) in enumerate(zip(prepared, slots, strict=True)):
-                fast._prefill(single, [0], [p], [slot])  # one prompt: no varlen call
+                fast.prefiller.prefill(
+                    single, [0], [p], [slot], fast.bank
+                )  # one prompt: no varlen call
                 ok, worst = _close(packed.logits[row], single.logits[0])
                 assert ok, f"row {row}: packed logits differ by {worst}"
                 assert int(packed.cache_pos[row]) == p.length

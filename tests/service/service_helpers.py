@@ -26,7 +26,7 @@ def tiny_settings(home: Path, model: Path, **overrides) -> Settings:
 
 
 def tiny_backend_for(settings: Settings):
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
 
     # The shortest strings and lists keep a constrained answer near 290 tokens, about
     # half a second on two CPU cores.

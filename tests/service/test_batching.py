@@ -10,7 +10,7 @@ import pytest
 
 from backend_fakes import EchoBackend
 from mondrian.advisors import shipped_advisors
-from mondrian.backends.protocol import GenerationRequest
+from mondrian.backends.protocol import GenerationRequest, Joining
 from mondrian.errors import NotFound, Unavailable
 from mondrian.prompts import Prompt, critique_prompt
 from mondrian.service.batching import BatchingBackend
@@ -34,7 +34,7 @@ def _blocked(max_rows: int = 8):
 
 def _wait_queued(batcher: BatchingBackend, count: int) -> None:
     for _ in range(1000):
-        if batcher._queue.qsize() >= count:
+        if batcher.queued() >= count:
             return
         threading.Event().wait(0.01)
     raise AssertionError(f"{count} calls never queued")
@@ -124,12 +124,19 @@ def test_a_caller_gets_each_generation_delivered_and_is_never_admitted_into():
     inner = EchoBackend()
     batcher = BatchingBackend(inner)
     delivered: dict[int, str] = {}
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        return []
+
     got = batcher.generate(
-        [_request("a"), _request("b")], deliver=lambda i, g: delivered.__setitem__(i, g.text)
+        [_request("a"), _request("b")],
+        joining=Joining(admit, lambda i, g: delivered.__setitem__(i, g.text)),
     )
     assert [g.text for g in got] == ["a", "b"] and delivered == {0: "a", 1: "b"}
     # Callers' calls join batches through the queue, not through an `admit` of theirs.
-    assert not batcher.admits
+    assert not batcher.admits and offers == []
     batcher.close()
 
 
@@ -170,7 +177,7 @@ def test_a_call_arriving_mid_batch_joins_it_on_the_fast_path(tiny_checkpoint_fac
         str(tiny_checkpoint_factory()), device="cpu", max_text_chars=8, max_list_items=1
     )
     # The fast path is CUDA-only in service; on the CPU it runs its functions eagerly.
-    backend._fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    backend.fast_path = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
     assert backend.admits
     advisors = shipped_advisors()
     photo = Image.new("RGB", (64, 48), (90, 140, 200))

@@ -6,8 +6,11 @@ handler fails these tests even before the status check would."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from service_helpers import (
     assert_error,
     photo_bytes,
@@ -47,6 +50,14 @@ def client(app):
 
 
 GOOD = photo_bytes("chelsea")
+
+
+def saved_as(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 60, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
 TRUNCATED = GOOD[: len(GOOD) // 2]
 
 # (case, form fields, files, status, code, words the message must contain)
@@ -130,6 +141,30 @@ CASES = [
         413,
         "too_many_pixels",
         ["200x120", str(MAX_PIXELS)],
+    ),
+    (
+        "icon",
+        {"advisor": "ansel"},
+        upload(saved_as("ICO"), "photo.ico", "image/x-icon"),
+        422,
+        "unsupported_format",
+        ["ICO", "JPEG"],
+    ),
+    (
+        "postscript",
+        {"advisor": "ansel"},
+        upload(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\n", "a.jpg"),
+        422,
+        "unsupported_format",
+        ["EPS"],
+    ),
+    (
+        "sliver",
+        {"advisor": "ansel"},
+        upload(png_header_claiming(3, 6000), "strip.png", "image/png"),
+        422,
+        "image_too_small",
+        ["3x6000", "32"],
     ),
     (
         "decompression bomb header",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from backend_fakes import CrashingBackend, GatedBackend, RecordingBackend
 from mondrian.schema import example_critique
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
+from mondrian.service.worker import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.storage import images, jobs
 from mondrian.storage.bootstrap import open_state
 
@@ -161,10 +164,10 @@ def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_mo
             ]
             batcher = app_batcher(client)
             for _ in range(600):
-                if batcher._queue.qsize() == 3:
+                if batcher.queued() == 3:
                     break
                 time.sleep(0.05)
-            assert batcher._queue.qsize() == 3
+            assert batcher.queued() == 3
             health = client.get("/health").json()
             assert len(health["queue"]["running_jobs"]) == 4
             assert health["queue"]["running"] == first
@@ -210,3 +213,118 @@ def app_batcher(client):
     backend = client.app.state.mondrian.backend
     assert isinstance(backend, BatchingBackend)
     return backend
+
+
+def _stored(db) -> int:
+    with db.read() as conn:
+        return conn.execute("SELECT count(*) FROM images").fetchone()[0]
+
+
+def test_a_refused_request_is_neither_decoded_nor_stored(tiny_backend, tiny_model, tmp_path):
+    gated = GatedBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    app = create_app(settings, gated, options=ServiceOptions(queue_size=3, idle_poll_s=0.05))
+    form = {"advisor": "ansel"}
+    with TestClient(app) as client:
+        db = app.state.mondrian.db
+        try:
+            running = client.post("/jobs", files=upload(photo_bytes()), data=form)
+            assert gated.entered.wait(30), "the worker never started the first job"
+            for name in ("coffee", "rocket", "astronaut"):
+                assert client.post("/jobs", files=upload(photo_bytes(name)), data=form).is_success
+            stored = _stored(db)
+            files = sorted(settings.images_dir.rglob("*"))
+            # Garbage that a decode would answer 422: the 503 shows nothing decoded it.
+            for endpoint in ("/jobs", "/analyze"):
+                garbage = client.post(endpoint, files=upload(b"not a photo at all"), data=form)
+                assert_error(garbage, 503, "queue_full", "full")
+                photo = upload(photo_bytes("chelsea") + b"\0")  # new bytes
+                refused = client.post(endpoint, files=photo, data=form)
+                assert_error(refused, 503, "queue_full")
+                # The wait for 3 queued jobs with no job timed yet, on one thread.
+                assert refused.headers["Retry-After"] == str(estimated_wait(DEFAULT_JOB_S, 3, 1))
+            assert _stored(db) == stored and sorted(settings.images_dir.rglob("*")) == files
+        finally:
+            gated.gate.set()
+        assert wait_for_job(client, running.json()["id"])["status"] == "done"
+        for _ in range(600):
+            if client.get("/health").json()["queue"]["depth"] == 0:
+                break
+            time.sleep(0.05)
+        # Jobs have been timed now: the estimate follows them (tiny jobs, well under 5 s).
+        assert app.state.mondrian.worker.retry_after(3) < estimated_wait(DEFAULT_JOB_S, 3, 1)
+
+
+def test_the_estimated_wait_follows_depth_time_and_threads():
+    assert estimated_wait(2.0, 6, 1) == 12
+    assert estimated_wait(2.0, 6, 4) == 3
+    assert estimated_wait(0.01, 1, 8) == 1  # never 0
+    assert estimated_wait(60.0, 10**6, 1) == MAX_RETRY_AFTER_S
+
+
+def test_start_removes_images_nothing_refers_to(tiny_backend, tiny_model, tmp_path):
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    with open_state(settings) as db:
+
+        def store(name: str) -> str:
+            return db.write(
+                images.store_image, settings.images_dir, photo_bytes(name), "image/jpeg", 9, 9
+            )
+
+        used, orphan, fresh = store("chelsea"), store("coffee"), store("rocket")
+        db.write(jobs.create_job, "ansel", used, "baseline", "tiny")
+        db.write(
+            lambda conn: conn.execute(
+                "UPDATE images SET created_at = '2000-01-01T00:00:00.000000Z' WHERE hash != ?",
+                (fresh,),
+            )
+        )
+        with db.read() as conn:
+            orphan_file = images.image_path(conn, settings.images_dir, orphan)
+        stray = settings.images_dir / "ab" / ("ab" * 32 + ".jpg")
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"left by a rolled-back write")
+        for path in (orphan_file, stray):
+            os.utime(path, (0, 0))
+    with TestClient(create_app(settings, tiny_backend, options=ServiceOptions())):
+        pass
+    with open_state(settings) as db, db.read() as conn:
+        assert images.get_image(conn, used) is not None
+        # Stored a moment ago, possibly by a command about to queue it: kept for now.
+        assert images.get_image(conn, fresh) is not None
+        assert images.get_image(conn, orphan) is None
+    assert not orphan_file.exists() and not stray.exists()
+
+
+def test_uploads_are_decoded_a_few_at_a_time(tiny_backend, tiny_model, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mondrian.service.routes import analyze
+
+    real_read = analyze.read_image
+    inside, peak, lock = 0, 0, threading.Lock()
+
+    def slow_read(*args, **kwargs):
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        try:
+            time.sleep(0.3)  # long enough for all six to be waiting
+            return real_read(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(analyze, "read_image", slow_read)
+    settings = tiny_settings(tmp_path / "home", tiny_model, decode_concurrency=2)
+    with TestClient(create_app(settings, tiny_backend, options=ServiceOptions())) as client:
+
+        def post(i: int) -> int:
+            photo = upload(photo_bytes() + bytes([i]))  # six different uploads
+            return client.post("/jobs", files=photo, data={"advisor": "ansel"}).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(post, range(6)))
+    assert statuses == [202] * 6
+    assert peak == 2

@@ -21,7 +21,8 @@ from mondrian.training.collate import (
     ImageTokenMismatch,
     check_image_tokens,
 )
-from mondrian.training.dataset import example_record, target_text
+from mondrian.training.dataset import example_record
+from mondrian.training.targets import target_text
 
 pytestmark = pytest.mark.model
 
@@ -140,7 +141,7 @@ def test_lora_lands_on_the_language_model_only(tiny_checkpoint):
     from transformers import AutoModelForImageTextToText
 
     from mondrian.training.config import TrainConfig
-    from mondrian.training.train import add_lora, check_lora_targets
+    from mondrian.training.setup import add_lora, check_lora_targets
 
     model = add_lora(AutoModelForImageTextToText.from_pretrained(tiny_checkpoint), TrainConfig())
     wrapped = check_lora_targets(model)

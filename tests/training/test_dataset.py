@@ -17,15 +17,9 @@ from mondrian.prompts import PROMPT_VERSION, critique_prompt
 from mondrian.schema import SCHEMA_VERSION, Critique, example_critique
 from mondrian.storage import jobs, reviews
 from mondrian.storage.advisors import require_advisor
-from mondrian.training.dataset import (
-    build_dataset,
-    check_target,
-    load_split,
-    read_manifest,
-    split_images,
-    target_payload,
-    target_text,
-)
+from mondrian.training.dataset import build_dataset
+from mondrian.training.dataset_files import load_split, read_manifest
+from mondrian.training.targets import check_target, split_images, target_payload, target_text
 
 
 def _rows(out, split):

@@ -20,7 +20,8 @@ from mondrian.images import read_image_file
 from mondrian.prompts import critique_prompt
 from mondrian.storage.advisors import require_advisor
 from mondrian.training.config import load_config
-from mondrian.training.dataset import build_dataset, load_split
+from mondrian.training.dataset import build_dataset
+from mondrian.training.dataset_files import load_split
 
 pytestmark = [
     pytest.mark.model,

@@ -32,7 +32,8 @@ from mondrian.schema import DIMENSIONS, Critique
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.bootstrap import open_state
 from mondrian.training.config import load_config
-from mondrian.training.dataset import build_dataset, load_split
+from mondrian.training.dataset import build_dataset
+from mondrian.training.dataset_files import load_split
 
 pytestmark = [
     pytest.mark.model,

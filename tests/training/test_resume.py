@@ -59,7 +59,7 @@ def test_resume_matches_an_uninterrupted_run(
     whole = run(tmp_path / "whole")
 
     # Die on the first step of epoch 3 (steps 1-4 are epochs 1 and 2).
-    real_check = train_mod.check_image_tokens
+    real_check = train_mod.check_batch_images
     calls = []
 
     def dies_in_epoch_three(*args, **kwargs):
@@ -68,10 +68,10 @@ def test_resume_matches_an_uninterrupted_run(
             raise Interrupted
         return real_check(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "check_image_tokens", dies_in_epoch_three)
+    monkeypatch.setattr(train_mod, "check_batch_images", dies_in_epoch_three)
     with pytest.raises(Interrupted):
         run(tmp_path / "cut")
-    monkeypatch.setattr(train_mod, "check_image_tokens", real_check)
+    monkeypatch.setattr(train_mod, "check_batch_images", real_check)
     checkpoints = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert checkpoints == ["epoch-001", "epoch-002"]
 

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from mondrian.cli import train_cmd
+from mondrian.cli import training_cmd
 from mondrian.errors import InvalidInput
 from mondrian.training.config import ConfigError, TrainConfig, load_config
 
@@ -31,7 +31,7 @@ EARLIER_FLAGS = {
 
 def _parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mondrian")
-    train_cmd.register(root.add_subparsers())
+    training_cmd.register_train(root.add_subparsers())
     return root
 
 
@@ -59,7 +59,7 @@ def test_every_field_is_a_flag_with_its_help_and_default(capsys):
 
 def test_the_earlier_flags_still_parse_into_the_config():
     flags = [part for item in EARLIER_FLAGS.items() for part in item]
-    config = train_cmd.config_from(_parse(*flags))
+    config = training_cmd.config_from(_parse(*flags))
     assert config.model_dump(include={"model", "device", "dtype"}) == {
         "model": "m",
         "device": "cpu",
@@ -74,12 +74,12 @@ def test_unset_flags_leave_the_file_and_the_defaults(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("rank = 8\nlr = 1e-3\ngradient_checkpointing = true\n")
     args = _parse("--config", str(path), "--lr", "0.01", "--scheduler", "linear")
-    config = train_cmd.config_from(args)
+    config = training_cmd.config_from(args)
     assert (config.rank, config.lr, config.scheduler) == (8, 0.01, "linear")
     assert config.gradient_checkpointing is True
     assert config.epochs == TrainConfig().epochs
     args = _parse("--config", str(path), "--no-gradient-checkpointing", "--cpu-threads", "2")
-    config = train_cmd.config_from(args)
+    config = training_cmd.config_from(args)
     assert config.gradient_checkpointing is False and config.cpu_threads == 2
 
 
@@ -92,7 +92,7 @@ def test_argparse_refuses_what_is_not_the_fields_type(capsys):
 
 def test_a_bad_flag_value_is_named_by_its_flag():
     with pytest.raises(InvalidInput) as caught:
-        train_cmd.config_from(_parse("--lr", "-1", "--batch-size", "0"))
+        training_cmd.config_from(_parse("--lr", "-1", "--batch-size", "0"))
     message = str(caught.value)
     assert message == (
         "invalid training config: --lr: Input should be greater than 0; "
@@ -104,7 +104,7 @@ def test_a_bad_file_value_is_named_by_its_field(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("batch_size = 0\n")
     with pytest.raises(ConfigError) as caught:
-        train_cmd.config_from(_parse("--config", str(path)))
+        training_cmd.config_from(_parse("--config", str(path)))
     assert str(caught.value) == (
         f"{path}: invalid training config: batch_size: Input should be greater than or equal to 1"
     )

@@ -1,4 +1,5 @@
-"""What `mondrian train` refuses before it loads a model, and the loss-curve SVG."""
+"""What `mondrian train` refuses before it loads a model, the accumulation groups, and
+the loss-curve SVG."""
 
 from __future__ import annotations
 
@@ -66,3 +67,17 @@ def test_loss_curve_is_an_svg_with_both_series():
     assert "ansel &lt;r=16&gt;" in svg
     with pytest.raises(ValueError):
         loss_curve_svg([])
+
+
+def test_accumulation_groups_end_short_and_count_the_updates():
+    from mondrian.training.config import TrainConfig
+    from mondrian.training.setup import accumulation_group, total_updates
+
+    groups = [accumulation_group(i, 5, 2) for i in range(5)]
+    assert groups == [(2, False), (2, True), (2, False), (2, True), (1, True)]
+    assert (
+        total_updates(TrainConfig(grad_accum=2, epochs=3), 5)
+        == 9
+        == 3 * sum(closes for _, closes in groups)
+    )
+    assert [accumulation_group(i, 3, 1) for i in range(3)] == [(1, True)] * 3

@@ -1,21 +1,29 @@
-"""What every model backend offers. Strategies and the service talk to this, never to a
-framework directly.
+"""What every model backend offers, and the backends by name. Strategies and the service
+talk to this, never to a framework directly.
 
 `Backend` lists every member a caller uses; a backend that cannot do one of them says so
 (`admits` False, `merge_adapter` raising `Unavailable`) rather than lacking it, so no
 caller probes with getattr. tests/backends/test_protocol.py holds each backend, and each
 stand-in for one in the tests, to the full list.
+
+`BACKENDS` names the implementations; each is imported only when chosen
+(`create_backend`), so a machine without MLX (or without torch) can still use the others.
 """
 
 from __future__ import annotations
 
+import importlib
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from mondrian.config import Settings
+from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.prompts import Prompt
 from mondrian.schema import Critique
 
@@ -54,6 +62,18 @@ Admit = Callable[[int, Callable[[GenerationRequest], bool]], list[GenerationRequ
 Deliver = Callable[[int, Generation], None]
 
 
+@dataclass(frozen=True)
+class Joining:
+    """How a caller runs a batch that waiting requests may join (continuous batching):
+    `admit` offers them between steps, `deliver` hears of every row as it finishes
+    (admitted ones too), `rows_hint` is how many rows to keep room for (requests known to
+    be on their way). Together or not at all: admitted rows have no other way out."""
+
+    admit: Admit
+    deliver: Deliver
+    rows_hint: int = 0
+
+
 @runtime_checkable
 class Backend(Protocol):
     @property
@@ -81,13 +101,11 @@ class Backend(Protocol):
         requests: list[GenerationRequest],
         on_token: TokenCallback | None = None,
         *,
-        admit: Admit | None = None,
-        deliver: Deliver | None = None,
-        rows_hint: int = 0,
+        joining: Joining | None = None,
     ) -> list[Generation]:
-        """Run a batch; results follow the requests. `admit` and `rows_hint` (rows to keep
-        room for) are used only where `admits`; `deliver`, if given, gets every result,
-        admitted ones included, by the time generate returns."""
+        """Run a batch; results follow the requests. With `joining`, waiting requests join
+        it where `admits`; elsewhere its `deliver` still gets every result by the time
+        generate returns (`deliver_each`)."""
         ...
 
     def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
@@ -115,9 +133,63 @@ class Backend(Protocol):
         ...
 
 
-def deliver_each(generations: list[Generation], deliver: Deliver | None) -> list[Generation]:
+def deliver_each(generations: list[Generation], joining: Joining | None) -> list[Generation]:
     """For a backend that finishes a batch at once: hand each result to `deliver`."""
-    if deliver is not None:
+    if joining is not None:
         for index, generation in enumerate(generations):
-            deliver(index, generation)
+            joining.deliver(index, generation)
     return generations
+
+
+def check_loaded(requests: list[GenerationRequest], adapters: list[str]) -> None:
+    """NotFound for the first request whose adapter is not resident, before any work."""
+    for request in requests:
+        if request.adapter is not None and request.adapter not in adapters:
+            raise NotFound(f"adapter {request.adapter} is not loaded")
+
+
+# --- the backends by name ----------------------------------------------------------------
+
+BACKENDS: dict[str, str] = {
+    "transformers": "mondrian.backends.transformers.backend:TransformersBackend",
+    "mlx": "mondrian.backends.mlx.backend:MLXBackend",
+}
+
+
+def resolve_backend_name(name: str) -> str:
+    """'auto' is MLX on Apple Silicon when installed and registered, else transformers."""
+    if name != "auto":
+        if name not in BACKENDS:
+            raise InvalidInput(
+                f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}"
+            )
+        return name
+    apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+    if apple and "mlx" in BACKENDS and find_spec("mlx_vlm") is not None:
+        return "mlx"
+    return "transformers"
+
+
+def create_backend(settings: Settings, **options: Any) -> Backend:
+    """The settings' backend on the settings' model; `options` add to or override them."""
+    name = resolve_backend_name(settings.backend)
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Unavailable(
+            f"backend {name!r} needs packages that are not installed ({exc.name}); "
+            "install mondrian with the 'model' extra"
+        ) from None
+    backend_cls = getattr(module, class_name)
+    options.setdefault("max_text_chars", settings.max_text_chars)
+    options.setdefault("max_list_items", settings.max_list_items)
+    if name == "transformers":
+        options.setdefault("fast", settings.fast)
+    return backend_cls(
+        settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_pixels=settings.max_pixels,
+        **options,
+    )

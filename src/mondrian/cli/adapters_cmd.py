@@ -22,19 +22,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=list_command)
 
     activate = commands.add_parser("activate", help="serve this version for its advisor")
-    activate.add_argument("ref", metavar="ADVISOR@vN")
+    activate.add_argument("ref", metavar="ADVISOR@vN", help="the version to serve")
     activate.set_defaults(handler=activate_command)
 
     rollback = commands.add_parser("rollback", help="activate the version below the active one")
-    rollback.add_argument("advisor", metavar="ADVISOR")
+    rollback.add_argument("advisor", metavar="ADVISOR", help="advisor id")
     rollback.set_defaults(handler=rollback_command)
 
     deactivate = commands.add_parser("deactivate", help="serve the base model for this advisor")
-    deactivate.add_argument("advisor", metavar="ADVISOR")
+    deactivate.add_argument("advisor", metavar="ADVISOR", help="advisor id")
     deactivate.set_defaults(handler=deactivate_command)
 
     delete = commands.add_parser("delete", help="delete a version that is not active")
-    delete.add_argument("ref", metavar="ADVISOR@vN")
+    delete.add_argument("ref", metavar="ADVISOR@vN", help="the version to delete")
     delete.set_defaults(handler=delete_command)
 
     merge = commands.add_parser(
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the base model with the adapter folded in",
         description="Write a full checkpoint (model + processor) with the adapter merged in.",
     )
-    merge.add_argument("ref", metavar="ADVISOR@vN")
+    merge.add_argument("ref", metavar="ADVISOR@vN", help="the version to merge into the base")
     merge.add_argument("out", type=Path, metavar="OUT", help="folder for the merged model")
     merge.add_argument("--model", help="base model (default: the one the adapter records)")
     merge.add_argument(
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dtype of the merge and of the written weights (default float32)",
     )
     merge.add_argument("--force", action="store_true", help="replace a merged model at OUT")
-    merge.set_defaults(handler=merge_command)
+    merge.set_defaults(handler=merge_command, loads_model=True)
 
     export = commands.add_parser(
         "export",
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "hard-linked): `mlx_vlm.load('OUT/base', adapter_path='OUT')`."
         ),
     )
-    export.add_argument("ref", metavar="ADVISOR@vN")
+    export.add_argument("ref", metavar="ADVISOR@vN", help="the version to export")
     export.add_argument("--format", required=True, choices=("mlx",), help="target layout")
     export.add_argument("out", type=Path, metavar="OUT", help="folder for the exported adapter")
     export.add_argument("--model", help="base model (default: the one the adapter records)")
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-base", action="store_true", help="write the adapter only, no OUT/base"
     )
     export.add_argument("--force", action="store_true", help="replace an export at OUT")
-    export.set_defaults(handler=export_command)
+    export.set_defaults(handler=export_command, loads_model=True)
 
 
 def _existing_db(settings: Settings) -> Database:

@@ -18,12 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=list_advisors)
 
     show = commands.add_parser("show", help="show one advisor")
-    show.add_argument("advisor_id", metavar="ID")
+    show.add_argument("advisor_id", metavar="ID", help="advisor id (see `mondrian advisors list`)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=show_advisor)
 
     add = commands.add_parser("add", help="add or update an advisor from a .json or .toml file")
-    add.add_argument("file", type=Path, metavar="FILE")
+    add.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        help="the advisor as a .json or .toml file",
+    )
     add.set_defaults(handler=add_advisor)
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mondrian.analysis import run_job
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.config import load_settings
     from mondrian.context import Context
     from mondrian.images import read_image_file

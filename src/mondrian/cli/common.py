@@ -22,20 +22,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
     )
     parser.add_argument("--device", help="cuda, mps, cpu or auto")
+    parser.set_defaults(loads_model=True)
 
 
 log = logging.getLogger(__name__)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    settings = load_settings(
-        model=getattr(args, "model", None),
-        backend=getattr(args, "backend", None),
-        device=getattr(args, "device", None),
-    )
-    # Commands with the model flags are the ones that load a model (analyze, serve,
-    # evaluate, index): the place a fast setting that cannot apply should be said.
-    if hasattr(args, "model"):
+    # Every command's namespace has these (cli/main.py's defaults); a command with the model
+    # flags sets them, and `loads_model`.
+    settings = load_settings(model=args.model, backend=args.backend, device=args.device)
+    # Commands that load a model (analyze, serve, evaluate, index, adapters merge/export):
+    # the place a fast setting that cannot apply should be said.
+    if args.loads_model:
         warn_if_fast_unusable(settings)
     return settings
 

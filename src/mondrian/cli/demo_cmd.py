@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mondrian.demo import run_demo
+    from mondrian.demo.run import run_demo
 
     run_demo(
         args.workdir,

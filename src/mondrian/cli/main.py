@@ -1,6 +1,6 @@
-"""`mondrian`: the command line. Each command lives in its own module with a
-`register(subparsers)` function; heavy imports happen inside the handlers so that
-`mondrian --help` stays fast."""
+"""`mondrian`: the command line. A command's module has a `register(subparsers)` function
+(one per command where a module holds several, as portfolio_cmd.py does); heavy imports
+happen inside the handlers so that `mondrian --help` stays fast."""
 
 from __future__ import annotations
 
@@ -8,42 +8,39 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mondrian import __version__
 from mondrian.cli import (
-    ab_report_cmd,
     adapters_cmd,
     advisors_cmd,
     analyze_cmd,
-    dataset_cmd,
     demo_cmd,
-    evaluate_cmd,
-    index_cmd,
+    evaluation_cmd,
     models_cmd,
-    profiles_cmd,
+    portfolio_cmd,
     reviews_cmd,
     serve_cmd,
-    train_cmd,
+    training_cmd,
 )
 from mondrian.errors import MondrianError
 
 # In the order `mondrian --help` lists them: the demo, then the life of a critique, then
 # the operator's tools.
-COMMANDS = (
-    demo_cmd,
-    advisors_cmd,
-    analyze_cmd,
-    serve_cmd,
-    index_cmd,
-    profiles_cmd,
-    reviews_cmd,
-    dataset_cmd,
-    train_cmd,
-    adapters_cmd,
-    evaluate_cmd,
-    ab_report_cmd,
-    models_cmd,
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    demo_cmd.register,
+    advisors_cmd.register,
+    analyze_cmd.register,
+    serve_cmd.register,
+    portfolio_cmd.register_index,
+    portfolio_cmd.register_profiles,
+    reviews_cmd.register,
+    training_cmd.register_dataset,
+    training_cmd.register_train,
+    adapters_cmd.register,
+    evaluation_cmd.register_evaluate,
+    evaluation_cmd.register_ab_report,
+    models_cmd.register,
 )
 
 
@@ -55,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    # What common.settings_from reads; commands with model flags override them.
+    parser.set_defaults(model=None, backend=None, device=None, loads_model=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(subparsers)
+    for register in COMMANDS:
+        register(subparsers)
     return parser
 
 

@@ -22,8 +22,7 @@ from mondrian.advisors import Advisor
 from mondrian.backends.protocol import Backend, GenerationRequest
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound
-from mondrian.evaluation.metrics import Sample, VariantMetrics, variant_metrics
-from mondrian.evaluation.report import write_eval_report
+from mondrian.evaluation.metrics import Sample, VariantMetrics, variant_metrics, write_eval_report
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, Prompt
 from mondrian.schema import SCHEMA_VERSION, Critique

@@ -11,9 +11,7 @@ formatting decisions live in one place and StrictUndefined catches any typo in a
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -26,6 +24,7 @@ import mondrian
 from mondrian.advisors.model import Advisor
 from mondrian.reports.radar import DIMENSION_LABELS, radar_svg
 from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult, Critique
+from mondrian.staging import write_atomic
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -65,7 +64,8 @@ _SUMMARY_FOCUS = 3  # how many weak dimensions the summary suggests starting wit
 
 
 @lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The one Jinja environment every report and page renders with: autoescaped, strict."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,  # every template, whatever its extension (report.css is included)
@@ -289,7 +289,7 @@ def render_summary(
     reference polygon and markers. Raises ValueError when the result is another advisor's.
     """
     context = _analysis_context(result, advisor, portfolio_means, generated_at)
-    return _env().get_template("analysis_summary.html").render(context)
+    return environment().get_template("analysis_summary.html").render(context)
 
 
 def render_detailed(
@@ -302,7 +302,7 @@ def render_detailed(
     """Everything in the analysis: each dimension's score, expected score, comment and
     recommendation, strengths, improvements, how it was produced, references, timings."""
     context = _analysis_context(result, advisor, portfolio_means, generated_at)
-    return _env().get_template("analysis_detailed.html").render(context)
+    return environment().get_template("analysis_detailed.html").render(context)
 
 
 def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None) -> str:
@@ -330,24 +330,7 @@ def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None
             ],
         }
     )
-    return _env().get_template("advisor_bio.html").render(context)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Temp file in the same directory, then rename: readers see the old page or the new
-    # one, never half of one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); a report is meant to be read and served.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return environment().get_template("advisor_bio.html").render(context)
 
 
 def write_reports(
@@ -374,7 +357,7 @@ def write_reports(
     paths = {}
     for kind, text in pages.items():
         path = out / REPORT_FILES[kind]
-        _write_atomic(path, text)
+        write_atomic(path, text)
         paths[kind] = path
     return paths
 
@@ -389,10 +372,10 @@ def render_page(template: str, context: Mapping[str, Any], footer: Mapping[str, 
         ],
         **context,
     }
-    return _env().get_template(template).render(page)
+    return environment().get_template(template).render(page)
 
 
 def write_page(path: Path, html: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, html)
+    write_atomic(path, html)
     return path

@@ -1,16 +1,19 @@
 """The job-table writes of the service: admission against a bounded queue, with the A/B
-variant drawn from the job id.
+variant drawn from the job id, and the photo stored only for work that was admitted.
 
 Each function runs inside `Database.write`'s transaction (call it as `db.write(fn, ...)`),
-so a check and the writes that follow it are atomic, across processes too.
+so a check and the writes that follow it are atomic, across processes too: a request
+refused for a full queue leaves neither a job nor an image behind.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
 
 from mondrian.service.policy import ModelPolicy
-from mondrian.storage import jobs
+from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job
 
 
@@ -22,23 +25,50 @@ class QueueAtCapacity(Exception):
         self.depth = depth
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A checked photo to file with its job: the working copy's bytes and their shape."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
 def queued_count(conn: sqlite3.Connection) -> int:
     return jobs.count_by_status(conn)["queued"]
+
+
+def check_capacity(conn: sqlite3.Connection, capacity: int) -> None:
+    """`QueueAtCapacity` if `capacity` jobs already wait."""
+    depth = queued_count(conn)
+    if depth >= capacity:
+        raise QueueAtCapacity(depth)
 
 
 def admit(
     conn: sqlite3.Connection,
     advisor_id: str,
-    image_hash: str,
+    image: str | Upload,
     mode: str,
     model_id: str,
     policy: ModelPolicy,
     capacity: int,
+    images_dir: Path | None = None,
 ) -> Job:
-    """A new queued job with its variant, unless `capacity` jobs are already waiting."""
-    depth = queued_count(conn)
-    if depth >= capacity:
-        raise QueueAtCapacity(depth)
+    """A new queued job with its variant, unless `capacity` jobs are already waiting.
+
+    `image` is a stored image's hash, or an `Upload` stored here (under `images_dir`) once
+    the job is admitted, in the same transaction as the job."""
+    check_capacity(conn, capacity)
+    if isinstance(image, Upload):
+        if images_dir is None:
+            raise ValueError("an Upload needs the images directory to be stored in")
+        image_hash = images.store_image(
+            conn, images_dir, image.data, image.mime, image.width, image.height
+        )
+    else:
+        image_hash = image
     job_id = jobs.new_job_id()
     return jobs.create_job(
         conn,

@@ -76,7 +76,7 @@ def create_app(
         if backend is not None:
             model = backend
         else:
-            from mondrian.backends.registry import create_backend
+            from mondrian.backends.protocol import create_backend
 
             model = await run_in_threadpool(create_backend, settings)
         batcher = None

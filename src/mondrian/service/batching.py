@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from mondrian.backends.protocol import (
-    Admit,
     Backend,
-    Deliver,
     Generation,
     GenerationRequest,
+    Joining,
     TokenCallback,
     deliver_each,
 )
@@ -123,17 +122,17 @@ class BatchingBackend:
         requests: list[GenerationRequest],
         on_token: TokenCallback | None = None,
         *,
-        admit: Admit | None = None,
-        deliver: Deliver | None = None,
-        rows_hint: int = 0,
+        joining: Joining | None = None,
     ) -> list[Generation]:
+        # Nothing joins a caller's call here (`admits` is False): its requests join a batch
+        # through the queue instead, so `joining` only hears of the results.
         if not requests:
             return []
         if threading.current_thread() is self._thread:  # from inside a dispatched call
-            return deliver_each(self.inner.generate(requests, on_token), deliver)
+            return deliver_each(self.inner.generate(requests, on_token), joining)
         item = _Generate(list(requests), on_token)
         self._queue.put(item)
-        return deliver_each(item.future.result(), deliver)
+        return deliver_each(item.future.result(), joining)
 
     def embed_images(self, images: list[Any]) -> list[list[float]]:
         return self._call(lambda: self.inner.embed_images(images))
@@ -153,6 +152,10 @@ class BatchingBackend:
 
     def info(self) -> dict[str, object]:
         return {**self.inner.info(), "batching_max_rows": self.max_rows}
+
+    def queued(self) -> int:
+        """Calls waiting for the dispatcher (not those in the running batch)."""
+        return self._queue.qsize()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the dispatcher after what is queued; later calls would wait forever."""
@@ -291,10 +294,13 @@ class BatchingBackend:
         self.rows += len(requests)
         if self.inner.admits:
             room = min(self.max_rows, max(len(requests), self.expected() if self.expected else 0))
-            self.inner.generate(requests, on_token, admit=admit, deliver=deliver, rows_hint=room)
+            self.inner.generate(requests, on_token, joining=Joining(admit, deliver, room))
             return
         callbacks = any(item.on_token is not None for item in batch)
-        deliver_each(self.inner.generate(requests, on_token if callbacks else None), deliver)
+        for index, generation in enumerate(
+            self.inner.generate(requests, on_token if callbacks else None)
+        ):
+            deliver(index, generation)
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:

@@ -7,8 +7,9 @@ shape `create_job` gives them, modes against the known modes.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -45,6 +46,11 @@ class ServiceState:
     db: Database
     backend: Backend
     worker: Worker
+    # Uploads decoded at once: each holds up to `max_decode_pixels` while it decodes.
+    decode_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_slots = asyncio.Semaphore(self.settings.decode_concurrency)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -1,11 +1,13 @@
 """One worker thread that owns the model, fed by a bounded queue of jobs in SQLite.
 
 The job table is the queue: a request inserts a `queued` row (refused with `QueueFull`
-when `queue_size` rows already wait), and the worker claims the oldest one, runs it and
-records `done` or `failed`. Keeping the queue in the database, not in memory, is what
-makes restarts safe: on start the worker puts jobs a dead process left `running` back in
-the queue (or fails them once they have had `max_attempts` runs), then works through
-everything queued.
+when `queue_size` rows already wait: checked before its upload is read, and again,
+atomically with storing the photo, when it is admitted), and the worker claims the
+oldest one, runs it and records `done` or `failed`. Keeping the queue in the database,
+not in memory, is what makes restarts safe: on start the worker puts jobs a dead process
+left `running` back in the queue (or fails them once they have had `max_attempts` runs),
+then works through everything queued. Start also removes stored images that nothing
+refers to any more (storage/images.py `remove_unreferenced`).
 
 `ServiceOptions.concurrency` threads run jobs side by side (one by default). With more than
 one, the app hands them a `BatchingBackend` (service/batching.py): their generations are
@@ -32,7 +34,7 @@ from mondrian.service import admission
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
-from mondrian.storage import jobs
+from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job, Recovery
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,9 @@ class Worker:
                 len(recovery.requeued),
                 len(recovery.failed),
             )
+        removed = self.db.write(images.remove_unreferenced, self.ctx.settings.images_dir)
+        if removed:
+            log.info("removed %d stored image(s) no job or portfolio refers to", len(removed))
         self._stop.clear()
         self._draining.clear()
         self._threads = [
@@ -210,14 +215,15 @@ class Worker:
     def submit(
         self,
         advisor_id: str,
-        image_hash: str,
+        image: str | admission.Upload,
         mode: str,
         *,
         wait: bool,
         arrival: Arrival | None = None,
     ) -> Submission:
-        """Queue a job for a stored image; with `wait`, a Future of its result. The
-        request's `arrival` ticket stays open until the job starts."""
+        """Queue a job for a stored image (its hash) or an upload, which is stored only if
+        the job is admitted; with `wait`, a Future of its result. The request's `arrival`
+        ticket stays open until the job starts."""
         if self.stopping:
             raise ShuttingDown("the service is shutting down; try again")
         # The lock spans the insert and the waiter's registration: the worker resolves
@@ -227,18 +233,15 @@ class Worker:
                 job = self.db.write(
                     admission.admit,
                     advisor_id,
-                    image_hash,
+                    image,
                     mode,
                     self.ctx.backend.model_id,
                     self.policy,
                     self.options.queue_size,
+                    self.ctx.settings.images_dir,
                 )
             except admission.QueueAtCapacity as full:
-                self.metrics.rejected.inc()
-                raise QueueFull(
-                    f"the queue is full ({full.depth} jobs waiting); try again later",
-                    retry_after=self.retry_after(full.depth),
-                ) from None
+                raise self._refuse(full.depth) from None
             future: Future[AnalysisResult] | None = Future() if wait else None
             if future is not None:
                 self._waiters[job.id] = future
@@ -247,16 +250,34 @@ class Worker:
         self._wake.release()
         return Submission(job=job, done=future)
 
+    def check_capacity(self) -> None:
+        """`QueueFull` now if the queue is full: the HTTP layer asks before it reads an
+        upload, so a refused request costs no decoding and stores nothing."""
+        if self.stopping:
+            raise ShuttingDown("the service is shutting down; try again")
+        with self.db.read() as conn:
+            try:
+                admission.check_capacity(conn, self.options.queue_size)
+            except admission.QueueAtCapacity as full:
+                raise self._refuse(full.depth) from None
+
+    def _refuse(self, depth: int) -> QueueFull:
+        self.metrics.rejected.inc()
+        return QueueFull(
+            f"the queue is full ({depth} jobs waiting); try again later",
+            retry_after=self.retry_after(depth),
+        )
+
     def forget(self, job_id: str) -> None:
         """A caller stopped waiting (timeout, disconnect); the job still runs."""
         with self._lock:
             self._waiters.pop(job_id, None)
 
     def retry_after(self, depth: int) -> int:
-        """Seconds until a slot is likely free: the waiting jobs at the average job time."""
+        """Seconds for the queue to drain: `depth` waiting jobs at the recent job time (a
+        moving average of measured runs), shared by the threads that run them."""
         per_job = self._job_s if self._job_s is not None else DEFAULT_JOB_S
-        per_job /= self.options.concurrency  # jobs run side by side, batched
-        return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(per_job * max(1, depth)))))
+        return estimated_wait(per_job, depth, self.options.concurrency)
 
     def queue_depth(self) -> int:
         with self.db.read() as conn:
@@ -364,6 +385,13 @@ class Worker:
             future = self._waiters.pop(job_id, None)
         if future is not None:
             _resolve(future, result, error)
+
+
+def estimated_wait(job_s: float, depth: int, workers: int) -> int:
+    """Whole seconds, 1 to MAX_RETRY_AFTER_S, for `depth` jobs of `job_s` each on `workers`
+    threads running side by side (batched)."""
+    seconds = job_s * max(1, depth) / max(1, workers)
+    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))
 
 
 def _resolve(

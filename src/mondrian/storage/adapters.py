@@ -64,6 +64,18 @@ def _adapter(row: sqlite3.Row) -> Adapter:
     )
 
 
+def next_version(conn: sqlite3.Connection, advisor_id: str) -> int:
+    """The number `register_adapter` gives the advisor's next version (never one reused)."""
+    row = conn.execute(
+        "SELECT last_version FROM adapter_versions WHERE advisor_id = ?", (advisor_id,)
+    ).fetchone()
+    # max() with the table too: rows written without the counter still win.
+    top = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM adapters WHERE advisor_id = ?", (advisor_id,)
+    ).fetchone()[0]
+    return max(row["last_version"] if row else 0, top) + 1
+
+
 def register_adapter(
     conn: sqlite3.Connection,
     advisor_id: str,
@@ -76,14 +88,7 @@ def register_adapter(
         raise InvalidInput(f"not an advisor id: {advisor_id!r}")
     if not base_model:
         raise InvalidInput("an adapter needs the base model it was trained on")
-    row = conn.execute(
-        "SELECT last_version FROM adapter_versions WHERE advisor_id = ?", (advisor_id,)
-    ).fetchone()
-    # max() with the table too: rows written without the counter still win.
-    top = conn.execute(
-        "SELECT coalesce(max(version), 0) FROM adapters WHERE advisor_id = ?", (advisor_id,)
-    ).fetchone()[0]
-    version = max(row["last_version"] if row else 0, top) + 1
+    version = next_version(conn, advisor_id)
     conn.execute(
         """
         INSERT INTO adapters (advisor_id, version, path, base_model, metadata, active, created_at)

@@ -3,20 +3,22 @@
 Files live at `images_dir/<hash[:2]>/<hash>.<ext>`; the row keeps that path relative to
 `images_dir`, so the whole home directory can move. Callers decode and check the image
 (size, format, pixel budget) before storing it; this module only files the bytes.
+`remove_unreferenced` takes away images that no job, portfolio, profile or review uses
+(the service runs it at start, service/worker.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import sqlite3
-import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mondrian.errors import InvalidInput, NotFound
+from mondrian.staging import write_atomic
 from mondrian.storage.db import utcnow
 
 EXTENSIONS: dict[str, str] = {
@@ -31,6 +33,8 @@ EXTENSIONS: dict[str, str] = {
 }
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+# The tables whose rows point at an image (storage/migrations.py).
+_REFERRERS = ("jobs", "portfolio", "profiles", "reviews")
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def store_image(
     rel = row["path"] if row is not None else f"{digest[:2]}/{digest}.{ext}"
     target = images_dir / rel
     if not target.is_file() or target.stat().st_size != len(data):
-        _write_atomic(target, data)
+        write_atomic(target, data, mode=0o600)  # an upload is the photographer's, not public
     if row is None:
         conn.execute(
             """
@@ -97,21 +101,6 @@ def store_image(
             (digest, rel, mime, width, height, len(data), utcnow()),
         )
     return digest
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _image(row: sqlite3.Row) -> StoredImage:
@@ -192,3 +181,31 @@ def list_portfolio(conn: sqlite3.Connection, advisor_id: str) -> list[PortfolioI
         )
         for row in rows
     ]
+
+
+def remove_unreferenced(
+    conn: sqlite3.Connection, images_dir: Path, *, grace: timedelta = timedelta(hours=1)
+) -> list[str]:
+    """Delete images no table refers to, their rows and files, and stray files with no
+    row (a write that was rolled back); return the hashes of the rows removed.
+
+    Run inside `Database.write`: the writer's lock keeps any `store_image` out meanwhile.
+    Only what is older than `grace` goes, so an image stored a moment ago by a command
+    that has yet to write the job pointing at it (`mondrian analyze`) is left alone."""
+    cutoff = datetime.now(UTC) - grace
+    unused = " AND ".join(f"hash NOT IN (SELECT image_hash FROM {t})" for t in _REFERRERS)
+    rows = conn.execute(
+        f"SELECT hash, path FROM images WHERE {unused} AND created_at < ?",
+        (cutoff.isoformat(timespec="microseconds").replace("+00:00", "Z"),),  # as utcnow()
+    ).fetchall()
+    root = Path(images_dir)
+    for row in rows:
+        conn.execute("DELETE FROM images WHERE hash = ?", (row["hash"],))
+        with contextlib.suppress(FileNotFoundError):
+            (root / row["path"]).unlink()
+    known = {row["path"] for row in conn.execute("SELECT path FROM images")}
+    for path in root.glob("*/*"):
+        old = datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff
+        if old and path.is_file() and path.relative_to(root).as_posix() not in known:
+            path.unlink()
+    return [row["hash"] for row in rows]

@@ -7,7 +7,7 @@ Light: no heavy import, so the CLI can list the architectures without loading to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 from mondrian.errors import InvalidInput
@@ -125,38 +125,33 @@ _QWEN3_SAMPLING: dict[str, float | int | bool] = {
 }
 
 
+_QWEN2_VL = Family(
+    model_class="Qwen2VLForConditionalGeneration",
+    config_class="Qwen2VLConfig",
+    processor_class="Qwen2VLProcessor",
+    video_processor_class="Qwen2VLVideoProcessor",
+    special_tokens=_QWEN2_VL_SPECIAL,
+    added_tokens=(),
+    chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    patch_size=14,
+    image_mean=_CLIP_MEAN,
+    image_std=_CLIP_STD,
+    rope_theta=1_000_000.0,
+    mrope_section=(4, 6, 6),
+    real_pixels=(3136, 12845056),
+    real_sampling=_QWEN2_5_SAMPLING,
+)
+
 FAMILIES: dict[str, Family] = {
-    "qwen2_vl": Family(
-        model_class="Qwen2VLForConditionalGeneration",
-        config_class="Qwen2VLConfig",
-        processor_class="Qwen2VLProcessor",
-        video_processor_class="Qwen2VLVideoProcessor",
-        special_tokens=_QWEN2_VL_SPECIAL,
-        added_tokens=(),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-        patch_size=14,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-        rope_theta=1_000_000.0,
-        mrope_section=(4, 6, 6),
-        real_pixels=(3136, 12845056),
-        real_sampling=_QWEN2_5_SAMPLING,
-    ),
-    "qwen2_5_vl": Family(
+    "qwen2_vl": _QWEN2_VL,
+    # Qwen2.5-VL is Qwen2-VL's vision and text facts under its own classes, plus the tool
+    # and fill-in-the-middle tokens (its video processor is still Qwen2-VL's).
+    "qwen2_5_vl": replace(
+        _QWEN2_VL,
         model_class="Qwen2_5_VLForConditionalGeneration",
         config_class="Qwen2_5_VLConfig",
         processor_class="Qwen2_5_VLProcessor",
-        video_processor_class="Qwen2VLVideoProcessor",
-        special_tokens=_QWEN2_VL_SPECIAL,
         added_tokens=_QWEN2_5_ADDED,
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
-        patch_size=14,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-        rope_theta=1_000_000.0,
-        mrope_section=(4, 6, 6),
-        real_pixels=(3136, 12845056),
-        real_sampling=_QWEN2_5_SAMPLING,
     ),
     "qwen3_vl": Family(
         model_class="Qwen3VLForConditionalGeneration",

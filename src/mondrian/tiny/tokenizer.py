@@ -30,21 +30,9 @@ PRETOKENIZE_REGEX = (
 
 def train_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train the byte-level BPE on the tiny corpus: (vocab, merges), the same every time."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
-    from tokenizers.models import BPE
+    from tokenizers import pre_tokenizers, trainers
 
-    tok = Tokenizer(
-        BPE(
-            unk_token=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-            byte_fallback=False,
-        )
-    )
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = _pre_tokenizer()
-    tok.decoder = decoders.ByteLevel()
+    tok = _byte_level_bpe({}, [])
     trainer = trainers.BpeTrainer(
         vocab_size=BPE_VOCAB_SIZE,
         min_frequency=2,
@@ -65,15 +53,32 @@ def _cached_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return train_bpe()
 
 
-def _pre_tokenizer() -> Any:
-    from tokenizers import Regex, pre_tokenizers
+def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Any:
+    """A `tokenizers` byte-level BPE under Qwen2's normalizer, pre-tokenizer and decoder:
+    empty to train (`train_bpe`), or over a trained or real vocabulary (`build_tokenizer`)."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
 
-    return pre_tokenizers.Sequence(
+    tok = Tokenizer(
+        BPE(
+            vocab=dict(vocab),
+            merges=list(merges),
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
+        )
+    )
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
         ]
     )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    return tok
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,26 +140,11 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def build_tokenizer(arch: str, vocab: str = DEFAULT_VOCAB) -> Any:
     """The family's tokenizer (a transformers `Qwen2Tokenizer`) over the tiny or real BPE."""
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
-    from tokenizers.models import BPE
+    from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
     facts = family(arch)
-    bpe_vocab, merges = real_bpe() if check_vocab(vocab) == "real" else _cached_bpe()
-    backend = Tokenizer(
-        BPE(
-            vocab=dict(bpe_vocab),
-            merges=list(merges),
-            unk_token=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-            byte_fallback=False,
-        )
-    )
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = _pre_tokenizer()
-    backend.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False)
+    backend = _byte_level_bpe(*(real_bpe() if check_vocab(vocab) == "real" else _cached_bpe()))
     # Added in order on the backend itself, so the ids follow the real vocabularies' order
     # (transformers would otherwise add eos before <|endoftext|>).
     backend.add_special_tokens(

@@ -76,6 +76,17 @@ def check_image_tokens(
         )
 
 
+def check_batch_images(batch: dict[str, torch.Tensor], image_token: int, merge_size: int) -> None:
+    """`check_image_tokens` on a Collator batch: what both trainers run on every batch."""
+    check_image_tokens(
+        batch["input_ids"],
+        batch.get("image_grid_thw"),
+        batch.get("pixel_values"),
+        image_token,
+        merge_size,
+    )
+
+
 class ExampleEncoder:
     """Encodes one record (messages + image paths) into ids, labels and pixels."""
 

@@ -1,7 +1,7 @@
 """The training run's settings: one typed model, every field with a default and one line
 of help. A TOML file sets any of them; CLI flags override the file. The fields are the one
 source of names, defaults and help: `mondrian train` makes a flag of each
-(src/mondrian/cli/train_cmd.py), and `ConfigError` names fields so that the CLI can name
+(src/mondrian/cli/training_cmd.py), and `ConfigError` names fields so that the CLI can name
 its flags instead. The shipped files live inside the package
 (src/mondrian/configs/train/*.toml, so they are in the wheel); `pick_config` chooses the one
 that fits a model.

@@ -5,7 +5,8 @@ What it shares with the PyTorch run (train.py), so both trainers learn the same 
 the data set and its checks, the example encoding (`ExampleEncoder`: chat template,
 answer-only labels ending in `<|im_end|>`, nothing truncated), the image-token check on
 every batch (mlx-vlm#824: training that silently drops the images), the TrainConfig and
-its learning-rate schedule, the run folder and metrics, and the registry's publish.
+its learning-rate schedule (setup.py), the run folder and metrics (run_dir.py), and the
+publishing of the version with its metadata and loss curve (publish.py).
 
 What is MLX's: the model is mlx-vlm's (backends/mlx/checkpoint.py loads the checkpoint
 unchanged), the LoRA layers are mlx-vlm's trainer `LoRALinear` on the language model's
@@ -38,39 +39,25 @@ import numpy as np
 import torch
 from mlx.utils import tree_flatten, tree_map
 
-from mondrian import __version__, adapter_format
+from mondrian import adapter_format
 from mondrian.backends.mlx import checkpoint as mlx_checkpoint
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput
-from mondrian.prompts import PROMPT_VERSION
-from mondrian.schema import SCHEMA_VERSION
-from mondrian.storage.db import utcnow
 from mondrian.training.collate import (
     IGNORE_INDEX,
     Collator,
     ExampleEncoder,
     answer_tokens,
-    check_image_tokens,
+    check_batch_images,
     image_token_id,
 )
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
-from mondrian.training.dataset import load_split, manifest_sha256, read_manifest
+from mondrian.training.dataset_files import load_split
 from mondrian.training.export_mlx import mlx_to_peft
-from mondrian.training.train import (
-    PUBLISHED_FILE,
-    RunState,
-    TrainResult,
-    _append_metrics,
-    _check_manifest,
-    _prepare_run_dir,
-    _progress,
-    _seconds_per_step,
-    _version,
-    _write_json,
-    default_run_dir,
-    lr_lambda,
-    publish_run,
-)
+from mondrian.training.publish import package_version, publish_run
+from mondrian.training.run_dir import RunState, append_metrics, open_run, prepare_run_dir
+from mondrian.training.setup import accumulation_group, lr_lambda, total_updates
+from mondrian.training.train import TrainResult, progress_bar
 
 # LM_TARGET_REGEX in mlx-vlm's module names (its Qwen-VL models keep the language model
 # at language_model.model.layers.N).
@@ -163,12 +150,9 @@ def train_mlx(
     if resume:
         raise InvalidInput("--resume is not supported with --backend mlx (no checkpoints yet)")
     # --- set up --------------------------------------------------------------------------
-    cfg = cfg.merged(model=cfg.model or settings.model)
-    dataset_dir = Path(dataset_dir).absolute()
-    manifest = read_manifest(dataset_dir)
-    _check_manifest(manifest, advisor_id)
-    run_dir = Path(run_dir or default_run_dir(settings, advisor_id, manifest, cfg)).absolute()
-    _prepare_run_dir(run_dir, cfg, advisor_id, dataset_dir, manifest, resume)
+    run = open_run(cfg, settings, advisor_id, dataset_dir, run_dir)
+    cfg = run.cfg
+    prepare_run_dir(run, resume)
 
     mx.random.seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -184,17 +168,16 @@ def train_mlx(
     model_type = json.loads((checkpoint / "config.json").read_text())["model_type"]
     processor = TorchOutputProcessor(mlx_checkpoint.load_processor(source, model_type))
     encoder = ExampleEncoder(processor, cfg.max_pixels, cfg.max_seq_len)
-    train_records = load_split(dataset_dir, "train")
-    eval_records = load_split(dataset_dir, "validation")
+    train_records = load_split(run.dataset_dir, "train")
+    eval_records = load_split(run.dataset_dir, "validation")
     if not train_records:
-        raise InvalidInput(f"the data set at {dataset_dir} has no training examples")
+        raise InvalidInput(f"the data set at {run.dataset_dir} has no training examples")
     pad_id = processor.tokenizer.pad_token_id
     collate = Collator(pad_id if pad_id is not None else encoder.end_of_turn)
     image_token, merge_size = image_token_id(processor), encoder.merge_size
 
     batches = math.ceil(len(train_records) / cfg.batch_size)
-    total_updates = math.ceil(batches / cfg.grad_accum) * cfg.epochs
-    factor = lr_lambda(cfg, total_updates)
+    factor = lr_lambda(cfg, total_updates(cfg, batches))
     optimizer = optim.AdamW(
         learning_rate=cfg.lr * factor(0), weight_decay=cfg.weight_decay, bias_correction=True
     )
@@ -207,7 +190,7 @@ def train_mlx(
 
     # --- train ---------------------------------------------------------------------------
     state = RunState()
-    bar = _progress(progress, batches * cfg.epochs, 0)
+    bar = progress_bar(progress, batches * cfg.epochs, 0)
     for epoch in range(cfg.epochs):
         model.train()
         order = list(range(len(train_records)))
@@ -216,19 +199,12 @@ def train_mlx(
         accumulated: Any = None
         for i, batch in enumerate(_batches(train_records, order, cfg.batch_size, encoder, collate)):
             started = time.perf_counter()
-            check_image_tokens(
-                batch["input_ids"],
-                batch.get("image_grid_thw"),
-                batch.get("pixel_values"),
-                image_token,
-                merge_size,
-            )
-            group_start = (i // cfg.grad_accum) * cfg.grad_accum
-            group_size = min(cfg.grad_accum, batches - group_start)
+            check_batch_images(batch, image_token, merge_size)
+            group_size, closes_group = accumulation_group(i, batches, cfg.grad_accum)
             loss, grads = loss_and_grad(model, to_mlx_batch(batch, dtype))
             grads = tree_map(lambda g, n=group_size: g / n, grads)
             accumulated = grads if accumulated is None else tree_map(mx.add, accumulated, grads)
-            if i + 1 == group_start + group_size:
+            if closes_group:
                 clipped, _ = optim.clip_grad_norm(accumulated, cfg.max_grad_norm)
                 optimizer.learning_rate = cfg.lr * factor(state.updates)
                 optimizer.update(model, clipped)
@@ -236,69 +212,40 @@ def train_mlx(
                 state.updates += 1
             mx.eval(loss, model.trainable_parameters(), optimizer.state)
             value = float(loss)
-            state.step += 1
-            state.step_losses.append(value)
-            state.step_seconds.append(time.perf_counter() - started)
+            state.record_step(value, time.perf_counter() - started)
             epoch_losses.append(value)
-            _append_metrics(run_dir, state, epoch, value, float(optimizer.learning_rate))
+            append_metrics(run.run_dir, state, epoch, value, float(optimizer.learning_rate))
             bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
             bar.update(1)
-        state.train_loss.append(sum(epoch_losses) / len(epoch_losses))
-        state.val_loss.append(
+        val_loss = (
             evaluate(model, loss_fn, eval_records, cfg, encoder, collate, dtype)
             if eval_records
             else None
         )
-        state.epochs_done = epoch + 1
-        if state.val_loss[-1] is not None:
-            bar.write(
-                f"epoch {epoch + 1}: train loss {state.train_loss[-1]:.4f}, "
-                f"validation loss {state.val_loss[-1]:.4f}"
-            )
+        line = state.end_epoch(epoch_losses, val_loss)
+        if line:
+            bar.write(line)
     bar.close()
 
-    # --- save ----------------------------------------------------------------------------
-    seconds = _seconds_per_step(state.step_seconds)
-    splits = manifest["splits"]
-    meta = {
-        "base_fingerprint": base_fingerprint,
-        "base_revision": None,
-        "hyperparameters": cfg.hyperparameters(),
-        "dataset": {
-            "path": str(dataset_dir),
-            "manifest_sha256": manifest_sha256(dataset_dir),
-            "data_sha256": manifest["data_sha256"],
-            # The keys train.py writes too (describe() and reports read them).
-            "train_examples": splits["train"]["examples"],
-            "val_examples": splits["validation"]["examples"],
-            "images": sum(s["images"] for s in splits.values()),
-            "sources": manifest["sources"],
-        },
-        "prompt_version": PROMPT_VERSION,
-        "schema_version": SCHEMA_VERSION,
-        "package_version": __version__,
-        "metrics": {
-            "train_loss": state.train_loss,
-            "val_loss": state.val_loss,
-            "first_step_loss": state.step_losses[0] if state.step_losses else None,
-            "last_step_loss": state.step_losses[-1] if state.step_losses else None,
-            "steps": state.step,
-            "updates": state.updates,
-            "seconds_per_step": seconds,
-        },
-        "training": {
+    # --- publish -------------------------------------------------------------------------
+    adapter, activated = publish_run(
+        run,
+        settings,
+        state,
+        lambda staging: save_peft_adapter(model, cfg, staging),
+        base_fingerprint=base_fingerprint,
+        base_revision=None,
+        training={
             "backend": "mlx",
             "processes": 1,
             "device": str(mx.default_device()),
-            "run_dir": str(run_dir),
-            "mlx": _version("mlx"),
-            "mlx_vlm": _version("mlx-vlm"),
+            "mlx": package_version("mlx"),
+            "mlx_vlm": package_version("mlx-vlm"),
         },
-        "created_at": utcnow(),
-    }
-    adapter, activated = _publish(settings, advisor_id, model, cfg, meta, state, activate)
-    _write_json(run_dir / PUBLISHED_FILE, {"ref": adapter.ref, "path": str(adapter.path)})
-    return TrainResult(run_dir, state, adapter, activated, seconds)
+        activate=activate,
+        trainer="MLX",
+    )
+    return TrainResult(run.run_dir, state, adapter, activated, state.seconds_per_step())
 
 
 def evaluate(model, loss_fn, records, cfg, encoder, collate, dtype) -> float:
@@ -348,25 +295,4 @@ def save_peft_adapter(model: nn.Module, cfg: TrainConfig, out_dir: Path) -> None
     save_file(mlx_to_peft(weights), str(out_dir / adapter_format.ADAPTER_WEIGHTS))
     (out_dir / adapter_format.ADAPTER_CONFIG).write_text(
         json.dumps(peft_config(cfg), indent=2) + "\n", encoding="utf-8"
-    )
-
-
-def _publish(
-    settings: Settings,
-    advisor_id: str,
-    model: nn.Module,
-    cfg: TrainConfig,
-    meta: dict[str, Any],
-    state: RunState,
-    activate: bool | None,
-):
-    return publish_run(
-        settings,
-        advisor_id,
-        cfg,
-        meta,
-        state,
-        activate,
-        lambda staging: save_peft_adapter(model, cfg, staging),
-        trainer="MLX",
     )

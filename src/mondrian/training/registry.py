@@ -59,17 +59,6 @@ def verify_adapter_dir(path: Path, *, require_meta: bool = True) -> dict[str, An
     return adapter_format.verify_dir(path, require_meta=require_meta).as_dict()
 
 
-def _next_version(conn: sqlite3.Connection, advisor_id: str) -> int:
-    # The number register_adapter will hand out (checked after it does).
-    row = conn.execute(
-        "SELECT last_version FROM adapter_versions WHERE advisor_id = ?", (advisor_id,)
-    ).fetchone()
-    top = conn.execute(
-        "SELECT coalesce(max(version), 0) FROM adapters WHERE advisor_id = ?", (advisor_id,)
-    ).fetchone()[0]
-    return max(row[0] if row else 0, top) + 1
-
-
 def publish(
     db: Database,
     settings: Settings,
@@ -90,7 +79,7 @@ def publish(
     verify_adapter_dir(staging, require_meta=False)
 
     def install(conn: sqlite3.Connection) -> tuple[Adapter, bool]:
-        version = _next_version(conn, advisor_id)
+        version = store.next_version(conn, advisor_id)  # checked against register's below
         final = version_dir(settings, advisor_id, version)
         if final.exists():
             # Renamed by a run that died before its commit: never registered, so no job

@@ -28,25 +28,19 @@ import numpy as np
 import torch
 
 from mondrian import adapter_format
-from mondrian.backends.decoding.answer import read_answer
-from mondrian.backends.decoding.grammar import (
-    SCORE_TOKENS,
-    CritiqueGrammar,
-    DecodingControl,
-    single_token_id,
-)
+from mondrian.backends.decoding.decoder import Decoder, stop_token_ids
+from mondrian.backends.decoding.grammar import DecodingControl
 from mondrian.backends.mlx import adapters as mlx_adapters
 from mondrian.backends.mlx import checkpoint as mlx_checkpoint
 from mondrian.backends.protocol import (
-    Admit,
-    Deliver,
     Generation,
     GenerationRequest,
+    Joining,
     TokenCallback,
+    check_loaded,
 )
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels
-from mondrian.schema import generation_schema, longest_answer
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +80,7 @@ def _greedy(logprobs: mx.array) -> mx.array:
 class MLXBackend:
     name = "mlx"
     admits = False  # one request at a time: no running batch to take others into
-    model_id: str  # the Protocol's other data members, set in __init__
-    answer_budget: int
+    model_id: str  # the Protocol's other data member, set in __init__
 
     def __init__(
         self,
@@ -124,13 +117,13 @@ class MLXBackend:
         self.tokenizer = self.processor.tokenizer
         self.fingerprint = mlx_checkpoint.fingerprint(self.source, self.model)
 
-        self.stop_token_ids = self._stop_token_ids(config)
-        schema = generation_schema(max_text_chars, max_list_items)
-        self.answer_budget = len(longest_answer(max_text_chars, max_list_items)) + 1
-        self.grammar = CritiqueGrammar(
-            self.tokenizer, self._vocab_size(), self.stop_token_ids, schema
+        self.decoder = Decoder(
+            self.tokenizer,
+            self._vocab_size(),
+            stop_token_ids(self.tokenizer, self._eos(config)),
+            max_text_chars=max_text_chars,
+            max_list_items=max_list_items,
         )
-        self.score_token_ids = [single_token_id(self.tokenizer, t) for t in SCORE_TOKENS]
         self.bank = mlx_adapters.AdapterBank()
         self._adapters: dict[str, str] = {}  # name -> path
 
@@ -140,20 +133,19 @@ class MLXBackend:
         weight = head.weight if head is not None else lm.model.embed_tokens.weight
         return int(weight.shape[0])
 
-    def _stop_token_ids(self, config: dict[str, Any]) -> list[int]:
-        """generation_config's eos ids, then <|im_end|> and <|endoftext|>, as transformers."""
+    def _eos(self, config: dict[str, Any]) -> Any:
+        """generation_config.json's eos id(s), as transformers reads them, else config's."""
         eos: Any = None
         generation_file = self.source / "generation_config.json"
         if generation_file.is_file():
             eos = json.loads(generation_file.read_text(encoding="utf-8")).get("eos_token_id")
         if eos is None:
             eos = config.get("eos_token_id", config.get("text_config", {}).get("eos_token_id"))
-        ids: list[int] = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        for token in ("<|im_end|>", "<|endoftext|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ids.append(token_id)
-        return list(dict.fromkeys(ids))
+        return eos
+
+    @property
+    def answer_budget(self) -> int:
+        return self.decoder.answer_budget
 
     # --- generation ----------------------------------------------------------------------
 
@@ -162,20 +154,16 @@ class MLXBackend:
         requests: list[GenerationRequest],
         on_token: TokenCallback | None = None,
         *,
-        admit: Admit | None = None,
-        deliver: Deliver | None = None,
-        rows_hint: int = 0,
+        joining: Joining | None = None,
     ) -> list[Generation]:
-        """One request after another (`admit` and `rows_hint` unused: `admits` is False);
+        """One request after another (nothing joins: `admits` is False); `joining`'s
         `deliver` gets each as it finishes."""
-        for request in requests:
-            if request.adapter is not None and request.adapter not in self._adapters:
-                raise NotFound(f"adapter {request.adapter} is not loaded")
+        check_loaded(requests, self.adapters())
         results = []
         for index, request in enumerate(requests):
             results.append(self._generate_one(request, _relay(on_token, index)))
-            if deliver is not None:
-                deliver(index, results[-1])
+            if joining is not None:
+                joining.deliver(index, results[-1])
         return results
 
     def _inputs(self, request: GenerationRequest) -> dict[str, Any]:
@@ -192,14 +180,8 @@ class MLXBackend:
 
         started = time.perf_counter()
         inputs = self._inputs(request)
-        limit = request.max_new_tokens or self.answer_budget
-        control = DecodingControl(
-            [self.grammar if request.constrained else None],
-            self.score_token_ids,
-            self.grammar.suppressed_ids,
-            on_token,
-            self.grammar.zero_prefixed_ids,
-        )
+        limit = self.decoder.limit(request)
+        control = self.decoder.control([request], on_token)
         # mlx-vlm keeps the last prompt's mRoPE positions on the language model.
         language_model = self.model.language_model
         language_model._position_ids = None
@@ -220,31 +202,15 @@ class MLXBackend:
         try:
             for token, _ in steps:
                 tokens.append(int(token))
-                if tokens[-1] in self.stop_token_ids or len(tokens) >= limit:
+                if tokens[-1] in self.decoder.stop_token_ids or len(tokens) >= limit:
                     break
         finally:
             steps.close()
             self.bank.active = None
         elapsed = time.perf_counter() - started
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        return self._finish(request, tokens, control, prompt_tokens, elapsed)
-
-    def _finish(
-        self,
-        request: GenerationRequest,
-        tokens: list[int],
-        control: DecodingControl,
-        prompt_tokens: int,
-        elapsed: float,
-    ) -> Generation:
-        return read_answer(
-            self.tokenizer,
-            tokens,
-            self.stop_token_ids,
-            control.logits_for(0),
-            prompt_tokens=prompt_tokens,
-            elapsed=elapsed,
-            adapter=request.adapter,
+        return self.decoder.finish(
+            request, tokens, control.logits_for(0), prompt_tokens=prompt_tokens, elapsed=elapsed
         )
 
     def embed_images(self, images: list[Any]) -> list[list[float]]:

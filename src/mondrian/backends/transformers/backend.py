@@ -7,31 +7,29 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as hf_logging
 
 from mondrian import adapter_format
-from mondrian.backends.decoding.answer import read_answer
+from mondrian.backends.decoding.decoder import Decoder, stop_token_ids
 from mondrian.backends.decoding.fingerprint import model_fingerprint
-from mondrian.backends.decoding.grammar import (
-    SCORE_TOKENS,
-    CritiqueGrammar,
-    DecodingControl,
-    single_token_id,
-)
+from mondrian.backends.decoding.grammar import DecodingControl
 from mondrian.backends.protocol import (
-    Admit,
-    Deliver,
     Generation,
     GenerationRequest,
+    Joining,
     TokenCallback,
+    check_loaded,
+    deliver_each,
 )
 from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
-from mondrian.schema import generation_schema, longest_answer
+
+if TYPE_CHECKING:
+    from mondrian.backends.transformers.engine.fast_path import FastPath
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,7 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 class TransformersBackend:
     name = "transformers"
-    model_id: str  # the Protocol's data members, set in __init__
-    answer_budget: int
+    model_id: str  # the Protocol's data member, set in __init__
 
     def __init__(
         self,
@@ -95,42 +92,39 @@ class TransformersBackend:
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
 
-        self.stop_token_ids = self._stop_token_ids()
+        stops = stop_token_ids(self.tokenizer, self.base.generation_config.eos_token_id)
+        self.decoder = Decoder(
+            self.tokenizer,
+            self.base.get_output_embeddings().weight.shape[0],
+            stops,
+            max_text_chars=max_text_chars,
+            max_list_items=max_list_items,
+        )
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id is None:
-            self.pad_token_id = self.stop_token_ids[0]
-        schema = generation_schema(max_text_chars, max_list_items)
-        self.answer_budget = len(longest_answer(max_text_chars, max_list_items)) + 1
-        vocab_size = self.base.get_output_embeddings().weight.shape[0]
-        self.grammar = CritiqueGrammar(self.tokenizer, vocab_size, self.stop_token_ids, schema)
-        self.score_token_ids = [single_token_id(self.tokenizer, t) for t in SCORE_TOKENS]
+            self.pad_token_id = stops[0]
         self._adapters: dict[str, str] = {}  # name -> path
         # [fast path] backends/transformers/engine/: CUDA graphs, merged/stacked LoRA,
-        # overlapped grammar. CUDA only; elsewhere the stock generate() below serves.
-        self._fast: Any = None
+        # overlapped grammar. CUDA only; elsewhere (None) the stock generate() below serves.
+        # Tests and bench/ set one of their own (CPU, eager) here.
+        self.fast_path: FastPath | None = None
         if fast and self.device.type == "cuda":
             from mondrian.backends.transformers.engine.fast_path import FastPath
 
-            self._fast = FastPath(self)
+            self.fast_path = FastPath(self)
         elif fast:
             log.info("fast path needs CUDA; %s uses the stock generate()", self.device)
 
-    def _stop_token_ids(self) -> list[int]:
-        ids: list[int] = []
-        eos = self.base.generation_config.eos_token_id
-        ids.extend(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        for token in ("<|im_end|>", "<|endoftext|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ids.append(token_id)
-        return list(dict.fromkeys(ids))
+    @property
+    def answer_budget(self) -> int:
+        return self.decoder.answer_budget
 
     # --- generation ----------------------------------------------------------------------
 
     @property
     def admits(self) -> bool:
         """Whether generate() can take requests into a running batch (`admit`)."""
-        return self._fast is not None
+        return self.fast_path is not None
 
     @torch.inference_mode()
     def generate(
@@ -138,21 +132,15 @@ class TransformersBackend:
         requests: list[GenerationRequest],
         on_token: TokenCallback | None = None,
         *,
-        admit: Admit | None = None,
-        deliver: Deliver | None = None,
-        rows_hint: int = 0,
+        joining: Joining | None = None,
     ) -> list[Generation]:
-        """The batch's generations; `admit` and `deliver` are FastPath.generate's
-        (continuous batching, fast path only: `admits`); the stock path delivers at the end."""
+        """The batch's generations; `joining` is FastPath.generate's (continuous batching,
+        fast path only: `admits`); the stock path delivers at the end."""
         if not requests:
             return []
-        for request in requests:
-            if request.adapter is not None and request.adapter not in self._adapters:
-                raise NotFound(f"adapter {request.adapter} is not loaded")
-        if self._fast is not None:  # [fast path]
-            return self._fast.generate(
-                requests, on_token, admit=admit, deliver=deliver, rows_hint=rows_hint
-            )
+        check_loaded(requests, self.adapters())
+        if self.fast_path is not None:  # [fast path]
+            return self.fast_path.generate(requests, on_token, joining=joining)
         started = time.perf_counter()
         texts = [
             self.processor.apply_chat_template(
@@ -165,35 +153,25 @@ class TransformersBackend:
             text=texts, images=images or None, padding=True, return_tensors="pt"
         ).to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
-        budget = max(r.max_new_tokens or self.answer_budget for r in requests)
-        control = DecodingControl(
-            [self.grammar if r.constrained else None for r in requests],
-            self.score_token_ids,
-            self.grammar.suppressed_ids,
-            on_token,
-            self.grammar.zero_prefixed_ids,
-        )
+        control = self.decoder.control(requests, on_token)
+        budget = max(self.decoder.limit(r) for r in requests)
         output = self._run_generate(inputs, requests, control, budget)
         elapsed = time.perf_counter() - started
 
         results = []
         for row, request in enumerate(requests):
             tokens = output[row, prompt_len:].tolist()
-            limit = request.max_new_tokens or self.answer_budget
             prompt_tokens = int(inputs["attention_mask"][row].sum())
             results.append(
-                self.finish(
+                self.decoder.finish(
                     request,
-                    tokens[:limit],
+                    tokens[: self.decoder.limit(request)],
                     control.logits_for(row),
                     prompt_tokens=prompt_tokens,
                     elapsed=elapsed,
                 )
             )
-        if deliver is not None:
-            for index, generation in enumerate(results):
-                deliver(index, generation)
-        return results
+        return deliver_each(results, joining)
 
     def _run_generate(
         self,
@@ -217,7 +195,7 @@ class TransformersBackend:
             top_p=None,
             top_k=None,
             logits_processor=[control],
-            eos_token_id=self.stop_token_ids,
+            eos_token_id=self.decoder.stop_token_ids,
             pad_token_id=self.pad_token_id,
         )
         names = {r.adapter for r in requests}
@@ -232,28 +210,6 @@ class TransformersBackend:
                 return self.model.generate(**kwargs)
         self.model.set_adapter(name)
         return self.model.generate(**kwargs)
-
-    def finish(
-        self,
-        request: GenerationRequest,
-        tokens: list[int],
-        score_logits: torch.Tensor,
-        *,
-        prompt_tokens: int,
-        elapsed: float,
-    ) -> Generation:
-        """The `Generation` of one finished row: its token ids (cut to its budget) and its
-        probe rows, one per token (backends/decoding/calibration.py). The stock path above
-        and the fast engine (backends/transformers/engine/) both end here."""
-        return read_answer(
-            self.tokenizer,
-            tokens,
-            self.stop_token_ids,
-            score_logits,
-            prompt_tokens=prompt_tokens,
-            elapsed=elapsed,
-            adapter=request.adapter,
-        )
 
     @torch.inference_mode()
     def embed_images(self, images: list[Any]) -> list[list[float]]:

@@ -1,35 +1,59 @@
 """`POST /analyze`: one critique, synchronously, through the same queue as `POST /jobs`.
 
-Checks run cheapest first and all before anything is stored: advisor id (its shape, then
-that it exists), mode, then the upload, read with a size cap and decoded in full. Only a
-photo that passed every check is stored (by content hash) and queued.
+Checks run cheapest first and all before anything is stored: queue capacity (before the
+body is even read, `AdmittedRoute`), advisor id (its shape, then that it exists), mode,
+then the upload, read with a size cap and decoded once, a few at a time
+(`ServiceState.decode_slots`), into a working copy at the model's pixel budget. Only a
+photo that passed every check is stored (by content hash), in the same transaction that
+admits its job (service/admission.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from mondrian.errors import InvalidInput, MondrianError, PayloadTooLarge
-from mondrian.images import read_image
+from mondrian.images import MIN_SIDE, Photo, read_image
 from mondrian.schema import AnalysisResult
-from mondrian.service.deps import ServiceState, State, check_mode, load_advisor
+from mondrian.service.admission import Upload
+from mondrian.service.deps import ServiceState, State, check_mode, get_state, load_advisor
 from mondrian.service.errors import AnalysisTimeout, error_body, error_response
 from mondrian.service.worker import Submission
-from mondrian.storage import images
 from mondrian.storage.jobs import Job
 
-router = APIRouter(tags=["analysis"])
+
+class AdmittedRoute(APIRoute):
+    """A route that refuses work while the queue is full before FastAPI reads the body.
+
+    FastAPI parses a form (spooling the upload) before any dependency runs, so the check
+    sits in front of the route's own handler: a 503 costs no reading, decoding or storing."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def admitted(request: Request) -> Response:
+            state = get_state(request)
+            await run_in_threadpool(state.worker.check_capacity)
+            return await handler(request)
+
+        return admitted
+
+
+# Its one route, POST /analyze, admits work.
+router = APIRouter(tags=["analysis"], route_class=AdmittedRoute)
 
 ERROR_RESPONSES = {
     404: {"description": "Unknown advisor"},
     413: {"description": "Image over the byte or pixel limit"},
-    422: {"description": "Missing or invalid field, unknown mode, unreadable image"},
+    422: {"description": "Missing or invalid field, unknown mode, unreadable or refused image"},
     503: {"description": "Queue full (see Retry-After)"},
 }
 
@@ -50,6 +74,22 @@ async def read_capped(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+async def decode_upload(state: ServiceState, data: bytes) -> Photo:
+    """The upload decoded into its working copy, by at most `decode_concurrency` at once:
+    the semaphore is waited on in the event loop, so queued decodes hold no thread."""
+    settings = state.settings
+    async with state.decode_slots:
+        return await run_in_threadpool(
+            read_image,
+            data,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_decode_pixels=max(settings.max_decode_pixels, settings.max_pixels),
+            work_pixels=settings.max_pixels,
+            min_side=MIN_SIDE,
+        )
+
+
 async def accept_upload(
     state: ServiceState,
     upload: UploadFile,
@@ -59,7 +99,7 @@ async def accept_upload(
     wait: bool,
     request: Request | None = None,
 ) -> Submission:
-    """Check the request, store the photo and queue its job."""
+    """Check the request, then queue its job and store its photo, both or neither."""
     settings = state.settings
     if mode is None and request is not None and (await request.form()).get("mode") == "":
         # The form parser reads an empty field as an absent one: `mode=` would silently
@@ -68,23 +108,13 @@ async def accept_upload(
     advisor = await run_in_threadpool(load_advisor, state.db, advisor_id)
     mode = check_mode(mode or settings.analysis_mode)
     data = await read_capped(upload, settings.max_upload_bytes)
-    photo = await run_in_threadpool(
-        read_image, data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
-    )
-    image_hash = await asyncio.wrap_future(
-        state.db.submit(
-            images.store_image,
-            settings.images_dir,
-            photo.data,
-            photo.mime,
-            photo.width,
-            photo.height,
-        )
-    )
+    photo = await decode_upload(state, data)
+    del data  # the working copy is what is kept
+    image = Upload(data=photo.data, mime=photo.mime, width=photo.width, height=photo.height)
     # The ticket the Arrivals middleware took for this request: open until the job starts.
     arrival = getattr(request.state, "arrival", None) if request is not None else None
     return await run_in_threadpool(
-        lambda: state.worker.submit(advisor.id, image_hash, mode, wait=wait, arrival=arrival)
+        lambda: state.worker.submit(advisor.id, image, mode, wait=wait, arrival=arrival)
     )
 
 

@@ -1,5 +1,8 @@
 """Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}` and its HTML report (reviews:
-routes/reviews.py)."""
+routes/reviews.py).
+
+`POST /jobs` takes its upload the way `POST /analyze` does (routes/analyze.py): the queue's
+capacity checked before the body is read, the photo decoded once and stored with its job."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from mondrian.service.deps import ServiceState, State, load_advisor, load_job
 from mondrian.service.errors import Conflict
 from mondrian.service.routes.analyze import (
     ERROR_RESPONSES,
+    AdmittedRoute,
     AdvisorField,
     ImageUpload,
     ModeField,
@@ -91,13 +95,6 @@ def job_view(job: Job) -> JobView:
     )
 
 
-@router.post(
-    "/jobs",
-    status_code=202,
-    response_model=JobAccepted,
-    summary="Queue a critique; follow it at the Location given",
-    responses=ERROR_RESPONSES,
-)
 async def create_job(
     request: Request,
     image: ImageUpload,
@@ -116,6 +113,19 @@ async def create_job(
     )
     headers = {**job_headers(job), "Location": f"/jobs/{job.id}"}
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+# Added, not decorated: only this route of the router checks the queue before its body.
+router.add_api_route(
+    "/jobs",
+    create_job,
+    methods=["POST"],
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Queue a critique; follow it at the Location given",
+    responses=ERROR_RESPONSES,
+    route_class_override=AdmittedRoute,
+)
 
 
 @router.get(

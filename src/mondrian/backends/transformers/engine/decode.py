@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 from mondrian.backends.protocol import TokenCallback
-from mondrian.backends.transformers.engine.graphs import StepRunner
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.scheduler import Scheduler
 from mondrian.backends.transformers.engine.state import BUCKET, round_up
+from mondrian.backends.transformers.engine.step import StepRunner
 
 PARK_STEPS = 64  # with admission, free rows' positions go back to 0 this often
 

@@ -25,13 +25,13 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
-`finish`, so results are the stock path's in form and, in float32, in tokens. The service
-feeds it batches through service/batching.py, and with `admit` a running batch takes
-waiting requests into its free rows between steps (continuous batching; each row is
+`Decoder.finish`, so results are the stock path's in form and, in float32, in tokens. The
+service feeds it batches through service/batching.py, and with a `Joining` a running batch
+takes waiting requests into its free rows between steps (continuous batching; each row is
 delivered as it finishes). A batch does not grow past the rows its state was made with.
 
 The package, by responsibility: state.py (static KV cache and buffers per batch), step.py
-(one decode step's kernels), graphs.py (their CUDA graph capture and replay), prepare.py
+(one decode step's kernels, and their CUDA graph capture and replay), prepare.py
 (processor work), prefill.py (packed prompt pass, positions), scheduler.py (rows joining
 and finishing a running batch), decode.py (the loop), lm.py (the fused LM), lora_bank.py
 (stacked and merged adapters), vision.py (varlen vision attention). This module ties them.
@@ -41,20 +41,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from mondrian.backends.protocol import Admit, Deliver, Generation, GenerationRequest, TokenCallback
+from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
-from mondrian.backends.transformers.engine.graphs import StepRunner
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
-from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
+from mondrian.backends.transformers.engine.prepare import Preparer
 from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
 from mondrian.backends.transformers.engine.state import BUCKET, State, States, padded_rows, round_up
-from mondrian.backends.transformers.engine.step import DecodeStep
+from mondrian.backends.transformers.engine.step import DecodeStep, StepRunner
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
@@ -96,12 +95,12 @@ class FastPath:
 
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
-        self._states = self.states.by_key  # by (rows, length, mixed); bench/ reads it
+        grammar = backend.decoder.grammar
         self.step = DecodeStep(
             self.lm,
-            score_ids=backend.score_token_ids,
-            zero_prefixed_ids=backend.grammar.zero_prefixed_ids,
-            suppressed_ids=backend.grammar.suppressed_ids,
+            score_ids=backend.decoder.score_token_ids,
+            zero_prefixed_ids=grammar.zero_prefixed_ids,
+            suppressed_ids=grammar.suppressed_ids,
             compile=self.compile,
         )
         self.runner = StepRunner(self.step, cuda_graphs=self.cuda_graphs)
@@ -163,21 +162,19 @@ class FastPath:
         *,
         ignore_stop: bool = False,
         mixed: bool | None = None,
-        admit: Admit | None = None,
-        deliver: Deliver | None = None,
-        rows_hint: int = 0,
+        joining: Joining | None = None,
     ) -> list[Generation]:
         """Greedy generation of a batch; `ignore_stop` (benchmarks only) decodes exactly
         each row's token budget, restarting a row's grammar when its JSON completes.
         `mixed` forces the stacked-adapter path (None: only when the rows' adapters differ;
         benchmarks and tests force it to measure it on one adapter).
 
-        Continuous batching: with `admit`, between two steps the batch takes in waiting
+        Continuous batching: with `joining`, between two steps the batch takes in waiting
         requests that fit (a free row, room in the cache, an adapter this batch can serve)
-        and prefills them while the others wait one step. `deliver(index, generation)` is
-        called as each row finishes (admitted rows are numbered after the call's
-        requests); the return value holds the call's own requests. `rows_hint`: how many
-        rows to make room for (requests known to be on their way), so they can join."""
+        and prefills them while the others wait one step. `joining.deliver(index,
+        generation)` is called as each row finishes (admitted rows are numbered after the
+        call's requests); the return value holds the call's own requests. The state has
+        room for `joining.rows_hint` rows (requests known to be on their way)."""
         if not requests:
             return []
         started = time.perf_counter()
@@ -194,13 +191,13 @@ class FastPath:
 
         self.laps.last = {}
         lap = time.perf_counter()
-        prepared = self._prepare_all(requests)
+        prepared = self.preparer.prepare_all(requests)
         self.laps.lap("prepare_s", lap)
-        limits = [r.max_new_tokens or backend.answer_budget for r in requests]
+        limits = [backend.decoder.limit(r) for r in requests]
         budget = max(limits)
         longest = max(p.length for p in prepared)
-        room = max(len(requests), rows_hint if admit is not None else 0)
-        state = self._state(padded_rows(room), longest + budget + 1, mixed)
+        room = max(len(requests), joining.rows_hint if joining is not None else 0)
+        state = self.state_for(padded_rows(room), longest + budget + 1, mixed)
         padded = slots + [None] * (state.rows - len(slots))
         if mixed and state.rowscale is not None and self.bank is not None:
             state.rowscale.copy_(self.bank.rowscale(padded, self.device))
@@ -209,7 +206,7 @@ class FastPath:
             # end long before their token budget, so most buckets are never needed).
             self.runner.capture(state, [round_up(longest + 1, BUCKET)], self.bank)
 
-        self._prefill(state, list(range(len(requests))), prepared, slots)
+        self.prefiller.prefill(state, list(range(len(requests))), prepared, slots, self.bank)
         # Free rows (padding: the batch is rounded up to a captured size) decode from
         # position 0 and are never read.
         state.cache_pos[len(requests) :] = 0
@@ -219,7 +216,7 @@ class FastPath:
             torch.cuda.synchronize()
         prefilled = time.perf_counter()
 
-        grammar = backend.grammar
+        grammar = backend.decoder.grammar
         rows: list[Row | None] = [None] * state.rows
         for i, (request, p) in enumerate(zip(requests, prepared, strict=True)):
             matcher = grammar.matcher() if request.constrained else None
@@ -229,8 +226,8 @@ class FastPath:
         def finished(row: Row, generation: Generation) -> None:
             if row.index < len(results):
                 results[row.index] = generation
-            if deliver is not None:
-                deliver(row.index, generation)
+            if joining is not None:
+                joining.deliver(row.index, generation)
 
         scheduler = Scheduler(
             state,
@@ -239,7 +236,7 @@ class FastPath:
             bank=self.bank,
             preparer=self.preparer,
             prefiller=self.prefiller,
-            admit=admit,
+            admit=joining.admit if joining is not None else None,
             finished=finished,
         )
         loop = DecodeLoop(
@@ -247,7 +244,7 @@ class FastPath:
             self.runner,
             self.batch_matcher,
             bank=self.bank,
-            stop_token_ids=backend.stop_token_ids,
+            stop_token_ids=backend.decoder.stop_token_ids,
             on_token=on_token,
             ignore_stop=ignore_stop,
         )
@@ -255,30 +252,11 @@ class FastPath:
         loop.run()
         return [g for g in results if g is not None]
 
-    # --- the parts, one call each (tests/backends/test_fast_path.py and bench/ call them) --
-
-    def _prepare(self, request: GenerationRequest) -> Prepared:
-        return self.preparer.prepare(request)
-
-    def _prepare_all(self, requests: list[GenerationRequest]) -> list[Prepared]:
-        return self.preparer.prepare_all(requests)
-
-    def _state(self, rows: int, needed: int, mixed: bool) -> State:
+    def state_for(self, rows: int, needed: int, mixed: bool) -> State:
+        """The state of `rows` rows with room for `needed` positions each; a mixed one has
+        a row-scale column per slot of the current bank."""
         slots = self.bank.capacity if (mixed and self.bank is not None) else 0
         return self.states.get(rows, needed, mixed, slots)
-
-    def _prefill(
-        self, st: State, rows: list[int], prepared: list[Prepared], slots: list[int | None]
-    ) -> None:
-        self.prefiller.prefill(st, rows, prepared, slots, self.bank)
-
-    def _forward(self, st: State, bucket: int) -> None:
-        self.step.forward(st, bucket, self.bank)
-
-    @property
-    def _prefill_halves(self) -> tuple[Any, Any] | None:
-        """The compiled prompt pass's halves; None once a compiler failure fell back."""
-        return self.prefiller.halves
 
 
 __all__ = ["BUCKET", "GROUPS", "FastPath"]

@@ -79,21 +79,7 @@ class Prefiller:
     ) -> None:
         """Prefill requests into rows `rows` of `st`, in groups of at most PREFILL_TOKENS
         tokens: one pass of large products instead of one small pass per request."""
-        group: list[int] = []
-        tokens = 0
-        for i, p in enumerate(prepared):
-            if group and tokens + p.length > PREFILL_TOKENS:
-                self._packed(
-                    st,
-                    [rows[j] for j in group],
-                    [prepared[j] for j in group],
-                    [slots[j] for j in group],
-                    bank,
-                )
-                group, tokens = [], 0
-            group.append(i)
-            tokens += p.length
-        if group:
+        for group in token_groups([p.length for p in prepared], PREFILL_TOKENS):
             self._packed(
                 st,
                 [rows[j] for j in group],
@@ -209,3 +195,17 @@ class Prefiller:
             attention_mask=inputs.get("attention_mask"),
         )
         return pos3, int(delta.view(-1)[0])
+
+
+def token_groups(lengths: list[int], most: int) -> list[list[int]]:
+    """Consecutive indices of `lengths` in groups of at most `most` tokens (a longer one
+    alone in its group)."""
+    groups: list[list[int]] = []
+    tokens = 0
+    for i, length in enumerate(lengths):
+        if not groups or tokens + length > most:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(i)
+        tokens += length
+    return groups

@@ -1,6 +1,7 @@
 """The rows of one running batch: which are still generating, which waiting requests join
 its free rows between two steps (continuous batching), and each row's `Generation` as it
-finishes, read by the backend's own `finish` so results are the stock path's in form."""
+finishes, read by the backend's own `Decoder.finish` (backends/decoding/decoder.py), as the
+stock path's are, so both answer in one form."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class Scheduler:
         steps = [(row.start_step + k) % st.ring for k in range(max(count, 1))]
         probes = st.host_probes[steps, i].float()
         now = time.perf_counter()
-        generation = self.backend.finish(
+        generation = self.backend.decoder.finish(
             row.request,
             row.tokens[: row.limit],
             probes,
@@ -129,10 +130,10 @@ class Scheduler:
             st.rowscale.index_copy_(0, index, self.bank.rowscale(slots, self.device))
         self.prefiller.prefill(st, at, prepared, slots, self.bank)
         now = time.perf_counter()
-        grammar = self.backend.grammar
+        decoder = self.backend.decoder
         for i, request, p in zip(at, taken, prepared, strict=True):
-            limit = request.max_new_tokens or self.backend.answer_budget
-            matcher = grammar.matcher() if request.constrained else None
+            limit = decoder.limit(request)
+            matcher = decoder.grammar.matcher() if request.constrained else None
             row = Row(self.next_index, request, p, limit, matcher, t + 1, began, now)
             self.rows[i] = self.live[i] = row
             self.next_index += 1
@@ -147,7 +148,7 @@ class Scheduler:
         elif request.adapter != (bank.hot if bank is not None else None):
             return None
         prepared = self.preparer.prepare(request)
-        limit = request.max_new_tokens or self.backend.answer_budget
+        limit = self.backend.decoder.limit(request)
         return prepared if prepared.length + limit + 1 <= st.length else None
 
     def slot(self, request: GenerationRequest) -> int | None:

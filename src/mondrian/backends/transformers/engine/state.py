@@ -1,5 +1,5 @@
 """The static state of a running batch: KV cache, token and position buffers, the ring of
-host copies the CPU reads, and the CUDA graphs captured over them (graphs.py).
+host copies the CPU reads, and the CUDA graphs captured over them (step.py).
 
 One state per (rows, LoRA mode), reused while it is long enough; the graphs belong to it
 because they point at its buffers."""

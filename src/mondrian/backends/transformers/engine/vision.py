@@ -17,9 +17,12 @@ from __future__ import annotations
 import functools
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from mondrian.backends.transformers.engine.lm import apply_rope, rms_norm
 
 _ORIGINAL = "_mondrian_original_forward"
 
@@ -103,6 +106,37 @@ def _attention_modules(model: Any) -> list[Any]:
     return [block.attn for block in visual.blocks]
 
 
+# body(module, hidden_states, (cos, sin), cu_seqlens as int32, longest window) -> output
+Body = Callable[[Any, torch.Tensor, Any, torch.Tensor, int], torch.Tensor]
+
+
+def _install(module: Any, body: Body) -> None:
+    """Give one module instance (a vision block or its attention) a forward of transformers'
+    signature that runs `body` over int32 windows and their longest length; the original
+    is kept beside it for `unpatch_vision_attention`."""
+
+    def forward(
+        self: Any,
+        hidden_states: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        max_seqlen: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        longest = int(max_seqlen) if max_seqlen is not None else _longest(cu_seqlens)
+        cu = cu_seqlens.to(torch.int32)
+        return body(self, hidden_states, position_embeddings, cu, longest)
+
+    setattr(module, _ORIGINAL, module.forward)
+    module.forward = types.MethodType(forward, module)
+
+
+def _uninstall(module: Any) -> None:
+    if hasattr(module, _ORIGINAL):
+        del module.forward  # the instance override; the class's forward shows again
+        delattr(module, _ORIGINAL)
+
+
 def patch_vision_attention(model: Any) -> int:
     """Route every vision block's attention through varlen_attn; returns how many."""
     from torch.nn.attention.varlen import varlen_attn
@@ -113,14 +147,13 @@ def patch_vision_attention(model: Any) -> int:
             continue
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
 
-        def forward(
+        def attend(
             self: Any,
             hidden_states: torch.Tensor,
-            cu_seqlens: torch.Tensor,
-            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-            max_seqlen: Any = None,
+            position_embeddings: Any,
+            cu: torch.Tensor,
+            longest: int,
             _rope: Any = rope,
-            **kwargs: Any,
         ) -> torch.Tensor:
             seq = hidden_states.shape[0]
             q, k, v = (
@@ -128,8 +161,6 @@ def patch_vision_attention(model: Any) -> int:
             ).unbind(0)
             cos, sin = position_embeddings
             q, k = _rope(q, k, cos, sin)
-            cu = cu_seqlens.to(torch.int32)
-            longest = int(max_seqlen) if max_seqlen is not None else _longest(cu_seqlens)
             out = varlen_attn(
                 q.contiguous(),
                 k.contiguous(),
@@ -142,20 +173,15 @@ def patch_vision_attention(model: Any) -> int:
             )
             return self.proj(out.reshape(seq, -1))
 
-        setattr(attn, _ORIGINAL, attn.forward)
-        attn.forward = types.MethodType(forward, attn)
+        _install(attn, attend)
     return len(modules)
 
 
 def unpatch_vision_attention(model: Any) -> None:
     for attn in _attention_modules(model):
-        if hasattr(attn, _ORIGINAL):
-            del attn.forward  # the instance override; the class's forward shows again
-            delattr(attn, _ORIGINAL)
+        _uninstall(attn)
     for block in model.model.visual.blocks:
-        if hasattr(block, _ORIGINAL):
-            del block.forward
-            delattr(block, _ORIGINAL)
+        _uninstall(block)
 
 
 # --- Qwen2.5-VL vision blocks as two compiled functions around the attention ------------
@@ -164,18 +190,6 @@ def unpatch_vision_attention(model: Any) -> None:
 # the rotary embedding run in float32 over [patches, 1280] tensors, a dozen separate
 # kernels each. Compiled (dynamic in the patch count, so any image size reuses it), each
 # half is a few fused kernels around cuBLAS products; the attention stays varlen_attn.
-
-
-def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    dtype = x.dtype
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return w * h.to(dtype)
-
-
-def _rot_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _block_pre(
@@ -189,12 +203,12 @@ def _block_pre(
     heads: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     seq = x.shape[0]
-    qkv = torch.nn.functional.linear(_rms(x, norm_w, eps), qkv_w, qkv_b)
+    qkv = torch.nn.functional.linear(rms_norm(x, norm_w, eps), qkv_w, qkv_b)
     q, k, v = qkv.reshape(seq, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
     qf, kf = q.float(), k.float()
-    q = (qf * cos + _rot_half(qf) * sin).to(x.dtype)
-    k = (kf * cos + _rot_half(kf) * sin).to(x.dtype)
+    q = apply_rope(qf, cos, sin).to(x.dtype)
+    k = apply_rope(kf, cos, sin).to(x.dtype)
     return q.contiguous(), k.contiguous(), v.contiguous()
 
 
@@ -214,7 +228,7 @@ def _block_post(
 ) -> torch.Tensor:
     linear = torch.nn.functional.linear
     h = x + linear(attn, proj_w, proj_b)
-    y = _rms(h, norm_w, eps)
+    y = rms_norm(h, norm_w, eps)
     y = torch.nn.functional.silu(linear(y, gate_w, gate_b)) * linear(y, up_w, up_b)
     return h + linear(y, down_w, down_b)
 
@@ -241,13 +255,12 @@ def compile_vision_blocks(model: Any) -> int:
         if hasattr(block, _ORIGINAL):
             continue
 
-        def forward(
+        def run_block(
             self: Any,
             hidden_states: torch.Tensor,
-            cu_seqlens: torch.Tensor,
-            position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-            max_seqlen: Any = None,
-            **kwargs: Any,
+            position_embeddings: Any,
+            cu: torch.Tensor,
+            longest: int,
         ) -> torch.Tensor:
             attn, mlp = self.attn, self.mlp
             cos, sin = position_embeddings
@@ -261,8 +274,6 @@ def compile_vision_blocks(model: Any) -> int:
                 sin,
                 attn.num_heads,
             )
-            longest = int(max_seqlen) if max_seqlen is not None else _longest(cu_seqlens)
-            cu = cu_seqlens.to(torch.int32)
             out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=attn.scaling)
             return post(
                 hidden_states,
@@ -279,6 +290,5 @@ def compile_vision_blocks(model: Any) -> int:
                 mlp.down_proj.bias,
             )
 
-        setattr(block, _ORIGINAL, block.forward)
-        block.forward = types.MethodType(forward, block)
+        _install(block, run_block)
     return len(blocks)

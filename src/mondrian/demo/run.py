@@ -20,20 +20,30 @@ Every file it reads ships inside the package (src/mondrian/data, src/mondrian/co
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mondrian.config import Settings
+from mondrian.demo.summary import (
+    REAL_MODEL_HINT,
+    DemoSummary,
+    Say,
+    Steps,
+    fmt,
+    mondrian_command,
+    print_finish,
+    split_label,
+)
 from mondrian.errors import MondrianError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from mondrian.backends.protocol import Backend
 
 ADVISOR = "ansel"
 # The curated sample profiles fit these bounds; they keep tiny-model answers short.
@@ -47,71 +57,39 @@ VAL_FRACTION = 0.2
 # training-split error measured on a few of its photos (the held-out split stays whole).
 QUICK_EPOCHS = 5
 QUICK_TRAIN_EVAL_PHOTOS = 3
-REAL_MODEL_HINT = "Qwen/Qwen2.5-VL-3B-Instruct"
-
-Say = Callable[[str], None]
 
 
-@dataclass
-class DemoSummary:
-    workdir: Path
-    model: str
-    tiny: bool
-    config: Path
-    quick: bool = False
-    adapter: str = ""
-    photos: dict[str, int] = field(default_factory=dict)  # split -> photos in it
-    evaluated: dict[str, int] = field(default_factory=dict)  # split -> photos evaluated
-    train_mae: dict[str, float | None] = field(default_factory=dict)
-    val_mae: dict[str, float | None] = field(default_factory=dict)
-    modes: dict[str, str] = field(default_factory=dict)  # requested -> used
-    http_status: int = 0
-    reports: list[Path] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
+def serve_one_request(settings: Settings, backend: Backend, photo: Path) -> httpx.Response:
+    """Start the real service on a free loopback port, POST `photo` to /analyze in lora
+    mode, stop the service, and return its answer."""
+    import httpx
+    import uvicorn
 
-    @property
-    def val_reduction(self) -> float | None:
-        """How much lower the adapter's held-out error is than the base model's (0.3: 30%)."""
-        return _reduction(self.val_mae)
+    from mondrian.service.app import create_app
 
-    @property
-    def train_reduction(self) -> float | None:
-        return _reduction(self.train_mae)
-
-
-def _reduction(mae: dict[str, float | None]) -> float | None:
-    base, adapter = mae.get("base"), mae.get("adapter")
-    if base is None or adapter is None or base == 0:
-        return None
-    return 1 - adapter / base
-
-
-class _Steps:
-    """Numbered step headers with their durations."""
-
-    def __init__(self, total: int, say: Say, summary: DemoSummary) -> None:
-        self.total, self.say, self.summary = total, say, summary
-        self.index = 0
-
-    def __call__(self, title: str) -> _Step:
-        self.index += 1
-        return _Step(self, f"[{self.index}/{self.total}] {title}")
-
-
-class _Step:
-    def __init__(self, steps: _Steps, title: str) -> None:
-        self.steps, self.title = steps, title
-
-    def __enter__(self) -> _Step:
-        self.started = time.perf_counter()
-        self.steps.say(f"\n{self.title}")
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        seconds = time.perf_counter() - self.started
-        self.steps.summary.seconds[self.title] = round(seconds, 1)
-        if exc_type is None:
-            self.steps.say(f"    done in {seconds:.1f} s")
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, backend=backend),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/health")
+        with photo.open("rb") as image:
+            return httpx.post(
+                f"http://127.0.0.1:{port}/analyze",
+                files={"image": (photo.name, image, "image/jpeg")},
+                data={"advisor": ADVISOR, "mode": "lora"},
+                timeout=120,
+            )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _free_port() -> int:
@@ -136,18 +114,14 @@ def run_demo(
     """Run the demo in `workdir`. `config`: a training TOML (default: the shipped one that
     fits the model; none fitting is an error before any work starts)."""
     # Heavy imports here: `mondrian --help` must not pay for them.
-    import httpx
-    import uvicorn
-
     from mondrian.analysis import analyze
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
     from mondrian.images import read_image_file
     from mondrian.portfolio.indexing import index_paths
     from mondrian.portfolio.profiles_io import import_profiles
     from mondrian.reports.render import write_reports
-    from mondrian.service.app import create_app
     from mondrian.storage import advisors as advisor_store
     from mondrian.storage.bootstrap import open_state
     from mondrian.tiny.checkpoint import make_tiny
@@ -168,15 +142,18 @@ def run_demo(
         model=model or str(workdir / "tiny-model"),
         tiny=tiny,
         config=config_path,
+        advisor=ADVISOR,
         quick=quick,
+        quick_epochs=QUICK_EPOCHS if quick else None,
+        quick_train_eval_photos=QUICK_TRAIN_EVAL_PHOTOS if quick else None,
     )
-    step = _Steps(8, say, summary)
+    step = Steps(8, say, summary)
     if tiny:
         say(
             "Mondrian demo, offline. The model is a TINY RANDOM-WEIGHT Qwen2.5-VL built here:\n"
             "its critiques are well-formed JSON but their words are noise. What you see is\n"
             "the machinery, and an adapter that really learns. For real critiques run:\n"
-            f"    {_mondrian_command()} demo --model {REAL_MODEL_HINT}"
+            f"    {mondrian_command()} demo --model {REAL_MODEL_HINT}"
         )
     say(f"Training config: {config_path}" + (" (quick: fewer epochs)" if quick else ""))
     if tiny:
@@ -272,12 +249,13 @@ def run_demo(
                     target[variant.name] = variant.mean_mae
                 summary.reports.append(reports / f"evaluation-{split}" / "evaluation.html")
                 say(
-                    f"    {_split_label(split, summary.photos, summary.evaluated)} mean score "
-                    f"error: base {_fmt(target['base'])}, adapter {_fmt(target['adapter'])}"
+                    f"    {split_label(split, summary.photos, summary.evaluated)} mean score "
+                    f"error: base {fmt(target['base'])}, adapter {fmt(target['adapter'])}"
                 )
 
         with step("Critiquing a photo that is not in the portfolio, in the three modes"):
             held_out = _package_path(CRITIQUE_PHOTO)
+            summary.critiqued_photo = held_out
             photo = read_image_file(held_out)
             say(f"    {held_out.name}: never indexed, never trained on")
             for mode in ("baseline", "rag", "lora"):
@@ -293,29 +271,7 @@ def run_demo(
                 )
 
         with step("Serving over HTTP and sending one real request"):
-            port = _free_port()
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    create_app(settings, backend=backend),
-                    host="127.0.0.1",
-                    port=port,
-                    log_level="warning",
-                )
-            )
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            try:
-                _wait_until_up(f"http://127.0.0.1:{port}/health")
-                with held_out.open("rb") as image:
-                    response = httpx.post(
-                        f"http://127.0.0.1:{port}/analyze",
-                        files={"image": (held_out.name, image, "image/jpeg")},
-                        data={"advisor": ADVISOR, "mode": "lora"},
-                        timeout=120,
-                    )
-            finally:
-                server.should_exit = True
-                thread.join(timeout=30)
+            response = serve_one_request(settings, backend, held_out)
             summary.http_status = response.status_code
             body: dict[str, Any] = response.json()
             if response.status_code != 200:
@@ -329,30 +285,8 @@ def run_demo(
             )
 
     # --- save -----------------------------------------------------------------------------
-    (workdir / "demo-summary.json").write_text(
-        json.dumps(
-            {
-                "model": summary.model,
-                "tiny": summary.tiny,
-                "config": str(summary.config),
-                "quick": summary.quick,
-                "adapter": summary.adapter,
-                "photos": summary.photos,
-                "evaluated": summary.evaluated,
-                "val_mae": summary.val_mae,
-                "train_mae": summary.train_mae,
-                "mae_reduction_val": summary.val_reduction,
-                "mae_reduction_train": summary.train_reduction,
-                "critiqued_photo": str(held_out),
-                "modes": summary.modes,
-                "http_status": summary.http_status,
-                "reports": [str(p) for p in summary.reports],
-                "seconds": summary.seconds,
-            },
-            indent=2,
-        )
-    )
-    _print_finish(summary, say)
+    summary.save(workdir / "demo-summary.json")
+    print_finish(summary, say)
     return summary
 
 
@@ -370,10 +304,6 @@ def _wait_until_up(url: str, timeout: float = 60.0) -> None:
     raise MondrianError(f"the service did not come up at {url} within {timeout:.0f} s")
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def _eval_split(dataset_dir: Path, split: str, limit: int | None) -> tuple[str, int]:
     """(split file stem to evaluate, photos in it): the whole split, or its first `limit`
     photos written beside it as `<split>_quick.jsonl` (evaluate reads `<stem>.jsonl`)."""
@@ -388,71 +318,3 @@ def _eval_split(dataset_dir: Path, split: str, limit: int | None) -> tuple[str, 
     stem = f"{split}_quick"
     (dataset_dir / f"{stem}.jsonl").write_text("\n".join(chosen) + "\n", encoding="utf-8")
     return stem, len(keep)
-
-
-def _split_label(split: str, photos: dict[str, int], evaluated: dict[str, int]) -> str:
-    name = "held-out" if split == "validation" else "training"
-    total, done = photos.get(split, "?"), evaluated.get(split, photos.get(split, "?"))
-    count = f"{total} photos" if done == total else f"{done} of {total} photos"
-    return f"{name} ({split} split, {count})"
-
-
-def _change(reduction: float | None) -> str:
-    if reduction is None:
-        return "n/a"
-    word = "below" if reduction >= 0 else "above"
-    return f"{100 * abs(reduction):.0f}% {word} the base model's"
-
-
-def _print_finish(summary: DemoSummary, say: Say) -> None:
-    total = sum(summary.seconds.values())
-    say(f"\nDone in {total:.0f} s.")
-    # The headline: held-out first, the training error beside it (never the other way).
-    say("Mean score error against the curated profiles (0-10 scale, lower is better):")
-    for split, mae, reduction in (
-        ("validation", summary.val_mae, summary.val_reduction),
-        ("train", summary.train_mae, summary.train_reduction),
-    ):
-        say(
-            f"    {_split_label(split, summary.photos, summary.evaluated)}: "
-            f"base {_fmt(mae.get('base'))}, adapter {_fmt(mae.get('adapter'))} "
-            f"({_change(reduction)})"
-        )
-    if summary.tiny:
-        say(
-            "    The model has random weights: on held-out photos the adapter can only have\n"
-            "    learned the portfolio's typical scores, not to see. A real model is needed\n"
-            "    for held-out errors that mean more."
-        )
-    if summary.quick:
-        say(
-            f"    --quick: {QUICK_EPOCHS} epochs, no augmentation, training error on "
-            f"{QUICK_TRAIN_EVAL_PHOTOS} photos; the full demo trains longer."
-        )
-    say("\nReports:")
-    for path in summary.reports:
-        say(f"    {path}")
-    mondrian = _mondrian_command()
-    home = summary.workdir / "home"
-    say(
-        "\nNext:\n"
-        f"    export MONDRIAN_HOME={home}\n"
-        f"    {mondrian} analyze PHOTO --advisor {ADVISOR} --mode lora --model {summary.model}\n"
-        f"    {mondrian} serve --model {summary.model}      # then open http://127.0.0.1:5100/docs\n"
-        f"    {mondrian} demo --model {REAL_MODEL_HINT}   # real critiques, needs the weights"
-    )
-
-
-def _mondrian_command() -> str:
-    """How to type `mondrian` from here: plain when it is on PATH, else the path of the
-    script beside this interpreter (`.venv/bin/mondrian` under `make demo`)."""
-    script = Path(sys.executable).parent / "mondrian"
-    on_path = shutil.which("mondrian")
-    if on_path is not None and (not script.exists() or Path(on_path).samefile(script)):
-        return "mondrian"
-    if not script.exists():
-        return "python -m mondrian"
-    try:
-        return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
-    except ValueError:  # another drive on Windows
-        return str(script)

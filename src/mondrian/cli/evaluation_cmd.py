@@ -1,4 +1,6 @@
-"""`mondrian evaluate`: base model against an adapter, with gates for CI and rollouts."""
+"""Measuring models from the command line: `mondrian evaluate` compares the base model
+with an adapter on a data set split, with gates for CI and rollouts; `mondrian ab-report`
+compares the served variants (base, fine_tuned) over the jobs the service recorded."""
 
 from __future__ import annotations
 
@@ -6,12 +8,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from mondrian.cli.common import add_model_args, open_db, print_json, settings_from
+from mondrian.cli.common import add_model_args, open_db, print_json, read_db, settings_from
 
 GATE_FAILED = 1
+AB_WINDOW = 10_000  # ab-report: the latest jobs compared
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="compare the base model with an adapter on a dataset split",
@@ -43,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_args(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=evaluate_command)
 
 
 def effective_min_valid(min_valid: float | None, max_mae: float | None) -> float | None:
@@ -70,10 +80,10 @@ def gate_failures(adapter_metrics, min_valid: float | None, max_mae: float | Non
     return failures
 
 
-def run(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mondrian.backends.registry import create_backend
+    from mondrian.backends.protocol import create_backend
     from mondrian.evaluation.run import evaluate
 
     settings = settings_from(args)
@@ -125,3 +135,37 @@ def run(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"mondrian: gate failed: {failure}", file=sys.stderr)
     return GATE_FAILED if failures else 0
+
+
+def register_ab_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ab-report",
+        help="compare model variants (A/B) over recorded jobs",
+        description=(
+            "Per variant (base, fine_tuned): jobs, latency p50/p95, mean overall score and "
+            "schema-valid rate (jobs whose stored critique validates against the schema, over "
+            "done + failed), from the jobs the service recorded."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--limit",
+        type=_positive,
+        default=AB_WINDOW,
+        help=f"compare the latest N jobs (default {AB_WINDOW})",
+    )
+    parser.set_defaults(handler=ab_report_command)
+
+
+def ab_report_command(args: argparse.Namespace) -> int:
+    from mondrian.service.abreport import compare_variants, format_report
+    from mondrian.storage import jobs
+
+    with read_db(settings_from(args)) as db, db.read() as conn:
+        recent = jobs.list_jobs(conn, limit=args.limit)
+    report = compare_variants(recent)
+    if args.json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        print(format_report(report))
+    return 0
