@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("reject", "rejected", "never use these reviews as training data"),
     ):
         command = commands.add_parser(action, help=text)
-        command.add_argument("ids", type=int, nargs="+", metavar="ID")
+        command.add_argument(
+            "ids", type=int, nargs="+", metavar="ID", help="review ids (see `reviews list`)"
+        )
         command.set_defaults(handler=decide_command, status=status)
 
 
