@@ -328,3 +328,34 @@ def test_uploads_are_decoded_a_few_at_a_time(tiny_backend, tiny_model, tmp_path,
             statuses = list(pool.map(post, range(6)))
     assert statuses == [202] * 6
     assert peak == 2
+
+
+def test_a_job_a_shutdown_interrupts_is_queued_again_without_costing_an_attempt(
+    tiny_backend, tiny_model, tmp_path
+):
+    settings = tiny_settings(tmp_path / "home", tiny_model).model_copy(
+        update={"shutdown_grace_s": 0.0}
+    )
+    gated = GatedBackend(tiny_backend)
+    app = create_app(settings, gated, options=ServiceOptions(idle_poll_s=0.05))
+    with TestClient(app) as client:
+        response = client.post(
+            "/jobs", files=upload(photo_bytes()), data={"advisor": "ansel", "mode": "baseline"}
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        assert gated.entered.wait(30), "the job never reached the model"
+        worker = client.app.state.mondrian.worker
+        # The shutdown's grace is over before the model writes a token: the first token
+        # meets a stopping worker, which interrupts the job.
+        stopper = threading.Thread(target=worker.stop, kwargs={"grace": 0.0})
+        stopper.start()
+        deadline = time.monotonic() + 10
+        while not worker.interrupting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gated.gate.set()
+        stopper.join(60)
+    with open_state(settings) as db, db.read() as conn:
+        job = jobs.require_job(conn, job_id)
+    assert (job.status, job.attempts, job.progress) == ("queued", 0, 0)
+    assert "interrupted by a shutdown" in job.error

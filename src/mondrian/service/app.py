@@ -66,7 +66,7 @@ def create_app(
                     yield
                     app.state.mondrian = None
                     # Running jobs get the grace period to finish; after it they are
-                    # interrupted, stay "running", and the next start re-runs them.
+                    # interrupted, queued again, and the next start re-runs them.
                     await run_in_threadpool(lambda: worker.stop(grace=settings.shutdown_grace_s))
             finally:
                 db.close()

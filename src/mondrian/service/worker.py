@@ -174,8 +174,9 @@ class Worker:
         """Stop: no new job starts; running jobs get `grace` seconds to finish, then are
         interrupted (via the token callback).
 
-        A job interrupted here stays `running` in the database and is re-queued by the
-        next start. Waiting callers are answered with `ShuttingDown`.
+        A job interrupted here goes back to the queue, recorded as interrupted and without
+        counting the attempt (`jobs.interrupt_job`); the next start runs it. Waiting
+        callers are answered with `ShuttingDown`.
         """
         self._draining.set()
         self._wake.release(max(1, len(self._threads)))
@@ -325,7 +326,11 @@ class Worker:
             try:
                 self._run(job)
             except _Interrupted:
-                log.warning("job %s interrupted by shutdown; the next start re-queues it", job.id)
+                log.warning("job %s interrupted by shutdown; queued for the next start", job.id)
+                try:
+                    self.db.write(jobs.interrupt_job, job.id)
+                except Exception:  # left running: the next start's recovery re-queues it
+                    log.exception("could not record job %s as interrupted", job.id)
                 self._resolve(job.id, error=ShuttingDown("the service is shutting down"))
                 return
 

@@ -174,6 +174,22 @@ def start_job(conn: sqlite3.Connection, job_id: str) -> Job:
     return require_job(conn, job_id)
 
 
+def interrupt_job(conn: sqlite3.Connection, job_id: str) -> Job:
+    """A running job a shutdown stopped goes back to the queue, recorded as interrupted
+    (`error` says so until it starts again), and the attempt is not counted: a shutdown
+    is not the job's failure, so restarts cannot exhaust a healthy job."""
+    _require_status(require_job(conn, job_id), ("running",), "interrupt")
+    conn.execute(
+        """
+        UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL,
+                        attempts = MAX(attempts - 1, 0), error = ?
+        WHERE id = ?
+        """,
+        (f"interrupted by a shutdown at {utcnow()}; it runs again at the next start", job_id),
+    )
+    return require_job(conn, job_id)
+
+
 def claim_next_job(conn: sqlite3.Connection) -> Job | None:
     """Start the oldest queued job and return it, or None when the queue is empty.
 
