@@ -1,6 +1,7 @@
 """`mondrian doctor`: what this machine has for Mondrian, a line per part, each one ok or
 what to do. Exit 0 when the essentials are there (python, torch, transformers, xgrammar,
-a writable MONDRIAN_HOME whose database this version can read), 1 otherwise.
+a writable MONDRIAN_HOME whose database this version can read, and the configured model's
+folder when it is a folder), 1 otherwise; a model still to pull is a warning.
 
 Fast by design: no model is loaded and nothing is written (MONDRIAN_HOME's database is
 opened read-only). torch is imported, to name its device; the other packages are found by
@@ -150,10 +151,19 @@ def _memory() -> tuple[float, float]:
         return total, total
 
 
-def disk_check() -> Check:
-    from huggingface_hub import constants
+def hub_cache() -> Path:
+    """The Hugging Face cache folder: huggingface_hub's setting, or its documented default
+    where the model extra (which brings huggingface_hub) is not installed."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        home = os.environ.get("HF_HOME", str(Path("~/.cache/huggingface").expanduser()))
+        return Path(os.environ.get("HF_HUB_CACHE", str(Path(home) / "hub")))
+    return Path(constants.HF_HUB_CACHE)
 
-    cache = _existing(Path(constants.HF_HUB_CACHE))
+
+def disk_check() -> Check:
+    cache = _existing(hub_cache())
     free = shutil.disk_usage(cache).free
     detail = f"{gb(free)} free at {cache}"
     if free < 1 * GB:
@@ -164,22 +174,17 @@ def disk_check() -> Check:
 
 
 def model_check(settings: Settings) -> Check:
-    """The model cache, and whether the configured model loads without a download."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
+    """The configured model (loads without a download?) and the model cache's contents."""
     from mondrian.model_source import cached_snapshot, is_complete_checkpoint, looks_like_path
 
-    try:
-        models = [r for r in scan_cache_dir().repos if r.repo_type == "model"]
-    except CacheNotFound:
-        models = []
-    cache = f"cache: {len(models)} models, {gb(sum(r.size_on_disk for r in models))}"
+    cache = cache_summary()
     folder = Path(settings.model).expanduser()
     if folder.is_dir() or looks_like_path(settings.model):
         if is_complete_checkpoint(folder):
             return Check("model", OK, f"{settings.model} (a folder); {cache}")
         return Check("model", FAIL, f"{settings.model}: no checkpoint there; {cache}")
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return Check("model", WARN, f"{settings.model} needs huggingface_hub: {INSTALL_MODEL}")
     if cached_snapshot(settings.model) is not None:
         return Check("model", OK, f"{settings.model} is cached; {cache}")
     return Check(
@@ -187,6 +192,20 @@ def model_check(settings: Settings) -> Check:
         WARN,
         f"{settings.model} is not cached: `mondrian models pull {settings.model}`; {cache}",
     )
+
+
+def cache_summary() -> str:
+    """`cache: N models, SIZE` for the Hugging Face cache's model repos."""
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return "cache: not readable without huggingface_hub"
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        models = [r for r in scan_cache_dir().repos if r.repo_type == "model"]
+    except CacheNotFound:
+        models = []
+    return f"cache: {len(models)} models, {gb(sum(r.size_on_disk for r in models))}"
 
 
 def home_check(settings: Settings) -> Check:

@@ -4,6 +4,7 @@ make a tiny offline one (`make-tiny`)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- pull ---------------------------------------------------------------------------------
 
 
+def _require_hub() -> None:
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise Unavailable("huggingface_hub is not installed: pip install -e '.[model]'")
+
+
 def pull_command(args: argparse.Namespace) -> int:
+    _require_hub()
     from huggingface_hub import constants
 
     from mondrian.model_source import check_reachable, is_complete_checkpoint, looks_like_path
@@ -163,6 +170,7 @@ def _download(repo_id: str, revision: str | None) -> str:
 
 
 def list_command(args: argparse.Namespace) -> int:
+    _require_hub()
     rows = cached_models() + demo_tiny_models()
     if args.json:
         print_json(rows)
