@@ -192,3 +192,33 @@ def test_analyze_with_an_unreachable_hub_is_one_line_and_exit_2(tmp_path, offlin
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"mondrian: error: {HUB_LINE} (") and lines[0].endswith(ADVICE)
+
+
+@pytest.mark.model
+def test_training_resolves_its_base_model_first(tmp_path, monkeypatch, online):
+    import torch
+    from huggingface_hub import constants
+
+    from mondrian.training.config import TrainConfig
+    from mondrian.training.setup import load_base
+
+    monkeypatch.setattr(constants, "ENDPOINT", closed_port_url())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(Unavailable, match=r"^no model folder at /nonexistent/model$"):
+        load_base(TrainConfig(model="/nonexistent/model"), torch.device("cpu"))
+    with pytest.raises(Unavailable, match=HUB_LINE):
+        load_base(TrainConfig(model="no/such"), torch.device("cpu"))
+
+
+@pytest.mark.model
+def test_the_mlx_backend_resolves_before_loading(tmp_path, monkeypatch):
+    pytest.importorskip("mlx_vlm")
+    from huggingface_hub import constants
+
+    from mondrian.backends.mlx.backend import MLXBackend
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # HF_HUB_OFFLINE=1: conftest
+    with pytest.raises(Unavailable, match=r"^no model folder at /nonexistent/model$"):
+        MLXBackend("/nonexistent/model")
+    with pytest.raises(Unavailable, match=r"\(HF_HUB_OFFLINE is set\)"):
+        MLXBackend("no/such", cache_dir=tmp_path / "mlx")
