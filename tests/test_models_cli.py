@@ -25,9 +25,8 @@ REPO = "tiny/qwen-vl"
 
 def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A clean environment for the CLI: its own HF cache and state, online unless said."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    }
+    dropped = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_TOKEN")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env |= {
         "HF_HOME": str(tmp_path / "hf"),
         "MONDRIAN_HOME": str(tmp_path / "home"),

@@ -29,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
         help="model checkpoints: pull from the hub, list local ones, make a tiny one",
-        description="Model checkpoints: pull one from the Hugging Face hub, list what is "
-        "local, or make a tiny offline one.",
+        description="Pull a model from the Hugging Face hub, list local ones, make a tiny one.",
         epilog=cost_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
