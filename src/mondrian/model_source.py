@@ -17,6 +17,7 @@ functions: `import mondrian` stays light.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import urllib.error
@@ -91,8 +92,6 @@ def is_complete_checkpoint(folder: Path) -> bool:
 
     An interrupted download leaves a snapshot folder with some files: loading it would
     fail half way, so it does not count as cached."""
-    import json
-
     if not (folder / "config.json").is_file():
         return False
     index = folder / "model.safetensors.index.json"
