@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "staging": 1,
     "adapter_format": 1,
     "hf_progress": 1,
+    "model_source": 1,
     "storage": 2,
     "prompts": 2,
     "images": 2,

@@ -16,6 +16,7 @@ from mondrian.cli import (
     advisors_cmd,
     analyze_cmd,
     demo_cmd,
+    doctor_cmd,
     evaluation_cmd,
     models_cmd,
     portfolio_cmd,
@@ -23,6 +24,7 @@ from mondrian.cli import (
     serve_cmd,
     training_cmd,
 )
+from mondrian.cli.model_facts import cost_table
 from mondrian.errors import MondrianError
 
 # In the order `mondrian --help` lists them: the demo, then the life of a critique, then
@@ -41,6 +43,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     evaluation_cmd.register_evaluate,
     evaluation_cmd.register_ab_report,
     models_cmd.register,
+    doctor_cmd.register,
 )
 
 
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mondrian",
         description="Critique photographs in the voice of master photographers.",
-        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian).",
+        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian).\n\n" + cost_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the table keeps its lines
     )
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")

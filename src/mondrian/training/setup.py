@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mondrian.errors import InvalidInput, Unavailable
 from mondrian.hf_progress import quiet_hf_progress
+from mondrian.model_source import resolve_model
 from mondrian.training.collate import Collator, ExampleEncoder
 from mondrian.training.config import LM_TARGET_REGEX, TrainConfig
 
@@ -34,10 +35,11 @@ def load_base(cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     dtype = train_dtype(cfg.dtype, device)
+    source = resolve_model(cfg.model)  # a folder, a cached snapshot or a reachable id
     try:
-        processor = AutoProcessor.from_pretrained(cfg.model)
+        processor = AutoProcessor.from_pretrained(source)
         with quiet_hf_progress():
-            model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype)
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise Unavailable(f"cannot load model {cfg.model!r}: {exc}") from None
     if getattr(processor, "image_processor", None) is None:

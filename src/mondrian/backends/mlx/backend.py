@@ -41,6 +41,7 @@ from mondrian.backends.protocol import (
 )
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels
+from mondrian.model_source import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class MLXBackend:
         if dtype != "auto" and dtype not in _DTYPES:
             raise InvalidInput(f"unknown dtype {dtype!r}; use {', '.join(_DTYPES)} or auto")
         self.max_pixels = max_pixels
-        self.source = mlx_checkpoint.resolve_source(model_id)
+        self.source = mlx_checkpoint.resolve_source(resolve_model(model_id))
         self.checkpoint = mlx_checkpoint.prepare_checkpoint(
             self.source, cache_dir or default_cache_dir()
         )

@@ -27,6 +27,7 @@ from mondrian.backends.protocol import (
 )
 from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
+from mondrian.model_source import resolve_model
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.engine.fast_path import FastPath
@@ -76,9 +77,10 @@ class TransformersBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.max_pixels = max_pixels
         hf_logging.disable_progress_bar()  # our own progress display is the one to see
+        source = resolve_model(model_id)  # a folder, a cached snapshot or a reachable id
         try:
-            self.processor = AutoProcessor.from_pretrained(model_id)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=self.dtype)
+            self.processor = AutoProcessor.from_pretrained(source)
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise Unavailable(f"cannot load model {model_id!r}: {exc}") from None
         if getattr(self.processor, "image_processor", None) is None:
