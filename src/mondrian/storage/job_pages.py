@@ -13,7 +13,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from mondrian.errors import InvalidInput
+from mondrian.errors import InvalidInput, NotFound
 from mondrian.storage.jobs import STATUSES, Job, job_from_row
 
 MAX_LIMIT = 500
@@ -80,3 +80,23 @@ def page_jobs(
         jobs=[job_from_row(row) for row in rows],
         next_cursor=None if last is None else encode_cursor(last["created_at"], last["_rowid"]),
     )
+
+
+def resolve_job(conn: sqlite3.Connection, ref: str) -> Job:
+    """The job a full id or a unique prefix of at least 6 hex digits names (report file
+    names carry the first 12); NotFound or InvalidInput (ambiguous) otherwise."""
+    ref = ref.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{6,32}", ref):
+        raise InvalidInput(
+            f"a job is named by its id or the first 6 or more of its hex digits, got {ref!r}",
+            code="bad_job_id",
+        )
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE substr(id, 1, ?) = ? LIMIT 2", (len(ref), ref)
+    ).fetchall()
+    if not rows:
+        raise NotFound(f"no job {ref!r} (see `mondrian history`)")
+    if len(rows) > 1:
+        message = f"{ref!r} names more than one job; give more of its id"
+        raise InvalidInput(message, code="ambiguous")
+    return job_from_row(rows[0])
