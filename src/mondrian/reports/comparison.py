@@ -69,14 +69,16 @@ def write_comparison(
     files.write_job_reports) and link it from their index entries."""
     out_dir = Path(out_dir)
     html = render_comparison(photo_name, critiques, generated_at=generated_at)
-    first = critiques[0][0].job_id or ""
-    path = out_dir / f"{job_stem(out_dir, photo_name, first)}-comparison.html"
+    jobs = [result.job_id for result, _ in critiques]
+    entries = {e.job_id: e for e in read_manifest(out_dir) if e.job_id in jobs}
+    first = entries.get(jobs[0])
+    # Named after the first critique's own pages, beside them.
+    if first is not None:
+        stem = first.summary.removesuffix("-summary.html")
+    else:
+        stem = job_stem(out_dir, photo_name, jobs[0] or "")
+    path = out_dir / f"{stem}-comparison.html"
     write_atomic(path, html)
-    jobs = {result.job_id for result, _ in critiques}
-    linked = [
-        dataclasses.replace(entry, comparison=path.name)
-        for entry in read_manifest(out_dir)
-        if entry.job_id in jobs
-    ]
+    linked = [dataclasses.replace(e, comparison=path.name) for e in entries.values()]
     add_to_index(out_dir, linked)
     return path
