@@ -61,9 +61,13 @@ def bayer_dng(
     aperture: tuple[int, int] = (56, 10),
     focal: tuple[int, int] = (35, 1),
     taken: str = "2024:05:01 10:30:00",
+    preview: tuple[int, int, bytes] | None = None,
 ) -> bytes:
     """A 16-bit RGGB mosaic of one colour (`rgb`, 0..1 of the white level) with a gradient,
-    so the demosaiced photo is that colour and not flat."""
+    so the demosaiced photo is that colour and not flat.
+
+    `preview` (width, height, JPEG bytes) is embedded as cameras embed theirs: IFD0 becomes
+    the preview (NewSubFileType 1, JPEG-compressed) and the mosaic moves to a SubIFD."""
     white = 4095
     ramp = np.linspace(0.6, 1.0, width)[None, :] * np.ones((height, 1))
     plane = np.empty((height, width), dtype=np.uint16)
@@ -81,37 +85,70 @@ def bayer_dng(
         0x920A: (_RATIONAL, [focal]),
         0xA434: (_ASCII, "Test Lens 35mm"),
     }
-    # Layout as cameras write it: header, IFD0 and its values, the EXIF IFD, then pixels.
-    tags: dict[int, tuple[int, object]] = {
+    camera: dict[int, tuple[int, object]] = {
+        271: (_ASCII, make),
+        272: (_ASCII, model),
+        274: (_SHORT, [orientation]),
+        306: (_ASCII, taken),
+        0x8769: (_LONG, [0]),  # the EXIF IFD's offset, filled in below
+        50706: (_BYTE, [1, 4, 0, 0]),
+        50708: (_ASCII, f"{make} {model}"),
+        50721: (_SRATIONAL, [(n, 10000) for n in (10000, 0, 0, 0, 10000, 0, 0, 0, 10000)]),
+        50728: (_RATIONAL, [(1, 1), (1, 1), (1, 1)]),
+        50778: (_SHORT, [21]),  # CalibrationIlluminant1: D65
+    }
+    mosaic: dict[int, tuple[int, object]] = {
         254: (_LONG, [0]),
         256: (_LONG, [width]),
         257: (_LONG, [height]),
         258: (_SHORT, [16]),
         259: (_SHORT, [1]),
         262: (_SHORT, [32803]),
-        271: (_ASCII, make),
-        272: (_ASCII, model),
         273: (_LONG, [0]),  # the pixels' offset, filled in below
-        274: (_SHORT, [orientation]),
         277: (_SHORT, [1]),
         278: (_LONG, [height]),
         279: (_LONG, [len(pixels)]),
         284: (_SHORT, [1]),
-        306: (_ASCII, taken),
-        0x8769: (_LONG, [0]),  # the EXIF IFD's offset, filled in below
         33421: (_SHORT, [2, 2]),
         33422: (_BYTE, [0, 1, 1, 2]),
-        50706: (_BYTE, [1, 4, 0, 0]),
-        50708: (_ASCII, f"{make} {model}"),
         50717: (_LONG, [white]),
-        50721: (_SRATIONAL, [(n, 10000) for n in (10000, 0, 0, 0, 10000, 0, 0, 0, 10000)]),
-        50728: (_RATIONAL, [(1, 1), (1, 1), (1, 1)]),
-        50778: (_SHORT, [21]),  # CalibrationIlluminant1: D65
     }
-    ifd0, extra0 = _ifd(tags, 8)
-    exif_at = 8 + len(ifd0) + len(extra0)
-    exif_ifd, exif_extra = _ifd(exif_tags, exif_at)
-    tags[0x8769] = (_LONG, [exif_at])
-    tags[273] = (_LONG, [exif_at + len(exif_ifd) + len(exif_extra)])
-    ifd0, extra0 = _ifd(tags, 8)  # the same length: only two inline values changed
-    return b"II*\x00" + struct.pack("<I", 8) + ifd0 + extra0 + exif_ifd + exif_extra + pixels
+    if preview is None:
+        ifds = [{**mosaic, **camera}]
+    else:
+        p_width, p_height, jpeg = preview
+        first = {
+            254: (_LONG, [1]),
+            256: (_LONG, [p_width]),
+            257: (_LONG, [p_height]),
+            258: (_SHORT, [8, 8, 8]),
+            259: (_SHORT, [7]),
+            262: (_SHORT, [6]),
+            273: (_LONG, [0]),  # the JPEG's offset, filled in below
+            277: (_SHORT, [3]),
+            278: (_LONG, [p_height]),
+            279: (_LONG, [len(jpeg)]),
+            284: (_SHORT, [1]),
+            330: (_LONG, [0]),  # the mosaic's IFD, filled in below
+            **camera,
+        }
+        ifds = [first, mosaic]
+    # Layout as cameras write it: header, the IFDs and their values, the EXIF IFD, then data.
+    # Offsets are inline LONGs, so filling them in changes no length: two passes suffice.
+    for _ in range(2):
+        at, blocks, starts = 8, [], []
+        for tags in ifds:
+            starts.append(at)
+            entries, extra = _ifd(tags, at)
+            blocks.append(entries + extra)
+            at += len(entries) + len(extra)
+        exif_at = at
+        exif_entries, exif_extra = _ifd(exif_tags, exif_at)
+        data_at = exif_at + len(exif_entries) + len(exif_extra)
+        ifds[0][0x8769] = (_LONG, [exif_at])
+        ifds[-1][273] = (_LONG, [data_at])
+        if preview is not None:
+            ifds[0][273] = (_LONG, [data_at + len(pixels)])
+            ifds[0][330] = (_LONG, [starts[1]])
+    head = b"II*\x00" + struct.pack("<I", 8) + b"".join(blocks) + exif_entries + exif_extra
+    return head + pixels + (b"" if preview is None else preview[2])

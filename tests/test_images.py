@@ -378,3 +378,36 @@ def test_cr2_is_known_by_its_tiff_marker():
 
 def test_photographers_suffixes_are_image_files():
     assert {".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf"} <= IMAGE_SUFFIXES
+
+
+def _preview(size=(120, 90)) -> tuple[int, int, bytes]:
+    """A green JPEG with a red top-left corner, to see which way it was turned."""
+    image = Image.new("RGB", size, (30, 200, 40))
+    image.paste((220, 20, 20), (0, 0, size[0] // 4, size[1] // 4))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95)
+    return (*size, buf.getvalue())
+
+
+def test_a_raws_large_embedded_preview_is_used_and_turned_upright():
+    photo = read_image(bayer_dng(128, 96, orientation=6, preview=_preview()))
+    # The preview (120x90, green), not the red mosaic, turned as EXIF orientation 6 says:
+    # 90 degrees clockwise, so its top-left corner is now the top-right one.
+    assert (photo.width, photo.height) == (90, 120)
+    assert photo.image.getpixel((45, 60))[1] > 150
+    assert photo.image.getpixel((85, 5))[0] > 150 and photo.image.getpixel((5, 5))[0] < 100
+    assert photo.exif.camera == "Mondrian Test DNG"  # the RAW's own EXIF, not the preview's
+
+
+def test_a_raws_small_preview_gives_way_to_a_half_size_decode():
+    photo = read_image(bayer_dng(128, 96, preview=_preview((40, 30))))
+    assert (photo.width, photo.height) == (64, 48)
+    r, g, b = photo.image.getpixel((32, 24))
+    assert r > g and r > b  # the mosaic, not the green preview
+    # With a small working copy wanted, the same small preview is enough.
+    assert (
+        read_image(bayer_dng(128, 96, preview=_preview((40, 30))), work_pixels=1000).image.getpixel(
+            (5, 20)
+        )[1]
+        > 150
+    )
