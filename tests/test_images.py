@@ -411,3 +411,11 @@ def test_a_raws_small_preview_gives_way_to_a_half_size_decode():
         )[1]
         > 150
     )
+
+
+def test_a_preview_over_the_decode_limit_is_not_decoded():
+    data = bayer_dng(128, 96, preview=_preview((120, 90)))  # 10,800 pixels; half size 3,072
+    photo = read_image(data, max_decode_pixels=5000)
+    assert (photo.width, photo.height) == (64, 48)  # the half-size mosaic instead
+    with pytest.raises(PayloadTooLarge):
+        read_image(data, max_decode_pixels=3000)  # and neither fits

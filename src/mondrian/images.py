@@ -34,10 +34,14 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mondrian.errors import InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:
+    import rawpy
 
 MIME_BY_FORMAT = {
     "JPEG": "image/jpeg",
@@ -485,27 +489,35 @@ def _broken_raw(kind: str, exc: Exception) -> InvalidInput:
     )
 
 
-def _develop(raw, data, kind, max_pixels, max_decode_pixels, work_pixels, min_side):
+def _develop(
+    raw: rawpy.RawPy,
+    data: bytes,
+    kind: str,
+    max_pixels: int,
+    max_decode_pixels: int | None,
+    work_pixels: int | None,
+    min_side: int,
+) -> tuple[Image.Image, Image.Exif]:
+    """The checks, then the preview or the half-size decode (module docstring)."""
     sizes = raw.sizes
     # The sensor's whole area is what an unpack allocates (16 bits a photosite).
     if sizes.raw_width * sizes.raw_height > max_pixels:
         _check_size(sizes.raw_width, sizes.raw_height, max_pixels, 1)
-    width, height = (
-        (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
-    )
+    turned = sizes.flip in (5, 6)
+    width, height = (sizes.height, sizes.width) if turned else (sizes.width, sizes.height)
     _check_size(width, height, max_pixels, min_side)
-    exif = tiff_ifd0(data) if kind != "CR3" and kind != "RAF" else Image.Exif()
+    # TIFF-based RAWs carry their EXIF in IFD0; CR3 and RAF only in their preview's JPEG.
+    exif = tiff_ifd0(data) if kind not in ("CR3", "RAF") else Image.Exif()
     # The preview is enough when it holds what the working copy (or a half-size decode,
     # whichever is smaller) would.
-    wanted = (width // 2) * (height // 2)
-    if work_pixels is not None:
-        wanted = min(wanted, work_pixels)
-    preview = _preview(raw, sizes.flip, wanted, max_pixels)
+    half = (width // 2) * (height // 2)
+    wanted = half if work_pixels is None else min(half, work_pixels)
+    preview, preview_exif = _preview(raw, sizes.flip, wanted, work_pixels, max_decode_pixels)
+    if _MAKE not in exif:
+        exif = preview_exif
     if preview is not None:
-        image, preview_exif = preview
-        exif = exif if _MAKE in exif else preview_exif
+        image = preview
     else:
-        half = (width // 2) * (height // 2)
         if max_decode_pixels is not None and half > max_decode_pixels:
             raise PayloadTooLarge(
                 f"the image has {width}x{height} = {width * height} pixels; a {kind} is "
@@ -521,21 +533,33 @@ def _develop(raw, data, kind, max_pixels, max_decode_pixels, work_pixels, min_si
     return image, exif
 
 
-def _preview(raw, flip: int, wanted: int, max_pixels: int) -> tuple[Image.Image, Image.Exif] | None:
-    """The embedded JPEG preview, upright, if there is one of at least `wanted` pixels."""
+def _preview(
+    raw: rawpy.RawPy, flip: int, wanted: int, work_pixels: int | None, max_decode_pixels: int | None
+) -> tuple[Image.Image | None, Image.Exif]:
+    """The embedded JPEG preview, upright, if it has at least `wanted` pixels and decodes
+    within `max_decode_pixels` (after a draft to `work_pixels`); and its EXIF either way."""
     import rawpy
 
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
-        return None
+        return None, Image.Exif()
     if thumb.format != rawpy.ThumbFormat.JPEG:
-        return None
-    img = Image.open(io.BytesIO(thumb.data), formats=("JPEG",))
-    if img.width * img.height < wanted or img.width * img.height > max_pixels:
-        return None
-    img.load()
+        return None, Image.Exif()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(thumb.data), formats=("JPEG",))
+        except (Image.DecompressionBombError, UnidentifiedImageError):
+            return None, Image.Exif()  # the mosaic is still there, and bounded
     exif = img.getexif()
+    if img.width * img.height < wanted:
+        return None, exif
+    if work_pixels is not None:
+        img.draft("RGB", _scaled(img.width, img.height, work_pixels))
+    if max_decode_pixels is not None and img.width * img.height > max_decode_pixels:
+        return None, exif
+    img.load()
     if exif.get(_ORIENTATION, 1) != 1:
         img = ImageOps.exif_transpose(img)
     elif flip in _FLIPS:
