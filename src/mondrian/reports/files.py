@@ -139,7 +139,12 @@ def add_to_index(out_dir: Path, entries: list[IndexEntry]) -> Path:
 
 def write_index(out_dir: Path, entries: list[IndexEntry]) -> Path:
     rows = [
-        {**asdict(e), "score": f"{e.score:.2f}", "grade_band": (e.grade[:1] or "f").lower()}
+        {
+            **asdict(e),
+            "written_at": e.written_at[:16].replace("T", " "),  # minutes are enough here
+            "score": f"{e.score:.2f}",
+            "grade_band": (e.grade[:1] or "f").lower(),
+        }
         for e in reversed(entries)  # newest first
     ]
     html = render_page("index.html", {"rows": rows}, report_footer())

@@ -78,6 +78,8 @@ def render_pdf(
                 _para(pdf, 5, latin1(f"- {item}"))
     _heading(pdf, "The eight dimensions")
     for key, dim in critique.dimensions.items():
+        if pdf.get_y() > pdf.h - _MARGIN - 22:  # keep a dimension's head with its words
+            pdf.add_page()
         pdf.set_font("Helvetica", "B", 10)
         _para(pdf, 5, latin1(f"{DIMENSION_LABELS[key]}: {dim.score}/10"))
         pdf.set_font("Helvetica", "", 10)
