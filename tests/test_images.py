@@ -1,4 +1,5 @@
-"""Reading photos: every bad input is an InvalidInput with a code, never anything else."""
+"""Reading photos: every bad input is an InvalidInput with a code, never anything else;
+HEIC and RAW (a DNG written by tests/raw_samples.py) read with their EXIF."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import pytest
 from PIL import Image
 
 from mondrian.errors import InvalidInput, PayloadTooLarge
-from mondrian.images import ALLOWED_FORMATS, MAX_ASPECT, MIN_SIDE, fit_pixels, read_image
+from mondrian.images import (
+    ALLOWED_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_ASPECT,
+    MIN_SIDE,
+    PhotoExif,
+    fit_pixels,
+    kept_exif,
+    read_image,
+)
+from raw_samples import bayer_dng
 
 
 def _jpeg(size=(64, 48), color=(200, 40, 40), **save) -> bytes:
@@ -191,3 +202,220 @@ def test_the_working_copy_is_upright():
     assert photo.data != data  # turned, so re-encoded without the tag
     again = read_image(photo.data)
     assert (again.width, again.height) == (40, 80)
+
+
+# --- photographers' files: HEIC, RAW, EXIF ---------------------------------------------------
+
+
+def _camera_exif(orientation: int = 1) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "Canon EOS R5"
+    sub = exif.get_ifd(0x8769)
+    sub[0x8827] = 400
+    sub[0x829A] = 0.004  # 1/250 s
+    sub[0x829D] = 8.0
+    sub[0x920A] = 50.0
+    sub[0xA434] = "RF50mm F1.8 STM\x00\x07"  # control characters never reach a report
+    sub[0x9003] = "2024:05:01 10:30:00"
+    exif.get_ifd(0x8825)[1] = "N"  # GPS: not Mondrian's to keep
+    return exif
+
+
+CAMERA = PhotoExif(
+    camera="Canon EOS R5",
+    lens="RF50mm F1.8 STM",
+    exposure="1/250 s",
+    aperture="f/8",
+    iso=400,
+    focal_length="50 mm",
+    taken_at="2024:05:01 10:30:00",
+)
+
+
+def _heic(size=(80, 40), exif: Image.Exif | None = None) -> bytes:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    buf = io.BytesIO()
+    extra = {} if exif is None else {"exif": exif.tobytes()}
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="HEIF", quality=90, **extra)
+    return buf.getvalue()
+
+
+def test_exif_facts_are_read_and_kept_in_the_working_copy():
+    photo = read_image(_jpeg((80, 40), exif=_camera_exif(orientation=6)), work_pixels=10**6)
+    assert photo.exif == CAMERA
+    assert (photo.width, photo.height) == (40, 80)
+    again = read_image(photo.data)  # the working copy carries the same facts, upright
+    assert again.exif == CAMERA and (again.width, again.height) == (40, 80)
+    kept = Image.open(io.BytesIO(photo.data)).getexif()
+    assert 0x0112 not in kept and 0x8825 not in kept  # no orientation left, no GPS
+
+
+def test_kept_exif_is_only_the_facts():
+    kept = Image.Exif()
+    kept.load(kept_exif(_camera_exif()).tobytes())  # as a working copy's reader sees it
+    assert sorted(kept) == [0x010F, 0x0110, 0x8769]
+    assert sorted(kept.get_ifd(0x8769)) == sorted([0x8827, 0x829A, 0x829D, 0x920A, 0xA434, 0x9003])
+
+
+def test_a_heic_is_read_upright_with_its_exif_and_becomes_a_jpeg():
+    photo = read_image(_heic(exif=_camera_exif(orientation=6)))
+    assert photo.mime == "image/jpeg" and photo.data[:2] == b"\xff\xd8"
+    assert (photo.width, photo.height) == (40, 80)
+    r, g, b = photo.image.getpixel((20, 40))
+    assert r > 150 and g < 80 and b < 80
+    assert photo.exif.camera == "Canon EOS R5" and photo.exif.iso == 400
+    assert read_image(photo.data).exif == photo.exif
+
+
+def test_a_heic_is_bounded_like_any_photo():
+    data = _heic((600, 500))
+    with pytest.raises(PayloadTooLarge) as info:
+        read_image(data, max_pixels=1000)
+    assert info.value.code == "too_many_pixels"
+    with pytest.raises(PayloadTooLarge) as info:  # decoded in full: the decode limit applies
+        read_image(data, work_pixels=10_000, max_decode_pixels=200_000)
+    assert "HEIF is decoded in full" in info.value.message
+    small = read_image(data, work_pixels=10_000)
+    assert small.width * small.height <= 10_000
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.1])
+def test_a_broken_heic_is_a_coded_error(cut):
+    data = _heic((200, 100))
+    with pytest.raises(InvalidInput) as info:
+        read_image(data[: int(len(data) * cut)])
+    assert info.value.code == "truncated_image" and "HEIC" in info.value.message
+
+
+def test_a_dng_is_developed_at_half_size_with_its_exif():
+    photo = read_image(bayer_dng(128, 96, orientation=6, rgb=(0.8, 0.4, 0.2)))
+    # LibRaw's half-size decode of the 128x96 mosaic, turned by the DNG's orientation.
+    assert (photo.width, photo.height) == (48, 64) and photo.mime == "image/jpeg"
+    r, g, b = photo.image.getpixel((24, 32))
+    assert r > g and r > b  # the mosaic's red dominates
+    assert photo.exif == PhotoExif(
+        camera="Mondrian Test DNG",
+        lens="Test Lens 35mm",
+        exposure="1/125 s",
+        aperture="f/5.6",
+        iso=200,
+        focal_length="35 mm",
+        taken_at="2024:05:01 10:30:00",
+    )
+    assert read_image(photo.data).exif == photo.exif
+    reduced = read_image(bayer_dng(256, 192), work_pixels=2000)
+    assert reduced.width * reduced.height <= 2000
+
+
+def test_a_dng_is_bounded_before_libraw_unpacks_it(monkeypatch):
+    import rawpy
+
+    data = bayer_dng(256, 192)
+    unpacked = []
+
+    class Watched:  # rawpy's type cannot be patched: a stand-in that records the unpack
+        def __init__(self, raw):
+            self.raw = raw
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.raw.close()
+
+        def __getattr__(self, name):
+            if name == "postprocess":
+                unpacked.append(name)
+            return getattr(self.raw, name)
+
+    real_imread = rawpy.imread
+    monkeypatch.setattr(rawpy, "imread", lambda fp: Watched(real_imread(fp)))
+    assert read_image(data) and unpacked == ["postprocess"]  # the stand-in sees it
+    unpacked.clear()
+    with pytest.raises(PayloadTooLarge) as info:
+        read_image(data, max_pixels=40_000)
+    assert info.value.code == "too_many_pixels" and "256x192" in info.value.message
+    with pytest.raises(PayloadTooLarge) as info:
+        read_image(data, max_decode_pixels=10_000)  # half size is 128x96 = 12,288
+    assert "DNG is decoded at half size" in info.value.message
+    with pytest.raises(InvalidInput) as info:
+        read_image(bayer_dng(24, 200), min_side=MIN_SIDE)
+    assert info.value.code == "image_too_small"
+    assert unpacked == []
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.2])
+def test_a_truncated_dng_is_a_coded_error(keep):
+    data = bayer_dng(256, 192)
+    with pytest.raises(InvalidInput) as info:
+        read_image(data[: int(len(data) * keep)])
+    assert info.value.code == "truncated_image" and "DNG" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"FUJIFILMCCD-RAW 0201FF383501", "RAF"),
+        (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01", "CR3"),
+    ],
+)
+def test_other_raw_containers_are_sent_to_libraw_and_refused_when_broken(head, kind):
+    with pytest.raises(InvalidInput) as info:
+        read_image(head + b"\x00" * 64)
+    assert info.value.code == "truncated_image" and kind in info.value.message
+
+
+def test_cr2_is_known_by_its_tiff_marker():
+    cr2 = b"II*\x00\x10\x00\x00\x00CR\x02\x00" + b"\x00" * 64
+    with pytest.raises(InvalidInput) as info:
+        read_image(cr2)
+    assert info.value.code == "truncated_image" and "CR2" in info.value.message
+
+
+def test_photographers_suffixes_are_image_files():
+    assert {".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf"} <= IMAGE_SUFFIXES
+
+
+def _preview(size=(120, 90)) -> tuple[int, int, bytes]:
+    """A green JPEG with a red top-left corner, to see which way it was turned."""
+    image = Image.new("RGB", size, (30, 200, 40))
+    image.paste((220, 20, 20), (0, 0, size[0] // 4, size[1] // 4))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95)
+    return (*size, buf.getvalue())
+
+
+def test_a_raws_large_embedded_preview_is_used_and_turned_upright():
+    photo = read_image(bayer_dng(128, 96, orientation=6, preview=_preview()))
+    # The preview (120x90, green), not the red mosaic, turned as EXIF orientation 6 says:
+    # 90 degrees clockwise, so its top-left corner is now the top-right one.
+    assert (photo.width, photo.height) == (90, 120)
+    assert photo.image.getpixel((45, 60))[1] > 150
+    assert photo.image.getpixel((85, 5))[0] > 150 and photo.image.getpixel((5, 5))[0] < 100
+    assert photo.exif.camera == "Mondrian Test DNG"  # the RAW's own EXIF, not the preview's
+
+
+def test_a_raws_small_preview_gives_way_to_a_half_size_decode():
+    photo = read_image(bayer_dng(128, 96, preview=_preview((40, 30))))
+    assert (photo.width, photo.height) == (64, 48)
+    r, g, b = photo.image.getpixel((32, 24))
+    assert r > g and r > b  # the mosaic, not the green preview
+    # With a small working copy wanted, the same small preview is enough.
+    assert (
+        read_image(bayer_dng(128, 96, preview=_preview((40, 30))), work_pixels=1000).image.getpixel(
+            (5, 20)
+        )[1]
+        > 150
+    )
+
+
+def test_a_preview_over_the_decode_limit_is_not_decoded():
+    data = bayer_dng(128, 96, preview=_preview((120, 90)))  # 10,800 pixels; half size 3,072
+    photo = read_image(data, max_decode_pixels=5000)
+    assert (photo.width, photo.height) == (64, 48)  # the half-size mosaic instead
+    with pytest.raises(PayloadTooLarge):
+        read_image(data, max_decode_pixels=3000)  # and neither fits

@@ -101,7 +101,9 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
     critique = Critique.model_validate(result["critique"])
     assert critique.overall_grade is not None
     assert all(d.expected_score is not None for _, d in critique.dimensions.items())
-    for name in ("analysis_summary.html", "analysis_detailed.html", "advisor_bio.html"):
+    # Named by the photo and the job (reports/files.py), beside the advisor's page.
+    stem = f"photo-{result['job_id'][:12]}"
+    for name in (f"{stem}-summary.html", f"{stem}-detailed.html", "advisor-ansel.html"):
         assert (out / name).stat().st_size > 1000
     # What the process allocated itself (model, activations, grammar, images): its peak
     # anonymous memory. The total peak adds the pages of shared libraries it mapped
@@ -131,7 +133,7 @@ def test_analyze_human_output(photo, tmp_path, tiny_checkpoint_factory, capsys, 
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "Fan Ho on this photo" in out and "grade" in out and "analysis_summary.html" in out
+    assert "Fan Ho on this photo" in out and "grade" in out and "-summary.html" in out
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,6 +47,15 @@ class Job:
     created_at: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+    photo_name: str | None = None
+    exif: dict[str, Any] = field(default_factory=dict)
+    report_path: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The critique's overall score, once done."""
+        result = self.result or {}
+        return result.get("critique", {}).get("overall_score")
 
     @property
     def adapter_ref(self) -> str | None:
@@ -70,7 +80,7 @@ class Recovery:
     failed: list[str]
 
 
-def _job(row: sqlite3.Row) -> Job:
+def job_from_row(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
         advisor_id=row["advisor_id"],
@@ -89,6 +99,9 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        photo_name=row["photo_name"],
+        exif=json_value(row["exif"]) or {},
+        report_path=row["report_path"],
     )
 
 
@@ -105,9 +118,13 @@ def create_job(
     variant: str = "base",
     adapter_version: int | None = None,
     job_id: str | None = None,
+    *,
+    photo_name: str | None = None,
+    exif: Mapping[str, str | int] | None = None,
 ) -> Job:
     """A new queued job for a stored image. `job_id` lets a caller draw the id first (the
-    A/B variant is a hash of it); by default a random one is drawn."""
+    A/B variant is a hash of it); by default a random one is drawn. `photo_name` (the
+    file's name, no folder) and `exif` (images.PhotoExif.as_dict()) are what history shows."""
     _check_mode(mode_requested, "mode_requested")
     parse_choice(Variant, variant, "variant")
     if adapter_version is not None and (
@@ -122,8 +139,9 @@ def create_job(
     conn.execute(
         """
         INSERT INTO jobs (id, advisor_id, image_hash, mode_requested, model_id, variant,
-                          adapter_version, status, progress, attempts, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?)
+                          adapter_version, status, progress, attempts, created_at,
+                          photo_name, exif)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?, ?)
         """,
         (
             job_id,
@@ -134,8 +152,17 @@ def create_job(
             variant,
             adapter_version,
             utcnow(),
+            None if photo_name is None else Path(photo_name).name[:255],
+            json_text(dict(exif)) if exif else None,
         ),
     )
+    return require_job(conn, job_id)
+
+
+def set_report_path(conn: sqlite3.Connection, job_id: str, path: str) -> Job:
+    """Where a finished job's report was written (the last one written, if several)."""
+    _require_status(require_job(conn, job_id), ("done",), "record a report of")
+    conn.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (str(path), job_id))
     return require_job(conn, job_id)
 
 
@@ -145,7 +172,7 @@ def new_job_id() -> str:
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return None if row is None else _job(row)
+    return None if row is None else job_from_row(row)
 
 
 def require_job(conn: sqlite3.Connection, job_id: str) -> Job:
@@ -316,7 +343,7 @@ def list_jobs(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
     rows = conn.execute(sql, (*params, limit)).fetchall()
-    return [_job(row) for row in rows]
+    return [job_from_row(row) for row in rows]
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:

@@ -153,6 +153,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX reviews_status ON reviews (status, created_at);
         """,
     ),
+    Migration(
+        # What `mondrian history` shows of a job: the photo's file name, the EXIF facts read
+        # from it (images.PhotoExif) and where its report was written; the newest-first
+        # listing (`GET /jobs`) pages on created_at.
+        "0008_job_files",
+        """
+        ALTER TABLE jobs ADD COLUMN photo_name TEXT;
+        ALTER TABLE jobs ADD COLUMN exif TEXT CHECK (exif IS NULL OR json_valid(exif));
+        ALTER TABLE jobs ADD COLUMN report_path TEXT;
+        CREATE INDEX jobs_created ON jobs (created_at);
+        """,
+    ),
 )
 
 

@@ -1,5 +1,5 @@
-"""Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}` and its HTML report (reviews:
-routes/reviews.py).
+"""Asynchronous analyses: `POST /jobs`, `GET /jobs/{id}`, its HTML report, and `GET /jobs`,
+the history a page at a time (reviews: routes/reviews.py).
 
 `POST /jobs` takes its upload the way `POST /analyze` does (routes/analyze.py): the queue's
 capacity checked before the body is read, the photo decoded once and stored with its job."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from statistics import fmean
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -27,6 +28,7 @@ from mondrian.service.routes.analyze import (
     job_headers,
 )
 from mondrian.storage import profiles
+from mondrian.storage.job_pages import MAX_LIMIT, page_jobs
 from mondrian.storage.jobs import Job
 
 router = APIRouter(tags=["jobs"])
@@ -172,3 +174,68 @@ def get_report(
     render = render_detailed if kind == "detailed" else render_summary
     html = render(result, advisor, portfolio_means(state, advisor.id))
     return HTMLResponse(html, headers={"X-Job-ID": job.id})
+
+
+# --- GET /jobs: the history, a page at a time (storage/job_pages.py) ---------------------
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    created_at: str
+    finished_at: str | None
+    photo: str | None = Field(description="The photo's file name, where the client gave one.")
+    advisor_id: str
+    mode_requested: str
+    mode_used: str | None
+    score: float | None = Field(description="The critique's overall score, once done.")
+    grade: str | None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary] = Field(description="Newest first.")
+    next: str | None = Field(description="The next page (a URL with a cursor); null on the last.")
+
+
+def _summary(job: Job) -> JobSummary:
+    critique = (job.result or {}).get("critique", {})
+    return JobSummary(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        photo=job.photo_name,
+        advisor_id=job.advisor_id,
+        mode_requested=job.mode_requested,
+        mode_used=job.mode_used,
+        score=job.score,
+        grade=critique.get("overall_grade"),
+        links=_links(job.id),
+    )
+
+
+@router.get(
+    "/jobs",
+    response_model=JobList,
+    summary="Past jobs, newest first, a page at a time (follow `next`)",
+    responses={422: {"description": "A bad limit, status or cursor"}},
+)
+def list_jobs(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="From the previous page's `next`.")
+    ] = None,
+    advisor: Annotated[str | None, Query(max_length=100, description="Only this advisor.")] = None,
+    status: Annotated[
+        Literal["queued", "running", "done", "failed"] | None, Query(description="Only these.")
+    ] = None,
+) -> JobList:
+    with state.db.read() as conn:
+        page = page_jobs(conn, limit=limit, cursor=cursor, advisor_id=advisor, status=status)
+    link = None
+    if page.next_cursor is not None:
+        query = {"limit": limit, "cursor": page.next_cursor, "advisor": advisor, "status": status}
+        link = "/jobs?" + urlencode({k: v for k, v in query.items() if v is not None})
+    return JobList(jobs=[_summary(job) for job in page.jobs], next=link)
