@@ -120,7 +120,8 @@ def client(settings, db):
     from mondrian.service.app import create_app
 
     app = create_app(settings, EchoBackend())
-    with TestClient(app) as client:
+    # A loopback Host: the service answers only the hosts it serves (service/guards.py).
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         client.state = app.state.mondrian
         yield client
 
