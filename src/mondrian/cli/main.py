@@ -15,6 +15,8 @@ from mondrian.cli import (
     adapters_cmd,
     advisors_cmd,
     analyze_cmd,
+    completion_cmd,
+    config_cmd,
     demo_cmd,
     evaluation_cmd,
     models_cmd,
@@ -23,6 +25,7 @@ from mondrian.cli import (
     serve_cmd,
     training_cmd,
 )
+from mondrian.cli.common import DefaultsFormatter
 from mondrian.errors import MondrianError
 
 # In the order `mondrian --help` lists them: the demo, then the life of a critique, then
@@ -41,6 +44,8 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     evaluation_cmd.register_evaluate,
     evaluation_cmd.register_ab_report,
     models_cmd.register,
+    config_cmd.register,
+    completion_cmd.register,
 )
 
 
@@ -57,7 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)
+    for each in _parsers(parser):
+        each.formatter_class = DefaultsFormatter
     return parser
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and every subcommand's, at any depth (argparse lists them only through its
+    subparsers action)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += _parsers(child)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
