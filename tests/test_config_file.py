@@ -87,11 +87,14 @@ def test_a_bad_file_is_a_one_line_cli_error_with_status_2(mondrian_home, capsys)
 
 
 def test_config_show_says_where_each_value_came_from(mondrian_home, monkeypatch, capsys):
-    path = _write_config(mondrian_home, 'model = "file/m"\nadmin_token = "s3cret"\n')
+    path = _write_config(
+        mondrian_home,
+        'model = "file/m"\nadmin_token = "s3cret"\n\n[review_tokens]\nalice = "t0ken"\n',
+    )
     monkeypatch.setenv("MONDRIAN_MAX_PIXELS", "2048")
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
-    assert "s3cret" not in out
+    assert "s3cret" not in out and "t0ken" not in out
     assert main(["config", "show", "--json"]) == 0
     import json
 
@@ -104,6 +107,7 @@ def test_config_show_says_where_each_value_came_from(mondrian_home, monkeypatch,
     assert rows["home"]["source"] == "env MONDRIAN_HOME"
     assert rows["dtype"] == {"value": "auto", "source": "default"}
     assert rows["admin_token"]["value"] == "**********"
+    assert rows["review_tokens"] == {"value": {"alice": "**********"}, "source": f"file {path}"}
 
 
 def test_the_template_lists_every_setting_at_its_default():

@@ -45,8 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _shown(value: object) -> object:
-    # SecretStr prints as asterisks; a Path or a mode as text, so the JSON stays plain.
-    if isinstance(value, list | dict | int | float | bool) or value is None:
+    # SecretStr prints as asterisks (review_tokens' values too); a Path or a mode as text,
+    # so the JSON stays plain.
+    if isinstance(value, dict):
+        return {key: _shown(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    if isinstance(value, int | float | bool) or value is None:
         return value
     return str(value)
 
