@@ -10,7 +10,7 @@ from mondrian.cli.common import open_db, print_json, read_db, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("advisors", help="list, show and add advisors")
+    parser = subparsers.add_parser("advisors", help="list, show, write (new) and add advisors")
     commands = parser.add_subparsers(dest="advisors_command", metavar="ACTION", required=True)
 
     listing = commands.add_parser("list", help="list the advisors")

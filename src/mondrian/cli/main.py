@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mondrian",
         description="Critique photographs in the voice of master photographers.",
-        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian).",
+        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian); settings come from "
+        "flags, MONDRIAN_* variables and $MONDRIAN_HOME/config.toml (mondrian config show).",
     )
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
