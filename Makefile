@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-reliability test-gpu lint docs format demo clean
+.PHONY: help venv test test-slow test-reliability test-gpu lint docs format demo demo-mlx clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -62,6 +62,15 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 demo: $(RUN_STAMP)  ## run the main job offline end to end
 	HF_HUB_OFFLINE=1 $(VENV)/bin/mondrian demo
+
+# Apple Silicon: the same demo on the MLX backend (training too), with the mlx extra.
+MLX_STAMP := $(VENV)/.installed-mlx
+$(MLX_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[model,service,mlx]'
+	touch $(MLX_STAMP) $(RUN_STAMP)
+
+demo-mlx: $(MLX_STAMP)  ## the demo on the MLX backend (Apple Silicon; installs the mlx extra)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/mondrian demo --backend mlx
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info

@@ -29,7 +29,14 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
 def mondrian_home(tmp_path, monkeypatch):
     home = tmp_path / "mondrian-home"
     monkeypatch.setenv("MONDRIAN_HOME", str(home))
-    for name in ("MONDRIAN_MODEL", "MONDRIAN_BACKEND", "MONDRIAN_ANALYSIS_MODE", "ANALYSIS_MODE"):
+    # MONDRIAN_CONFIG too: a developer's own config file must not reach the tests.
+    for name in (
+        "MONDRIAN_MODEL",
+        "MONDRIAN_BACKEND",
+        "MONDRIAN_ANALYSIS_MODE",
+        "ANALYSIS_MODE",
+        "MONDRIAN_CONFIG",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -1,7 +1,7 @@
 """The reference parts of docs/, generated from the code they describe.
 
-A contract doc (docs/critique.md, modes.md, adapter-format.md, cli.md, http.md, storage.md) is prose
-written by hand around sections marked
+A contract doc (docs/critique.md, modes.md, adapter-format.md, cli.md, http.md, storage.md,
+configuration.md, advisors.md) is prose written by hand around sections marked
 
     <!-- generated: NAME -->
     ...
@@ -9,7 +9,8 @@ written by hand around sections marked
 
 whose text this module renders from the code: the critique's fields from `Critique`, the
 adapter metadata from `AdapterMeta`, every command and flag from the CLI's parser, every
-endpoint from the service's OpenAPI document, every table and column from the migrations.
+endpoint from the service's OpenAPI document, every table and column from the migrations,
+every setting from `Settings`, the advisor file's fields and template from `Advisor`.
 tests/test_docs.py fails when a section differs from what the code renders, and
 `make docs` (this file run as a script) rewrites the sections in place.
 """
@@ -174,6 +175,7 @@ def walk_commands(
 
 
 def cli_reference() -> str:
+    from mondrian.cli.common import default_note
     from mondrian.cli.main import build_parser
 
     out = []
@@ -184,7 +186,7 @@ def cli_reference() -> str:
             if isinstance(action, argparse._HelpAction):
                 continue
             name = ", ".join(action.option_strings) or (action.metavar or action.dest)
-            help_text = (action.help or "").replace("%%", "%")
+            help_text = (action.help or "").replace("%%", "%") + default_note(action)
             rows.append((f"`{name}`", help_text))
         if rows:
             out.append(_table(("argument", "meaning"), rows))
@@ -212,6 +214,50 @@ def http_reference() -> str:
             codes = ", ".join(sorted(op.get("responses", {})))
             rows.append((f"`{method.upper()} {path}`", op.get("summary", ""), codes))
     return _table(("endpoint", "what", "statuses"), rows)
+
+
+# --- settings and the config file -------------------------------------------------------
+
+
+def settings_reference() -> str:
+    from mondrian.config import Settings, default_of, env_names, toml_value
+
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = default_of(info)
+        shown = "unset" if default is None else f"`{toml_value(default)}`"
+        env = ", ".join(f"`{n}`" for n in env_names(name, info))
+        rows.append((f"`{name}`", env, shown, info.description or ""))
+    return _table(("setting (config.toml key)", "environment", "default", "meaning"), rows)
+
+
+# --- advisors ----------------------------------------------------------------------------
+
+
+def advisor_fields() -> str:
+    from mondrian.advisors.model import Advisor
+
+    schema = Advisor.model_json_schema()
+    required = set(schema.get("required", []))
+    rows = []
+    for name, node in schema["properties"].items():
+        kind = _type_of(node)
+        if node.get("type") == "object":
+            kind = "table of dimension = number"
+        limits = _bounds(node)
+        if "minItems" in node:
+            limits = ", ".join(filter(None, [f"min items {node['minItems']}", limits]))
+        if "pattern" in node:
+            limits = f"pattern `{node['pattern']}`"
+        needed = "yes" if name in required else f"no (default `{str(node['default']).lower()}`)"
+        rows.append((f"`{name}`", kind, limits, needed, node.get("description", "")))
+    return _table(("field", "type", "bounds", "required", "meaning"), rows)
+
+
+def advisor_template() -> str:
+    from mondrian.advisors.template import advisor_template as template
+
+    return f"```toml\n{template('my_advisor')}```\n"
 
 
 # --- storage -----------------------------------------------------------------------------
@@ -266,6 +312,9 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "cli": cli_reference,
     "http": http_reference,
     "storage": storage_tables,
+    "settings": settings_reference,
+    "advisor-fields": advisor_fields,
+    "advisor-template": advisor_template,
 }
 
 

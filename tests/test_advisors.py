@@ -189,9 +189,59 @@ def test_unknown_field(tmp_path: Path, ansel_data: dict) -> None:
     _assert_invalid(_write(tmp_path, "a.json", ansel_data), "field 'portrait'")
 
 
-def test_several_problems_stay_on_one_line(tmp_path: Path) -> None:
-    message = _assert_invalid(_write(tmp_path, "a.json", {}), "field 'id'", "field 'name'")
-    assert "more" in message
+def test_every_problem_is_reported_on_one_line(tmp_path: Path) -> None:
+    # All nine required fields are missing: each is named, none hidden behind "N more".
+    required = [n for n, f in Advisor.model_fields.items() if f.is_required()]
+    message = _assert_invalid(
+        _write(tmp_path, "a.json", {}), *(f"field '{name}'" for name in required)
+    )
+    assert len(required) == 9 and "more" not in message and "\n" not in message
+
+
+def test_every_invalid_field_of_a_nearly_right_file_is_named(
+    tmp_path: Path, ansel_data: dict
+) -> None:
+    ansel_data.update(name="", years=1902, sources=[], techniques="one", voice_prompt=None)
+    ansel_data["weights"]["lighting"] = -1
+    message = _assert_invalid(_write(tmp_path, "a.json", ansel_data))
+    for name in ("name", "years", "sources", "techniques", "voice_prompt", "weights"):
+        assert f"field '{name}'" in message, name
+    assert "bio" not in message and "philosophy" not in message
+
+
+# --- the template (`mondrian advisors new`) -------------------------------------------
+
+
+def test_the_template_has_every_field_and_its_help(tmp_path: Path) -> None:
+    from mondrian.advisors.template import advisor_template
+
+    text = advisor_template("weegee")
+    for name, field in Advisor.model_fields.items():
+        assert re.search(rf"^\[?{name}\b", text, re.M), name
+        assert f"# {field.description}" in text, name
+
+
+def test_the_template_is_refused_until_its_placeholders_are_filled(tmp_path: Path) -> None:
+    from mondrian.advisors.template import PLACEHOLDER, advisor_template
+
+    path = _write(tmp_path, "weegee.toml", advisor_template("weegee"))
+    asked = [n for n, f in Advisor.model_fields.items() if f.is_required()]
+    asked = [n for n in asked if n not in ("id", "weights")]  # the template fills those
+    message = _assert_invalid(path, "placeholder", *(f"field '{n}'" for n in asked))
+    assert "field 'id'" not in message and "field 'weights'" not in message
+    filled = re.sub(rf'"{PLACEHOLDER}: [^"]*"', '"Arthur Fellig"', path.read_text())
+    path.write_text(filled)
+    advisor = load_advisor_file(path)
+    assert advisor.id == "weegee" and advisor.name == "Arthur Fellig"
+    assert advisor.weights == dict.fromkeys(DIMENSIONS, 1.0) and advisor.allows_flip
+
+
+def test_a_placeholder_left_in_a_list_is_named(tmp_path: Path, ansel_data: dict) -> None:
+    from mondrian.advisors.template import placeholder
+
+    ansel_data["techniques"].append(placeholder("a signature technique"))
+    message = _assert_invalid(_write(tmp_path, "a.json", ansel_data), "field 'techniques'")
+    assert "placeholder" in message
 
 
 def test_invalid_json(tmp_path: Path) -> None:

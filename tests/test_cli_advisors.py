@@ -87,3 +87,47 @@ def test_read_only_commands_create_no_state(mondrian_home, tmp_path, capsys):
     assert not mondrian_home.exists()
     assert main(["advisors", "show", "nobody"]) == 2
     assert not mondrian_home.exists()
+
+
+def test_new_writes_a_template_that_add_accepts_once_filled(tmp_path, capsys, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["advisors", "new", "weegee"]) == 0
+    assert "fill in" in capsys.readouterr().out
+    path = tmp_path / "weegee.toml"
+    # As written, add refuses it and names the placeholders, and nothing is stored.
+    assert main(["advisors", "add", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "placeholder" in err and "field 'voice_prompt'" in err
+    path.write_text(re.sub(r'"FILL IN: [^"]*"', '"Arthur Fellig"', path.read_text()))
+    assert main(["advisors", "add", str(path)]) == 0
+    assert "added advisor weegee (Arthur Fellig)" in capsys.readouterr().out
+    assert main(["advisors", "show", "weegee", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "Arthur Fellig"
+
+
+def test_new_keeps_an_existing_file_and_prints_with_dash(tmp_path, capsys):
+    out = tmp_path / "mine.toml"
+    out.write_text("# mine\n")
+    assert main(["advisors", "new", "weegee", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == "# mine\n"
+    assert main(["advisors", "new", "weegee", "--out", "-"]) == 0
+    assert 'id = "weegee"' in capsys.readouterr().out
+
+
+def test_new_refuses_a_bad_id(tmp_path, capsys):
+    assert main(["advisors", "new", "Not An Id", "--out", str(tmp_path / "x.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mondrian: error: invalid advisor id") and "\n" not in err.strip()
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_add_reports_every_invalid_field(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"id": "ok_id", "name": "X"}))
+    assert main(["advisors", "add", str(path)]) == 2
+    err = capsys.readouterr().err
+    for name in ("years", "bio", "sources", "philosophy", "techniques", "voice_prompt", "weights"):
+        assert f"field '{name}'" in err, name
+    assert "more)" not in err

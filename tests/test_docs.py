@@ -62,6 +62,8 @@ CONTRACT_DOCS = {
     "cli.md": {"cli"},
     "http.md": {"http"},
     "storage.md": {"storage"},
+    "configuration.md": {"settings"},
+    "advisors.md": {"advisor-fields", "advisor-template"},
 }
 DOCS = Path(__file__).parents[1] / "docs"
 

@@ -1,12 +1,35 @@
-"""Typed settings. Every field has a default and one line of help; the environment
-(`MONDRIAN_*`) and CLI flags override them."""
+"""Typed settings. Every field has a default and one line of help. Where a value comes
+from, highest first: CLI flags (init arguments), the environment (`MONDRIAN_*`), the config
+file (`$MONDRIAN_HOME/config.toml`, or `MONDRIAN_CONFIG`), the default.
+
+The module is over 250 lines because the config file's loader, its provenance for
+`mondrian config show` and its template belong with the fields they read."""
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from mondrian.errors import InvalidInput, describe_validation
 from mondrian.modes import Mode
@@ -16,11 +39,35 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
+ENV_PREFIX = "MONDRIAN_"
+# Names the config file by path, over $MONDRIAN_HOME/config.toml; not itself a setting.
+CONFIG_ENV = "MONDRIAN_CONFIG"
+CONFIG_NAME = "config.toml"
+DEFAULT_HOME = Path("~/.mondrian")
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MONDRIAN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags > environment > config file > defaults; no .env or secrets directory.
+        home = None
+        if isinstance(init_settings, InitSettingsSource):
+            home = init_settings.init_kwargs.get("home")
+        path = config_file_path(home)
+        values = read_config_file(settings_cls, path) if path is not None else {}
+        return init_settings, env_settings, InitSettingsSource(settings_cls, values)
 
     home: Path = Field(
-        default=Path("~/.mondrian"), description="Where the database, images and adapters live."
+        default=DEFAULT_HOME, description="Where the database, images and adapters live."
     )
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local path of the base model.")
     backend: str = Field(default="auto", description="Model backend by name (auto picks one).")
@@ -141,6 +188,127 @@ def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:
             "the stock generate() will run"
         )
     return None
+
+
+# --- the config file ------------------------------------------------------------------
+
+
+def _env_value(name: str) -> str | None:
+    # pydantic-settings matches environment names without regard to case; so does this.
+    for key, value in os.environ.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def config_location(home: object = None) -> Path:
+    """Where the config file is: MONDRIAN_CONFIG's path, else `<home>/config.toml`, home
+    being the flag's, the environment's or the default (whether or not the file exists)."""
+    named = _env_value(CONFIG_ENV)
+    if named:
+        return Path(named).expanduser()
+    base = Path(str(home)) if home else Path(_env_value(ENV_PREFIX + "HOME") or DEFAULT_HOME)
+    return base.expanduser() / CONFIG_NAME
+
+
+def config_file_path(home: object = None) -> Path | None:
+    """The config file to read, or None: a file MONDRIAN_CONFIG names must exist (reading
+    it says so when it does not); the one under home is read when it is there."""
+    path = config_location(home)
+    return path if _env_value(CONFIG_ENV) or path.is_file() else None
+
+
+@lru_cache(maxsize=4)
+def _file_model(settings_cls: type[BaseModel]) -> type[BaseModel]:
+    # The settings' own fields (types, bounds, aliases), with unknown keys refused: one
+    # validation names every bad key of a file at once.
+    fields: dict[str, Any] = {
+        name: (info.annotation, info) for name, info in settings_cls.model_fields.items()
+    }
+    return create_model("ConfigFile", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def read_config_file(settings_cls: type[BaseModel], path: Path) -> dict[str, Any]:
+    """The file's values, checked against the settings: InvalidInput names the file and
+    every unknown key or bad value in it."""
+    label = f"config file {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"{label}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{label}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{label}: invalid TOML: {exc}") from None
+    try:
+        _file_model(settings_cls).model_validate(data)
+    except ValidationError as exc:
+        problems = describe_validation(exc, field="key '{}'")
+        problems = problems.replace("Extra inputs are not permitted", "unknown setting")
+        raise InvalidInput(f"{label}: {problems}") from None
+    return data
+
+
+def env_names(name: str, info: FieldInfo) -> list[str]:
+    """The environment variables a setting is read from."""
+    if isinstance(info.validation_alias, AliasChoices):
+        # The upper-case choices are the variables; a lower-case one is the field's name.
+        return [c for c in info.validation_alias.choices if isinstance(c, str) and c.isupper()]
+    return [ENV_PREFIX + name.upper()]
+
+
+def default_of(info: FieldInfo) -> Any:
+    return info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+
+
+def setting_origins(overrides: dict[str, object] | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from: `flag`, `env NAME`,
+    `file PATH` or `default` (for `mondrian config show`)."""
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    path = config_file_path((overrides or {}).get("home"))
+    in_file = read_config_file(Settings, path) if path is not None else {}
+    origins: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        env = [n for n in env_names(name, info) if _env_value(n) is not None]
+        if name in given:
+            origins[name] = "flag"
+        elif env:
+            origins[name] = f"env {env[0]}"
+        elif name in in_file:
+            origins[name] = f"file {path}"
+        else:
+            origins[name] = "default"
+    return origins
+
+
+def toml_value(value: Any) -> str:
+    """A default as TOML writes it (None has no TOML form: the caller comments it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # a str, a Path or a StrEnum (its value)
+
+
+def config_template() -> str:
+    """A config file with every setting commented out at its default, with its help and
+    environment variable: what `mondrian config init` writes."""
+    lines = [
+        "# Mondrian settings. Uncomment a line to change it. Flags and MONDRIAN_* variables",
+        "# win over this file; run `mondrian config show` to see where each value comes from.",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = default_of(info)
+        lines += ["", f"# {info.description}", f"# env: {', '.join(env_names(name, info))}"]
+        if default is None:
+            lines.append(f"# {name} =   (unset by default)")
+        else:
+            lines.append(f"# {name} = {toml_value(default)}")
+    return "\n".join(lines) + "\n"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -18,15 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from mondrian.advisors.model import Advisor
+from mondrian.advisors.template import is_placeholder
 from mondrian.errors import InvalidInput, NotFound, describe_validation
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".json", ".toml")
 
 # An advisor is a few kilobytes of text; refuse anything far larger before parsing it.
 MAX_ADVISOR_BYTES = 1024 * 1024
-
-# Enough detail to fix a file without turning the message into a wall of text.
-_MAX_REPORTED_ERRORS = 3
 
 
 def load_advisor_file(path: Path) -> Advisor:
@@ -50,6 +48,10 @@ def load_advisor_file(path: Path) -> Advisor:
     data = _parse(text, suffix, label)
     if not isinstance(data, dict):
         raise InvalidInput(f"{label}: the top level must be an object, not {type(data).__name__}")
+    # A template from `mondrian advisors new` still holding what only a person can write.
+    unfilled = [f"field '{k}'" for k, v in data.items() if is_placeholder(v)]
+    if unfilled:
+        raise InvalidInput(f"{label}: fill in the placeholder of {', '.join(unfilled)}")
     try:
         advisor = Advisor.model_validate(data)
     except ValidationError as exc:
@@ -139,7 +141,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _describe(exc: ValidationError) -> str:
-    return _one_line(describe_validation(exc, field="field '{}'", limit=_MAX_REPORTED_ERRORS))
+    # Every problem, so that one edit fixes the file (not one round trip per field).
+    return _one_line(describe_validation(exc, field="field '{}'"))
 
 
 def _one_line(text: str) -> str:

@@ -1,4 +1,4 @@
-"""`mondrian advisors list|show|add`."""
+"""`mondrian advisors list|show|new|add`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mondrian.cli.common import open_db, print_json, read_db, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("advisors", help="list, show and add advisors")
+    parser = subparsers.add_parser("advisors", help="list, show, write (new) and add advisors")
     commands = parser.add_subparsers(dest="advisors_command", metavar="ACTION", required=True)
 
     listing = commands.add_parser("list", help="list the advisors")
@@ -21,6 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("advisor_id", metavar="ID", help="advisor id (see `mondrian advisors list`)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=show_advisor)
+
+    new = commands.add_parser(
+        "new",
+        help="write a commented advisor template to fill in",
+        description="Write a TOML advisor file with every field, its help and placeholders; "
+        "fill in the placeholders, then `mondrian advisors add FILE`.",
+    )
+    new.add_argument("advisor_id", metavar="ID", help="the new advisor's id (a-z, 0-9, _ or -)")
+    new.add_argument(
+        "--out", metavar="FILE", help="where to write it; '-' prints it (default: ./ID.toml)"
+    )
+    new.set_defaults(handler=new_advisor)
 
     add = commands.add_parser("add", help="add or update an advisor from a .json or .toml file")
     add.add_argument(
@@ -72,6 +84,33 @@ def show_advisor(args: argparse.Namespace) -> int:
     print("\nSources")
     for source in advisor.sources:
         print(f"  - {source}")
+    return 0
+
+
+def new_advisor(args: argparse.Namespace) -> int:
+    import re
+    import sys
+
+    from mondrian.advisors.model import ADVISOR_ID_PATTERN
+    from mondrian.advisors.template import advisor_template
+    from mondrian.errors import InvalidInput
+
+    if not re.fullmatch(ADVISOR_ID_PATTERN, args.advisor_id):
+        raise InvalidInput(
+            f"invalid advisor id {args.advisor_id[:80]!r}: use 1-64 of a-z, 0-9, _ and -"
+        )
+    text = advisor_template(args.advisor_id)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.out) if args.out else Path(f"{args.advisor_id}.toml")
+    if path.exists():
+        raise InvalidInput(f"{path} exists; choose another file with --out")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path}: fill in its placeholders, then `mondrian advisors add {path}`")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What several commands share: settings from flags, the open state, model flags."""
+"""What several commands share: settings from flags, the open state, model flags, the help
+formatter and the flags' value types."""
 
 from __future__ import annotations
 
@@ -13,6 +14,71 @@ from mondrian.config import Settings, fast_path_warning, load_settings
 from mondrian.storage.bootstrap import open_state, read_only_state
 from mondrian.storage.db import Database
 
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+def default_note(action: argparse.Action) -> str:
+    """ " (default X)" for an option whose default says something (not None, False or empty)
+    and whose help does not already name a default; else "". What `--help` and docs/cli.md
+    add to the help."""
+    default = action.default
+    if (
+        not action.option_strings
+        or default is None
+        or default is False  # not `in (...)`: 0 == False, and a 0 default says something
+        or default is argparse.SUPPRESS
+        or default in ("", (), [])
+        or "default" in (action.help or "")
+    ):
+        return ""
+    return f" (default {default})"
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """argparse's formatter with default_note after each help: cli/main.py gives it to every
+    parser, so no help has to spell its own default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # argparse %-formats the help: a % in a default is escaped, the help's own is not.
+        return (action.help or "") + default_note(action).replace("%", "%%")
+
+
+# argparse names a type function in its error ("invalid _port value"); these raise
+# ArgumentTypeError instead, so the message is "argument --port: not a TCP port: x".
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number within 0..1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"not a number within 0..1: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return value
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -21,7 +87,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
     )
-    parser.add_argument("--device", help="cuda, mps, cpu or auto")
+    parser.add_argument(
+        "--device", choices=DEVICES, help="where the model runs (default: $MONDRIAN_DEVICE or auto)"
+    )
     parser.set_defaults(loads_model=True)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+DEMO_BACKENDS = ("transformers", "mlx")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model", help="a real model (hub id or path) instead of the tiny random one"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=DEMO_BACKENDS,
+        default="transformers",
+        help="transformers (torch) or mlx (Apple Silicon; needs the mlx extra: make demo-mlx)",
     )
     parser.add_argument(
         "--config",
@@ -37,11 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mondrian.demo.run import run_demo
 
+    if args.backend == "mlx":
+        _require_mlx()  # before the tiny model is built, not at step 2
     run_demo(
         args.workdir,
         model=args.model,
         config=args.config,
         quick=args.quick,
         progress=not args.no_progress,
+        backend_name=args.backend,
     )
     return 0
+
+
+def _require_mlx() -> None:
+    from mondrian.errors import Unavailable
+
+    try:
+        import mlx.core  # noqa: F401
+        import mlx_vlm  # noqa: F401
+    except ImportError:
+        raise Unavailable(
+            "--backend mlx needs the 'mlx' extra: pip install 'mondrian[mlx]' (or make demo-mlx)"
+        ) from None

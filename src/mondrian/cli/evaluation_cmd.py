@@ -8,17 +8,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from mondrian.cli.common import add_model_args, open_db, print_json, read_db, settings_from
+from mondrian.cli.common import (
+    add_model_args,
+    open_db,
+    positive_int,
+    print_json,
+    read_db,
+    settings_from,
+)
 
 GATE_FAILED = 1
 AB_WINDOW = 10_000  # ab-report: the latest jobs compared
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -150,7 +150,7 @@ def register_ab_report(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--limit",
-        type=_positive,
+        type=positive_int,
         default=AB_WINDOW,
         help=f"compare the latest N jobs (default {AB_WINDOW})",
     )

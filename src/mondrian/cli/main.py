@@ -15,6 +15,8 @@ from mondrian.cli import (
     adapters_cmd,
     advisors_cmd,
     analyze_cmd,
+    completion_cmd,
+    config_cmd,
     demo_cmd,
     doctor_cmd,
     evaluation_cmd,
@@ -25,6 +27,7 @@ from mondrian.cli import (
     serve_cmd,
     training_cmd,
 )
+from mondrian.cli.common import DefaultsFormatter
 from mondrian.cli.model_facts import cost_table
 from mondrian.errors import MondrianError
 
@@ -47,15 +50,22 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     evaluation_cmd.register_ab_report,
     models_cmd.register,
     doctor_cmd.register,
+    config_cmd.register,
+    completion_cmd.register,
 )
+
+
+class _RootFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help's epilog holds the default model's cost table: its lines stay."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mondrian",
         description="Critique photographs in the voice of master photographers.",
-        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian).\n\n" + cost_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,  # the table keeps its lines
+        epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian). Settings come from\n"
+        "flags, MONDRIAN_* variables and $MONDRIAN_HOME/config.toml (mondrian config show).\n\n"
+        + cost_table(),
     )
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -64,7 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)
+    for each in _parsers(parser):
+        each.formatter_class = DefaultsFormatter
+    parser.formatter_class = _RootFormatter
     return parser
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and every subcommand's, at any depth (argparse lists them only through its
+    subparsers action)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += _parsers(child)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from mondrian.cli.common import add_model_args, settings_from
+from mondrian.cli.common import add_model_args, fraction, port, settings_from
 from mondrian.config import Settings, load_settings
 from mondrian.modes import MODES, POLICIES, Policy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5100
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
-    return port
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"the split must be within 0..1, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+        "--port", type=port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
     )
     parser.add_argument(
         "--mode", choices=MODES, help="mode of requests that name none (default: baseline)"
@@ -55,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--ab-split",
-        type=_fraction,
+        type=fraction,
         metavar="F",
         help="with --model-policy ab_test: share of jobs served fine_tuned (default 0.5)",
     )

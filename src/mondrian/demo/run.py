@@ -110,6 +110,7 @@ def run_demo(
     quick: bool = False,
     say: Say = print,
     progress: bool = True,
+    backend_name: str = "transformers",
 ) -> DemoSummary:
     """Run the demo in `workdir`. `config`: a training TOML (default: the shipped one that
     fits the model; none fitting is an error before any work starts)."""
@@ -127,7 +128,11 @@ def run_demo(
     from mondrian.tiny.checkpoint import make_tiny
     from mondrian.training.config import load_config, pick_config
     from mondrian.training.dataset import build_dataset
-    from mondrian.training.train import train
+
+    if backend_name == "mlx":  # Apple Silicon (or MLX's CPU build): train on MLX as well
+        from mondrian.training.mlx_train import train_mlx as train
+    else:
+        from mondrian.training.train import train
 
     # --- setup ----------------------------------------------------------------------------
     workdir = Path(workdir).absolute()
@@ -162,7 +167,7 @@ def run_demo(
     settings = Settings(
         home=workdir / "home",
         model=summary.model,
-        backend="transformers",
+        backend=backend_name,
         max_text_chars=TINY_TEXT_CHARS if tiny else None,
         max_list_items=TINY_LIST_ITEMS if tiny else None,
     )

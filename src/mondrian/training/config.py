@@ -90,7 +90,9 @@ class TrainConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Base weights' dtype; auto: bf16 on CUDA, else float32."
     )
-    device: str = Field(default="auto", description="cuda, mps, cpu or auto (ignored under DDP).")
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+        default="auto", description="cuda, mps, cpu or auto (ignored under DDP)."
+    )
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in backward to save memory."
     )
