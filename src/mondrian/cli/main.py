@@ -55,8 +55,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
-class _RootFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
-    """The top-level help's epilog holds the default model's cost table: its lines stay."""
+class _RawDefaultsFormatter(DefaultsFormatter, argparse.RawDescriptionHelpFormatter):
+    """For a parser that asked for a raw description (the top level's and `models`' hold
+    the default model's cost table): the defaults shown, the table's lines kept."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="State lives under $MONDRIAN_HOME (default ~/.mondrian). Settings come from\n"
         "flags, MONDRIAN_* variables and $MONDRIAN_HOME/config.toml (mondrian config show).\n\n"
         + cost_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the table keeps its lines
     )
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -75,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     for register in COMMANDS:
         register(subparsers)
     for each in _parsers(parser):
-        each.formatter_class = DefaultsFormatter
-    parser.formatter_class = _RootFormatter
+        raw = issubclass(each.formatter_class, argparse.RawDescriptionHelpFormatter)
+        each.formatter_class = _RawDefaultsFormatter if raw else DefaultsFormatter
     return parser
 
 
