@@ -293,6 +293,31 @@ class Reference(BaseModel):
     title: str | None = None
 
 
+class Fact(BaseModel):
+    """One measurement of the photo from its pixels or EXIF, no model weights
+    (src/mondrian/facts/): what the prompt's "measured" block, the result and the reports
+    show beside the critique."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Stable id, e.g. `highlights_clipped`.")
+    value: float | str | list[float] = Field(description="The measured value, in `unit`.")
+    unit: str = Field(description="e.g. `share`, `degrees`, `zone`, `px`; '' when none.")
+    meaning: str = Field(description="One line a photographer reads.")
+
+
+class Check(BaseModel):
+    """A contradiction between the critique and a measurement (a rule in facts/checks.py).
+    Checks never change the model's scores; they inform the reader."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str = Field(description="The rule's id, e.g. `sharp_score_blurred_subject`.")
+    dimension: str | None = Field(default=None, description="The dimension it questions.")
+    facts: list[str] = Field(default_factory=list, description="The facts it rests on.")
+    message: str = Field(description="What contradicts what, in one sentence.")
+
+
 class AnalysisResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -303,6 +328,8 @@ class AnalysisResult(BaseModel):
     model: ModelInfo
     critique: Critique
     references: list[Reference] = Field(default_factory=list)
+    facts: list[Fact] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
 
 
