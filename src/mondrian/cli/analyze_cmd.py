@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from mondrian.config import load_settings
     from mondrian.context import Context
     from mondrian.images import read_image_file
+    from mondrian.preflight import announce_plan, plan_analysis
     from mondrian.reports.render import write_reports
     from mondrian.storage import advisors, images, jobs
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         args.image, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
     )
     with open_db(settings) as db:
+        announce_plan(plan_analysis(db, args.advisor, settings.analysis_mode))
         with db.read() as conn:
             advisor = advisors.require_advisor(conn, args.advisor)
         backend = create_backend(settings)
