@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from mondrian.images import read_image_file
     from mondrian.preflight import announce_plan, plan_analysis
     from mondrian.reports.render import write_reports
+    from mondrian.reports.thumbnails import report_images
     from mondrian.storage import advisors, images, jobs
 
     settings = settings_from(args)
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         finally:
             bar.close()
-    paths = write_reports(result, advisor, args.out)
+        exemplars = [ref.image_hash for ref in result.references]
+        images = report_images(db, settings.images_dir, photo=photo.data, exemplar_hashes=exemplars)
+    paths = write_reports(result, advisor, args.out, images=images)
     if args.json:
         print_json(result.model_dump(mode="json"))
     else:
