@@ -629,6 +629,12 @@ def _text_boxes(svg: str) -> list[tuple[float, float, float, float]]:
     return boxes
 
 
+def _text_px_slanted(text: str) -> float:
+    import math
+
+    return len(text) * 10 * 0.6 * math.cos(math.radians(35))
+
+
 def _overlap(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -645,6 +651,11 @@ def test_the_mae_chart_labels_do_not_overlap() -> None:
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not _overlap(a, b), (a, b)
+    # The first slanted label's far end stays inside the picture.
+    first = re.search(
+        r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="end" transform', svg
+    )
+    assert float(first.group(1)) - 1.25 * _text_px_slanted(labels[0]) >= 0
     # Slanted labels start below the axis and end above the legend.
     axis_y = float(re.search(r'<line x1="[\d.]+" y1="([\d.]+)"', svg).group(1))
     for y in re.findall(r'y="([\d.]+)" font-size="10" text-anchor="end" transform', svg):

@@ -75,6 +75,14 @@ def grouped_bars(
     bar_w = group_w * 0.8 / max(1, len(series))
     widest = max((_text_px(c) for c in categories), default=0.0)
     slanted = widest > group_w * 0.95
+    if slanted:
+        # The first label ends under its group's centre and runs down-left: room for it,
+        # with a quarter more than the estimate (serif fonts run wider than 0.6 em).
+        reach = 1.25 * widest * math.cos(math.radians(_SLANT_DEG)) - group_w * 0.5 + 6
+        if reach > left:
+            left = reach
+            group_w = (width - left - 10) / max(1, len(categories))
+            bar_w = group_w * 0.8 / max(1, len(series))
     label_band = (
         widest * math.sin(math.radians(_SLANT_DEG)) + _FONT_PX * 2 if slanted else _FONT_PX * 2
     )
