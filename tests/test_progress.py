@@ -33,6 +33,9 @@ def test_uncached_hub_id_is_said(tmp_path, monkeypatch, capsys):
     with announce_load("Org/Absent"):
         pass
     assert "loading model Org/Absent (not in the local cache) ..." in capsys.readouterr().err
+    with announce_load(str(tmp_path / "gone")):
+        pass
+    assert f"loading model {tmp_path / 'gone'} (no such folder) ..." in capsys.readouterr().err
 
 
 def test_human_bytes():

@@ -53,7 +53,12 @@ def human_bytes(size: int) -> str:
 def announce_load(model: str) -> Iterator[None]:
     """`loading model NAME (SIZE on disk) ...` on stderr, then the seconds it took."""
     size = model_bytes(model)
-    shown = f"{human_bytes(size)} on disk" if size is not None else "not in the local cache"
+    if size is not None:
+        shown = f"{human_bytes(size)} on disk"
+    elif model.startswith(("/", "./", "../", "~")):
+        shown = "no such folder"  # a path, not a hub id: the load will say so too
+    else:
+        shown = "not in the local cache"
     print(f"mondrian: loading model {model} ({shown}) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     yield
