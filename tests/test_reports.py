@@ -513,6 +513,17 @@ def test_the_photo_is_on_both_critique_pages_as_a_bounded_thumbnail() -> None:
     assert len(photo) < 60_000  # a single-file report stays small
 
 
+def test_the_page_policy_admits_its_inline_pictures_and_nothing_remote() -> None:
+    # The page's own CSP (a report opened from disk has no HTTP headers): without img-src
+    # data: the browser shows a broken image where the photo is.
+    page = Page(render_summary(make_result(), make_advisor(), generated_at=WHEN))
+    (csp,) = [
+        a["content"] for t, a in page.elements if a.get("http-equiv") == "Content-Security-Policy"
+    ]
+    directives = dict(d.strip().split(" ", 1) for d in (csp or "").split(";") if d.strip())
+    assert directives["img-src"] == "data:" and directives["default-src"] == "'none'"
+
+
 def test_without_images_no_img_is_written() -> None:
     for html in all_pages(make_result(), make_advisor(), MEANS).values():
         assert "<img" not in html
