@@ -107,6 +107,11 @@ def check_demo_outputs(workdir: Path, lines: list[str], *, quick: bool) -> dict:
             assert "</html>" in html
             if path.name != "advisor_bio.html":
                 assert "<svg" in html  # the radar or the evaluation charts
+            if path.name.startswith("analysis_"):
+                assert '<img src="data:image/jpeg;base64,' in html  # the photo critiqued
+    # The loss curve is listed with the reports, and said when training ends.
+    curves = [p for p in map(Path, saved["reports"]) if p.name == "loss_curve.svg"]
+    assert len(curves) == 1 and "<svg" in curves[0].read_text()
     text = "\n".join(lines)
     # The headline: held-out error first, labelled with its split and photo count.
     photos, evaluated = saved["photos"], saved["evaluated"]

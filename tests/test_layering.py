@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "training": 7,
     "evaluation": 7,
     "service": 8,
+    "preflight": 8,
     "demo": 9,
     "cli": 10,
     "__main__": 11,

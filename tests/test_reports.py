@@ -292,11 +292,18 @@ LOADING_ATTRS = {"src", "href", "xlink:href", "srcset", "action", "formaction", 
 STYLE_ATTR = re.compile(r"^(width|left): \d{1,3}(\.\d)?%$")
 
 
+# The one loading attribute a report has: an <img> of its own JPEG thumbnail, inline.
+DATA_JPEG = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$")
+
+
 def assert_inert(page: Page) -> None:
-    assert page.tags() <= ALLOWED_TAGS, page.tags() - ALLOWED_TAGS
+    assert page.tags() <= ALLOWED_TAGS | {"img"}, page.tags() - ALLOWED_TAGS
     for tag, attrs in page.elements:
         for name, value in attrs.items():
             assert not name.startswith("on"), (tag, name)
+            if tag == "img" and name == "src":
+                assert DATA_JPEG.match(value or ""), (tag, (value or "")[:60])
+                continue
             assert name not in LOADING_ATTRS, (tag, name)
             if name == "style":  # only our own numbers reach a style attribute
                 assert STYLE_ATTR.match(value or ""), (tag, value)
@@ -466,3 +473,212 @@ def test_write_reports_writes_nothing_when_rendering_fails(tmp_path: Path) -> No
     with pytest.raises(ValueError):
         write_reports(make_result(advisor_id="fan_ho"), make_advisor(), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+# --- the photo, the exemplars, the timing units (issue 16) ---------------------------------
+
+
+def _jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _decoded(uri: str):
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert DATA_JPEG.match(uri)
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_the_photo_is_on_both_critique_pages_as_a_bounded_thumbnail() -> None:
+    from mondrian.reports.thumbnails import THUMB_SIDE, ReportImages, thumbnail_uri
+
+    photo = thumbnail_uri(_jpeg((3000, 2000), (200, 40, 40)))
+    images = ReportImages(photo=photo)
+    for render in (render_summary, render_detailed):
+        page = Page(render(make_result(), make_advisor(), generated_at=WHEN, images=images))
+        (img,) = [attrs for tag, attrs in page.elements if tag == "img" and attrs.get("alt")]
+        assert img["alt"] == "The photo critiqued" and img["src"] == photo
+        assert_inert(page)
+    thumb = _decoded(photo)
+    assert thumb.size == (THUMB_SIDE, round(THUMB_SIDE * 2 / 3))  # the aspect kept
+    assert len(photo) < 60_000  # a single-file report stays small
+
+
+def test_the_page_policy_admits_its_inline_pictures_and_nothing_remote() -> None:
+    # The page's own CSP (a report opened from disk has no HTTP headers): without img-src
+    # data: the browser shows a broken image where the photo is.
+    page = Page(render_summary(make_result(), make_advisor(), generated_at=WHEN))
+    (csp,) = [
+        a["content"] for t, a in page.elements if a.get("http-equiv") == "Content-Security-Policy"
+    ]
+    directives = dict(d.strip().split(" ", 1) for d in (csp or "").split(";") if d.strip())
+    assert directives["img-src"] == "data:" and directives["default-src"] == "'none'"
+
+
+def test_without_images_no_img_is_written() -> None:
+    for html in all_pages(make_result(), make_advisor(), MEANS).values():
+        assert "<img" not in html
+
+
+def test_exemplars_are_thumbnails_with_their_scores_not_hashes() -> None:
+    from mondrian.reports.thumbnails import EXEMPLAR_SIDE, ReportImages, thumbnail_uri
+
+    thumb = thumbnail_uri(_jpeg((800, 600), (10, 90, 200)), EXEMPLAR_SIDE)
+    images = ReportImages(exemplars={"ab" * 32: thumb})
+    html = render_detailed(make_result(), make_advisor(), generated_at=WHEN, images=images)
+    page = Page(html)
+    cells = [attrs for tag, attrs in page.elements if tag == "img"]
+    assert [c["src"] for c in cells] == [thumb] and cells[0]["alt"] == "Moonrise, Hernandez"
+    assert max(_decoded(thumb).size) == EXEMPLAR_SIDE
+    assert ("ab" * 6) + "</code>" not in html  # the hash is not shown when the picture is
+    row = html[html.index('class="exemplar"') :].split("</tr>", 1)[0]
+    assert row.count('<td class="num">7</td>') == len(DIMENSIONS) and "0.912" in row
+
+
+def test_an_exemplar_without_a_stored_image_keeps_its_hash() -> None:
+    html = render_detailed(make_result(), make_advisor(), generated_at=WHEN)
+    assert f'<code title="{"ab" * 32}">{"ab" * 6}</code>' in html
+
+
+def test_report_images_from_the_stored_images(db, settings) -> None:
+    from mondrian.reports.thumbnails import report_images
+    from mondrian.storage import images as image_store
+
+    data = _jpeg((400, 300), (1, 2, 3))
+    stored = db.write(image_store.store_image, settings.images_dir, data, "image/jpeg", 400, 300)
+    images = report_images(
+        db, settings.images_dir, photo_hash=stored, exemplar_hashes=[stored, "cd" * 32]
+    )
+    assert images.photo is not None and _decoded(images.photo).size == (400, 300)
+    # The unknown hash is left out; the report renders with its hash instead.
+    assert list(images.exemplars) == [stored]
+
+
+def test_tokens_per_second_is_a_rate_not_seconds() -> None:
+    timings = {"generate_s": 2.5, "tokens_per_s": 15.53, "retrieval_ms": 42.0}
+    text = Page(
+        render_detailed(make_result(timings=timings), make_advisor(), generated_at=WHEN)
+    ).text
+    assert "Tokens per second 15.5" in " ".join(text.split())
+    assert "15.53 s" not in text and "Tokens per " + "—" not in text
+    assert "Generate 2.50 s" in " ".join(text.split())
+
+
+def _evaluation(examples: int) -> dict:
+    variant = {
+        "name": "base",
+        "count": examples,
+        "valid_rate": 1.0,
+        "stop_rate": 1.0,
+        "mean_mae": 1.0,
+        "overall_mae": 1.0,
+        "latency_p50_s": 0.4,
+        "latency_p95_s": 0.5,
+        "tokens_per_s": 30.0,
+        "mae": dict.fromkeys(DIMENSIONS, 1.37),
+        "mse": dict.fromkeys(DIMENSIONS, 2.0),
+        "spearman": dict.fromkeys(DIMENSIONS, 0.5),
+    }
+    return {
+        "advisor_id": "ansel",
+        "adapter": "ansel@v1",
+        "split": "validation",
+        "dataset": {"path": "/data/set", "examples": examples},
+        "model": {"model": "tiny"},
+        "variants": [variant, {**variant, "name": "adapter"}],
+        "per_example": [],
+        "created_at": WHEN.isoformat(),
+        "mondrian_version": "0",
+        "prompt_version": "1",
+        "schema_version": "1",
+        "config": {},
+    }
+
+
+@pytest.mark.parametrize(("examples", "shown"), [(1, "1 example<"), (3, "3 examples<")])
+def test_the_evaluation_page_counts_examples_in_english(tmp_path, examples, shown) -> None:
+    from mondrian.evaluation.metrics import write_eval_report
+
+    html = write_eval_report(_evaluation(examples), "Ansel", tmp_path / "e.html").read_text()
+    assert shown in html
+
+
+def test_chart_ticks_are_round_numbers() -> None:
+    from mondrian.reports.charts import grouped_bars, nice_ticks
+
+    assert nice_ticks(2.37) == [0, 1, 2, 3]
+    assert nice_ticks(0.59) == [0, 0.2, 0.4, 0.6]
+    assert nice_ticks(10) == [0, 2.5, 5, 7.5, 10]
+    svg = str(grouped_bars(["a", "b"], {"base": [0.59, 0.1]}))
+    ticks = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+    assert ticks == ["0.0", "0.2", "0.4", "0.6"]
+
+
+def _text_boxes(svg: str) -> list[tuple[float, float, float, float]]:
+    """Each horizontal <text>'s box, estimated as charts.py estimates it; slanted ones are
+    checked apart (their rotation keeps them apart by construction)."""
+    boxes = []
+    for x, y, size, anchor, rest, text in re.findall(
+        r'<text x="([\d.]+)" y="([\d.]+)" font-size="(\d+)"(?: text-anchor="(\w+)")?'
+        r'( transform="[^"]+")?>([^<]*)</text>',
+        svg,
+    ):
+        if rest:
+            continue
+        width = len(text) * float(size) * 0.6
+        x0 = float(x) - {"end": width, "middle": width / 2}.get(anchor, 0.0)
+        boxes.append((x0, float(y) - float(size), x0 + width, float(y)))
+    return boxes
+
+
+def _text_px_slanted(text: str) -> float:
+    import math
+
+    return len(text) * 10 * 0.6 * math.cos(math.radians(35))
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_the_mae_chart_labels_do_not_overlap() -> None:
+    from mondrian.reports.charts import grouped_bars
+
+    labels = [DIMENSION_LABELS[key] for key in DIMENSIONS]
+    svg = str(grouped_bars(labels, {"base": [1.0] * 8, "adapter": [0.5] * 8}))
+    # The eight dimension names do not fit side by side under 74-px groups: slanted.
+    assert svg.count('transform="rotate(-35') == len(labels)
+    boxes = _text_boxes(svg)
+    assert len(boxes) == 5 + 2  # ticks and legend, all horizontal
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not _overlap(a, b), (a, b)
+    # The first slanted label's far end stays inside the picture.
+    first = re.search(
+        r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="end" transform', svg
+    )
+    assert float(first.group(1)) - 1.25 * _text_px_slanted(labels[0]) >= 0
+    # Slanted labels start below the axis and end above the legend.
+    axis_y = float(re.search(r'<line x1="[\d.]+" y1="([\d.]+)"', svg).group(1))
+    for y in re.findall(r'y="([\d.]+)" font-size="10" text-anchor="end" transform', svg):
+        assert float(y) > axis_y
+
+
+def test_short_labels_stay_horizontal_and_apart() -> None:
+    from mondrian.reports.charts import grouped_bars
+
+    svg = str(grouped_bars(["p50", "p95"], {"base": [0.4, 0.9], "adapter": [0.3, 0.8]}, width=360))
+    assert "rotate(" not in svg
+    boxes = _text_boxes(svg)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not _overlap(a, b), (a, b)

@@ -36,6 +36,12 @@ SHIPPED = (
     "mondrian/tiny/data/words.json",
     "mondrian/tiny/data/templates.json",
     "mondrian/tiny/data/qwen3_vl_chat_template.jinja",
+    # /docs offline (service/docs.py), with the licence of what is vendored.
+    "mondrian/service/static/swagger-ui/swagger-ui-bundle.js",
+    "mondrian/service/static/swagger-ui/swagger-ui.css",
+    "mondrian/service/static/swagger-ui/favicon-32x32.png",
+    "mondrian/service/static/swagger-ui/LICENSE",
+    "mondrian/service/static/swagger-ui/NOTICE",
 )
 
 

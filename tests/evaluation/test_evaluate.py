@@ -67,12 +67,12 @@ def _short_target(scores: list[int]) -> str:
     return json.dumps(critique, separators=(",", ":"))
 
 
-def _write_dataset(root: Path, advisor) -> Path:
+def _write_dataset(root: Path, advisor, examples: int = 3) -> Path:
     from PIL import Image
 
     (root / "images").mkdir(parents=True)
     rows = []
-    for i, photo in enumerate(sorted(ASSETS.glob("*.jpg"))[:3]):
+    for i, photo in enumerate(sorted(ASSETS.glob("*.jpg"))[:examples]):
         shutil.copy(photo, root / "images" / photo.name)
         prompt = critique_prompt(advisor, Image.open(photo))
         messages = prompt.messages()
@@ -85,14 +85,12 @@ def _write_dataset(root: Path, advisor) -> Path:
     return root
 
 
-@pytest.fixture
-def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkeypatch):
+def _register(tmp_path, tiny_checkpoint_factory, random_adapter_factory, examples: int):
     from transformers import AutoModelForImageTextToText
 
     from mondrian.backends.decoding.fingerprint import model_fingerprint
 
     model = tiny_checkpoint_factory()
-    monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "24")
     fingerprint = model_fingerprint(AutoModelForImageTextToText.from_pretrained(model))
     adapter_dir = random_adapter_factory(model, tmp_path / "ansel-v1", 1, fingerprint)
     settings = load_settings()
@@ -101,7 +99,7 @@ def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkey
             from mondrian.storage.advisors import require_advisor
 
             advisor = require_advisor(conn, "ansel")
-        dataset = _write_dataset(tmp_path / "dataset", advisor)
+        dataset = _write_dataset(tmp_path / "dataset", advisor, examples)
         version = db.write(
             adapters.register_adapter,
             "ansel",
@@ -111,6 +109,22 @@ def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkey
         )
         db.write(adapters.activate, "ansel", version)
     return model, dataset
+
+
+@pytest.fixture
+def registered(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkeypatch):
+    monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "24")
+    return _register(tmp_path, tiny_checkpoint_factory, random_adapter_factory, examples=3)
+
+
+@pytest.fixture
+def registered_one(tmp_path, tiny_checkpoint_factory, random_adapter_factory, monkeypatch):
+    # The gates' exit codes need a real run each, not three photos: one photo and the
+    # shortest answers the schema admits keep two runs (four generations) cheap on a
+    # loaded machine (three photos made it 28 s idle and past 600 s on a busy 2-core one).
+    monkeypatch.setenv("MONDRIAN_MAX_TEXT_CHARS", "8")
+    monkeypatch.setenv("MONDRIAN_MAX_LIST_ITEMS", "1")
+    return _register(tmp_path, tiny_checkpoint_factory, random_adapter_factory, examples=1)
 
 
 @pytest.mark.model
@@ -147,8 +161,8 @@ def test_evaluate_writes_self_describing_results(registered, tmp_path, capsys):
 
 
 @pytest.mark.model
-def test_gates_pass_and_fail(registered, capsys):
-    model, _ = registered
+def test_gates_pass_and_fail(registered_one, capsys):
+    model, _ = registered_one
     passing = [
         "evaluate",
         "--advisor",
@@ -168,8 +182,8 @@ def test_gates_pass_and_fail(registered, capsys):
 
 
 @pytest.mark.model
-def test_unknown_adapter_is_a_clear_error(registered, capsys):
-    model, _ = registered
+def test_unknown_adapter_is_a_clear_error(registered_one, capsys):
+    model, _ = registered_one
     assert (
         main(["evaluate", "--advisor", "ansel", "--adapter", "ansel@v9", "--model", str(model)])
         == 2

@@ -127,9 +127,13 @@ def test_report_summary_and_detailed(client, analyzed):
     assert summary.headers["X-Frame-Options"] == "DENY"
     assert "script-src" not in summary.headers["Content-Security-Policy"]
     assert "default-src 'none'" in summary.headers["Content-Security-Policy"]
+    # The photo is on the page, inline (the CSP's img-src admits data: and nothing remote).
+    assert '<img src="data:image/jpeg;base64,' in summary.text
+    assert "img-src 'self' data:" in summary.headers["Content-Security-Policy"]
 
     detailed = client.get(f"/jobs/{job_id}/report", params={"kind": "detailed"})
     assert detailed.status_code == 200 and detailed.text != summary.text
+    assert '<img src="data:image/jpeg;base64,' in detailed.text
     comment = analyzed.json()["critique"]["dimensions"]["lighting"]["recommendation"]
     assert comment.replace("&", "&amp;").replace("<", "&lt;") in detailed.text
 

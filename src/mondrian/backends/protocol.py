@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from mondrian.backends.loading import announce_load
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.prompts import Prompt
@@ -186,10 +187,11 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
     options.setdefault("max_list_items", settings.max_list_items)
     if name == "transformers":
         options.setdefault("fast", settings.fast)
-    return backend_cls(
-        settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_pixels=settings.max_pixels,
-        **options,
-    )
+    with announce_load(settings.model):  # the load takes up to minutes: say what and how long
+        return backend_cls(
+            settings.model,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_pixels=settings.max_pixels,
+            **options,
+        )

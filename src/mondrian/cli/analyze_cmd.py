@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from mondrian.backends.protocol import create_backend
     from mondrian.config import load_settings
     from mondrian.context import Context
+    from mondrian.preflight import announce_plan, plan_analysis
     from mondrian.storage import advisors
 
     settings = settings_from(args)
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     photos = collect_photos(args.photos)
     many = len(photos) > 1
     with open_db(settings) as db:
+        for advisor_id in advisor_ids(args.advisor):
+            announce_plan(plan_analysis(db, advisor_id, settings.analysis_mode))
         with db.read() as conn:
             chosen = [advisors.require_advisor(conn, i) for i in advisor_ids(args.advisor)]
         # One photo: a bad one is the command's error, found before the model loads.
@@ -185,7 +188,8 @@ def _critique_photo(
     for advisor in chosen:
         bar.set_description(f"{path.name} · {advisor.name}")
         result = _run_one(ctx, advisor, image_hash, path, photo.exif.as_dict(), _ticker(bar))
-        batch.append(Critiqued(path, result, advisor, _write(ctx, result, advisor, out, path)))
+        reports = _write(ctx, result, advisor, out, path, photo)
+        batch.append(Critiqued(path, result, advisor, reports))
         bar.update(1)
     if len(batch) > 1:
         comparison = write_comparison(out, path.name, [(c.result, c.advisor) for c in batch])
@@ -233,12 +237,17 @@ def _run_one(
 
 
 def _write(
-    ctx: Context, result: AnalysisResult, advisor: Advisor, out: Path, path: Path
+    ctx: Context, result: AnalysisResult, advisor: Advisor, out: Path, path: Path, photo: Photo
 ) -> dict[str, Path]:
     from mondrian.reports.files import write_job_reports
+    from mondrian.reports.thumbnails import report_images
     from mondrian.storage import jobs
 
-    paths = write_job_reports(result, advisor, out, path.name)
+    exemplars = [ref.image_hash for ref in result.references]
+    images = report_images(
+        ctx.db, ctx.settings.images_dir, photo=photo.data, exemplar_hashes=exemplars
+    )
+    paths = write_job_reports(result, advisor, out, path.name, images=images)
     ctx.db.write(jobs.set_report_path, result.job_id, str(paths["summary"].resolve()))
     return paths
 

@@ -85,9 +85,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     from mondrian.backends.protocol import create_backend
     from mondrian.evaluation.run import evaluate
+    from mondrian.preflight import check_evaluation
 
     settings = settings_from(args)
     with open_db(settings) as db:
+        check_evaluation(db, args.advisor, args.adapter, args.dataset, args.split)
         backend = create_backend(settings)
         bars: dict[str, tqdm] = {}
 

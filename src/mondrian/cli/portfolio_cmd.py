@@ -51,6 +51,7 @@ def index_command(args: argparse.Namespace) -> int:
         index_paths,
         pending_files,
     )
+    from mondrian.preflight import check_index_files
     from mondrian.storage import advisors
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
@@ -60,6 +61,7 @@ def index_command(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
         raise InvalidInput("no image files found under the given paths", code="no_images")
+    check_index_files(files)
     with open_db(settings) as db:
         with db.read() as conn:
             advisor = advisors.require_advisor(conn, args.advisor)

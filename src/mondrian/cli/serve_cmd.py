@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mondrian.cli.common import add_model_args, fraction, port, settings_from
 from mondrian.config import Settings, load_settings
@@ -111,6 +112,7 @@ def build(args: argparse.Namespace, settings: Settings | None = None):
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from mondrian.preflight import check_port_free
     from mondrian.service.server import uvicorn_options
     from mondrian.storage.bootstrap import serving_home
 
@@ -121,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
     # "Application startup failed" and a traceback.
     with serving_home(settings):
         pass
+    check_port_free(args.host, args.port)  # before the model loads, not after (uvicorn binds late)
+    # uvicorn loads the model (the app's lifespan) before it listens: say so, and where.
+    print(
+        f"mondrian: starting; the model loads first, then the service listens on "
+        f"http://{args.host}:{args.port} (ready when uvicorn says 'startup complete')",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(settings)
     )

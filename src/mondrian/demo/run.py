@@ -27,7 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mondrian.adapter_format import LOSS_CURVE
 from mondrian.config import Settings
+from mondrian.demo.progress import EvalBars, progress_bar
 from mondrian.demo.summary import (
     REAL_MODEL_HINT,
     DemoSummary,
@@ -120,9 +122,10 @@ def run_demo(
     from mondrian.context import Context
     from mondrian.evaluation.run import evaluate
     from mondrian.images import read_image_file
-    from mondrian.portfolio.indexing import index_paths
+    from mondrian.portfolio.indexing import collect_files, index_paths
     from mondrian.portfolio.profiles_io import import_profiles
     from mondrian.reports.render import write_reports
+    from mondrian.reports.thumbnails import report_images
     from mondrian.storage import advisors as advisor_store
     from mondrian.storage.bootstrap import open_state
     from mondrian.tiny.checkpoint import make_tiny
@@ -185,7 +188,9 @@ def run_demo(
         # --- work -----------------------------------------------------------------------
         with step(f"Indexing the sample portfolio for {advisor.name}"):
             portfolio = _package_path(SAMPLE_PORTFOLIO)
-            report = index_paths(ctx, advisor, [portfolio])
+            files = collect_files([portfolio])
+            with progress_bar(len(files), "indexing", "img", progress) as bar:
+                report = index_paths(ctx, advisor, files, lambda _event: bar.update(1))
             curated = (portfolio / f"{ADVISOR}_profiles.jsonl").read_text().splitlines()
             imported = import_profiles(db, ADVISOR, curated)
             say(
@@ -233,6 +238,10 @@ def run_demo(
             assert result.adapter is not None
             summary.adapter = result.adapter.ref
             say(f"    {summary.adapter} active; {result.seconds_per_step:.2f} s per step")
+            curve = Path(result.adapter.path) / LOSS_CURVE
+            if curve.is_file():
+                summary.reports.append(curve)
+                say(f"    loss curve: {curve}")
 
         with step("Evaluating the adapter against the base model, held-out photos first"):
             for split, target in (
@@ -241,15 +250,17 @@ def run_demo(
             ):
                 limit = QUICK_TRAIN_EVAL_PHOTOS if quick and split == "train" else None
                 split_file, summary.evaluated[split] = _eval_split(dataset_dir, split, limit)
-                evaluation = evaluate(
-                    settings,
-                    db,
-                    backend,
-                    ADVISOR,
-                    dataset_dir=dataset_dir,
-                    split=split_file,
-                    out_dir=reports / f"evaluation-{split}",
-                )
+                with EvalBars(split, progress) as bars:
+                    evaluation = evaluate(
+                        settings,
+                        db,
+                        backend,
+                        ADVISOR,
+                        dataset_dir=dataset_dir,
+                        split=split_file,
+                        out_dir=reports / f"evaluation-{split}",
+                        on_progress=bars.update,
+                    )
                 for variant in evaluation.variants:
                     target[variant.name] = variant.mean_mae
                 summary.reports.append(reports / f"evaluation-{split}" / "evaluation.html")
@@ -266,7 +277,15 @@ def run_demo(
             for mode in ("baseline", "rag", "lora"):
                 analysis = analyze(ctx, advisor, photo, mode)
                 summary.modes[mode] = analysis.mode_used
-                paths = write_reports(analysis, advisor, reports / f"analysis-{mode}")
+                images = report_images(
+                    db,
+                    settings.images_dir,
+                    photo=photo.data,
+                    exemplar_hashes=[ref.image_hash for ref in analysis.references],
+                )
+                paths = write_reports(
+                    analysis, advisor, reports / f"analysis-{mode}", images=images
+                )
                 summary.reports.extend(paths.values())
                 grade = analysis.critique.overall_grade
                 say(

@@ -25,6 +25,7 @@ from mondrian.reports.render import (
     render_summary,
     report_footer,
 )
+from mondrian.reports.thumbnails import ReportImages
 from mondrian.schema import AnalysisResult
 from mondrian.staging import write_atomic
 
@@ -76,6 +77,7 @@ def write_job_reports(
     portfolio_means: Mapping[str, float] | None = None,
     *,
     generated_at: datetime | None = None,
+    images: ReportImages | None = None,
 ) -> dict[str, Path]:
     """Write one job's summary and detailed pages (and the advisor's page) into `out_dir`
     and add the job to its index. Returns {"summary", "detailed", "advisor_bio", "index"}."""
@@ -86,8 +88,8 @@ def write_job_reports(
     when = generated_at or datetime.now(UTC)
     stem = job_stem(out_dir, photo_name, result.job_id)
     # Rendered before anything is written: a rendering error leaves the folder as it was.
-    summary = render_summary(result, advisor, portfolio_means, generated_at=when)
-    detailed = render_detailed(result, advisor, portfolio_means, generated_at=when)
+    summary = render_summary(result, advisor, portfolio_means, generated_at=when, images=images)
+    detailed = render_detailed(result, advisor, portfolio_means, generated_at=when, images=images)
     pages = {
         "summary": (f"{stem}-summary.html", summary),
         "detailed": (f"{stem}-detailed.html", detailed),

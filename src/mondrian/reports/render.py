@@ -1,6 +1,7 @@
 """HTML reports of an analysis and of an advisor.
 
-Pages are self-contained: inline CSS, inline SVG, no script and no URL of any kind, so a
+Pages are self-contained: inline CSS, inline SVG, no script and no URL but the `data:`
+URIs of the photo's and the exemplars' own JPEG thumbnails (reports/thumbnails.py), so a
 report can be mailed, archived or printed and still look the same. Everything that comes
 from a model, an advisor file or a request goes through Jinja's autoescaping; the only
 markup passed in unescaped is the radar chart, which escapes its own text.
@@ -23,6 +24,7 @@ import jinja2
 import mondrian
 from mondrian.advisors.model import Advisor
 from mondrian.reports.radar import DIMENSION_LABELS, radar_svg
+from mondrian.reports.thumbnails import ReportImages
 from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult, Critique
 from mondrian.staging import write_atomic
 
@@ -141,12 +143,20 @@ def _dimension_rows(
     return rows
 
 
+# Timing keys that are rates, not durations: `tokens_per_s` is tokens per second.
+_RATE_SUFFIX = "_per_s"
+
+
 def _timing_rows(timings: Mapping[str, float]) -> list[dict[str, str]]:
-    # Keys carry no declared unit; a "_ms" suffix means milliseconds, anything else seconds
-    # (what time.perf_counter differences give).
+    # Keys carry no declared unit; a "_ms" suffix means milliseconds, "_per_s" a rate per
+    # second, anything else seconds (what time.perf_counter differences give).
     rows = []
     for key, value in timings.items():
         name, seconds = key, float(value)
+        if key.endswith(_RATE_SUFFIX):
+            what = key[: -len(_RATE_SUFFIX)].replace("_", " ").strip()
+            rows.append({"name": f"{what.capitalize()} per second", "value": f"{seconds:.1f}"})
+            continue
         if key.endswith("_ms"):
             name, seconds = key[:-3], seconds / 1000
         elif key.endswith("_s"):
@@ -156,9 +166,10 @@ def _timing_rows(timings: Mapping[str, float]) -> list[dict[str, str]]:
     return rows
 
 
-def _reference_rows(result: AnalysisResult) -> list[dict[str, Any]]:
+def _reference_rows(result: AnalysisResult, images: ReportImages) -> list[dict[str, Any]]:
     return [
         {
+            "thumb": images.exemplars.get(ref.image_hash),
             "title": ref.title,
             "hash": ref.image_hash[:12],
             "full_hash": ref.image_hash,
@@ -226,8 +237,10 @@ def _analysis_context(
     advisor: Advisor,
     portfolio_means: Mapping[str, float] | None,
     generated_at: datetime | None,
+    images: ReportImages | None = None,
 ) -> dict[str, Any]:
     _check_pair(result, advisor)
+    images = images or ReportImages()
     critique = _scored(result, advisor)
     assert critique.overall_score is not None and critique.overall_grade is not None
     # First, because it validates portfolio_means (all 8 dimensions, each within 0..10).
@@ -244,6 +257,7 @@ def _analysis_context(
                 "band": _grade_band(critique.overall_grade),
             },
             "description": critique.image_description,
+            "photo": images.photo,
             "dimensions": dims,
             "focus": focus,
             "strengths": list(critique.strengths),
@@ -263,7 +277,7 @@ def _analysis_context(
             },
             "job_id": result.job_id,
             "show_references": result.mode_used == "rag" or bool(result.references),
-            "references": _reference_rows(result),
+            "references": _reference_rows(result, images),
             "reference_heads": [
                 {"short": _SHORT_LABELS[key], "label": DIMENSION_LABELS[key]} for key in DIMENSIONS
             ],
@@ -282,13 +296,15 @@ def render_summary(
     portfolio_means: Mapping[str, float] | None = None,
     *,
     generated_at: datetime | None = None,
+    images: ReportImages | None = None,
 ) -> str:
     """One page: overall score and grade, radar chart, a bar per dimension, where to start.
 
     `portfolio_means` (the advisor portfolio's mean score per dimension, all 8) adds the
-    reference polygon and markers. Raises ValueError when the result is another advisor's.
+    reference polygon and markers; `images` the photo and the exemplars' thumbnails.
+    Raises ValueError when the result is another advisor's.
     """
-    context = _analysis_context(result, advisor, portfolio_means, generated_at)
+    context = _analysis_context(result, advisor, portfolio_means, generated_at, images)
     return environment().get_template("analysis_summary.html").render(context)
 
 
@@ -298,10 +314,11 @@ def render_detailed(
     portfolio_means: Mapping[str, float] | None = None,
     *,
     generated_at: datetime | None = None,
+    images: ReportImages | None = None,
 ) -> str:
     """Everything in the analysis: each dimension's score, expected score, comment and
     recommendation, strengths, improvements, how it was produced, references, timings."""
-    context = _analysis_context(result, advisor, portfolio_means, generated_at)
+    context = _analysis_context(result, advisor, portfolio_means, generated_at, images)
     return environment().get_template("analysis_detailed.html").render(context)
 
 
@@ -340,6 +357,7 @@ def write_reports(
     portfolio_means: Mapping[str, float] | None = None,
     *,
     generated_at: datetime | None = None,
+    images: ReportImages | None = None,
 ) -> dict[str, Path]:
     """Write the summary, detailed and advisor pages into `out_dir` (created if needed).
 
@@ -348,8 +366,12 @@ def write_reports(
     """
     when = generated_at or datetime.now(UTC)  # one timestamp for the set
     pages = {
-        "summary": render_summary(result, advisor, portfolio_means, generated_at=when),
-        "detailed": render_detailed(result, advisor, portfolio_means, generated_at=when),
+        "summary": render_summary(
+            result, advisor, portfolio_means, generated_at=when, images=images
+        ),
+        "detailed": render_detailed(
+            result, advisor, portfolio_means, generated_at=when, images=images
+        ),
         "advisor_bio": render_advisor_bio(advisor, generated_at=when),
     }
     out = Path(out_dir)

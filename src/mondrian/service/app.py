@@ -22,6 +22,7 @@ from mondrian.context import Context
 from mondrian.service import errors
 from mondrian.service.batching import BatchingBackend
 from mondrian.service.deps import ServiceState
+from mondrian.service.docs import install_docs
 from mondrian.service.guards import RequestGuard, SecurityHeaders
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
@@ -115,11 +116,14 @@ def create_app(
         version=mondrian.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by service/docs.py instead of from a CDN
+        redoc_url=None,
     )
     app.state.mondrian = None  # the running state; set while the lifespan runs
     app.state.options = options
     app.state.policy = policy
     errors.install(app)
+    install_docs(app)
     for module in (health, advisors, analyze, jobs, reviews, ab, metrics):
         app.include_router(module.router)
     app.add_middleware(Arrivals)

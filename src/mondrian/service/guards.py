@@ -30,7 +30,7 @@ REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# The interactive docs load Swagger UI / ReDoc from their CDN: only the frame policy.
+# The interactive docs (Swagger UI, served locally by service/docs.py): the frame policy.
 DOCS_CSP = "frame-ancestors 'none'"
 DOCS_PATHS = ("/docs", "/redoc")
 

@@ -34,6 +34,7 @@ from mondrian.service import admission
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
+from mondrian.service.progress import ExpectedTokens, progress_value
 from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job, Recovery
 
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 # Until a job has been timed, Retry-After assumes this many seconds per waiting job.
 DEFAULT_JOB_S = 5.0
 MAX_RETRY_AFTER_S = 600
-# Progress never reads 1.0 before the job is done: the last write is finish_job's.
-MAX_RUNNING_PROGRESS = 0.99
 
 
 class QueueFull(Unavailable):
@@ -88,12 +87,13 @@ class Submission:
 
 
 class _Progress:
-    """The token callback: counts tokens and writes the job's progress now and then."""
+    """The token callback: counts tokens and writes the job's progress now and then, against
+    the expected answer length (service/progress.py)."""
 
-    def __init__(self, worker: Worker, job_id: str, budget: int) -> None:
+    def __init__(self, worker: Worker, job_id: str, expected: int) -> None:
         self.worker = worker
         self.job_id = job_id
-        self.budget = max(1, budget)
+        self.expected = max(1, expected)
         self.finished_passes = 0  # tokens of earlier generate() calls (rag makes two)
         self.current = 0
         self.last_write = time.monotonic()
@@ -112,7 +112,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last_write < self.worker.options.progress_interval_s:
             return
-        value = round(min(MAX_RUNNING_PROGRESS, self.total / self.budget), 3)
+        value = round(progress_value(self.total, self.expected), 3)
         if value > self.last_value:
             self.last_write, self.last_value = now, value
             # Not waited for: generation does not stall on the database. The writer runs
@@ -145,6 +145,7 @@ class Worker:
         self._job_s: float | None = None  # moving average of a job's run time
         self._incoming = 0  # open Arrival tickets
         self._arrivals: dict[str, Arrival] = {}  # job id -> its request's ticket
+        self._expected = ExpectedTokens(ctx.backend.answer_budget)  # tokens of an answer
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -342,7 +343,8 @@ class Worker:
         if arrival is not None:
             arrival.close()
         started = time.perf_counter()
-        progress = _Progress(self, job.id, self.ctx.backend.answer_budget)
+        expected = self._expected.for_mode(job.mode_requested)
+        progress = _Progress(self, job.id, expected)
         try:
             result = run_job(self.ctx, job, progress)
         except MondrianError as exc:
@@ -359,6 +361,7 @@ class Worker:
             self.metrics.analysis_seconds.labels(*labels).observe(elapsed)
             self.metrics.jobs.labels("done", *labels).inc()
             self.metrics.tokens.labels(*labels).inc(progress.total)
+            self._expected.record(job.mode_requested, progress.total)
             self._resolve(job.id, result=result)
         finally:
             with self._lock:

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from mondrian.reports.render import render_detailed, render_summary
+from mondrian.reports.thumbnails import report_images
 from mondrian.schema import DIMENSIONS, AnalysisResult
 from mondrian.service.deps import ServiceState, State, load_advisor, load_job
 from mondrian.service.errors import Conflict
@@ -172,7 +173,11 @@ def get_report(
     result = _finished_result(job)
     advisor = load_advisor(state.db, job.advisor_id)
     render = render_detailed if kind == "detailed" else render_summary
-    html = render(result, advisor, portfolio_means(state, advisor.id))
+    exemplars = [ref.image_hash for ref in result.references]
+    images = report_images(
+        state.db, state.settings.images_dir, photo_hash=job.image_hash, exemplar_hashes=exemplars
+    )
+    html = render(result, advisor, portfolio_means(state, advisor.id), images=images)
     return HTMLResponse(html, headers={"X-Job-ID": job.id})
 
 
