@@ -73,6 +73,8 @@ def test_a_folder_is_searched_recursively_for_photos_only(cli, photos_dir, tmp_p
     for entry in entries:
         assert entry.summary == f"{Path(entry.photo).stem}-{entry.job_id[:12]}-summary.html"
         assert (out / entry.summary).stat().st_size > 1000 and (out / entry.detailed).is_file()
+        for page in (entry.summary, entry.detailed):  # the photo is on both pages
+            assert 'src="data:image/jpeg;base64,' in (out / page).read_text()
     index = (out / "index.html").read_text()
     assert all(f'href="{e.summary}"' in index for e in entries)
     jobs = {j.photo_name: j for j in _jobs()}
