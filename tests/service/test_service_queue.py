@@ -13,9 +13,9 @@ from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wa
 
 from backend_fakes import CrashingBackend, GatedBackend, RecordingBackend
 from mondrian.schema import example_critique
+from mondrian.service.admission import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
-from mondrian.service.worker import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.storage import images, jobs
 from mondrian.storage.bootstrap import open_state
 

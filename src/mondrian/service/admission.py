@@ -1,5 +1,6 @@
 """The job-table writes of the service: admission against a bounded queue, with the A/B
-variant drawn from the job id, and the photo stored only for work that was admitted.
+variant drawn from the job id, and the photo stored only for work that was admitted; and
+what a refusal says (`QueueFull` with its Retry-After estimate, `ShuttingDown`).
 
 Each function runs inside `Database.write`'s transaction (call it as `db.write(fn, ...)`),
 so a check and the writes that follow it are atomic, across processes too: a request
@@ -8,13 +9,38 @@ refused for a full queue leaves neither a job nor an image behind.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from mondrian.errors import Unavailable
 from mondrian.service.policy import ModelPolicy
 from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job
+
+# Until a job has been timed, Retry-After assumes this many seconds per waiting job.
+DEFAULT_JOB_S = 5.0
+MAX_RETRY_AFTER_S = 600
+
+
+class QueueFull(Unavailable):
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
+def estimated_wait(job_s: float, depth: int, workers: int) -> int:
+    """Whole seconds, 1 to MAX_RETRY_AFTER_S, for `depth` jobs of `job_s` each on `workers`
+    threads running side by side (batched)."""
+    seconds = job_s * max(1, depth) / max(1, workers)
+    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))
 
 
 class QueueAtCapacity(Exception):

@@ -20,7 +20,6 @@ it with the result, or with the exception that failed the job.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -28,9 +27,10 @@ from dataclasses import dataclass
 
 from mondrian.analysis import run_job
 from mondrian.context import Context
-from mondrian.errors import MondrianError, Unavailable
+from mondrian.errors import MondrianError
 from mondrian.schema import AnalysisResult
 from mondrian.service import admission
+from mondrian.service.admission import DEFAULT_JOB_S, QueueFull, ShuttingDown, estimated_wait
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
@@ -39,22 +39,6 @@ from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job, Recovery
 
 log = logging.getLogger(__name__)
-
-# Until a job has been timed, Retry-After assumes this many seconds per waiting job.
-DEFAULT_JOB_S = 5.0
-MAX_RETRY_AFTER_S = 600
-
-
-class QueueFull(Unavailable):
-    code = "queue_full"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ShuttingDown(Unavailable):
-    code = "shutting_down"
 
 
 class _Interrupted(BaseException):
@@ -393,13 +377,6 @@ class Worker:
             future = self._waiters.pop(job_id, None)
         if future is not None:
             _resolve(future, result, error)
-
-
-def estimated_wait(job_s: float, depth: int, workers: int) -> int:
-    """Whole seconds, 1 to MAX_RETRY_AFTER_S, for `depth` jobs of `job_s` each on `workers`
-    threads running side by side (batched)."""
-    seconds = job_s * max(1, depth) / max(1, workers)
-    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))
 
 
 def _resolve(
