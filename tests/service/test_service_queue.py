@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
-from backend_fakes import CrashingBackend, GatedBackend, RecordingBackend
+from backend_fakes import CrashingBackend, EchoBackend, GatedBackend, RecordingBackend
 from mondrian.schema import example_critique
 from mondrian.service.admission import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.service.app import create_app
@@ -192,6 +192,7 @@ def test_a_batch_waits_for_uploads_on_their_way_and_jobs_not_yet_started():
 
     class Ctx:
         db = None
+        backend = EchoBackend()  # only its answer budget is read
 
     worker = Worker(Ctx(), None, ServiceMetrics(), ServiceOptions())
     assert worker.batch_ready(0)
