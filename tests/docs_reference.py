@@ -115,8 +115,7 @@ def grade_table() -> str:
 
 
 def mode_names() -> str:
-    from mondrian.modes import Mode
-    from mondrian.strategies.registry import FALLBACK_ORDER
+    from mondrian.modes import FALLBACK_ORDER, Mode
 
     order = " → ".join(f"`{m}`" for m in FALLBACK_ORDER)
     names = ", ".join(f"`{m}`" for m in Mode)

@@ -155,8 +155,9 @@ def test_the_transformers_backend_resolves_before_loading(monkeypatch, tmp_path,
 @pytest.mark.model
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE=1", "closed-port"])
 def test_analyze_with_an_unreachable_hub_is_one_line_and_exit_2(tmp_path, offline):
-    """Through the real entry point: one `mondrian: error:` line, exit 2. The process's
-    time is mostly importing torch and transformers; the hub's part is timed above."""
+    """Through the real entry point: one `mondrian: error:` line, exit 2, and before any
+    framework loads (create_backend resolves the model before it imports the backend's
+    module): the process never imports torch."""
     from PIL import Image
 
     photo = tmp_path / "photo.jpg"
@@ -173,8 +174,9 @@ def test_analyze_with_an_unreachable_hub_is_one_line_and_exit_2(tmp_path, offlin
     proc = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "mondrian",
+            "-c",
+            "import sys\nfrom mondrian.cli.main import main\ntry:\n    rc = main(sys.argv[1:])\n"
+            "finally:\n    print('torch imported:', 'torch' in sys.modules)\nsys.exit(rc)",
             "analyze",
             str(photo),
             "--advisor",
@@ -192,6 +194,7 @@ def test_analyze_with_an_unreachable_hub_is_one_line_and_exit_2(tmp_path, offlin
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"mondrian: error: {HUB_LINE} (") and lines[0].endswith(ADVICE)
+    assert "torch imported: False" in proc.stdout
 
 
 @pytest.mark.model

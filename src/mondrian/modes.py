@@ -34,6 +34,10 @@ class Variant(StrEnum):
     FINE_TUNED = "fine_tuned"
 
 
+# A request that names a mode is served by it or, when it cannot serve, by each later one
+# in this order (strategies/registry.py's Fallback; preflight.py says so before a load).
+FALLBACK_ORDER: tuple[Mode, ...] = (Mode.LORA, Mode.RAG, Mode.BASELINE)
+
 # The names as plain strings, for argparse `choices` (its messages show their repr).
 MODES: tuple[str, ...] = tuple(m.value for m in Mode)
 POLICIES: tuple[str, ...] = tuple(p.value for p in Policy)

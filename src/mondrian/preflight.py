@@ -20,14 +20,11 @@ from pathlib import Path
 from mondrian.advisors import Advisor
 from mondrian.errors import InvalidInput, NotFound, Unavailable, parse_choice
 from mondrian.evaluation.run import load_examples, resolve_adapter
-from mondrian.modes import Mode
+from mondrian.modes import FALLBACK_ORDER, Mode
 from mondrian.storage import adapters as adapter_store
 from mondrian.storage import profiles as profile_store
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database
-
-# The fallback order of strategies/registry.py, read here without a backend.
-_ORDER: tuple[Mode, ...] = (Mode.LORA, Mode.RAG, Mode.BASELINE)
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ def plan_analysis(db: Database, advisor_id: str, mode: str, *, strict: bool = Fa
     with db.read() as conn:
         advisor: Advisor = require_advisor(conn, advisor_id)
     reasons = []
-    for candidate in _ORDER[_ORDER.index(requested) :]:
+    for candidate in FALLBACK_ORDER[FALLBACK_ORDER.index(requested) :]:
         why = _why_not(db, advisor.id, candidate)
         if why is None:
             break

@@ -106,7 +106,7 @@ def test_jobs_queue_report_progress_and_finish(client, app, monkeypatch):
     assert accepted["mode_requested"] == "baseline"  # the service's default mode
 
     job = wait_for_job(client, job_id)
-    assert job["status"] == "done", job
+    assert job["status"] == "done" and job["phase"] == "done", job
     assert job["progress"] == 1.0 and job["attempts"] == 1
     assert job["mode_used"] == "baseline" and job["advisor_id"] == "fan_ho"
     assert job["result"]["job_id"] == job_id

@@ -226,13 +226,17 @@ def test_job_lifecycle(db, images_dir):
         None,
     )
     assert len(job.id) == 32 and job.adapter_ref == "ansel@v2" and job.created_at.endswith("Z")
+    assert job.phase == "queued"
     job = db.write(jobs.start_job, job.id)
     assert (job.status, job.attempts) == ("running", 1) and job.started_at
+    assert job.phase == "preparing", "running, but no token written yet"
     db.write(jobs.set_progress, job.id, 0.5)
     with db.read() as conn:
         assert jobs.get_job(conn, job.id).progress == 0.5
+        assert jobs.get_job(conn, job.id).phase == "generating"
     done = db.write(jobs.finish_job, job.id, analysis(), "baseline")
     assert (done.status, done.progress, done.mode_used) == ("done", 1.0, "baseline")
+    assert done.phase == "done"
     assert done.timings == {"total_s": 1.5} and done.finished and done.finished_at
     result = done.analysis()
     assert result.job_id == job.id and result.critique == analysis().critique

@@ -25,6 +25,7 @@ from PIL import Image
 from mondrian.backends.loading import announce_load
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound, Unavailable
+from mondrian.model_source import resolve_model
 from mondrian.prompts import Prompt
 from mondrian.schema import Critique
 
@@ -174,6 +175,9 @@ def resolve_backend_name(name: str) -> str:
 def create_backend(settings: Settings, **options: Any) -> Backend:
     """The settings' backend on the settings' model; `options` add to or override them."""
     name = resolve_backend_name(settings.backend)
+    # Before the backend's module (torch, mlx) is imported: a missing folder or a hub that
+    # cannot be reached is said in a second, not after the framework's own import.
+    resolve_model(settings.model)
     module_name, _, class_name = BACKENDS[name].partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -52,6 +52,15 @@ class Job:
     report_path: str | None = None
 
     @property
+    def phase(self) -> str:
+        """Where a job is, finer than `status`: `queued`; `preparing` (running, no token yet:
+        the photo through the processor, the prompt's pass, an adapter loading);
+        `generating` (tokens are being written, `progress` counts them); `done`; `failed`."""
+        if self.status == "running":
+            return "generating" if self.progress > 0 else "preparing"
+        return self.status
+
+    @property
     def score(self) -> float | None:
         """The critique's overall score, once done."""
         result = self.result or {}

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from mondrian.advisors import Advisor
 from mondrian.context import Context
 from mondrian.errors import InvalidInput, parse_choice
-from mondrian.modes import Mode
+from mondrian.modes import FALLBACK_ORDER, Mode
 from mondrian.strategies.base import Strategy
 from mondrian.strategies.baseline import Baseline
 from mondrian.strategies.lora import Lora
 from mondrian.strategies.rag import Rag
 
 STRATEGIES: dict[Mode, Strategy] = {Mode.BASELINE: Baseline(), Mode.RAG: Rag(), Mode.LORA: Lora()}
-FALLBACK_ORDER: tuple[Mode, ...] = (Mode.LORA, Mode.RAG, Mode.BASELINE)
 
 
 def get_strategy(name: str) -> Strategy:

@@ -44,6 +44,9 @@ class JobLinks(BaseModel):
 class JobView(BaseModel):
     id: str
     status: Literal["queued", "running", "done", "failed"]
+    phase: Literal["queued", "preparing", "generating", "done", "failed"] = Field(
+        description="Finer than status: a running job is preparing (no token yet) or generating."
+    )
     progress: float = Field(description="0 to 1; 1 once done.")
     advisor_id: str
     mode_requested: str
@@ -81,6 +84,7 @@ def job_view(job: Job) -> JobView:
     return JobView(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]
+        phase=job.phase,  # type: ignore[arg-type]
         progress=job.progress,
         advisor_id=job.advisor_id,
         mode_requested=job.mode_requested,
