@@ -10,7 +10,7 @@ from mondrian.schema import Critique, Fact, example_critique
 
 # (rule id, dimension, the facts that fire it, the same facts just short of firing)
 CASES: list[tuple[str, str, dict[str, object], dict[str, object]]] = [
-    ("sharp_score_blurred_photo", "focus_sharpness", {"blur": 0.5}, {"blur": 0.49}),
+    ("sharp_score_blurred_photo", "focus_sharpness", {"blur": 0.85}, {"blur": 0.84}),
     (
         "sharp_score_soft_subject",
         "focus_sharpness",
@@ -112,7 +112,7 @@ def test_checks_leave_scores_alone_and_keep_rule_order() -> None:
     strong = critique(lighting=9, visual_balance=9, focus_sharpness=9)
     before = strong.model_dump()
     found = run_checks(
-        strong, facts({"tilt": 6.0, "highlights_clipped": 0.3, "shadows_clipped": 0.4, "blur": 0.8})
+        strong, facts({"tilt": 6.0, "highlights_clipped": 0.3, "shadows_clipped": 0.4, "blur": 0.9})
     )
     assert [c.rule for c in found] == [
         "sharp_score_blurred_photo",
