@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ from mondrian.portfolio.retrieval import (
     rank,
 )
 from mondrian.prompts import critique_prompt, profile_prompt
-from mondrian.schema import DIMENSIONS, Critique, Reference
+from mondrian.schema import DIMENSIONS, Critique, Fact, Reference
 from mondrian.storage import images as image_store
 from mondrian.storage import profiles as profile_store
 from mondrian.strategies.base import Outcome, require_critique
@@ -173,7 +174,13 @@ class Rag:
         return None
 
     def run(
-        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+        self,
+        ctx: Context,
+        advisor: Advisor,
+        photo: Photo,
+        on_token: TokenCallback | None = None,
+        *,
+        facts: Sequence[Fact] = (),
     ) -> Outcome:
         timings: dict[str, float] = {}
         (first,) = ctx.backend.generate(
@@ -192,7 +199,7 @@ class Rag:
         timings["retrieval_s"] = round(time.perf_counter() - started, 4)
 
         context = context_text(advisor, first_look, retrieval, with_images=bool(images))
-        prompt = critique_prompt(advisor, photo.image, context)
+        prompt = critique_prompt(advisor, photo.image, context, facts=facts)
         prompt.images = [*images, *prompt.images]
         (second,) = ctx.backend.generate([GenerationRequest(prompt=prompt)], on_token=on_token)
         critique = require_critique(second)
