@@ -132,7 +132,6 @@ def test_check_rate_counts_critiques_and_rules() -> None:
     assert rate["critiques"] == 4
     assert rate["with_checks"] == 0.5
     per_rule = rate["per_rule"]
-    assert isinstance(per_rule, dict)
     assert per_rule["balance_score_tilted"] == 0.5
     assert per_rule["lighting_score_highlights_clipped"] == 0.25
     assert per_rule["sharp_score_blurred_photo"] == 0.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 from mondrian.schema import Check, Critique, Fact
 
@@ -181,11 +181,17 @@ def _value(facts: Mapping[str, Fact], name: str) -> float | str | list[float]:
     return fact.value if fact is not None else "unmeasured"
 
 
-def check_rate(checks_per_critique: Sequence[Sequence[Check]]) -> dict[str, object]:
+class CheckRate(TypedDict):
+    critiques: int
+    with_checks: float  # share of the critiques with at least one check
+    per_rule: dict[str, float]  # rule id -> share of the critiques it fired on
+
+
+def check_rate(checks_per_critique: Sequence[Sequence[Check]]) -> CheckRate:
     """How often checks fire over some critiques: the share with at least one check, and
     each rule's share (every rule in RULES listed, 0.0 where it never fired)."""
     n = len(checks_per_critique)
-    per_rule = dict.fromkeys((rule.id for rule in RULES), 0)
+    per_rule: dict[str, int] = dict.fromkeys((rule.id for rule in RULES), 0)
     flagged = 0
     for checks in checks_per_critique:
         flagged += bool(checks)
