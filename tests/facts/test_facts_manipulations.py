@@ -31,6 +31,13 @@ def test_a_copy_rotated_by_5_degrees_measures_5_more_tilt_synthetic_horizon(lean
 
 
 @pytest.mark.parametrize("degrees", [5.0, -5.0])
+def test_a_plumb_dominant_line_measures_the_rotation_too(degrees):
+    # The synthetic horizon turned upright: a wall's edge or a mast, say.
+    upright = horizon(0.0).rotate(90, expand=True)
+    assert abs(facts(rotated(upright, degrees))["tilt"] - degrees) <= 0.5
+
+
+@pytest.mark.parametrize("degrees", [5.0, -5.0])
 def test_the_brick_walls_courses_measure_a_5_degree_rotation(degrees):
     # The one shipped photo with a dominant line set (mortar courses), upscaled 4x: at 160
     # px its lines are too short for a half-degree answer.

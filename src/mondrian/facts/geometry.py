@@ -16,22 +16,29 @@ _THIRDS = [(x, y) for x in (1 / 3, 2 / 3) for y in (1 / 3, 2 / 3)]
 
 
 def _lines(grey: np.ndarray) -> np.ndarray:
-    """Hough lines of the Canny edges as rows (lean in degrees, votes): every line through
-    the copy, 0.1-degree steps, edge thresholds from the median grey."""
+    """Hough lines of the Canny edges as rows (theta in degrees, votes), 0.1-degree steps,
+    edge thresholds from the median grey. Only the angles within _LEVEL_WINDOW of level or
+    plumb are voted on: a third of the work of the whole half-turn."""
     import cv2
 
     img = np.clip(grey, 0, 255).astype(np.uint8)
     median = float(np.median(img))
     edges = cv2.Canny(img, max(10.0, 0.66 * median), max(30.0, 1.33 * median))
     threshold = max(10, round(_MIN_VOTES * min(grey.shape)))
-    found = cv2.HoughLinesWithAccumulator(edges, 1, np.pi / 1800, threshold)
-    if found is None:
+    w = _LEVEL_WINDOW
+    found = [
+        cv2.HoughLinesWithAccumulator(
+            edges, 1, np.pi / 1800, threshold, min_theta=np.radians(lo), max_theta=np.radians(hi)
+        )
+        for lo, hi in ((90 - w, 90 + w), (0, w), (180 - w, 180))
+    ]
+    rows = [f.reshape(-1, 3) for f in found if f is not None]
+    if not rows:
         return np.zeros((0, 2))
-    rows = found.reshape(-1, 3)
-    # theta is the normal's angle from the x axis, y down: a level line has theta 90; a line
-    # leaning counter-clockwise by t has theta 90 - t... and a plumb one theta 0 or 180.
-    theta = np.degrees(rows[:, 1])
-    return np.stack([theta, rows[:, 2]], axis=1)
+    lines = np.concatenate(rows)
+    # theta is the angle of the line's normal from the x axis (y down): a level line has
+    # theta 90, and leaning counter-clockwise by t, 90 - t; a plumb one 0 (or 180), and -t.
+    return np.stack([np.degrees(lines[:, 1]), lines[:, 2]], axis=1)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
