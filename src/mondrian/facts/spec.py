@@ -17,6 +17,14 @@ SAMPLE_PIXELS = 500_000
 WORK_SIDE = 1024
 CROP_SIDE = 1024
 SALIENCY_SIDE = 64
+# What each copy is, in words (docs/facts.md's table).
+VIEW_SIZES = {
+    SAMPLE: f"every k-th pixel, <= {SAMPLE_PIXELS / 1e6:g} MP",
+    WORK: f"grey, {WORK_SIDE} px long side (area)",
+    CROP: f"grey, full-resolution centre crop <= {CROP_SIDE} x {CROP_SIDE}",
+    SALIENCY: f"grey, {SALIENCY_SIDE} px long side (of the work copy)",
+    FULL: "the photo read (or its EXIF)",
+}
 
 
 @dataclass(frozen=True)
