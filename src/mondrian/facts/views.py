@@ -46,9 +46,13 @@ def _work(rgb: Image.Image) -> np.ndarray:
     scale = WORK_SIDE / max(rgb.width, rgb.height)
     if scale < 1:
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        # Reduce first, then convert: the grey conversion then runs on 1 MP, not 24.
-        # reducing_gap: a fast integer box reduction first, then an exact resample.
-        rgb = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+        # An integer box reduction first (`reduce`: a quarter of `resize`'s time on 24 MP,
+        # measured by bench/facts_bench.py), then an exact box resample of the rest; grey
+        # is converted last, on 1 MP rather than 24.
+        factor = int(1 / scale)
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+        rgb = rgb.resize(size, Image.Resampling.BOX)
     return np.asarray(rgb.convert("L"), dtype=np.float32)
 
 
