@@ -8,7 +8,7 @@ file (no working-copy reduction): its detail is smooth, which matters little to 
 since every fact reads a copy of fixed size (facts/views.py).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/facts_bench.py [--repeats 7]
-        [--no-critique]
+        [--no-critique] [--examples]
 """
 
 from __future__ import annotations
@@ -90,11 +90,59 @@ def critique_ms(repeats: int) -> list[float]:
         return timed(lambda: backend.generate([GenerationRequest(prompt=prompt)]), repeats)
 
 
+def examples() -> None:
+    """The facts of three shipped photos and their manipulated copies (issue 17's closing
+    note), the copies made as tests/facts/test_facts_manipulations.py makes them."""
+    from PIL import ImageEnhance, ImageFilter, ImageOps
+
+    from mondrian.facts import measure
+    from mondrian.images import read_image
+
+    keys = ("sharpness", "blur", "highlights_clipped", "median_zone", "tilt",
+            "subject_position", "colourfulness", "monochrome", "harmony_template")  # fmt: skip
+    print("| photo | copy | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 2))
+    for name in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg"):
+        image = Image.open(SHIPPED.with_name(name)).convert("RGB")
+        copies = {
+            "original": image,
+            "blurred (sigma 2)": image.filter(ImageFilter.GaussianBlur(2)),
+            "brightened x1.6": ImageEnhance.Brightness(image).enhance(1.6),
+            "greyscale": ImageOps.grayscale(image).convert("RGB"),
+        }
+        for label, copy in copies.items():
+            buf = io.BytesIO()
+            copy.save(buf, "PNG")
+            values = {f.name: f.value for f in measure(read_image(buf.getvalue()))}
+            print(f"| {name} | {label} | " + " | ".join(str(values[k]) for k in keys) + " |")
+    tilts()
+
+
+def tilts() -> None:
+    """Tilt before and after a 5-degree rotation, with the tests' own scenes and rotation
+    (tests/facts/facts_scenes.py: rotated, then cropped clear of the empty corners)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "facts"))
+    from facts_scenes import facts, horizon, rotated
+
+    wall = Image.open(SHIPPED.with_name("brick.jpg")).convert("RGB")
+    wall = wall.resize((wall.width * 4, wall.height * 4), Image.Resampling.LANCZOS)
+    print("\n| scene | tilt | rotated +5 | rotated -5 |\n|---|---|---|---|")
+    for label, scene in (("brick.jpg, upscaled 4x", wall), ("synthetic horizon", horizon(0))):
+        row = [facts(scene)["tilt"], facts(rotated(scene, 5))["tilt"],
+               facts(rotated(scene, -5))["tilt"]]  # fmt: skip
+        print(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-critique", action="store_true", help="skip the tiny critique")
+    parser.add_argument("--examples", action="store_true", help="print the example table only")
     args = parser.parse_args()
+    if args.examples:
+        examples()
+        return
 
     from mondrian.facts import measure
 

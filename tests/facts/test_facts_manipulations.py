@@ -47,8 +47,9 @@ def test_the_brick_walls_courses_measure_a_5_degree_rotation(degrees):
     assert abs(after - before - degrees) <= 0.5
 
 
-def test_no_dominant_line_is_no_tilt():
-    assert facts(shipped("coffee.jpg").resize((640, 428)))["tilt"] == 0
+@pytest.mark.parametrize("name", ["grass.jpg", "gravel.jpg", "chelsea.jpg", "coffee.jpg"])
+def test_textures_and_a_still_life_have_no_dominant_line_so_no_tilt(name):
+    assert facts(shipped(name))["tilt"] == 0
 
 
 @pytest.mark.parametrize("name", PHOTOS)
