@@ -33,12 +33,16 @@ def saliency_map(grey: np.ndarray) -> np.ndarray:
     scale = SALIENCY_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(grey.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    # Mirrored margins make the FFT's periodic extension seamless: without them the jump
+    # from one edge to the opposite one is itself "salient" and pulls points to the border.
+    pad_y, pad_x = small.shape[0] // 4, small.shape[1] // 4
+    small = cv2.copyMakeBorder(small, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REFLECT)
     spectrum = np.fft.fft2(small)
     log_amplitude = np.log(np.abs(spectrum) + 1e-8)
     residual = log_amplitude - cv2.blur(log_amplitude, (3, 3), borderType=cv2.BORDER_REPLICATE)
     back = np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))
     sal = cv2.GaussianBlur((np.abs(back) ** 2).astype(np.float32), (0, 0), 2.5)
-    return sal
+    return sal[pad_y : sal.shape[0] - pad_y, pad_x : sal.shape[1] - pad_x]
 
 
 def salient(grey: np.ndarray) -> Salient:

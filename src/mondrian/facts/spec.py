@@ -17,6 +17,14 @@ SAMPLE_PIXELS = 500_000
 WORK_SIDE = 1024
 CROP_SIDE = 1024
 SALIENCY_SIDE = 64
+# What each copy is, in words (docs/facts.md's table).
+VIEW_SIZES = {
+    SAMPLE: f"every k-th pixel, <= {SAMPLE_PIXELS / 1e6:g} MP",
+    WORK: f"grey, {WORK_SIDE} px long side (area)",
+    CROP: f"grey, full-resolution centre crop <= {CROP_SIDE} x {CROP_SIDE}",
+    SALIENCY: f"grey, {SALIENCY_SIDE} px long side (of the work copy)",
+    FULL: "the photo read (or its EXIF)",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,9 @@ FACTS: tuple[FactSpec, ...] = (
              "Immerkaer's noise sigma (Laplacian-difference mask), 0-1 of full scale",
              "Grain or sensor noise in flat areas."),
     FactSpec("tilt", "geometry", "degrees", WORK,
-             "length-weighted median angle of the near-level (or near-plumb) Hough segments, "
-             "whichever set is longer; 0 when neither is long enough",
+             "vote-weighted median lean of the strong Hough lines within 20 degrees of level "
+             "or of plumb, whichever set has more votes; a line needs edge pixels along 60% "
+             "of the short side; 0 when none does",
              "How far the horizon or dominant line leans: + counter-clockwise."),
     FactSpec("subject_position", "geometry", "share", SALIENCY,
              "[x, y] centroid of the spectral-residual saliency map's salient region, "

@@ -44,12 +44,16 @@ def _sample(rgb: Image.Image) -> np.ndarray:
 
 def _work(rgb: Image.Image) -> np.ndarray:
     scale = WORK_SIDE / max(rgb.width, rgb.height)
-    grey = rgb.convert("L")
     if scale < 1:
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        # reducing_gap: a fast integer box reduction first, then an exact resample.
-        grey = grey.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
-    return np.asarray(grey, dtype=np.float32)
+        # An integer box reduction first (`reduce`: a quarter of `resize`'s time on 24 MP,
+        # measured by bench/facts_bench.py), then an exact box resample of the rest; grey
+        # is converted last, on 1 MP rather than 24.
+        factor = int(1 / scale)
+        if factor >= 2:
+            rgb = rgb.reduce(factor)
+        rgb = rgb.resize(size, Image.Resampling.BOX)
+    return np.asarray(rgb.convert("L"), dtype=np.float32)
 
 
 def _crop(rgb: Image.Image) -> np.ndarray:
