@@ -4,7 +4,9 @@ Pass 1 profiles the user's photo with the neutral 8-dimension prompt (and embeds
 the backend can); `retrieval.rank` picks the k most similar profiled portfolio images
 (see retrieval.py for the measure); pass 2 is the advisor's critique with a context
 text that gives, for each exemplar, its scores, description and two comments, and the
-portfolio's per-dimension mean and spread.
+portfolio's per-dimension mean and spread. The photo's measured facts go into pass 2's
+prompt only ("Measured:", prompts.py): pass 1's profile must stay comparable with the
+portfolio's, which are profiled with the same neutral prompt and no facts.
 
 The exemplars' images can go into the prompt as well (`Rag(exemplar_images=True)`),
 shrunk to `exemplar_pixels` each, before the user's photo. It is off by default: each
