@@ -1,7 +1,7 @@
 """The reference parts of docs/, generated from the code they describe.
 
 A contract doc (docs/critique.md, modes.md, adapter-format.md, cli.md, http.md, storage.md,
-configuration.md, advisors.md) is prose written by hand around sections marked
+configuration.md, advisors.md, facts.md) is prose written by hand around sections marked
 
     <!-- generated: NAME -->
     ...
@@ -302,6 +302,20 @@ def _tables(conn: sqlite3.Connection) -> str:
     return "\n".join(out)
 
 
+# --- the measured photo facts -------------------------------------------------------------
+
+
+def facts_table() -> str:
+    from mondrian.facts.spec import FACTS, VIEW_SIZES
+
+    rows = [
+        (f"`{f.name}`", f.kind, f"`{f.unit}`" if f.unit else "", VIEW_SIZES[f.view], f.method,
+         f.meaning)
+        for f in FACTS
+    ]  # fmt: skip
+    return _table(("fact", "kind", "unit", "measured on", "how", "meaning"), rows)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "critique-fields": critique_fields,
     "grade-table": grade_table,
@@ -314,6 +328,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "settings": settings_reference,
     "advisor-fields": advisor_fields,
     "advisor-template": advisor_template,
+    "facts": facts_table,
 }
 
 

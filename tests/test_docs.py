@@ -64,6 +64,7 @@ CONTRACT_DOCS = {
     "storage.md": {"storage"},
     "configuration.md": {"settings"},
     "advisors.md": {"advisor-fields", "advisor-template"},
+    "facts.md": {"facts"},
 }
 DOCS = Path(__file__).parents[1] / "docs"
 

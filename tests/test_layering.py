@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "images": 2,
     "backends": 3,
     "tiny": 3,
+    "facts": 3,
     "context": 4,
     "reports": 4,
     "portfolio": 5,

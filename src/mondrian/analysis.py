@@ -5,7 +5,11 @@ runs it and describes what served. `run_job()` is a started job's whole run, fro
 stored photo to its stored result: `mondrian analyze` (cli/analyze_cmd.py) and the
 service's worker (service/worker.py) both go through it, so a critique is recorded the same
 way whichever door it came in by. Recording a failure stays with the caller: the CLI shows
-the error, the service keeps internal errors' details in its log."""
+the error, the service keeps internal errors' details in its log.
+
+The photo's facts (facts/measure.py: pixels and EXIF, no model) are measured once here,
+before the strategy runs: they go into its prompt ("Measured:", prompts.py) and into the
+result, with the checks (facts/checks.py) the final critique breaks against them."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import time
 from mondrian.advisors import Advisor
 from mondrian.backends.protocol import TokenCallback
 from mondrian.context import Context
+from mondrian.facts.checks import run_checks
+from mondrian.facts.measure import measure
 from mondrian.images import Photo, read_image_file
 from mondrian.modes import Variant
 from mondrian.schema import AnalysisResult, ModelInfo
@@ -47,8 +53,16 @@ def analyze(
     strategy, reasons = Fallback(STRATEGIES).choose(ctx, advisor, mode)
     if reasons:
         log.info("advisor %s: %s used instead (%s)", advisor.id, strategy.name, "; ".join(reasons))
-    outcome = strategy.run(ctx, advisor, photo, on_token)
-    timings = {**outcome.timings, "total_s": round(time.perf_counter() - started, 4)}
+    measuring = time.perf_counter()
+    facts = measure(photo)
+    facts_s = round(time.perf_counter() - measuring, 4)
+    outcome = strategy.run(ctx, advisor, photo, on_token, facts=facts)
+    critique = outcome.critique.scored(advisor.weights)
+    timings = {
+        **outcome.timings,
+        "facts_s": facts_s,
+        "total_s": round(time.perf_counter() - started, 4),
+    }
     return AnalysisResult(
         advisor_id=advisor.id,
         mode_requested=mode,
@@ -59,8 +73,11 @@ def analyze(
             variant=Variant.FINE_TUNED if outcome.adapter else Variant.BASE,
             backend=ctx.backend.name,
         ),
-        critique=outcome.critique.scored(advisor.weights),
+        critique=critique,
         references=outcome.references,
+        facts=facts,
+        # On the final critique, after generation: checks inform, they never rescore.
+        checks=run_checks(critique, facts),
         timings=timings,
     )
 

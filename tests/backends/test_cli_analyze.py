@@ -98,6 +98,8 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
         "backend": "transformers",
     }
     assert result["references"] == [] and result["timings"]["total_s"] > 0
+    assert {"zones", "tilt", "harmony_fit"} <= {f["name"] for f in result["facts"]}
+    assert isinstance(result["checks"], list)
     critique = Critique.model_validate(result["critique"])
     assert critique.overall_grade is not None
     assert all(d.expected_score is not None for _, d in critique.dimensions.items())

@@ -11,6 +11,7 @@ import pytest
 from mondrian.cli.evaluation_cmd import effective_min_valid, gate_failures
 from mondrian.cli.main import main
 from mondrian.config import load_settings
+from mondrian.errors import InvalidInput
 from mondrian.evaluation.metrics import (
     Sample,
     VariantMetrics,
@@ -18,8 +19,10 @@ from mondrian.evaluation.metrics import (
     spearman,
     variant_metrics,
 )
+from mondrian.evaluation.run import load_examples
+from mondrian.facts.checks import RULES, run_checks
 from mondrian.prompts import critique_prompt
-from mondrian.schema import DIMENSIONS, example_critique
+from mondrian.schema import DIMENSIONS, Fact, example_critique
 from mondrian.storage import adapters
 from mondrian.storage.bootstrap import open_state
 
@@ -46,6 +49,47 @@ def test_metrics_of_perfect_and_wrong_answers():
     assert w.mae["composition"] == pytest.approx((6 + 0 + 6) / 3)
     assert w.mse["composition"] == pytest.approx((36 + 0 + 36) / 3)
     assert w.spearman["composition"] == pytest.approx(-1.0)
+
+
+def test_metrics_count_how_often_checks_fire():
+    tilted = [Fact(name="tilt", value=6.0, unit="degrees", meaning="tilt")]
+    strong, modest = _critique(9), _critique(5)
+    samples = [
+        Sample(strong, strong, True, 0.5, 10, checks=run_checks(strong, tilted)),
+        Sample(strong, modest, True, 0.5, 10, checks=run_checks(modest, tilted)),
+        Sample(strong, None, False, 0.5, 10),  # invalid: not counted
+    ]
+    rate = variant_metrics("adapter", samples, None).checks
+    assert rate["critiques"] == 2 and rate["with_checks"] == 0.5
+    assert rate["per_rule"]["balance_score_tilted"] == 0.5
+    assert rate["per_rule"]["lighting_score_highlights_clipped"] == 0.0
+
+
+def test_examples_use_the_facts_their_row_recorded(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(tmp_path / "red.jpg")
+    recorded = [{"name": "tilt", "value": 4.0, "unit": "degrees", "meaning": "t"}]
+    rows = [
+        {"messages": _messages(), "images": ["red.jpg"], "mondrian": {"facts": recorded}},
+        {"messages": _messages(), "images": ["red.jpg"]},  # before facts: measured now
+    ]
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (given, measured), _ = load_examples(tmp_path, "validation")
+    assert [f.model_dump() for f in given.facts] == recorded
+    assert {f.name for f in measured.facts} >= {"tilt", "highlights_clipped", "zones"}
+    rows[0]["mondrian"]["facts"] = [{"name": "tilt"}]
+    (tmp_path / "validation.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(InvalidInput, match="line 1: not a list of facts"):
+        load_examples(tmp_path, "validation")
+
+
+def _messages() -> list[dict]:
+    return [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": _short_target([5] * 8)},
+    ]
 
 
 def test_percentile_and_spearman_edge_cases():
@@ -158,6 +202,12 @@ def test_evaluate_writes_self_describing_results(registered, tmp_path, capsys):
     assert saved["variants"] == data["variants"]
     html = (out / "evaluation.html").read_text()
     assert "<svg" in html and "ansel@v1" in html and "<script" not in html
+    # Checks against the photos' facts (measured here: these rows predate recorded facts).
+    for variant in data["variants"]:
+        assert variant["checks"]["critiques"] == 3
+        assert set(variant["checks"]["per_rule"]) == {rule.id for rule in RULES}
+        assert 0.0 <= variant["checks"]["with_checks"] <= 1.0
+    assert "with checks" in html and "balance_score_tilted" in html
 
 
 @pytest.mark.model

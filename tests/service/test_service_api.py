@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
+from mondrian.facts.checks import run_checks
 from mondrian.schema import DIMENSIONS, AnalysisResult, example_critique
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
@@ -80,6 +81,10 @@ def test_analyze_answers_with_result_and_headers(client, analyzed):
     assert result.model.adapter is None
     assert result.critique.overall_score is not None and result.critique.overall_grade
     assert result.timings["total_s"] > 0
+    # The photo's facts, measured once, and the checks the final critique breaks.
+    assert [f.name for f in result.facts][:3] == ["luminance_p05", "luminance_p50", "luminance_p95"]
+    assert result.checks == run_checks(result.critique, result.facts)
+    assert result.timings["facts_s"] >= 0
 
     job = wait_for_job(client, result.job_id)
     assert job["status"] == "done" and job["progress"] == 1.0
@@ -226,6 +231,8 @@ def test_ab_report_counts_the_jobs(client, app, analyzed):
     assert 0 < tuned["latency_p50_s"] <= tuned["latency_p95_s"]
     assert 0 <= tuned["mean_overall_score"] <= 10
     assert tuned["modes_used"] == {"baseline": tuned["done"]}
+    # Every critique the service made carries facts, so every one was checked.
+    assert tuned["checked"] == tuned["done"] and 0 <= tuned["checked_rate"] <= 1
     assert by_variant["base"]["mean_overall_score"] is None
     assert report["delta"]["mean_overall_score"] is None  # nothing on the base side
 

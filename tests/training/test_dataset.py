@@ -13,8 +13,9 @@ from training_helpers import ADVISOR, add_profile, short_critique
 
 from mondrian.cli.main import main
 from mondrian.errors import InvalidInput
-from mondrian.prompts import PROMPT_VERSION, critique_prompt
-from mondrian.schema import SCHEMA_VERSION, Critique, example_critique
+from mondrian.facts import FACTS
+from mondrian.prompts import MEASURED_HEADER, PROMPT_VERSION, critique_prompt
+from mondrian.schema import SCHEMA_VERSION, Critique, Fact, example_critique
 from mondrian.storage import jobs, reviews
 from mondrian.storage.advisors import require_advisor
 from mondrian.training.dataset import build_dataset
@@ -52,12 +53,18 @@ def test_build_writes_messages_images_and_manifest(state, settings, portfolio, t
 
     with state.read() as conn:
         advisor = require_advisor(conn, ADVISOR)
-    expected_prompt = critique_prompt(advisor, Image.new("RGB", (1, 1))).messages()
     sides: dict[str, set[str]] = {"train": set(), "validation": set()}
+    facts_by_image: dict[str, list[list[Fact]]] = {}
     for split in ("train", "validation"):
         for row in _rows(out, split):
             assert set(row) == {"messages", "images", "mondrian"}
-            assert row["messages"][:2] == expected_prompt
+            # The prompt's "Measured:" block is written from the facts the row records.
+            facts = [Fact.model_validate(f) for f in row["mondrian"]["facts"]]
+            assert [f.name for f in facts] == [s.name for s in FACTS][: len(facts)]
+            facts_by_image.setdefault(row["mondrian"]["image_hash"], []).append(facts)
+            expected_prompt = critique_prompt(advisor, Image.new("RGB", (1, 1)), facts=facts)
+            assert MEASURED_HEADER in expected_prompt.user
+            assert row["messages"][:2] == expected_prompt.messages()
             assert row["messages"][1]["content"][0] == {"type": "image"}
             assistant = row["messages"][2]
             assert assistant["role"] == "assistant"
@@ -78,6 +85,9 @@ def test_build_writes_messages_images_and_manifest(state, settings, portfolio, t
             if row["mondrian"]["augmentation"]:
                 assert split == "train"
     assert not sides["train"] & sides["validation"]
+    # Each augmentation is measured on its own pixels, not given its original's facts.
+    augmented = [variants for variants in facts_by_image.values() if len(variants) == 3]
+    assert augmented and all(v[0] != v[1] and v[0] != v[2] for v in augmented)
     assert model_hash in sides["train"] | sides["validation"]
     # Every file is listed with the hash of its content; a split file's content is its
     # text with the image paths relative to the folder (the folder's path is no content).

@@ -2,7 +2,8 @@
 
 The scores are pure functions, no model (`variant_metrics`); `write_eval_report` draws
 an evaluation's JSON (run.py) as HTML: gates, per-variant table, per-dimension error
-bars, score scatter against the reference, latency.
+bars, score scatter against the reference, latency, how often checks fire
+(facts/checks.py: a critique contradicting its photo's measured facts).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mondrian.facts.checks import check_rate
 from mondrian.reports.charts import grouped_bars, scatter
 from mondrian.reports.render import render_page, write_page
-from mondrian.schema import DIMENSION_LABELS, DIMENSIONS, Critique, overall_score
+from mondrian.schema import DIMENSION_LABELS, DIMENSIONS, Check, Critique, overall_score
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Sample:
     stopped: bool
     latency_s: float
     new_tokens: int
+    checks: list[Check] = field(default_factory=list)  # facts/checks.py on the critique
 
 
 @dataclass
@@ -44,6 +47,9 @@ class VariantMetrics:
     latency_p50_s: float = 0.0
     latency_p95_s: float = 0.0
     tokens_per_s: float = 0.0
+    # How often the valid critiques contradict their photo's facts (facts/checks.py's
+    # check_rate): the share with at least one check, and each rule's share.
+    checks: dict[str, Any] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -116,6 +122,7 @@ def variant_metrics(
     metrics.latency_p95_s = percentile(latencies, 95)
     total_time = sum(latencies)
     metrics.tokens_per_s = sum(s.new_tokens for s in samples) / total_time if total_time else 0.0
+    metrics.checks = check_rate([s.checks for s in valid])
     return metrics
 
 
@@ -124,6 +131,10 @@ def variant_metrics(
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
 
 
 def write_eval_report(evaluation: dict[str, Any], advisor_name: str, path: Path) -> Path:
@@ -160,6 +171,9 @@ def write_eval_report(evaluation: dict[str, Any], advisor_name: str, path: Path)
             "p50": _fmt(v["latency_p50_s"], 3),
             "p95": _fmt(v["latency_p95_s"], 3),
             "tps": f"{v['tokens_per_s']:.0f}",
+            # An evaluation saved before checks existed has none to show.
+            "checked": _share(v.get("checks", {}).get("with_checks")),
+            "rules": {k: _share(r) for k, r in v.get("checks", {}).get("per_rule", {}).items()},
             "dims": [
                 {
                     "label": DIMENSION_LABELS[key],

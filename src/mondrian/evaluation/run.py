@@ -12,7 +12,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from mondrian.backends.protocol import Backend, GenerationRequest
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.evaluation.metrics import Sample, VariantMetrics, variant_metrics, write_eval_report
-from mondrian.images import read_image_file
+from mondrian.facts.checks import run_checks
+from mondrian.facts.measure import measure
+from mondrian.images import Photo, read_image_file
 from mondrian.prompts import PROMPT_VERSION, Prompt
-from mondrian.schema import SCHEMA_VERSION, Critique
+from mondrian.schema import SCHEMA_VERSION, Critique, Fact
 from mondrian.storage import adapters as adapter_store
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database
@@ -38,6 +40,9 @@ class Example:
     prompt: Prompt
     reference: Critique
     image: str
+    # The photo's facts: those its dataset row recorded (the ones its prompt's "Measured:"
+    # block was written from), else measured here; the checks of every answer read them.
+    facts: list[Fact] = field(default_factory=list)
 
 
 @dataclass
@@ -109,7 +114,9 @@ def load_examples(dataset_dir: Path, split: str) -> tuple[list[Example], dict[st
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{path.name} line {number}: not a dataset row ({exc})") from None
         photo = read_image_file(image_path)
-        examples.append(Example(Prompt(system, user, [photo.image]), reference, row["images"][0]))
+        prompt = Prompt(system, user, [photo.image])
+        facts = _facts_of(row, photo, f"{path.name} line {number}")
+        examples.append(Example(prompt, reference, row["images"][0], facts))
     manifest_file = dataset_dir / "manifest.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     identity = {
@@ -120,6 +127,18 @@ def load_examples(dataset_dir: Path, split: str) -> tuple[list[Example], dict[st
         "manifest_sha256": manifest.get("sha256") or manifest.get("data_sha256"),
     }
     return examples, identity
+
+
+def _facts_of(row: dict[str, Any], photo: Photo, where: str) -> list[Fact]:
+    """The facts the row recorded (training/dataset.py writes them since prompt version 2),
+    or the photo measured now for an older data set."""
+    recorded = (row.get("mondrian") or {}).get("facts")
+    if recorded is None:
+        return measure(photo)
+    try:
+        return [Fact.model_validate(fact) for fact in recorded]
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: not a list of facts ({exc})") from None
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -168,13 +187,15 @@ def _run_variant(
         (generation,) = backend.generate(
             [GenerationRequest(prompt=example.prompt, adapter=adapter)]
         )
+        critique = generation.critique
         samples.append(
             Sample(
                 reference=example.reference,
-                critique=generation.critique,
+                critique=critique,
                 stopped=generation.stopped,
                 latency_s=time.perf_counter() - started,
                 new_tokens=generation.new_tokens,
+                checks=run_checks(critique, example.facts) if critique else [],
             )
         )
         if on_progress:

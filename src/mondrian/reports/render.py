@@ -23,6 +23,7 @@ import jinja2
 
 import mondrian
 from mondrian.advisors.model import Advisor
+from mondrian.reports.facts_view import facts_view
 from mondrian.reports.radar import DIMENSION_LABELS, radar_svg
 from mondrian.reports.thumbnails import ReportImages
 from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult, Critique
@@ -282,6 +283,7 @@ def _analysis_context(
                 {"short": _SHORT_LABELS[key], "label": DIMENSION_LABELS[key]} for key in DIMENSIONS
             ],
             "timings": _timing_rows(result.timings),
+            "facts_view": facts_view(result),
         }
     )
     return context

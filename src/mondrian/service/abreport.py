@@ -7,6 +7,10 @@ stored critique validates against `Critique` (src/mondrian/schema.py), over all 
 jobs. A done job is not counted valid for being done: its result is checked here, so a
 row written by an older version, by hand, or by a path that skipped validation counts
 against the rate, and a failed job (no critique) always does.
+
+How often checks fire (facts/checks.py: a critique contradicting its photo's measured
+facts) is counted over the valid critiques that carry facts; a job recorded before facts
+were measured was never checked and is left out of that rate rather than counted clean.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from statistics import fmean
 
 from pydantic import BaseModel, Field, ValidationError
 
+from mondrian.facts.checks import check_rate
 from mondrian.modes import Variant
-from mondrian.schema import Critique
+from mondrian.schema import Check, Critique
 from mondrian.storage.jobs import Job
 
 
@@ -40,6 +45,14 @@ class VariantStats(BaseModel):
     modes_used: dict[str, int] = Field(default_factory=dict)
     adapters: dict[str, int] = Field(
         default_factory=dict, description="Adapter version -> jobs it served."
+    )
+    checked: int = Field(default=0, description="Valid critiques that carry measured facts.")
+    checked_rate: float | None = Field(
+        default=None,
+        description="Share of the checked critiques with at least one check; None if none.",
+    )
+    check_rates: dict[str, float] = Field(
+        default_factory=dict, description="Rule id -> share of the checked critiques it fired on."
     )
 
 
@@ -91,6 +104,17 @@ def _schema_valid(job: Job) -> bool:
     return True
 
 
+def _checks(job: Job) -> list[Check] | None:
+    """The checks of a job whose result carries facts; None where nothing was measured."""
+    result = job.result or {}
+    if not result.get("facts"):
+        return None
+    try:
+        return [Check.model_validate(check) for check in result.get("checks") or []]
+    except ValidationError:  # a row written by hand or by another version: not checked
+        return None
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -103,6 +127,8 @@ def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
     # Only a valid critique's overall score is one the schema vouches for.
     scores = [s for s in map(_overall, valid) if s is not None]
     finished = len(done) + len(failed)
+    checked = [c for c in map(_checks, valid) if c is not None]
+    rates = check_rate(checked)
     return VariantStats(
         variant=variant,
         jobs=len(jobs),
@@ -116,6 +142,9 @@ def variant_stats(variant: str, jobs: Sequence[Job]) -> VariantStats:
         validity_rate=_round(len(valid) / finished) if finished else None,
         modes_used=dict(sorted(Counter(j.mode_used for j in done if j.mode_used).items())),
         adapters=dict(sorted(Counter(j.adapter_ref for j in done if j.adapter_ref).items())),
+        checked=len(checked),
+        checked_rate=rates["with_checks"] if checked else None,
+        check_rates=rates["per_rule"] if checked else {},
     )
 
 
@@ -136,7 +165,13 @@ def compare_variants(jobs: Iterable[Job]) -> ABReport:
         variants=stats,
         delta={
             f: diff(f)
-            for f in ("latency_p50_s", "latency_p95_s", "mean_overall_score", "validity_rate")
+            for f in (
+                "latency_p50_s",
+                "latency_p95_s",
+                "mean_overall_score",
+                "validity_rate",
+                "checked_rate",
+            )
         },
     )
 
@@ -157,6 +192,7 @@ def format_report(report: ABReport) -> str:
         ("latency p95 (s)", [cell(s.latency_p95_s) for s in report.variants]),
         ("mean overall score", [cell(s.mean_overall_score, "{:.2f}") for s in report.variants]),
         ("schema-valid rate", [cell(s.validity_rate, "{:.1%}") for s in report.variants]),
+        ("with checks", [cell(s.checked_rate, "{:.1%}") for s in report.variants]),
     ]
     heads = [s.variant for s in report.variants]
     width = max(len(r[0]) for r in rows)
@@ -167,5 +203,10 @@ def format_report(report: ABReport) -> str:
         if stats.adapters:
             served = ", ".join(f"{ref} ({n})" for ref, n in stats.adapters.items())
             lines.append(f"{stats.variant} adapters: {served}")
+    for stats in report.variants:
+        fired = {rule: rate for rule, rate in stats.check_rates.items() if rate}
+        if fired:
+            shares = ", ".join(f"{rule} {rate:.0%}" for rule, rate in fired.items())
+            lines.append(f"{stats.variant} checks: {shares}")
     lines.append(f"total jobs: {report.total_jobs}")
     return "\n".join(lines)

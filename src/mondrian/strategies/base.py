@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,7 +12,7 @@ from mondrian.context import Context
 from mondrian.errors import MondrianError
 from mondrian.images import Photo
 from mondrian.modes import Mode
-from mondrian.schema import Critique, Reference
+from mondrian.schema import Critique, Fact, Reference
 
 
 class ModelOutputError(MondrianError):
@@ -38,8 +39,17 @@ class Strategy(Protocol):
         ...
 
     def run(
-        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
-    ) -> Outcome: ...
+        self,
+        ctx: Context,
+        advisor: Advisor,
+        photo: Photo,
+        on_token: TokenCallback | None = None,
+        *,
+        facts: Sequence[Fact] = (),
+    ) -> Outcome:
+        """Critique `photo` as `advisor`; `facts` (measured once per photo by the caller,
+        analysis.py) go into the critique prompt's "Measured:" block."""
+        ...
 
 
 def require_critique(generation: Generation) -> Critique:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mondrian.advisors import Advisor
 from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
 from mondrian.images import Photo
 from mondrian.modes import Mode
 from mondrian.prompts import critique_prompt
+from mondrian.schema import Fact
 from mondrian.strategies.base import Outcome, require_critique
 
 
@@ -18,9 +21,15 @@ class Baseline:
         return None
 
     def run(
-        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+        self,
+        ctx: Context,
+        advisor: Advisor,
+        photo: Photo,
+        on_token: TokenCallback | None = None,
+        *,
+        facts: Sequence[Fact] = (),
     ) -> Outcome:
-        request = GenerationRequest(prompt=critique_prompt(advisor, photo.image))
+        request = GenerationRequest(prompt=critique_prompt(advisor, photo.image, facts=facts))
         (generation,) = ctx.backend.generate([request], on_token=on_token)
         return Outcome(
             critique=require_critique(generation),

@@ -9,6 +9,8 @@ instead of the request failing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mondrian.advisors import Advisor
 from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
@@ -16,6 +18,7 @@ from mondrian.errors import MondrianError, Unavailable
 from mondrian.images import Photo
 from mondrian.modes import Mode, Variant
 from mondrian.prompts import critique_prompt
+from mondrian.schema import Fact
 from mondrian.storage import adapters as adapter_store
 from mondrian.strategies.base import Outcome, require_critique
 
@@ -39,14 +42,22 @@ class Lora:
         return None
 
     def run(
-        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+        self,
+        ctx: Context,
+        advisor: Advisor,
+        photo: Photo,
+        on_token: TokenCallback | None = None,
+        *,
+        facts: Sequence[Fact] = (),
     ) -> Outcome:
         # Read again: the active version may have changed since `unavailable` looked.
         active = _active(ctx, advisor.id)
         if active is None:
             raise Unavailable(f"advisor {advisor.id!r} has no active adapter", code="no_adapter")
         name = ensure_loaded(ctx, active)
-        request = GenerationRequest(prompt=critique_prompt(advisor, photo.image), adapter=name)
+        request = GenerationRequest(
+            prompt=critique_prompt(advisor, photo.image, facts=facts), adapter=name
+        )
         (generation,) = ctx.backend.generate([request], on_token=on_token)
         return Outcome(
             critique=require_critique(generation),

@@ -4,7 +4,9 @@ Pass 1 profiles the user's photo with the neutral 8-dimension prompt (and embeds
 the backend can); `retrieval.rank` picks the k most similar profiled portfolio images
 (see retrieval.py for the measure); pass 2 is the advisor's critique with a context
 text that gives, for each exemplar, its scores, description and two comments, and the
-portfolio's per-dimension mean and spread.
+portfolio's per-dimension mean and spread. The photo's measured facts go into pass 2's
+prompt only ("Measured:", prompts.py): pass 1's profile must stay comparable with the
+portfolio's, which are profiled with the same neutral prompt and no facts.
 
 The exemplars' images can go into the prompt as well (`Rag(exemplar_images=True)`),
 shrunk to `exemplar_pixels` each, before the user's photo. It is off by default: each
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +40,7 @@ from mondrian.portfolio.retrieval import (
     rank,
 )
 from mondrian.prompts import critique_prompt, profile_prompt
-from mondrian.schema import DIMENSIONS, Critique, Reference
+from mondrian.schema import DIMENSIONS, Critique, Fact, Reference
 from mondrian.storage import images as image_store
 from mondrian.storage import profiles as profile_store
 from mondrian.strategies.base import Outcome, require_critique
@@ -173,7 +176,13 @@ class Rag:
         return None
 
     def run(
-        self, ctx: Context, advisor: Advisor, photo: Photo, on_token: TokenCallback | None = None
+        self,
+        ctx: Context,
+        advisor: Advisor,
+        photo: Photo,
+        on_token: TokenCallback | None = None,
+        *,
+        facts: Sequence[Fact] = (),
     ) -> Outcome:
         timings: dict[str, float] = {}
         (first,) = ctx.backend.generate(
@@ -192,7 +201,7 @@ class Rag:
         timings["retrieval_s"] = round(time.perf_counter() - started, 4)
 
         context = context_text(advisor, first_look, retrieval, with_images=bool(images))
-        prompt = critique_prompt(advisor, photo.image, context)
+        prompt = critique_prompt(advisor, photo.image, context, facts=facts)
         prompt.images = [*images, *prompt.images]
         (second,) = ctx.backend.generate([GenerationRequest(prompt=prompt)], on_token=on_token)
         critique = require_critique(second)

@@ -7,14 +7,19 @@ measured on the original photos), one example per line, and the manifest with it
 (dataset_files.py, which also reads it back). Invalid targets are reported (manifest and
 stderr), never kept.
 
-The prompt is exactly the one `--mode lora` sends (`critique_prompt(advisor, image)`
-without context), and the answer exactly what the constrained model writes
-(`target_text`). The records are the messages + images form TRL and mlx-vlm read.
+The prompt is exactly the one `--mode lora` sends (`critique_prompt(advisor, image,
+facts=...)` without context), its "Measured:" block written from the facts of the image the
+example shows (each augmentation measured on its own pixels: a flip moves the subject and
+turns the tilt), so the LoRA learns to use the facts; the row records them
+(`mondrian.facts`) for evaluation's checks. The answer is exactly what the constrained
+model writes (`target_text`). The records are the messages + images form TRL and mlx-vlm
+read.
 
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +32,10 @@ from mondrian import __version__
 from mondrian.advisors.model import Advisor
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, MondrianError
+from mondrian.facts.measure import measure
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
-from mondrian.schema import SCHEMA_VERSION
+from mondrian.schema import SCHEMA_VERSION, Fact
 from mondrian.staging import prepare_out_dir, staged_output
 from mondrian.storage.advisors import require_advisor
 from mondrian.storage.db import Database, utcnow
@@ -188,6 +194,8 @@ class _Examples:
         for k, img in variants:
             name = f"{cand.image_hash}.jpg" if k == 0 else f"{cand.image_hash}-aug{k}.jpg"
             img.convert("RGB").save(self.staging / IMAGES_DIR / name, quality=JPEG_QUALITY)
+            # The variant's own pixels, the photo's EXIF: what `analyze` would measure.
+            facts = measure(dataclasses.replace(photo, image=img))
             # The final location, not the staging folder's: it is renamed into place.
             record = example_record(
                 self.advisor,
@@ -196,6 +204,7 @@ class _Examples:
                 image_hash=cand.image_hash,
                 source=cand.source,
                 augmentation_index=k,
+                facts=facts,
             )
             self.lines[split].append(json.dumps(record, ensure_ascii=False))
 
@@ -213,10 +222,13 @@ def example_record(
     image_hash: str,
     source: str,
     augmentation_index: int,
+    facts: list[Fact] | None = None,
 ) -> dict[str, Any]:
-    """One line of train/validation.jsonl: the exact lora-mode prompt plus the answer."""
+    """One line of train/validation.jsonl: the exact lora-mode prompt (with the image's
+    "Measured:" block) plus the answer."""
+    facts = facts or []
     # The image itself lives in "images"; the prompt only needs one image slot.
-    prompt = critique_prompt(advisor, Image.new("RGB", (1, 1)))
+    prompt = critique_prompt(advisor, Image.new("RGB", (1, 1)), facts=facts)
     messages = prompt.messages()
     messages.append({"role": "assistant", "content": [{"type": "text", "text": target}]})
     return {
@@ -226,6 +238,7 @@ def example_record(
             "image_hash": image_hash,
             "source": source,
             "augmentation": augmentation_index,
+            "facts": [fact.model_dump() for fact in facts],
         },
     }
 
