@@ -37,6 +37,7 @@ from mondrian.service.routes import (
     jobs,
     metrics,
     reviews,
+    studio,
 )
 from mondrian.service.worker import Worker
 from mondrian.staging import sweep_adapter_staging
@@ -133,7 +134,7 @@ def create_app(
     app.state.policy = policy
     errors.install(app)
     install_docs(app)
-    for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics):
+    for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics, studio):
         app.include_router(module.router)
     app.add_middleware(Arrivals)
     app.add_middleware(
