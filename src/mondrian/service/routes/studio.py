@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from mondrian.advisors import Advisor
 from mondrian.errors import NotFound
+from mondrian.images import ALLOWED_NAMES, IMAGE_SUFFIXES
 from mondrian.modes import FALLBACK_ORDER, Mode
 from mondrian.reports.radar import DIMENSION_LABELS
 from mondrian.reports.thumbnails import report_images
@@ -87,7 +88,9 @@ def studio_home(state: State) -> HTMLResponse:
         default_mode=settings.analysis_mode,
         max_bytes=settings.max_upload_bytes,
         max_mib=f"{settings.max_upload_bytes / 2**20:.0f}",
-        accept=",".join(sorted(EXTENSIONS)),
+        # By type or by name: a browser gives RAW files no type, or one of its own.
+        accept=",".join([*sorted(EXTENSIONS), *sorted(IMAGE_SUFFIXES)]),
+        formats=ALLOWED_NAMES,
     )
 
 

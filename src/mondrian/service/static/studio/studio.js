@@ -20,7 +20,9 @@ function showError(message) {
 function checkFile(form, file) {
   if (!file) return "Choose a photo first.";
   const accepted = form.dataset.accept.split(",");
-  if (!accepted.includes(file.type)) {
+  const dot = file.name.lastIndexOf(".");
+  const suffix = dot < 0 ? "" : file.name.slice(dot).toLowerCase();
+  if (!accepted.includes(file.type) && !accepted.includes(suffix)) {
     return `${file.name} is not a supported image (${file.type || "unknown type"}).`;
   }
   const max = Number(form.dataset.maxBytes);
@@ -36,6 +38,10 @@ function showPreview(file) {
   const figure = $("preview");
   const img = $("preview-img");
   if (img.src) URL.revokeObjectURL(img.src);
+  img.hidden = false;
+  img.onerror = () => {
+    img.hidden = true; // a format the browser cannot show (RAW, HEIC): the name stays
+  };
   img.src = URL.createObjectURL(file);
   $("preview-name").textContent = file.name;
   figure.hidden = false;
