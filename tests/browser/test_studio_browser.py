@@ -130,3 +130,34 @@ def test_refused_uploads_say_why_in_the_page(page, studio, shots, tmp_path):
     assert posts == [studio.url + "/jobs"]
     assert page.locator("#jobs").is_hidden()
     page.screenshot(path=shots / "studio-refused-desktop.png", full_page=True)
+
+
+def test_a_dropped_photo_is_taken(page):
+    page.goto("/")
+    data = list((PHOTOS / "rocket.jpg").read_bytes())
+    transfer = page.evaluate_handle(
+        """bytes => {
+            const transfer = new DataTransfer();
+            const file = new File([new Uint8Array(bytes)], "rocket.jpg", {type: "image/jpeg"});
+            transfer.items.add(file);
+            return transfer;
+        }""",
+        data,
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    assert page.locator("#preview-name").inner_text() == "rocket.jpg"
+    assert page.locator("#photo-input").evaluate("input => input.files[0].name") == "rocket.jpg"
+    assert page.locator("#form-error").is_hidden()
+
+
+def test_without_the_stream_the_page_polls(page, studio):
+    polled: list[str] = []
+    page.route("**/events", lambda route: route.abort())
+    page.on("request", lambda r: polled.append(r.url) if "/jobs/" in r.url else None)
+    page.goto("/")
+    page.locator("#photo-input").set_input_files(PHOTOS / "camera.jpg")
+    page.get_by_role("button", name="Critique my photo").click()
+    page.wait_for_url(JOB_URL, timeout=WAIT_MS)
+    job_id = page.url.rsplit("/", 1)[1]
+    assert f"{studio.url}/jobs/{job_id}" in polled  # GET /jobs/{id}, the fallback
+    assert page.locator(".dim").count() == 8

@@ -100,6 +100,26 @@ def test_fallback_is_explained(client):
     assert "Why it fell back" in html and "no active adapter" in html
 
 
+def test_a_job_not_yet_done_shows_its_progress(tiny_backend, tiny_model, tmp_path):
+    from backend_fakes import GatedBackend
+    from mondrian.service.app import create_app
+
+    gated = GatedBackend(tiny_backend)
+    app = create_app(tiny_settings(tmp_path / "home", tiny_model), gated)
+    with TestClient(app) as client:
+        try:
+            response = client.post("/jobs", files=upload(photo_bytes()), data={"advisor": "ansel"})
+            job_id = response.json()["id"]
+            assert gated.entered.wait(30)
+            html = client.get(f"/studio/jobs/{job_id}").text
+        finally:
+            gated.gate.set()
+        assert f'data-job-id="{job_id}"' in html and 'data-status="running"' in html
+        assert '<span class="job-phase">preparing</span>' in html
+        assert "not endorsed" in html
+        assert wait_for_job(client, job_id)["status"] == "done"
+
+
 def test_unknown_job_pages_are_json_404s(client):
     assert_error(client.get("/studio/jobs/" + "0" * 32), 404, "unknown_job")
     assert_error(client.get("/studio/jobs/" + "0" * 32 + "/critique.json"), 404, "unknown_job")
