@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-reliability test-gpu lint docs format demo demo-mlx clean
+.PHONY: help venv test test-slow test-reliability test-browser screenshots test-gpu lint docs format demo demo-mlx clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,14 @@ test-slow: $(STAMP)  ## the opt-in slow tests as well
 # ceilings, crashes. One process: its memory figures are the server's, not a neighbour's.
 test-reliability: $(STAMP)  ## the service's reliability suite (run by .ci/run after make test)
 	$(PY) -m pytest -m reliability tests/reliability
+
+# The studio in a real browser: Debian's Chromium (apt-get install chromium) driven by
+# Playwright's Python package; skipped with the reason when either is missing, unless CI=true.
+test-browser: $(STAMP)  ## the studio's end-to-end tests in Chromium (run by .ci/run)
+	$(PY) -m pytest -m browser tests/browser -rs
+
+screenshots: $(STAMP)  ## regenerate docs/screenshots/ (the studio at desktop and phone width)
+	MONDRIAN_SCREENSHOTS=docs/screenshots $(PY) -m pytest -m browser tests/browser -rs
 
 test-gpu: $(STAMP)  ## the GPU tests: the fast path's CUDA parts against the stock tokens (needs CUDA)
 	$(PY) -m pytest -m gpu tests/gpu -rs

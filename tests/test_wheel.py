@@ -42,6 +42,13 @@ SHIPPED = (
     "mondrian/service/static/swagger-ui/favicon-32x32.png",
     "mondrian/service/static/swagger-ui/LICENSE",
     "mondrian/service/static/swagger-ui/NOTICE",
+    # The studio at / (service/routes/studio.py).
+    "mondrian/service/templates/studio/base.html",
+    "mondrian/service/templates/studio/index.html",
+    "mondrian/service/templates/studio/critique.html",
+    "mondrian/service/templates/studio/pending.html",
+    "mondrian/service/static/studio/studio.js",
+    "mondrian/service/static/studio/studio.css",
 )
 
 

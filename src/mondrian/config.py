@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=100_000_000, gt=0, description="Largest accepted image (decompression-bomb guard)."
     )
+    studio_disclaimer: str = Field(
+        default=(
+            "The voice of this critique is modelled on the photographer's published work "
+            "and writing. It is not theirs, and it is not endorsed by them or their estate."
+        ),
+        min_length=1,
+        max_length=1000,
+        description="The note every critique page of the studio shows (service/routes/studio.py).",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for operator actions over HTTP; unset, they are refused.",

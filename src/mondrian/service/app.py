@@ -28,7 +28,17 @@ from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.middleware import Arrivals, BodyLimit, RequestMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
-from mondrian.service.routes import ab, advisors, analyze, health, jobs, metrics, reviews
+from mondrian.service.routes import (
+    ab,
+    advisors,
+    analyze,
+    events,
+    health,
+    jobs,
+    metrics,
+    reviews,
+    studio,
+)
 from mondrian.service.worker import Worker
 from mondrian.staging import sweep_adapter_staging
 from mondrian.storage.bootstrap import open_state, serving_home
@@ -124,7 +134,7 @@ def create_app(
     app.state.policy = policy
     errors.install(app)
     install_docs(app)
-    for module in (health, advisors, analyze, jobs, reviews, ab, metrics):
+    for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics, studio):
         app.include_router(module.router)
     app.add_middleware(Arrivals)
     app.add_middleware(

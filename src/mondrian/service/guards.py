@@ -10,7 +10,8 @@
 - `SecurityHeaders`, on every answer: `X-Content-Type-Options: nosniff`, a frame policy
   (`X-Frame-Options: DENY`, CSP `frame-ancestors 'none'`), no referrer, and on everything
   but FastAPI's own docs pages a Content-Security-Policy that lets a report's inline style
-  and SVG render and nothing else load or run.
+  and SVG render and nothing else load or run; the studio's pages (routes/studio.py) get
+  one that runs the package's own script and style sheet, still nothing inline.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ REPORT_CSP = (
 # The interactive docs (Swagger UI, served locally by service/docs.py): the frame policy.
 DOCS_CSP = "frame-ancestors 'none'"
 DOCS_PATHS = ("/docs", "/redoc")
+# The studio: its own script and style sheet, fetch and EventSource to this origin, the
+# photo preview as a blob: URL; no inline script or style, no other origin.
+STUDIO_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+STUDIO_PREFIXES = ("/studio/", "/static/studio/")
+
+
+def content_policy(path: str) -> str:
+    if path.startswith(DOCS_PATHS):
+        return DOCS_CSP
+    if path == "/" or path.startswith(STUDIO_PREFIXES):
+        return STUDIO_CSP
+    return REPORT_CSP
 
 
 def host_name(value: str) -> str:
@@ -125,7 +141,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope.get("path", "").startswith(DOCS_PATHS)
+        policy = content_policy(scope.get("path", ""))
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -133,7 +149,7 @@ class SecurityHeaders:
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["X-Frame-Options"] = "DENY"
                 headers["Referrer-Policy"] = "no-referrer"
-                headers["Content-Security-Policy"] = DOCS_CSP if docs else REPORT_CSP
+                headers["Content-Security-Policy"] = policy
             await send(message)
 
         await self.app(scope, receive, with_headers)
