@@ -13,7 +13,7 @@ from training_helpers import ADVISOR, add_profile, short_critique
 
 from mondrian.cli.main import main
 from mondrian.errors import InvalidInput
-from mondrian.facts import FACTS
+from mondrian.facts import FACTS, FACTS_VERSION
 from mondrian.prompts import MEASURED_HEADER, PROMPT_VERSION, critique_prompt
 from mondrian.schema import SCHEMA_VERSION, Critique, Fact, example_critique
 from mondrian.storage import jobs, reviews
@@ -42,6 +42,7 @@ def test_build_writes_messages_images_and_manifest(state, settings, portfolio, t
     assert manifest["sources"] == {"curated": 4, "model": 1, "review": 0}
     assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["prompt_version"] == PROMPT_VERSION
+    assert manifest["facts_version"] == FACTS_VERSION
     assert manifest["rejected"]["count"] == 0
     splits = manifest["splits"]
     assert splits["validation"]["images"] == 2 and splits["train"]["images"] == 3

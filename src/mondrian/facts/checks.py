@@ -47,16 +47,15 @@ class Condition:
 
 @dataclass(frozen=True)
 class Rule:
-    """A contradiction: `dimension` scored at least `min_score` while the conditions hold
-    (all of them, or any one with `match="any"`). `message` is formatted with `score` and
-    each fact's name bound to its value."""
+    """A contradiction: `dimension` scored at least `min_score` while every condition holds
+    (two facts either of which contradicts are two rules, each with its own message).
+    `message` is formatted with `score` and each fact's name bound to its value."""
 
     id: str
     dimension: str
     min_score: int
     conditions: tuple[Condition, ...]
     message: str
-    match: Literal["all", "any"] = "all"
 
     @property
     def facts(self) -> tuple[str, ...]:
@@ -65,10 +64,7 @@ class Rule:
     def fires(self, score: int, facts: Mapping[str, Fact]) -> bool:
         if score < self.min_score:
             return False
-        results = [c.holds(facts) for c in self.conditions]
-        if self.match == "all":
-            return all(r is True for r in results)
-        return any(r is True for r in results)
+        return all(c.holds(facts) is True for c in self.conditions)
 
 
 # 8 of 10 is where an advisor calls a dimension strong (grade A- and up, schema.GRADE_TABLE);
@@ -165,14 +161,15 @@ def run_checks(
         score = scores[rule.dimension]
         if not rule.fires(score, by_name):
             continue
-        values = {name: by_name[name].value for name in rule.facts if name in by_name}
-        extra = {"harmony_template": _value(by_name, "harmony_template")}
+        # Every rule's own facts, and the template a harmony message names beside its fit.
+        values = {"harmony_template": _value(by_name, "harmony_template")}
+        values.update({name: by_name[name].value for name in rule.facts})
         checks.append(
             Check(
                 rule=rule.id,
                 dimension=rule.dimension,
                 facts=list(rule.facts),
-                message=rule.message.format(score=score, **extra, **values),
+                message=rule.message.format(score=score, **values),
             )
         )
     return checks

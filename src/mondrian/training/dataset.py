@@ -32,7 +32,7 @@ from mondrian import __version__
 from mondrian.advisors.model import Advisor
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, MondrianError
-from mondrian.facts.measure import measure
+from mondrian.facts.measure import FACTS_VERSION, measure
 from mondrian.images import read_image_file
 from mondrian.prompts import PROMPT_VERSION, critique_prompt
 from mondrian.schema import SCHEMA_VERSION, Fact
@@ -157,6 +157,8 @@ def build_dataset(
             },
             "schema_version": SCHEMA_VERSION,
             "prompt_version": PROMPT_VERSION,
+            # The prompts' "Measured:" blocks were written from facts of this version.
+            "facts_version": FACTS_VERSION,
             "package_version": __version__,
             "files": files,
             "data_sha256": combined_hash(files),
