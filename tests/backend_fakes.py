@@ -150,3 +150,20 @@ class RecordingBackend(GatedBackend):
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
         return self.inner.generate(requests, on_token, joining=joining)
+
+
+class ScriptedBackend(ForwardingBackend):
+    """The real model runs, but every critique it returns is `script()`'s, and the user
+    prompts it was sent are kept: for tests of what happens after generation (checks)."""
+
+    def __init__(self, inner: Backend, script) -> None:
+        super().__init__(inner)
+        self.script = script
+        self.users: list[str] = []
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        import dataclasses
+
+        self.users.extend(r.prompt.user for r in requests)
+        answers = self.inner.generate(requests, on_token, joining=joining)
+        return [dataclasses.replace(g, critique=self.script(), error=None) for g in answers]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend_fakes import ForwardingBackend
+from backend_fakes import ScriptedBackend
 from mondrian.analysis import analyze
 from mondrian.facts import measure
 from mondrian.facts.checks import run_checks
@@ -28,20 +28,6 @@ def strong_critique() -> Critique:
     return Critique.model_validate(data)
 
 
-class ScriptedBackend(ForwardingBackend):
-    """The real tiny model runs; its critiques are replaced by `strong_critique()`, and the
-    prompts it was sent are kept."""
-
-    def __init__(self, inner) -> None:
-        super().__init__(inner)
-        self.users: list[str] = []
-
-    def generate(self, requests, on_token=None, *, joining=None):
-        self.users.extend(r.prompt.user for r in requests)
-        answers = self.inner.generate(requests, on_token, joining=joining)
-        return [dataclasses.replace(g, critique=strong_critique(), error=None) for g in answers]
-
-
 def blown_photo():
     """Noise with its top third pure white: a large clipped-highlight area."""
     rng = np.random.default_rng(0)
@@ -54,7 +40,7 @@ def blown_photo():
 
 @pytest.fixture
 def scripted(ctx):
-    backend = ScriptedBackend(ctx.backend)
+    backend = ScriptedBackend(ctx.backend, strong_critique)
     return dataclasses.replace(ctx, backend=backend), backend
 
 

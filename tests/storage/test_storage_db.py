@@ -222,13 +222,15 @@ def test_threads_that_come_and_go_reuse_pooled_connections(db):
     for _ in range(10):
         burst(20)
         assert db.open_readers() <= db.max_idle_readers
-    # The descriptors on the database's files (the .db, -wal and -shm of each connection):
-    # the rest of the process (another test's threads under xdist) may open others meanwhile.
-    fds_after_warmup = _fds_on(db.path)
     for _ in range(10):
         burst(20)
     assert db.open_readers() <= db.max_idle_readers
-    assert _fds_on(db.path) <= fds_after_warmup
+    # The descriptors on the database's files (the .db and -wal of each connection, one
+    # -shm; the rest of the process, another test's threads under xdist, may open others):
+    # the idle readers' and the writer's, not a set per thread that ever read (200 threads
+    # here). Measured: 21-31. SQLite may keep a closed connection's descriptor open while
+    # another connection holds a lock on the file, hence up to 4 a pooled connection.
+    assert _fds_on(db.path) <= 4 * (db.max_idle_readers + 1)
 
 
 def _open_fds() -> int:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from training_helpers import LIST_ITEMS, TEXT_CHARS, add_profile, add_short_advisor
 
+from mondrian.facts import measure
 from mondrian.images import read_image_file
 from mondrian.prompts import critique_prompt
 from mondrian.storage.advisors import require_advisor
@@ -99,10 +99,10 @@ def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
 
     # Greedy and grammar-constrained, straight through the backend.
     backend.load_adapter(adapter.ref, adapter.path)
-    image = Image.open(records[0]["images"][0]).convert("RGB")
-    (generation,) = backend.generate(
-        [GenerationRequest(critique_prompt(advisor, image), adapter=adapter.ref)]
-    )
+    # The prompt training saw: the photo and its "Measured:" block, as `analyze` makes it.
+    first = read_image_file(Path(records[0]["images"][0]))
+    prompt = critique_prompt(advisor, first.image, facts=measure(first))
+    (generation,) = backend.generate([GenerationRequest(prompt, adapter=adapter.ref)])
     assert generation.critique is not None, generation.error
     assert generation.critique.dimensions.scores() == target_scores(records[0])
 

@@ -12,7 +12,6 @@ formatting decisions live in one place and StrictUndefined catches any typo in a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -26,7 +25,19 @@ from mondrian.advisors.model import Advisor
 from mondrian.reports.facts_view import facts_view
 from mondrian.reports.radar import DIMENSION_LABELS, radar_svg
 from mondrian.reports.thumbnails import ReportImages
-from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult, Critique
+from mondrian.reports.views import (
+    SHORT_LABELS,
+    check_pair,
+    dimension_rows,
+    grade_band,
+    paragraphs,
+    pct,
+    reference_rows,
+    scored,
+    timing_rows,
+    weight_shares,
+)
+from mondrian.schema import DIMENSIONS, SCHEMA_VERSION, AnalysisResult
 from mondrian.staging import write_atomic
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -36,18 +47,6 @@ REPORT_FILES: dict[str, str] = {
     "summary": "analysis_summary.html",
     "detailed": "analysis_detailed.html",
     "advisor_bio": "advisor_bio.html",
-}
-
-# Short column heads for the references table (full names go in <abbr title>).
-_SHORT_LABELS: dict[str, str] = {
-    "composition": "Comp.",
-    "lighting": "Light",
-    "focus_sharpness": "Focus",
-    "color_harmony": "Color",
-    "subject_isolation": "Isol.",
-    "depth_perspective": "Depth",
-    "visual_balance": "Bal.",
-    "emotional_impact": "Emot.",
 }
 
 _FOOTER_LABELS: dict[str, str] = {
@@ -79,106 +78,6 @@ def environment() -> jinja2.Environment:
 
 
 # --- view models -------------------------------------------------------------------------
-
-
-def _band(score: float) -> str:
-    return "high" if score >= 7.5 else "mid" if score >= 5 else "low"
-
-
-def _grade_band(grade: str) -> str:
-    return grade[:1].lower() if grade[:1] in "ABCD" else "f"
-
-
-def _pct(value: float, scale: float = 10.0) -> str:
-    # A number the template puts into a style attribute; always ours, never user text.
-    return f"{max(0.0, min(100.0, 100 * value / scale)):.1f}"
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-
-
-def _scored(result: AnalysisResult, advisor: Advisor) -> Critique:
-    critique = result.critique
-    if critique.overall_score is None or critique.overall_grade is None:
-        critique = critique.scored(advisor.weights)
-    return critique
-
-
-def _check_pair(result: AnalysisResult, advisor: Advisor) -> None:
-    if result.advisor_id != advisor.id:
-        raise ValueError(
-            f"result is by advisor {result.advisor_id!r}, but advisor {advisor.id!r} was given"
-        )
-
-
-def _weight_shares(advisor: Advisor) -> dict[str, float]:
-    total = sum(advisor.weights.values())
-    return {key: advisor.weights[key] / total for key in DIMENSIONS}
-
-
-def _dimension_rows(
-    critique: Critique, advisor: Advisor, portfolio_means: Mapping[str, float] | None
-) -> list[dict[str, Any]]:
-    shares = _weight_shares(advisor)
-    rows = []
-    for key, dim in critique.dimensions.items():
-        mean = None if portfolio_means is None else float(portfolio_means[key])
-        rows.append(
-            {
-                "key": key,
-                "label": DIMENSION_LABELS[key],
-                "score": dim.score,
-                "score_pct": _pct(dim.score),
-                "band": _band(dim.score),
-                "expected": None if dim.expected_score is None else f"{dim.expected_score:.2f}",
-                "expected_pct": None if dim.expected_score is None else _pct(dim.expected_score),
-                "portfolio_mean": None if mean is None else f"{mean:.1f}",
-                "portfolio_pct": None if mean is None else _pct(mean),
-                "weight_share": f"{100 * shares[key]:.0f}",
-                "weight": shares[key],
-                "comment": dim.comment,
-                "recommendation": dim.recommendation,
-            }
-        )
-    return rows
-
-
-# Timing keys that are rates, not durations: `tokens_per_s` is tokens per second.
-_RATE_SUFFIX = "_per_s"
-
-
-def _timing_rows(timings: Mapping[str, float]) -> list[dict[str, str]]:
-    # Keys carry no declared unit; a "_ms" suffix means milliseconds, "_per_s" a rate per
-    # second, anything else seconds (what time.perf_counter differences give).
-    rows = []
-    for key, value in timings.items():
-        name, seconds = key, float(value)
-        if key.endswith(_RATE_SUFFIX):
-            what = key[: -len(_RATE_SUFFIX)].replace("_", " ").strip()
-            rows.append({"name": f"{what.capitalize()} per second", "value": f"{seconds:.1f}"})
-            continue
-        if key.endswith("_ms"):
-            name, seconds = key[:-3], seconds / 1000
-        elif key.endswith("_s"):
-            name = key[:-2]
-        shown = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-        rows.append({"name": name.replace("_", " ").strip().capitalize() or key, "value": shown})
-    return rows
-
-
-def _reference_rows(result: AnalysisResult, images: ReportImages) -> list[dict[str, Any]]:
-    return [
-        {
-            "thumb": images.exemplars.get(ref.image_hash),
-            "title": ref.title,
-            "hash": ref.image_hash[:12],
-            "full_hash": ref.image_hash,
-            "similarity": f"{ref.similarity:.3f}",
-            "scores": [ref.scores.get(key) for key in DIMENSIONS],
-        }
-        for ref in result.references
-    ]
 
 
 def report_footer(
@@ -240,13 +139,13 @@ def _analysis_context(
     generated_at: datetime | None,
     images: ReportImages | None = None,
 ) -> dict[str, Any]:
-    _check_pair(result, advisor)
+    check_pair(result, advisor)
     images = images or ReportImages()
-    critique = _scored(result, advisor)
+    critique = scored(result, advisor)
     assert critique.overall_score is not None and critique.overall_grade is not None
     # First, because it validates portfolio_means (all 8 dimensions, each within 0..10).
     radar = radar_svg(critique.dimensions.scores(), portfolio_means, size=440)
-    dims = _dimension_rows(critique, advisor, portfolio_means)
+    dims = dimension_rows(critique, advisor, portfolio_means)
     # Lowest scores first; among equals, the dimension this advisor weighs most.
     focus = sorted(dims, key=lambda d: (d["score"], -d["weight"]))[:_SUMMARY_FOCUS]
     context = _page_context(result, advisor, generated_at)
@@ -255,7 +154,7 @@ def _analysis_context(
             "overall": {
                 "score": f"{critique.overall_score:.2f}",
                 "grade": critique.overall_grade,
-                "band": _grade_band(critique.overall_grade),
+                "band": grade_band(critique.overall_grade),
             },
             "description": critique.image_description,
             "photo": images.photo,
@@ -278,11 +177,11 @@ def _analysis_context(
             },
             "job_id": result.job_id,
             "show_references": result.mode_used == "rag" or bool(result.references),
-            "references": _reference_rows(result, images),
+            "references": reference_rows(result, images),
             "reference_heads": [
-                {"short": _SHORT_LABELS[key], "label": DIMENSION_LABELS[key]} for key in DIMENSIONS
+                {"short": SHORT_LABELS[key], "label": DIMENSION_LABELS[key]} for key in DIMENSIONS
             ],
-            "timings": _timing_rows(result.timings),
+            "timings": timing_rows(result.timings),
             "facts_view": facts_view(result),
         }
     )
@@ -326,13 +225,13 @@ def render_detailed(
 
 def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None) -> str:
     """The advisor: life, bio, philosophy, techniques, sources and dimension weights."""
-    shares = _weight_shares(advisor)
+    shares = weight_shares(advisor)
     top = max(shares.values())
     context = _page_context(None, advisor, generated_at)
     context.update(
         {
-            "bio": _paragraphs(advisor.bio),
-            "philosophy": _paragraphs(advisor.philosophy),
+            "bio": paragraphs(advisor.bio),
+            "philosophy": paragraphs(advisor.philosophy),
             "techniques": list(advisor.techniques),
             # Sources are shown as text, never as links: a report loads nothing and points
             # nowhere, and the full citation prints the same as it reads on screen.
@@ -343,7 +242,7 @@ def render_advisor_bio(advisor: Advisor, *, generated_at: datetime | None = None
                     "label": DIMENSION_LABELS[key],
                     "weight": f"{advisor.weights[key]:g}",
                     "share": f"{100 * shares[key]:.0f}",
-                    "bar_pct": _pct(shares[key], top),
+                    "bar_pct": pct(shares[key], top),
                 }
                 for key in DIMENSIONS
             ],

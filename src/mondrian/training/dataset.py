@@ -195,9 +195,13 @@ class _Examples:
         self.images[split] += 1
         for k, img in variants:
             name = f"{cand.image_hash}.jpg" if k == 0 else f"{cand.image_hash}-aug{k}.jpg"
-            img.convert("RGB").save(self.staging / IMAGES_DIR / name, quality=JPEG_QUALITY)
-            # The variant's own pixels, the photo's EXIF: what `analyze` would measure.
-            facts = measure(dataclasses.replace(photo, image=img))
+            saved = self.staging / IMAGES_DIR / name
+            img.convert("RGB").save(saved, quality=JPEG_QUALITY)
+            # The pixels as saved (the JPEG the model trains on, and what `analyze` of that
+            # file measures: the same "Measured:" block at training and at serving) and the
+            # photo's EXIF.
+            with Image.open(saved) as written:
+                facts = measure(dataclasses.replace(photo, image=written.convert("RGB")))
             # The final location, not the staging folder's: it is renamed into place.
             record = example_record(
                 self.advisor,
