@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-START_TIMEOUT_S = 180.0
+from serve_process import ServeProcess
+
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 HERE = Path(__file__).resolve().parent
@@ -50,56 +45,6 @@ def chromium_path() -> str | None:
     return None
 
 
-class StudioServer:
-    """One `mondrian serve` subprocess on loopback, on a port the kernel picked."""
-
-    def __init__(self, home: Path, model: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        home.mkdir(parents=True, exist_ok=True)
-        self.log_path = home.parent / f"serve-{self.port}.log"
-        command = [sys.executable, "-m", "mondrian", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--model", str(model), "--backend", "transformers"]
-        command += ["--device", "cpu", "--log-level", "warning"]
-        env = {
-            **os.environ,
-            "MONDRIAN_HOME": str(home),
-            # The shortest answers keep a tiny model's job near half a second.
-            "MONDRIAN_MAX_TEXT_CHARS": "8",
-            "MONDRIAN_MAX_LIST_ITEMS": "1",
-            "OMP_NUM_THREADS": "1",
-        }
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mondrian serve exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"mondrian serve not ready:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
@@ -117,8 +62,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def studio(browser, tiny_model, tmp_path_factory) -> Iterator[StudioServer]:
-    server = StudioServer(tmp_path_factory.mktemp("browser") / "home", tiny_model)
+def studio(browser, tiny_model, tmp_path_factory) -> Iterator[ServeProcess]:
+    server = ServeProcess(tmp_path_factory.mktemp("browser") / "home", tiny_model)
     try:
         server.wait_ready()
         yield server

@@ -23,98 +23,16 @@ import os
 import select
 import signal
 import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-START_TIMEOUT_S = 180.0
+from serve_process import ServeProcess
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """One `mondrian serve` subprocess."""
-
-    def __init__(self, home: Path, model: Path, args: list[str], env: dict[str, str]) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        home.mkdir(parents=True, exist_ok=True)
-        self.log_path = home.parent / f"serve-{self.port}.log"
-        command = [sys.executable, "-m", "mondrian", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--model", str(model), "--backend", "transformers"]
-        command += ["--device", "cpu", "--log-level", "warning", *args]
-        full_env = {
-            **os.environ,
-            "MONDRIAN_HOME": str(home),
-            # The shortest answers keep a tiny model's job near half a second.
-            "MONDRIAN_MAX_TEXT_CHARS": "8",
-            "MONDRIAN_MAX_LIST_ITEMS": "1",
-            "OMP_NUM_THREADS": "1",
-            **env,
-        }
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=full_env
-            )
-        self.pid = self.proc.pid
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mondrian serve exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"mondrian serve not ready after {timeout:.0f} s:\n{self.log()}")
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60), **kwargs)
-
-    def health(self) -> dict[str, Any]:
-        response = httpx.get(self.url + "/health", timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def db(self) -> sqlite3.Connection:
-        """Read-only: the server stays the one writer."""
-        uri = f"file:{self.home / 'mondrian.db'}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+Server = ServeProcess  # the name the suite's tests use
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +43,7 @@ def serve_mondrian(tiny_model, tmp_path_factory) -> Iterator[Callable[..., Serve
 
     def start(*flags: str, home: Path | None = None, **env: str) -> Server:
         home = home or tmp_path_factory.mktemp("reliability") / "home"
-        server = Server(home, tiny_model, list(flags), env)
+        server = ServeProcess(home, tiny_model, *flags, **env)
         servers.append(server)
         server.wait_ready()
         return server
