@@ -174,3 +174,22 @@ def test_a_heic_photo_is_critiqued(cli, tmp_path, capsys):
     assert cli(str(photo), "--advisor", "ansel", "--out", str(tmp_path / "r"), "--json") == 0
     assert json.loads(capsys.readouterr().out)["advisor_id"] == "ansel"
     assert [e.photo for e in read_manifest(tmp_path / "r")] == ["IMG_0001.HEIC"]
+
+
+def test_a_photo_file_over_the_upload_limit_is_read_up_to_the_file_limit(
+    cli, photos_dir, tmp_path, monkeypatch, capsys
+):
+    """Photographers' files (a RAW runs to 100 MB) are bounded by MONDRIAN_MAX_FILE_BYTES on
+    the command line, not by the service's upload limit."""
+    photo = photos_dir / "chelsea.jpg"
+    size = photo.stat().st_size
+    monkeypatch.setenv("MONDRIAN_MAX_UPLOAD_BYTES", str(size // 4))
+    out = tmp_path / "reports"
+    assert cli(str(photo), "--advisor", "ansel", "--out", str(out)) == 0
+    assert read_manifest(out), "the critique was made"
+
+    monkeypatch.setenv("MONDRIAN_MAX_FILE_BYTES", str(size // 2))
+    loads_before = len(cli.loads)
+    assert cli(str(photo), "--advisor", "ansel", "--out", str(out)) == 2
+    assert f"the limit is {size // 2}" in capsys.readouterr().err
+    assert len(cli.loads) == loads_before, "refused before the model loaded"

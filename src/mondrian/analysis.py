@@ -99,7 +99,7 @@ def run_job(
         advisor = advisors.require_advisor(conn, job.advisor_id)
         path = images.image_path(conn, settings.images_dir, job.image_hash)
     photo = read_image_file(
-        path, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        path, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels
     )
     variant = job.variant if policy_applies else None
     result = analyze(ctx, advisor, photo, job.mode_requested, variant=variant, on_token=on_token)

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
     )
+    max_file_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Largest photo file a command reads from disk (a RAW runs to 100 MB).",
+    )
     max_image_pixels: int = Field(
         default=100_000_000, gt=0, description="Largest accepted image (decompression-bomb guard)."
     )

@@ -172,7 +172,7 @@ def _read(path: Path, settings: Settings) -> Photo:
     from mondrian.images import read_image_file
 
     return read_image_file(
-        path, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        path, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels
     )
 
 

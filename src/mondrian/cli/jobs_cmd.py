@@ -136,7 +136,7 @@ def run_export(args: argparse.Namespace) -> int:
         from mondrian.reports.pdf import render_pdf
 
         photo = read_image_file(
-            path, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            path, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels
         )
         data = render_pdf(result, advisor, facts, photo.image)
     out = args.out or Path(f"{photo_slug(photo_name)}-{job.id[:12]}.{args.format}")

@@ -130,7 +130,7 @@ def index_paths(
         try:
             photo = read_image_file(
                 path,
-                max_bytes=ctx.settings.max_upload_bytes,
+                max_bytes=ctx.settings.max_file_bytes,
                 max_pixels=ctx.settings.max_image_pixels,
             )
         except MondrianError as exc:
