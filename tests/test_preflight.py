@@ -14,7 +14,7 @@ from PIL import Image
 
 from mondrian.cli.main import main
 from mondrian.modes import Mode
-from mondrian.preflight import ModePlan, check_port_free, plan_analysis
+from mondrian.preflight import check_port_free, plan_analysis
 from mondrian.storage import adapters as adapter_store
 
 # Generous for a loaded 2-core machine; no check here does more than read SQLite.
@@ -71,7 +71,8 @@ def test_lora_without_adapter_says_the_fallback_before_the_load(monkeypatch, pho
         main(["analyze", str(photo), "--advisor", "ansel", "--mode", "lora"])
     assert seen, "the model load was not reached"
     assert (
-        "mode lora is unavailable (lora: no active adapter; rag: no indexed portfolio)" in seen[0]
+        "ansel: mode lora is unavailable (lora: no active adapter; rag: no indexed portfolio)"
+        in seen[0]
     )
     assert "falling back to baseline" in seen[0]
 
@@ -80,7 +81,7 @@ def test_plan_with_an_active_adapter_expects_lora(db, tmp_path):
     version = db.write(adapter_store.register_adapter, "ansel", tmp_path, "base-model")
     db.write(adapter_store.activate, "ansel", version)
     plan = plan_analysis(db, "ansel", "lora")
-    assert plan == ModePlan(requested=Mode.LORA, expected=Mode.LORA, reasons=[])
+    assert (plan.requested, plan.expected, plan.reasons) == (Mode.LORA, Mode.LORA, [])
     assert plan.notice() is None
 
 

@@ -34,12 +34,14 @@ class ModePlan:
     requested: Mode
     expected: Mode
     reasons: list[str] = field(default_factory=list)
+    advisor_id: str = ""  # named in the notice: `analyze --advisor a,b` plans each
 
     def notice(self) -> str | None:
         """The line a user reads before the load when the job will fall back; None if not."""
         if self.expected == self.requested:
             return None
         return (
+            f"{self.advisor_id + ': ' if self.advisor_id else ''}"
             f"mode {self.requested} is unavailable ({'; '.join(self.reasons)}); "
             f"falling back to {self.expected}"
         )
@@ -73,7 +75,7 @@ def plan_analysis(db: Database, advisor_id: str, mode: str, *, strict: bool = Fa
         reasons.append(f"{candidate}: {why}")
     else:  # baseline always serves; kept for a future order that ends elsewhere
         raise Unavailable(f"no mode can serve advisor {advisor.id}: {'; '.join(reasons)}")
-    plan = ModePlan(requested=requested, expected=candidate, reasons=reasons)
+    plan = ModePlan(requested=requested, expected=candidate, reasons=reasons, advisor_id=advisor.id)
     if strict and plan.notice() is not None:
         raise Unavailable(
             f"advisor {advisor.id} cannot be served in mode {requested}: {'; '.join(reasons)}",
