@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from mondrian.errors import InvalidInput, NotFound
-from mondrian.storage.jobs import STATUSES, Job, job_from_row
+from mondrian.storage.jobs import STATUSES, Job, job_filter, job_from_row
 
 MAX_LIMIT = 500
 _CURSOR = re.compile(r"(\d{4}-\d\d-\d\dT[0-9:.+Z-]+)\|(\d{1,19})")
@@ -61,12 +61,9 @@ def page_jobs(
         created_at, rowid = decode_cursor(cursor)
         where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
         params += [created_at, created_at, rowid]
-    if advisor_id is not None:
-        where.append("advisor_id = ?")
-        params.append(advisor_id)
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
+    more_where, more_params = job_filter(advisor_id=advisor_id, status=status)
+    where += more_where
+    params += more_params
     sql = "SELECT rowid AS _rowid, * FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)

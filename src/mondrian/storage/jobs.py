@@ -89,6 +89,22 @@ class Recovery:
     failed: list[str]
 
 
+def job_filter(
+    *, advisor_id: str | None = None, status: str | None = None
+) -> tuple[list[str], list[object]]:
+    """The WHERE terms and their parameters that keep one advisor's and/or one status's
+    jobs (list_jobs and job_pages.page_jobs both filter this way)."""
+    where: list[str] = []
+    params: list[object] = []
+    if advisor_id is not None:
+        where.append("advisor_id = ?")
+        params.append(advisor_id)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    return where, params
+
+
 def job_from_row(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
@@ -340,13 +356,7 @@ def list_jobs(
         raise InvalidInput(f"status must be one of {STATUSES}, got {status!r}")
     if limit < 1:
         raise InvalidInput(f"limit must be positive, got {limit}")
-    where, params = [], []
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
-    if advisor_id is not None:
-        where.append("advisor_id = ?")
-        params.append(advisor_id)
+    where, params = job_filter(advisor_id=advisor_id, status=status)
     sql = "SELECT * FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)
