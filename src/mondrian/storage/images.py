@@ -209,3 +209,26 @@ def remove_unreferenced(
         if old and path.is_file() and path.relative_to(root).as_posix() not in known:
             path.unlink()
     return [row["hash"] for row in rows]
+
+
+def forget_if_unreferenced(conn: sqlite3.Connection, images_dir: Path, image_hash: str) -> bool:
+    """Delete one stored image, row and file, if no table refers to it (a deleted job's
+    photo); True when it went. Unlike `remove_unreferenced` there is no grace period: the
+    caller has just removed the last reference it knows of, inside this same write."""
+    unused = " AND ".join(
+        f"NOT EXISTS (SELECT 1 FROM {t} WHERE image_hash = ?)" for t in _REFERRERS
+    )
+    row = conn.execute(
+        f"SELECT path FROM images WHERE hash = ? AND {unused}",
+        (check_hash(image_hash), *[image_hash] * len(_REFERRERS)),
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute("DELETE FROM images WHERE hash = ?", (image_hash,))
+    # Inside the write transaction, as remove_unreferenced: no store_image runs meanwhile.
+    root = Path(images_dir).resolve()
+    path = (root / row["path"]).resolve()
+    if path.is_relative_to(root):  # a tampered row must not delete a file elsewhere
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return True

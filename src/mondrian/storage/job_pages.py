@@ -49,6 +49,7 @@ def page_jobs(
     cursor: str | None = None,
     advisor_id: str | None = None,
     status: str | None = None,
+    mode_used: str | None = None,
 ) -> JobPage:
     """Up to `limit` jobs after `cursor` (from the start when None), newest first."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -61,7 +62,7 @@ def page_jobs(
         created_at, rowid = decode_cursor(cursor)
         where.append("(created_at < ? OR (created_at = ? AND rowid < ?))")
         params += [created_at, created_at, rowid]
-    more_where, more_params = job_filter(advisor_id=advisor_id, status=status)
+    more_where, more_params = job_filter(advisor_id=advisor_id, status=status, mode_used=mode_used)
     where += more_where
     params += more_params
     sql = "SELECT rowid AS _rowid, * FROM jobs"

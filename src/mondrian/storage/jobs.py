@@ -18,12 +18,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mondrian.errors import InvalidInput, NotFound, describe_validation, parse_choice
+from mondrian.errors import (
+    InvalidInput,
+    MondrianError,
+    NotFound,
+    describe_validation,
+    parse_choice,
+)
 from mondrian.modes import Mode, Variant
 from mondrian.schema import AnalysisResult
 from mondrian.storage.adapters import parse_adapter_ref
 from mondrian.storage.db import json_text, json_value, utcnow
-from mondrian.storage.images import require_image
+from mondrian.storage.images import forget_if_unreferenced, require_image
 
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
 
@@ -50,6 +56,7 @@ class Job:
     photo_name: str | None = None
     exif: dict[str, Any] = field(default_factory=dict)
     report_path: str | None = None
+    batch_id: str | None = None
 
     @property
     def phase(self) -> str:
@@ -81,6 +88,13 @@ class Job:
         return None if self.result is None else AnalysisResult.model_validate(self.result)
 
 
+class InUse(MondrianError):
+    """A job that cannot be deleted now: it is still running, or others' data needs it."""
+
+    code = "in_use"
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class Recovery:
     """What `requeue_or_fail_running` did."""
@@ -90,10 +104,13 @@ class Recovery:
 
 
 def job_filter(
-    *, advisor_id: str | None = None, status: str | None = None
+    *,
+    advisor_id: str | None = None,
+    status: str | None = None,
+    mode_used: str | None = None,
 ) -> tuple[list[str], list[object]]:
-    """The WHERE terms and their parameters that keep one advisor's and/or one status's
-    jobs (list_jobs and job_pages.page_jobs both filter this way)."""
+    """The WHERE terms and their parameters that keep one advisor's, one status's and/or
+    one served mode's jobs (list_jobs and job_pages.page_jobs both filter this way)."""
     where: list[str] = []
     params: list[object] = []
     if advisor_id is not None:
@@ -102,6 +119,9 @@ def job_filter(
     if status is not None:
         where.append("status = ?")
         params.append(status)
+    if mode_used is not None:
+        where.append("mode_used = ?")
+        params.append(mode_used)
     return where, params
 
 
@@ -127,6 +147,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
         photo_name=row["photo_name"],
         exif=json_value(row["exif"]) or {},
         report_path=row["report_path"],
+        batch_id=row["batch_id"],
     )
 
 
@@ -146,10 +167,12 @@ def create_job(
     *,
     photo_name: str | None = None,
     exif: Mapping[str, str | int] | None = None,
+    batch_id: str | None = None,
 ) -> Job:
     """A new queued job for a stored image. `job_id` lets a caller draw the id first (the
     A/B variant is a hash of it); by default a random one is drawn. `photo_name` (the
-    file's name, no folder) and `exif` (images.PhotoExif.as_dict()) are what history shows."""
+    file's name, no folder) and `exif` (images.PhotoExif.as_dict()) are what history shows;
+    `batch_id` (storage/batches.py) puts it in a shoot."""
     _check_mode(mode_requested, "mode_requested")
     parse_choice(Variant, variant, "variant")
     if adapter_version is not None and (
@@ -165,8 +188,8 @@ def create_job(
         """
         INSERT INTO jobs (id, advisor_id, image_hash, mode_requested, model_id, variant,
                           adapter_version, status, progress, attempts, created_at,
-                          photo_name, exif)
-        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?, ?)
+                          photo_name, exif, batch_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)
         """,
         (
             job_id,
@@ -179,6 +202,7 @@ def create_job(
             utcnow(),
             None if photo_name is None else Path(photo_name).name[:255],
             json_text(dict(exif)) if exif else None,
+            batch_id,
         ),
     )
     return require_job(conn, job_id)
@@ -407,3 +431,30 @@ def requeue_or_fail_running(conn: sqlite3.Connection, max_attempts: int) -> Reco
             )
             failed.append(row["id"])
     return Recovery(requeued=requeued, failed=failed)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    job: Job  # as it was
+    photo_removed: bool  # False: another job, portfolio, profile or review uses the image
+
+
+def delete_job(conn: sqlite3.Connection, images_dir: Path, job_id: str) -> Deleted:
+    """Delete a finished job; its stored image goes too when nothing else uses it
+    (images.forget_if_unreferenced).
+
+    Refused (`InUse`) while the job is queued or running (the worker holds it) and when
+    reviews were written of it: a review is a person's correction and may be training
+    data (storage/reviews.py), so deleting the critique would take theirs with it."""
+    job = require_job(conn, job_id)
+    if not job.finished:
+        raise InUse(f"job {job.id} is {job.status}; delete it once it has finished")
+    reviews = conn.execute("SELECT count(*) FROM reviews WHERE job_id = ?", (job.id,)).fetchone()
+    if reviews[0]:
+        raise InUse(
+            f"job {job.id} has {reviews[0]} review(s), kept as training data; "
+            "it cannot be deleted while they exist",
+            code="has_reviews",
+        )
+    conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+    return Deleted(job, forget_if_unreferenced(conn, images_dir, job.image_hash))

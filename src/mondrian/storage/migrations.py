@@ -165,6 +165,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX jobs_created ON jobs (created_at);
         """,
     ),
+    Migration(
+        # A shoot critiqued at once (`mondrian analyze DIR`, a multi-file upload in the
+        # studio): the jobs of one batch share its id (storage/batches.py).
+        "0009_batches",
+        """
+        CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            source TEXT NOT NULL CHECK (source IN ('cli', 'studio', 'api')),
+            created_at TEXT NOT NULL
+        );
+        ALTER TABLE jobs ADD COLUMN batch_id TEXT REFERENCES batches(id);
+        CREATE INDEX jobs_batch ON jobs (batch_id, created_at);
+        """,
+    ),
 )
 
 
