@@ -66,6 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder for the HTML reports (default: mondrian-reports)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--xmp",
+        action="store_true",
+        help="write each photo's star rating (from its overall score, docs/xmp.md) to XMP "
+        "sidecars beside it, PHOTO.ext.xmp and PHOTO.xmp; the photo itself is never written",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --xmp: replace a rating a sidecar already holds (the rest is kept)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -125,9 +136,13 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.mode:
         settings = load_settings(**{**settings.model_dump(), "analysis_mode": args.mode})
+    if args.force and not args.xmp:
+        raise InvalidInput("--force goes with --xmp (it lets a sidecar's rating be replaced)")
     photos = collect_photos(args.photos)
     many = len(photos) > 1
     with open_db(settings) as db:
+        # Several photos are one shoot: a batch groups their jobs (storage/batches.py).
+        batch_id = _new_batch(db) if many else None
         for advisor_id in advisor_ids(args.advisor):
             announce_plan(plan_analysis(db, advisor_id, settings.analysis_mode))
         with db.read() as conn:
@@ -144,11 +159,11 @@ def run(args: argparse.Namespace) -> int:
             leave=False,
         )
         done: list[Critiqued] = []
-        failed = 0
+        failed = unrated = 0
         try:
             for photo in photos:
                 try:
-                    batch = _critique_photo(ctx, photo, chosen, args.out, bar, first)
+                    batch = _critique_photo(ctx, photo, chosen, args.out, bar, first, batch_id)
                 except MondrianError as exc:
                     if not many:
                         raise
@@ -157,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
                     tqdm.write(f"skipped {exc.message}", file=sys.stderr)
                     continue
                 done += batch
+                if args.xmp and not _write_xmp(photo, batch, args.force):
+                    unrated += 1
                 if many and not args.json:
                     tqdm.write(_photo_line(batch))
         finally:
@@ -164,8 +181,9 @@ def run(args: argparse.Namespace) -> int:
     _print(done, args.json, args.out)
     if failed:
         print(f"mondrian: {failed} of {len(photos)} photos could not be read", file=sys.stderr)
-        return 2
-    return 0
+    if unrated:
+        print(f"mondrian: {unrated} photo(s) got no sidecar (see above)", file=sys.stderr)
+    return 2 if failed or unrated else 0
 
 
 def _read(path: Path, settings: Settings) -> Photo:
@@ -176,8 +194,39 @@ def _read(path: Path, settings: Settings) -> Photo:
     )
 
 
+def _new_batch(db) -> str:
+    from mondrian.storage import batches
+
+    return db.write(batches.create_batch, "cli").id
+
+
+def _write_xmp(photo: Path, batch: list[Critiqued], force: bool) -> bool:
+    """The photo's rating into its sidecars (reports/xmp.py); False, said on stderr, where
+    a sidecar refused it: the critiques stand either way."""
+    from tqdm import tqdm
+
+    from mondrian.reports import xmp
+
+    scores = [c.result.critique.overall_score for c in batch]
+    rating = xmp.rating_of([s for s in scores if s is not None], [c.advisor.id for c in batch])
+    try:
+        written = xmp.write_sidecars(photo, rating, force=force)
+    except MondrianError as exc:
+        print(f"mondrian: no sidecar for {photo.name}: {exc.message}", file=sys.stderr)
+        return False
+    for path in written:
+        tqdm.write(f"{path}: {rating.stars} star(s)", file=sys.stderr)
+    return True
+
+
 def _critique_photo(
-    ctx: Context, path: Path, chosen: list[Advisor], out: Path, bar, photo: Photo | None
+    ctx: Context,
+    path: Path,
+    chosen: list[Advisor],
+    out: Path,
+    bar,
+    photo: Photo | None,
+    batch_id: str | None = None,
 ) -> list[Critiqued]:
     """Every chosen advisor's critique of one photo, each a job with its own reports."""
     from mondrian.reports.comparison import write_comparison
@@ -187,7 +236,8 @@ def _critique_photo(
     batch = []
     for advisor in chosen:
         bar.set_description(f"{path.name} · {advisor.name}")
-        result = _run_one(ctx, advisor, image_hash, path, photo.exif.as_dict(), _ticker(bar))
+        exif = photo.exif.as_dict()
+        result = _run_one(ctx, advisor, image_hash, path, exif, _ticker(bar), batch_id)
         reports = _write(ctx, result, advisor, out, path, photo)
         batch.append(Critiqued(path, result, advisor, reports))
         bar.update(1)
@@ -214,6 +264,7 @@ def _run_one(
     path: Path,
     exif: dict[str, str | int],
     on_token: Callable[[int, int], None],
+    batch_id: str | None = None,
 ) -> AnalysisResult:
     from mondrian.analysis import run_job
     from mondrian.storage import jobs
@@ -227,6 +278,7 @@ def _run_one(
         ctx.backend.model_id,
         photo_name=path.name,
         exif=exif,
+        batch_id=batch_id,
     )
     job = db.write(jobs.start_job, job.id)
     try:
