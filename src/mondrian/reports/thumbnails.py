@@ -36,15 +36,20 @@ class ReportImages:
     exemplars: dict[str, str] = field(default_factory=dict)
 
 
-def thumbnail_uri(data: bytes, side: int = THUMB_SIDE) -> str:
-    """A JPEG data URI of the image in `data`, at most `side` pixels on its long side."""
+def thumbnail_jpeg(data: bytes, side: int = THUMB_SIDE) -> bytes:
+    """The image in `data` as a JPEG at most `side` pixels on its long side."""
     with Image.open(io.BytesIO(data)) as image:
         image.draft("RGB", (side, side))  # a JPEG decodes at a fraction of its size: fast
         image = ImageOps.exif_transpose(image)  # as the camera held it
         image.thumbnail((side, side))
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue()
+
+
+def thumbnail_uri(data: bytes, side: int = THUMB_SIDE) -> str:
+    """A JPEG data URI of the image in `data`, at most `side` pixels on its long side."""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, side)).decode("ascii")
 
 
 def _stored_uri(db: Database, images_dir: Path, image_hash: str, side: int) -> str | None:

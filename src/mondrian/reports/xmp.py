@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +199,29 @@ def read_rating(data: bytes) -> int | None:
         if value is not None:
             return int(value)
     return None
+
+
+def sidecar_names(photo_name: str, stems_taken: set[str]) -> list[str]:
+    """A photo's sidecar names (`name.ext.xmp`, and `name.xmp` when no other photo of the
+    set has its stem): the same rule as `sidecar_paths`, for photos not on this disk."""
+    name = Path(photo_name).name
+    stem = Path(name).stem
+    return [f"{name}.xmp"] + ([] if stem in stems_taken else [f"{stem}.xmp"])
+
+
+def sidecar_zip(photos: list[tuple[str, Rating]]) -> bytes:
+    """A zip of the sidecars of (photo file name, rating) pairs, to unpack beside the
+    originals. A name given twice (two uploads called IMG_1.jpg) puts the later ones in
+    folders of their own, `2/`, `3/`, so no sidecar is written over another."""
+    stems = [Path(Path(name).name).stem for name, _ in photos]
+    seen: dict[str, int] = {}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for (name, rating), stem in zip(photos, stems, strict=True):
+            seen[name] = seen.get(name, 0) + 1
+            folder = "" if seen[name] == 1 else f"{seen[name]}/"
+            twins = {s for s in stems if s == stem} if stems.count(stem) > 1 else set()
+            data = sidecar_xml(rating)
+            for sidecar in sidecar_names(name, twins):
+                archive.writestr(folder + sidecar, data)
+    return out.getvalue()

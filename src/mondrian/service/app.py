@@ -35,9 +35,11 @@ from mondrian.service.routes import (
     events,
     health,
     jobs,
+    library,
     metrics,
     reviews,
     studio,
+    studio_library,
 )
 from mondrian.service.worker import Worker
 from mondrian.staging import sweep_adapter_staging
@@ -135,6 +137,8 @@ def create_app(
     errors.install(app)
     install_docs(app)
     for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics, studio):
+        app.include_router(module.router)
+    for module in (library, studio_library):  # the photographer's library (issue 18)
         app.include_router(module.router)
     app.add_middleware(Arrivals)
     app.add_middleware(
