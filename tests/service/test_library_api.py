@@ -197,7 +197,9 @@ def test_the_shoot_page_sorts_and_filters(client, shoot):
     assert html.count('class="thumb-card"') == 1
     assert f'href="/batches/{shoot["id"]}/sidecars.zip"' in html
     assert_error(client.get(f"/studio/shoots/{shoot['id']}?sort=bogus"), 422, "invalid_input")
-    assert client.get(f"/studio/shoots/{shoot['id']}?min=11").status_code == 422
+    assert_error(client.get(f"/studio/shoots/{shoot['id']}?min=11"), 422, "bad_min")
+    assert_error(client.get(f"/studio/shoots/{shoot['id']}?min=nan"), 422, "bad_min")
+    assert len(order("sort=overall&min=&advisor=")) == 4  # the form's empty fields
     assert_error(client.get(f"/studio/shoots/{'b' * 32}"), 404, "unknown_batch")
 
 

@@ -182,6 +182,19 @@ def sort_cards(
     return scored + waiting
 
 
+def least_score(text: str | None) -> float | None:
+    """The filter's lowest score; the form sends an empty field as `min=`."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 10.0:
+        raise InvalidInput(f"min is a score from 0 to 10, got {text!r}", code="bad_min")
+    return value
+
+
 @router.get("/studio/shoots/{batch_id}", response_class=HTMLResponse)
 def shoot(
     batch_id: str,
@@ -189,13 +202,14 @@ def shoot(
     sort: Annotated[str, Query(max_length=40)] = "overall",
     order: Annotated[str, Query(max_length=4)] = "desc",
     advisor: Annotated[str | None, Query(max_length=100)] = None,
-    minimum: Annotated[float | None, Query(alias="min", ge=0, le=10)] = None,
+    min_text: Annotated[str | None, Query(alias="min", max_length=10)] = None,
 ) -> HTMLResponse:
     if sort not in SORT_KEYS:
         raise InvalidInput(f"sort by one of {', '.join(SORT_KEYS)}, got {sort[:40]!r}")
     if order not in ("asc", "desc"):
         raise InvalidInput(f"order is asc or desc, got {order!r}")
     advisor, _ = filters(advisor, None)
+    minimum = least_score(min_text)
     batch, jobs = load_batch(state, batch_id)
     advisors = advisor_cards(state)
     names = {a["id"]: a["name"] for a in advisors}

@@ -192,6 +192,25 @@
     form.addEventListener("submit", (event) => submitShoot(form, input, event));
   }
 
+  // With script, the delete goes through the API (DELETE /jobs/{id}, what an app uses);
+  // the form itself, a plain POST, is the page's way without script.
+  async function deleteJob(form, event) {
+    event.preventDefault();
+    if (!window.confirm(form.dataset.confirm)) return;
+    const card = form.closest("[data-job-id]");
+    const response = await fetch(`/jobs/${card.dataset.jobId}`, { method: "DELETE" });
+    if (response.ok) return window.location.assign(form.elements.back.value);
+    let box = $("library-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "library-error";
+      box.className = "error";
+      box.setAttribute("role", "alert");
+      $("history-filter").after(box);
+    }
+    box.textContent = await errorMessage(response);
+  }
+
   // A shoot page with critiques still running asks the batch until none is, then reloads.
   function initShootPage(section) {
     const filter = $("shoot-filter");
@@ -218,9 +237,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     for (const form of document.querySelectorAll("form.delete-job")) {
-      form.addEventListener("submit", (event) => {
-        if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-      });
+      form.addEventListener("submit", (event) => deleteJob(form, event));
     }
     if ($("shoot-form")) initShootForm($("shoot-form"));
     if ($("shoot")) initShootPage($("shoot"));
