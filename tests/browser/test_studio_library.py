@@ -68,6 +68,7 @@ def test_a_shoot_uploads_as_one_batch_to_a_sorted_page(page, studio, shots, tmp_
     batch_id = page.url.rsplit("/", 1)[1]
     batch = httpx.get(f"{studio.url}/batches/{batch_id}").json()
     assert sorted(p["photo"] for p in batch["photos"]) == sorted(SHOOT)
+    assert batch["source"] == "studio"
     best_first = sort_values(page)
     scores = sorted((p["score"] for p in batch["photos"]), reverse=True)
     assert best_first == pytest.approx(scores, abs=0.051)  # shown to one decimal

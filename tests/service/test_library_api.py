@@ -65,6 +65,10 @@ def shoot(client) -> dict:
 
 def test_a_batch_lists_its_photos_with_scores_and_stars(client, shoot):
     body = client.get(f"/batches/{shoot['id']}").json()
+    assert body["source"] == "api"
+    studio = client.post("/batches?source=studio").json()
+    assert client.get(studio["links"]["self"]).json()["source"] == "studio"
+    assert client.post("/batches?source=cli").status_code == 422  # only the CLI makes those
     assert [p["job"] for p in body["photos"]] == shoot["jobs"]
     for photo in body["photos"]:
         assert photo["status"] == "done" and len(photo["dimensions"]) == 8
@@ -147,6 +151,7 @@ def test_the_history_page_shows_thumbnails_and_filters(client, shoot):
     for job_id in shoot["jobs"]:
         assert f'src="/studio/thumbs/{job_id}.jpg"' in html
         assert f'href="/studio/jobs/{job_id}"' in html
+    assert f'href="/studio/shoots/{shoot["id"]}"' in html  # a shoot's critique leads to it
     fan_ho = client.get("/studio/history?advisor=fan_ho").text
     assert f"/studio/thumbs/{shoot['jobs'][3]}.jpg" in fan_ho
     assert f"/studio/thumbs/{shoot['jobs'][0]}.jpg" not in fan_ho

@@ -17,7 +17,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -124,8 +124,13 @@ def load_batch(state: ServiceState, batch_id: str) -> tuple[batches.Batch, list[
 
 
 @router.post("/batches", response_model=BatchCreated, status_code=201, summary="Start a shoot")
-def create_batch(state: State) -> JSONResponse:
-    batch = state.db.write(batches.create_batch, "api")
+def create_batch(
+    state: State,
+    source: Annotated[
+        Literal["api", "studio"], Query(description="Who starts it: an app, or the studio.")
+    ] = "api",
+) -> JSONResponse:
+    batch = state.db.write(batches.create_batch, source)
     body = BatchCreated(id=batch.id, links=batch_links(batch.id))
     return JSONResponse(
         body.model_dump(mode="json"), status_code=201, headers={"Location": body.links.self}

@@ -65,6 +65,7 @@ def card(job: Job, names: dict[str, str]) -> dict[str, Any]:
         "stars": view.stars,
         "stars_text": stars_text(view.stars),
         "dimensions": view.dimensions,
+        "batch": job.batch_id,
     }
 
 

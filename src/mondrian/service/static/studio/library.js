@@ -118,7 +118,7 @@
     if (!advisors.length) return showError("Choose at least one advisor.");
     showError("");
     $("shoot-submit").disabled = true;
-    const created = await fetch("/batches", { method: "POST" });
+    const created = await fetch("/batches?source=studio", { method: "POST" });
     if (created.status !== 201) {
       $("shoot-submit").disabled = false;
       return showError(`The shoot was not started: ${await errorMessage(created)}`);
