@@ -38,6 +38,9 @@ from mondrian.service.routes import (
     metrics,
     reviews,
     studio,
+    studio_advisors,
+    studio_operator,
+    studio_review,
 )
 from mondrian.service.worker import Worker
 from mondrian.staging import sweep_adapter_staging
@@ -135,6 +138,8 @@ def create_app(
     errors.install(app)
     install_docs(app)
     for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics, studio):
+        app.include_router(module.router)
+    for module in (studio_review, studio_operator, studio_advisors):  # the studio's issue 18 C
         app.include_router(module.router)
     app.add_middleware(Arrivals)
     app.add_middleware(
