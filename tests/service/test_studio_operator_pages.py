@@ -81,6 +81,10 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_revokes_it(client):
     )
     page = client.get("/studio/operator/login")
     assert page.status_code == 200 and page.headers["content-security-policy"] == STUDIO_CSP
+    # Under no-referrer a browser's form POST carries `Origin: null`, which the CSRF guard
+    # refuses: the studio's pages send their referrer to this origin only.
+    assert page.headers["referrer-policy"] == "same-origin"
+    assert client.get("/health").headers["referrer-policy"] == "no-referrer"
     token = csrf(page.text)
     wrong = client.post("/studio/operator/login", data={"csrf_token": token, "token": "nope"})
     assert wrong.status_code == 403 and "not the operator token" in wrong.text
@@ -303,8 +307,21 @@ def test_review_round_trip_pending_then_accepted_into_the_data_set(client, done_
         reviews = [c for c in collect_candidates(conn, "ansel", True) if c.source == "review"]
     assert len(reviews) == 1 and reviews[0].critique.dimensions.composition.score == 10
     assert 'data-status="accepted"' in client.get(review_url).text
-    # Another job's id does not open this review.
+    # The critique page's include lists it beside the way to review again.
+    from mondrian.service.routes.studio import environment
+    from mondrian.service.routes.studio_review import job_reviews
+
+    state = client_.app.state.mondrian
+    panel = environment().get_template("_critique_reviews.html")
+    html = panel.render(job={"id": done_job}, reviews=job_reviews(state, done_job))
+    assert f'href="/studio/jobs/{done_job}/reviews/{review_id}"' in html
+    assert (
+        f'href="/studio/jobs/{done_job}/review"' in html and "(accepted, by Photographer)" in html
+    )
+    # Another job's id does not open this review, nor is an unknown job's form a 500.
     assert client.get(f"/studio/jobs/{'0' * 32}/reviews/{review_id}").status_code == 404
+    unknown = client.get(f"/studio/jobs/{'0' * 32}/review")
+    assert unknown.status_code == 404 and "unknown job" in unknown.text
 
 
 def test_without_a_token_operator_pages_say_they_are_disabled(tiny_backend, tiny_model, tmp_path):

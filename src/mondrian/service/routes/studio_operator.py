@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from mondrian.errors import MondrianError
@@ -81,8 +82,11 @@ def gate(request: Request, state: ServiceState) -> Response | None:
     return RedirectResponse(LOGIN, status_code=303)
 
 
-async def action_form(request: Request, state: ServiceState):
-    """An action's form, once the CSRF token and the session are checked."""
+async def action_form(request: Request, state: ServiceState) -> FormData:
+    """An action's form, once the CSRF token and the session are checked (a disabled
+    operator is said first: no form can help then)."""
+    if not admin_enabled(state.settings):
+        raise disabled()
     form = await read_form(request)
     why = refusal(request, state)
     if why is not None:
@@ -103,6 +107,8 @@ def login_form(request: Request, state: State) -> HTMLResponse:
 @router.post(LOGIN, response_model=None)
 async def login(request: Request, state: State) -> Response:
     try:
+        if not admin_enabled(state.settings):
+            raise disabled()
         form = await read_form(request)
         check_login(state.settings, text(form, "token").strip())
     except MondrianError as exc:

@@ -67,6 +67,12 @@ def form_values(critique: Critique) -> dict[str, str]:
     return values
 
 
+def job_reviews(state: ServiceState, job_id: str) -> list[Review]:
+    """The job's reviews, oldest first: what templates/studio/_critique_reviews.html lists."""
+    with state.db.read() as conn:
+        return review_store.list_reviews(conn, job_id=job_id)
+
+
 def _lines(value: str) -> list[str]:
     return [line.strip() for line in value.splitlines() if line.strip()]
 
@@ -125,8 +131,7 @@ def _form_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     advisor = load_advisor(state.db, job.advisor_id)
-    with state.db.read() as conn:
-        earlier = review_store.list_reviews(conn, job_id=job.id)
+    earlier = job_reviews(state, job.id)
     return render(
         request,
         state,
