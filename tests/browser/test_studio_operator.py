@@ -278,3 +278,9 @@ def test_advisor_cards_show_portraits(page, studio, shots):
     card = page.locator(".card", has=page.locator("#advisor-ansel"))
     assert card.locator(".card-years").inner_text() and card.locator(".card-bio").inner_text()
     page.screenshot(path=shots / "studio-home-portraits-desktop.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # The portrait sits on the card without covering its checkbox.
+    page.locator("#advisor-fan_ho").check()
+    assert page.locator("#advisor-fan_ho").is_checked()
+    page.screenshot(path=shots / "studio-home-portraits-phone.png", full_page=True)
