@@ -62,7 +62,7 @@ def is_admin_token(settings: Settings, token: str) -> bool:
 
 def require_admin(request: Request, state: State) -> str:
     settings = state.settings
-    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+    if not admin_enabled(settings):
         raise Forbidden(
             "operator actions over HTTP are disabled: set MONDRIAN_ADMIN_TOKEN to enable them",
             code="admin_disabled",
