@@ -39,7 +39,10 @@ from mondrian.service.routes import (
     metrics,
     reviews,
     studio,
+    studio_advisors,
     studio_library,
+    studio_operator,
+    studio_review,
 )
 from mondrian.service.worker import Worker
 from mondrian.staging import sweep_adapter_staging
@@ -138,7 +141,10 @@ def create_app(
     install_docs(app)
     for module in (health, advisors, analyze, jobs, events, reviews, ab, metrics, studio):
         app.include_router(module.router)
-    for module in (library, studio_library):  # the photographer's library (issue 18)
+    # The studio's pages beyond the upload and critique: the photographer's library,
+    # reviews, the operator's pages and the advisors' portraits.
+    studio_pages = (library, studio_library, studio_review, studio_operator, studio_advisors)
+    for module in studio_pages:
         app.include_router(module.router)
     app.add_middleware(Arrivals)
     app.add_middleware(

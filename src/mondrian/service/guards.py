@@ -11,7 +11,10 @@
   (`X-Frame-Options: DENY`, CSP `frame-ancestors 'none'`), no referrer, and on everything
   but FastAPI's own docs pages a Content-Security-Policy that lets a report's inline style
   and SVG render and nothing else load or run; the studio's pages (routes/studio.py) get
-  one that runs the package's own script and style sheet, still nothing inline.
+  one that runs the package's own script and style sheet, still nothing inline, and
+  `Referrer-Policy: same-origin`: under `no-referrer` a browser sends `Origin: null` with
+  a form's POST, which the CSRF guard above must refuse, so the studio's forms could not
+  post at all; `same-origin` still sends no referrer to any other site.
 """
 
 from __future__ import annotations
@@ -141,14 +144,16 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = content_policy(scope.get("path", ""))
+        path = scope.get("path", "")
+        policy = content_policy(path)
+        referrer = "same-origin" if policy == STUDIO_CSP else "no-referrer"
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["X-Frame-Options"] = "DENY"
-                headers["Referrer-Policy"] = "no-referrer"
+                headers["Referrer-Policy"] = referrer
                 headers["Content-Security-Policy"] = policy
             await send(message)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from mondrian.schema import Critique
 from mondrian.service.auth import ADMIN, Admin, review_author
-from mondrian.service.deps import State, check_advisor_id, load_advisor, load_job
+from mondrian.service.deps import ServiceState, State, check_advisor_id, load_advisor, load_job
 from mondrian.service.errors import Conflict, RateLimited
 from mondrian.storage import reviews
 from mondrian.storage.reviews import Review
@@ -108,7 +108,8 @@ def _add_within_limit(
     conn: sqlite3.Connection,
     job_id: str,
     critique: Critique,
-    review: ReviewIn,
+    reviewer: str | None,
+    note: str | None,
     author: str,
     trusted: bool,
     per_hour: int,
@@ -128,10 +129,35 @@ def _add_within_limit(
         conn,
         job_id,
         critique,
-        review.reviewer,
-        review.note,
+        reviewer,
+        note,
         author=author,
         accepted_by=author if trusted else None,
+    )
+
+
+def store_review(
+    state: ServiceState, job_id: str, review: ReviewIn, author: str, trusted: bool
+) -> Review:
+    """Store a review of a finished job by `author` (the API's and the studio's form's
+    path): the overall score recomputed, the rate limit and the insert in one write."""
+    job = load_job(state.db, job_id)
+    if not job.finished:
+        raise Conflict(
+            f"job {job.id} is {job.status}; review it once it has finished", code="not_finished"
+        )
+    advisor = load_advisor(state.db, job.advisor_id)
+    # The overall score is Mondrian's to compute, from the corrected dimension scores.
+    critique = review.critique.scored(advisor.weights)
+    return state.db.write(
+        _add_within_limit,
+        job.id,
+        critique,
+        review.reviewer,
+        review.note,
+        author,
+        trusted,
+        state.settings.reviews_per_hour,
     )
 
 
@@ -149,24 +175,7 @@ def _add_within_limit(
 )
 def post_review(job_id: str, review: ReviewIn, request: Request, state: State) -> ReviewOut:
     author, trusted = review_author(request, state.settings)
-    job = load_job(state.db, job_id)
-    if not job.finished:
-        raise Conflict(
-            f"job {job.id} is {job.status}; review it once it has finished", code="not_finished"
-        )
-    advisor = load_advisor(state.db, job.advisor_id)
-    # The overall score is Mondrian's to compute, from the corrected dimension scores.
-    critique = review.critique.scored(advisor.weights)
-    stored = state.db.write(
-        _add_within_limit,
-        job.id,
-        critique,
-        review,
-        author,
-        trusted,
-        state.settings.reviews_per_hour,
-    )
-    return review_out(stored)
+    return review_out(store_review(state, job_id, review, author, trusted))
 
 
 @router.get(
