@@ -30,13 +30,13 @@ def photo(photos_dir):
     return read_image_file(photos_dir / "chelsea.jpg")
 
 
-def _register(db, ref_path, tiny_model, activate: bool):
+def _register(db, ref_path, tiny_model, activate: bool, advisor: str = "ansel"):
     def write(conn):
         version = adapter_store.register_adapter(
-            conn, "ansel", ref_path, str(tiny_model), {"base_model": str(tiny_model)}
+            conn, advisor, ref_path, str(tiny_model), {"base_model": str(tiny_model)}
         )
         if activate:
-            adapter_store.activate(conn, "ansel", version)
+            adapter_store.activate(conn, advisor, version)
         return version
 
     return db.write(write)
@@ -107,13 +107,15 @@ def test_an_adapter_of_another_base_is_refused_and_not_activated(
     shutil.copytree(adapters["ansel@v2"], other)
     meta = json.loads((other / "mondrian_adapter.json").read_text())
     (other / "mondrian_adapter.json").write_text(json.dumps({**meta, "base_model": "/elsewhere/m"}))
-    version = _register(db, other, tiny_model, activate=False)
-    assert main(["adapters", "activate", f"ansel@v{version}", "--vllm-url", vllm_server.url]) == 2
+    # Another advisor's version: no name the server already serves.
+    version = _register(db, other, tiny_model, activate=False, advisor="fan_ho")
+    ref = f"fan_ho@v{version}"
+    assert main(["adapters", "activate", ref, "--vllm-url", vllm_server.url]) == 2
     error = capsys.readouterr().err
     assert "'/elsewhere/m'" in error and f"'{tiny_model}'" in error
     with db.read() as conn:
-        assert adapter_store.get_active(conn, "ansel") is None
-    assert f"ansel@v{version}" not in _served_loras(vllm_server)
+        assert adapter_store.get_active(conn, "fan_ho") is None
+    assert ref not in _served_loras(vllm_server)
 
 
 def test_a_server_killed_mid_job_fails_the_job_with_a_clear_error(
@@ -125,7 +127,8 @@ def test_a_server_killed_mid_job_fails_the_job_with_a_clear_error(
     from mondrian.service.app import create_app
 
     app = create_app(settings, backend=vllm_backend)
-    with TestClient(app) as client:
+    # A loopback Host: the service's DNS-rebinding guard refuses TestClient's "testserver".
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/health").json()["backend_state"] == "ok"
         with (photos_dir / "chelsea.jpg").open("rb") as fh:
             answer = client.post(
