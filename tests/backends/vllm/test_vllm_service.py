@@ -22,8 +22,7 @@ def replay() -> Replay:
     return Replay()
 
 
-@pytest.fixture
-def client(replay, mondrian_home):
+def _app(replay: Replay):
     backend = VLLMBackend(
         None,
         client=VLLMClient(URL, timeout_s=5, transport=replay.transport),
@@ -31,8 +30,12 @@ def client(replay, mondrian_home):
         max_list_items=2,
     )
     settings = load_settings(allowed_hosts=[*LOOPBACK_HOSTS, "testserver"])
-    app = create_app(settings, backend, options=ServiceOptions(concurrency=2))
-    with TestClient(app) as test_client:
+    return create_app(settings, backend, options=ServiceOptions(concurrency=2))
+
+
+@pytest.fixture
+def client(replay, mondrian_home):
+    with TestClient(_app(replay)) as test_client:
         yield test_client
 
 
@@ -69,3 +72,23 @@ def test_an_unreachable_server_is_503_with_retry_after_and_the_job_is_kept(
     health = client.get("/health").json()
     assert health["status"] == "degraded"
     assert health["backend_state"].startswith("backend_unreachable: the vLLM server at")
+
+
+def test_the_active_versions_are_loaded_on_the_server_when_the_service_starts(replay, db, tmp_path):
+    import json
+
+    from mondrian import adapter_format
+    from mondrian.storage import adapters as store
+
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    adapter_format.write_meta(folder, adapter_format.AdapterMeta(base_model="/tmp/hv/tiny"))
+    db.write(
+        lambda c: store.activate(c, "fan_ho", store.register_adapter(c, "fan_ho", folder, "m"))
+    )
+    with TestClient(_app(replay)) as client:
+        loads = [body for _, path, body in replay.sent if path == "/v1/load_lora_adapter"]
+        assert loads == [{"lora_name": "fan_ho@v1", "lora_path": str(folder.resolve())}]
+        assert client.get("/health").json()["adapters"] == ["fan_ho@v1"]
