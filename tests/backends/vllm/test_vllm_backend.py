@@ -221,6 +221,15 @@ def test_server_faults_are_retryable_errors_saying_what_happened(request_, answe
     assert backend.info()["state"] == "ok"  # /health still answers
 
 
+def test_after_a_failure_no_further_request_is_sent(request_):
+    replay = Replay()
+    backend = make_backend(replay, max_rows=1)
+    replay.chat = _answer(500, json={"error": {"message": "boom"}})
+    with pytest.raises(ServerFault, match="boom"):
+        backend.generate([request_, request_, request_])
+    assert len(replay.chats()) == 1
+
+
 def test_an_error_chunk_mid_answer_fails_the_request(request_):
     chunks = [*fixture("stream_baseline")["chunks"][:20], {"error": {"message": "engine died"}}]
     replay = Replay()

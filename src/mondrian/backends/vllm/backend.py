@@ -148,11 +148,11 @@ class VLLMBackend:
                     results[index] = generation
                 if joining is not None:
                     joining.deliver(index, generation)
-            if failure is not None and stop.is_set():
-                continue  # let the others see `stop` and end
+            if failure is not None:
+                continue  # the call fails: start nothing more, let the running ones end
             while pending and len(running) < self.max_rows:
                 start(*pending.pop(0))
-            if joining is not None and failure is None and len(running) < self.max_rows:
+            if joining is not None and len(running) < self.max_rows:
                 for request in joining.admit(self.max_rows - len(running), lambda _r: True):
                     start(total, request)
                     total += 1
