@@ -198,7 +198,10 @@ class VLLMBackend:
         finally:
             chunks.close()  # an interrupted answer closes its connection: vLLM aborts it
         elapsed = time.perf_counter() - started
-        return to_generation(streamed, adapter=request.adapter, elapsed=elapsed, limit=limit)
+        generation = to_generation(streamed, adapter=request.adapter, elapsed=elapsed, limit=limit)
+        for key, why in generation.uncalibrated.items():
+            log.warning("no expected score for %s: %s", key, why)
+        return generation
 
     def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
         raise Unavailable(NO_EMBEDDINGS)
