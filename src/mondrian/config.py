@@ -91,6 +91,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Tighter bound on strengths/improvements items (tiny-model runs).",
     )
+    # --- the vllm backend (backends/vllm/, docs/vllm.md) ---
+    vllm_url: str | None = Field(
+        default=None,
+        description="With --backend vllm: the vLLM server's address (http://host:8000).",
+    )
+    vllm_timeout_s: float = Field(
+        default=300.0, gt=0, description="With --backend vllm: longest wait for the server."
+    )
+    vllm_api_key: SecretStr | None = Field(
+        default=None, description="With --backend vllm: the server's --api-key, if it has one."
+    )
     fast: bool = Field(
         default=False,
         description="Serve with the CUDA fast path (static KV cache, CUDA graphs) on a GPU.",

@@ -21,6 +21,7 @@ METHODS = [name for name in MEMBERS if inspect.isfunction(vars(Backend)[name])]
 REAL = [
     ("mondrian.backends.transformers.backend", "TransformersBackend", "transformers"),
     ("mondrian.backends.mlx.backend", "MLXBackend", "mlx_vlm"),
+    ("mondrian.backends.vllm.backend", "VLLMBackend", "httpx"),
     ("mondrian.service.batching", "BatchingBackend", None),
 ]
 FAKES = [

@@ -49,6 +49,9 @@ class Generation:
     expected_scores: dict[str, float] = field(default_factory=dict)
     # P(score = 0..10) per dimension, read at the score position (calibration)
     score_distributions: dict[str, list[float]] = field(default_factory=dict)
+    # dimension -> why it has no expected score (the vllm backend: a digit missing from the
+    # server's top logprobs); the other backends read every digit, so theirs stays empty
+    uncalibrated: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
     new_tokens: int = 0
     stopped: bool = False  # ended by an end-of-turn token, not by the token limit
@@ -155,6 +158,8 @@ def check_loaded(requests: list[GenerationRequest], adapters: list[str]) -> None
 BACKENDS: dict[str, str] = {
     "transformers": "mondrian.backends.transformers.backend:TransformersBackend",
     "mlx": "mondrian.backends.mlx.backend:MLXBackend",
+    # A vLLM server's OpenAI-compatible API (backends/vllm/, docs/vllm.md): no model here.
+    "vllm": "mondrian.backends.vllm.backend:VLLMBackend",
 }
 
 
@@ -175,6 +180,8 @@ def resolve_backend_name(name: str) -> str:
 def create_backend(settings: Settings, **options: Any) -> Backend:
     """The settings' backend on the settings' model; `options` add to or override them."""
     name = resolve_backend_name(settings.backend)
+    if name == "vllm":
+        return _create_vllm(settings, **options)
     # Before the backend's module (torch, mlx) is imported: a missing folder or a hub that
     # cannot be reached is said in a second, not after the framework's own import.
     resolve_model(settings.model)
@@ -199,3 +206,24 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
             max_pixels=settings.max_pixels,
             **options,
         )
+
+
+def _create_vllm(settings: Settings, **options: Any) -> Backend:
+    """The vllm backend: the model is the server's, so nothing is resolved or loaded here;
+    `--model` (when set at all) must name the server's."""
+    from mondrian.backends.vllm.backend import VLLMBackend
+
+    options.setdefault("max_text_chars", settings.max_text_chars)
+    options.setdefault("max_list_items", settings.max_list_items)
+    options.setdefault("vllm_url", settings.vllm_url)
+    options.setdefault("timeout_s", settings.vllm_timeout_s)
+    if settings.vllm_api_key is not None:
+        options.setdefault("api_key", settings.vllm_api_key.get_secret_value())
+    model = settings.model if "model" in settings.model_fields_set else None
+    return VLLMBackend(
+        model,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_pixels=settings.max_pixels,
+        **options,
+    )

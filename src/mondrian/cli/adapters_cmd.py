@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     activate = commands.add_parser("activate", help="serve this version for its advisor")
     activate.add_argument("ref", metavar="ADVISOR@vN", help="the version to serve")
+    activate.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        help="load it on this vLLM server first (default: $MONDRIAN_VLLM_URL with "
+        "MONDRIAN_BACKEND=vllm)",
+    )
     activate.set_defaults(handler=activate_command)
 
     rollback = commands.add_parser("rollback", help="activate the version below the active one")
@@ -120,9 +126,13 @@ def _cell(value: object) -> str:
 
 
 def activate_command(args: argparse.Namespace) -> int:
-    from mondrian.training.registry import activate_version
+    from mondrian.cli import vllm_cmd
+    from mondrian.training.registry import activate_version, resolve
 
-    with _existing_db(settings_from(args)) as db:
+    settings = settings_from(args)
+    with _existing_db(settings) as db:
+        if vllm_cmd.uses_vllm(settings):  # on the server first: a refusal activates nothing
+            vllm_cmd.load_on_server(settings, resolve(db, args.ref))
         adapter = activate_version(db, args.ref)
     print(f"{adapter.ref} is active")
     return 0

@@ -85,7 +85,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", help="hub id or local path of the base model (default: $MONDRIAN_MODEL)"
     )
     parser.add_argument(
-        "--backend", help="auto, transformers or mlx (default: $MONDRIAN_BACKEND or auto)"
+        "--backend",
+        help="auto, transformers, mlx or vllm (default: $MONDRIAN_BACKEND or auto)",
+    )
+    parser.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        help="with --backend vllm: the vLLM server (default: $MONDRIAN_VLLM_URL)",
     )
     parser.add_argument(
         "--device", choices=DEVICES, help="where the model runs (default: $MONDRIAN_DEVICE or auto)"
@@ -99,7 +105,9 @@ log = logging.getLogger(__name__)
 def settings_from(args: argparse.Namespace) -> Settings:
     # Every command's namespace has these (cli/main.py's defaults); a command with the model
     # flags sets them, and `loads_model`.
-    settings = load_settings(model=args.model, backend=args.backend, device=args.device)
+    settings = load_settings(
+        model=args.model, backend=args.backend, device=args.device, vllm_url=args.vllm_url
+    )
     # Commands that load a model (analyze, serve, evaluate, index, adapters merge/export):
     # the place a fast setting that cannot apply should be said.
     if args.loads_model:

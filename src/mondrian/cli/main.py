@@ -27,6 +27,7 @@ from mondrian.cli import (
     reviews_cmd,
     serve_cmd,
     training_cmd,
+    vllm_cmd,
 )
 from mondrian.cli.common import DefaultsFormatter
 from mondrian.cli.model_facts import cost_table
@@ -54,6 +55,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     doctor_cmd.register,
     config_cmd.register,
     completion_cmd.register,
+    vllm_cmd.register,
 )
 
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     # What common.settings_from reads; commands with model flags override them.
-    parser.set_defaults(model=None, backend=None, device=None, loads_model=False)
+    parser.set_defaults(model=None, backend=None, device=None, vllm_url=None, loads_model=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)

@@ -103,6 +103,13 @@ def create_app(
                 max_wait_s=options.batch_wait_ms / 1000,
             )
         ctx = Context(backend=model, db=db, settings=settings)
+        if model.name == "vllm":
+            # A server's adapters are loaded (or refused: another base, a rank above its
+            # --max-lora-rank, runtime loading off) at start, and said in the log, not at
+            # the first job that needs one (docs/vllm.md).
+            from mondrian.strategies.lora import load_active
+
+            await run_in_threadpool(load_active, ctx)
         worker = Worker(ctx, policy, service_metrics, options)
         if batcher is not None:
             batcher.ready = worker.batch_ready

@@ -9,6 +9,7 @@ instead of the request failing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from mondrian.advisors import Advisor
@@ -21,6 +22,8 @@ from mondrian.prompts import critique_prompt
 from mondrian.schema import Fact
 from mondrian.storage import adapters as adapter_store
 from mondrian.strategies.base import Outcome, require_critique
+
+log = logging.getLogger(__name__)
 
 BASE_POLICY_REASON = "the model policy serves the base model"
 
@@ -73,6 +76,22 @@ def ensure_loaded(ctx: Context, adapter: adapter_store.Adapter) -> str:
     if name not in ctx.backend.adapters():
         ctx.backend.load_adapter(name, adapter.path)
     return name
+
+
+def load_active(ctx: Context) -> dict[str, str]:
+    """Make every active version resident now (the service's start with a remote backend);
+    returns ref -> why the backend refused it, each also logged. A refused one stays
+    refused later too: `unavailable` says so and the fallback moves on."""
+    with ctx.db.read() as conn:
+        active = [a for a in adapter_store.list_adapters(conn) if a.active]
+    refused: dict[str, str] = {}
+    for adapter in active:
+        try:
+            ensure_loaded(ctx, adapter)
+        except MondrianError as exc:
+            refused[adapter.ref] = exc.message
+            log.warning("adapter %s not loaded: %s", adapter.ref, exc.message)
+    return refused
 
 
 def _active(ctx: Context, advisor_id: str) -> adapter_store.Adapter | None:

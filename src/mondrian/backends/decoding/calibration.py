@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from mondrian.schema import DIMENSIONS
+
+if TYPE_CHECKING:
+    import torch  # imported where used: the vllm backend calibrates without torch
 
 _DIGITS = 10
 _ZERO_NEXT = 10  # probe column: log P(next token starts with "0" | grammar)
@@ -35,6 +37,8 @@ def zero_continuation(masked: torch.Tensor, zero_ids: torch.Tensor) -> torch.Ten
     `masked` holds -inf where the grammar (or the special-token suppression) forbids a token.
     A row that allows nothing gives -inf, not NaN. No host sync and fixed shapes: the fast
     path captures this inside a CUDA graph."""
+    import torch
+
     total = torch.logsumexp(masked, dim=-1)
     zero = torch.logsumexp(masked.index_select(-1, zero_ids), dim=-1)
     value = zero - total
@@ -63,11 +67,20 @@ def token_at_offsets(token_texts: Sequence[str], offsets: dict[str, int]) -> dic
 
 def score_distribution(logits: torch.Tensor, index: int, written_digit: str) -> list[float]:
     """P(score = 0..10) from the probe rows (steps x PROBE_WIDTH) at `index`."""
+    import torch
+
     digits = torch.softmax(logits[index, :_DIGITS].double(), dim=-1)
     p_ten_given_one = 0.0
     if written_digit == "1" and index + 1 < logits.shape[0]:
         p_ten_given_one = float(torch.exp(logits[index + 1, _ZERO_NEXT].double()).clamp(0, 1))
-    probs = [float(p) for p in digits] + [0.0]
+    return split_ten([float(p) for p in digits], p_ten_given_one)
+
+
+def split_ten(digits: Sequence[float], p_ten_given_one: float) -> list[float]:
+    """The 1-vs-10 rule: P(digit 0..9) at the score position becomes P(score 0..10), the
+    mass on "1" shared with 10 by P("0" next | "1" written) (0 when another digit was
+    written). Plain floats: the vllm backend, which reads logprobs, shares it."""
+    probs = [*digits, 0.0]
     probs[10] = probs[1] * p_ten_given_one
     probs[1] -= probs[10]
     return probs

@@ -22,17 +22,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from mondrian.backends.decoding.calibration import expectation, score_distributions
-from mondrian.backends.decoding.grammar import (
-    SCORE_TOKENS,
-    CritiqueGrammar,
-    DecodingControl,
-    single_token_id,
-)
 from mondrian.backends.protocol import Generation, GenerationRequest, TokenCallback
 from mondrian.schema import Critique, generation_schema, longest_answer
 
 if TYPE_CHECKING:
     import torch
+
+    from mondrian.backends.decoding.grammar import DecodingControl
 
 # The end-of-turn tokens Qwen's chat template writes; transformers stops on them too.
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -60,6 +56,14 @@ class Decoder:
         max_text_chars: int | None = None,
         max_list_items: int | None = None,
     ) -> None:
+        # Here, not at the top: the reading below (read_critique, with_expected) serves the
+        # vllm backend too, which has neither torch nor xgrammar (backends/vllm/).
+        from mondrian.backends.decoding.grammar import (
+            SCORE_TOKENS,
+            CritiqueGrammar,
+            single_token_id,
+        )
+
         self.tokenizer = tokenizer
         self.stop_token_ids = stop_ids
         schema = generation_schema(max_text_chars, max_list_items)
@@ -76,6 +80,8 @@ class Decoder:
         self, requests: Sequence[GenerationRequest], on_token: TokenCallback | None
     ) -> DecodingControl:
         """The logits processor of one batch: a grammar per constrained row."""
+        from mondrian.backends.decoding.grammar import DecodingControl
+
         return DecodingControl(
             [self.grammar if r.constrained else None for r in requests],
             self.score_token_ids,

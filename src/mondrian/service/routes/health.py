@@ -24,7 +24,10 @@ class QueueInfo(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="'ok', or 'degraded' when the worker thread is gone.")
+    status: str = Field(
+        description="'ok', or 'degraded' when the worker thread is gone or the backend's "
+        "server does not answer."
+    )
     version: str
     model: str
     backend: str
@@ -32,6 +35,10 @@ class Health(BaseModel):
     dtype: str | None
     fingerprint: str | None
     adapters: list[str] = Field(description="Adapters resident in the model now.")
+    backend_state: str | None = Field(
+        default=None,
+        description="A remote backend's state (vllm: 'ok', or why its server cannot serve).",
+    )
     default_mode: str
     policy: dict[str, Any]
     queue: QueueInfo
@@ -42,8 +49,9 @@ def health(state: State) -> Health:
     info = state.backend.info()
     worker = state.worker
     running = worker.running_jobs
+    backend_state = _opt(info.get("state"))
     return Health(
-        status="ok" if worker.alive else "degraded",
+        status="ok" if worker.alive and backend_state in (None, "ok") else "degraded",
         version=mondrian.__version__,
         model=str(info.get("model", state.backend.model_id)),
         backend=str(info.get("backend", state.backend.name)),
@@ -51,6 +59,7 @@ def health(state: State) -> Health:
         dtype=_opt(info.get("dtype")),
         fingerprint=_opt(info.get("fingerprint")),
         adapters=[str(a) for a in state.backend.adapters()],
+        backend_state=backend_state,
         default_mode=state.settings.analysis_mode,
         policy=state.policy.describe(),
         queue=QueueInfo(

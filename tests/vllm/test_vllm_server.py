@@ -1,0 +1,170 @@
+"""Mondrian on a real vLLM CPU server (conftest.py starts it): critiques in every mode,
+scores calibrated as the transformers backend calibrates them, adapter versions loaded
+on activation, the base-model refusal, and a server killed mid-job. Opt-in: `make
+test-vllm` (marker `vllm`); each answer takes tens of seconds on a 2-core machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import httpx
+import pytest
+
+from mondrian.analysis import analyze
+from mondrian.backends.protocol import GenerationRequest
+from mondrian.cli.main import main
+from mondrian.context import Context
+from mondrian.images import read_image_file
+from mondrian.portfolio.indexing import index_paths
+from mondrian.prompts import critique_prompt
+from mondrian.storage import adapters as adapter_store
+from mondrian.storage import jobs
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture
+def photo(photos_dir):
+    return read_image_file(photos_dir / "chelsea.jpg")
+
+
+def _register(db, ref_path, tiny_model, activate: bool, advisor: str = "ansel"):
+    def write(conn):
+        version = adapter_store.register_adapter(
+            conn, advisor, ref_path, str(tiny_model), {"base_model": str(tiny_model)}
+        )
+        if activate:
+            adapter_store.activate(conn, advisor, version)
+        return version
+
+    return db.write(write)
+
+
+def _served_loras(server) -> set[str]:
+    data = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"]
+    return {m["id"] for m in data if m.get("parent")}
+
+
+def test_the_answer_is_the_transformers_backends_token_for_token(
+    vllm_backend, backend, ansel, photo
+):
+    # The same checkpoint, prompt, pixels and greedy rule: the same critique, and the same
+    # expected scores (from vLLM's logprobs here, from the logits there).
+    request = GenerationRequest(prompt=critique_prompt(ansel, photo.image))
+    (served,) = vllm_backend.generate([request])
+    (local,) = backend.generate([request])
+    assert served.critique is not None and served.error is None
+    assert served.text == local.text
+    assert (served.prompt_tokens, served.new_tokens) == (local.prompt_tokens, local.new_tokens)
+    assert served.uncalibrated == {}
+    assert served.expected_scores.keys() == local.expected_scores.keys()
+    for key, value in local.expected_scores.items():
+        assert served.expected_scores[key] == pytest.approx(value, abs=2e-4)
+
+
+def test_critiques_are_valid_in_baseline_rag_and_lora(
+    vllm_backend, db, settings, ansel, photo, photos_dir, adapters, tiny_model
+):
+    ctx = Context(backend=vllm_backend, db=db, settings=settings)
+    baseline = analyze(ctx, ansel, photo, "baseline")
+    assert baseline.mode_used == "baseline" and baseline.model.backend == "vllm"
+    assert all(d.expected_score is not None for _, d in baseline.critique.dimensions.items())
+
+    # rag: the portfolio is profiled through the server, without embeddings (docs/vllm.md),
+    # and retrieval ranks by the profiles alone.
+    report = index_paths(ctx, ansel, [photos_dir / "chelsea.jpg"])
+    assert len(report.indexed) == 1
+    rag = analyze(ctx, ansel, photo, "rag")
+    assert rag.mode_used == "rag" and rag.references
+    assert rag.timings["embed_s"] >= 0
+
+    _register(db, adapters["ansel@v1"], tiny_model, activate=True)
+    lora = analyze(ctx, ansel, photo, "lora")
+    assert lora.mode_used == "lora" and lora.model.adapter == "ansel@v1"
+    assert lora.critique != baseline.critique  # the adapter changes the answer
+
+
+def test_activating_a_new_version_loads_it_on_the_server(
+    vllm_server, vllm_backend, db, settings, ansel, photo, adapters, tiny_model, capsys
+):
+    _register(db, adapters["ansel@v1"], tiny_model, activate=True)
+    _register(db, adapters["ansel@v2"], tiny_model, activate=False)
+    assert "ansel@v2" not in _served_loras(vllm_server)
+    assert main(["adapters", "activate", "ansel@v2", "--vllm-url", vllm_server.url]) == 0
+    assert f"ansel@v2 is loaded on the vLLM server at {vllm_server.url}" in capsys.readouterr().out
+    assert "ansel@v2" in _served_loras(vllm_server)
+    ctx = Context(backend=vllm_backend, db=db, settings=settings)
+    result = analyze(ctx, ansel, photo, "lora")
+    assert result.model.adapter == "ansel@v2" and result.critique is not None
+
+
+def test_an_adapter_of_another_base_is_refused_and_not_activated(
+    vllm_server, db, adapters, tiny_model, tmp_path, capsys
+):
+    other = tmp_path / "other-base"
+    shutil.copytree(adapters["ansel@v2"], other)
+    meta = json.loads((other / "mondrian_adapter.json").read_text())
+    (other / "mondrian_adapter.json").write_text(json.dumps({**meta, "base_model": "/elsewhere/m"}))
+    # Another advisor's version: no name the server already serves.
+    version = _register(db, other, tiny_model, activate=False, advisor="fan_ho")
+    ref = f"fan_ho@v{version}"
+    assert main(["adapters", "activate", ref, "--vllm-url", vllm_server.url]) == 2
+    error = capsys.readouterr().err
+    assert "'/elsewhere/m'" in error and f"'{tiny_model}'" in error
+    with db.read() as conn:
+        assert adapter_store.get_active(conn, "fan_ho") is None
+    assert ref not in _served_loras(vllm_server)
+
+
+def test_a_server_killed_mid_job_fails_the_job_with_a_clear_error(
+    vllm_server, vllm_backend, settings, photos_dir
+):
+    # Last in the file: the session's server does not come back.
+    from fastapi.testclient import TestClient
+
+    from mondrian.service.app import create_app
+
+    app = create_app(settings, backend=vllm_backend)
+    # A loopback Host: the service's DNS-rebinding guard refuses TestClient's "testserver".
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert client.get("/health").json()["backend_state"] == "ok"
+        with (photos_dir / "chelsea.jpg").open("rb") as fh:
+            answer = client.post(
+                "/jobs", data={"advisor": "ansel"}, files={"image": ("c.jpg", fh, "image/jpeg")}
+            )
+        assert answer.status_code in (200, 202), answer.text
+        job_id = answer.json()["id"]
+        _wait(lambda: client.get(f"/jobs/{job_id}").json()["status"] == "running")
+        time.sleep(2.0)  # tokens are streaming
+        vllm_server.kill()
+        _wait(lambda: client.get(f"/jobs/{job_id}").json()["status"] == "failed")
+        job = client.get(f"/jobs/{job_id}").json()
+        assert "vLLM server" in job["error"] and vllm_server.url in job["error"]
+        health = client.get("/health").json()
+        assert health["status"] == "degraded"
+        assert health["backend_state"].startswith("backend_unreachable")
+        with (photos_dir / "chelsea.jpg").open("rb") as fh:
+            refused = client.post(
+                "/analyze", data={"advisor": "ansel"}, files={"image": ("c.jpg", fh, "image/jpeg")}
+            )
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+        assert refused.json()["error"]["code"] == "backend_unreachable"
+    with settings_db(settings) as db, db.read() as conn:
+        assert jobs.get_job(conn, job_id).status == "failed"  # recorded, not lost
+
+
+def settings_db(settings):
+    from mondrian.storage.bootstrap import open_state
+
+    return open_state(settings)
+
+
+def _wait(condition, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
