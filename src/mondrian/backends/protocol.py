@@ -54,6 +54,9 @@ class Generation:
     stopped: bool = False  # ended by an end-of-turn token, not by the token limit
     timings: dict[str, float] = field(default_factory=dict)
     adapter: str | None = None
+    # Which path ran the model: "fast" (the CUDA engine), "stock" (transformers' generate)
+    # or "mlx"; the result's model.engine (schema.py ModelInfo).
+    engine: str | None = None
 
 
 # admit(free_rows, take) -> the requests now in the batch: between two decode steps the

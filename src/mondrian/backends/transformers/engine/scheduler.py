@@ -91,6 +91,7 @@ class Scheduler:
             prompt_tokens=row.prepared.length,
             elapsed=now - row.started,
         )
+        generation.engine = "fast"
         decode_s = max(now - row.prefilled, 1e-9)
         generation.timings.update(
             {
