@@ -27,8 +27,10 @@ Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, ada
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
 `Decoder.finish`, so results are the stock path's in form and, in float32, in tokens. The
 service feeds it batches through service/batching.py, and with a `Joining` a running batch
-takes waiting requests into its free rows between steps (continuous batching; each row is
-delivered as it finishes). A batch does not grow past the rows its state was made with.
+takes waiting requests between steps (continuous batching; each row is delivered as it
+finishes): into its free rows, and when those are not enough it moves into a state of
+more rows (state.carry_over copies its caches across; the bigger state's graphs are
+captured once, then reused), so a batch that started with one row grows to `max_rows`.
 
 The package, by responsibility: state.py (static KV cache and buffers per batch), step.py
 (one decode step's kernels, and their CUDA graph capture and replay), prepare.py
@@ -52,13 +54,22 @@ from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_ra
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
 from mondrian.backends.transformers.engine.prepare import Preparer
 from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
-from mondrian.backends.transformers.engine.state import BUCKET, State, States, padded_rows, round_up
+from mondrian.backends.transformers.engine.state import (
+    BUCKET,
+    State,
+    States,
+    carry_over,
+    padded_rows,
+    round_up,
+)
 from mondrian.backends.transformers.engine.step import DecodeStep, StepRunner
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
 
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
+# Live rows a running batch grows to (service/batching.py's default batch size).
+MAX_ROWS = 32
 
 
 class FastPath:
@@ -71,6 +82,7 @@ class FastPath:
         cuda_graphs: bool | None = None,
         compile: bool | None = None,
         vision_varlen: bool | None = None,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
@@ -79,6 +91,7 @@ class FastPath:
         )
 
         self.backend = backend
+        self.max_rows = max_rows
         self.lm = FastLM(backend.base)
         self.device = self.lm.device
         on_cuda = self.device.type == "cuda"
@@ -238,6 +251,8 @@ class FastPath:
             prefiller=self.prefiller,
             admit=joining.admit if joining is not None else None,
             finished=finished,
+            grow=self.grow,
+            max_rows=self.max_rows,
         )
         loop = DecodeLoop(
             scheduler,
@@ -251,6 +266,19 @@ class FastPath:
         self.last_stats = loop.stats
         loop.run()
         return [g for g in results if g is not None]
+
+    def grow(self, st: State, rows: int, needed: int, t: int) -> State:
+        """The running batch on `st` moved into a state of `rows` rows with room for
+        `needed` positions (scheduler.py's `Grow`), between steps t and t+1.
+
+        With graphs, the new state's select graph is captured before the batch moves in:
+        capture's warm-up passes write its logits, which select(t+1) must read as forward(t)
+        left them. Its forward graphs are captured as the decode reaches their buckets."""
+        dst = self.state_for(rows, needed, st.mixed)
+        if self.cuda_graphs:
+            self.runner.capture(dst, [], self.bank)
+        carry_over(st, dst, t)
+        return dst
 
     def state_for(self, rows: int, needed: int, mixed: bool) -> State:
         """The state of `rows` rows with room for `needed` positions each; a mixed one has
