@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         default=FastMode.AUTO,
         description="CUDA fast path: auto (on wherever CUDA is), on (warns without it) or off.",
     )
+    fast_kernels: bool = Field(
+        default=True,
+        description="The fast path's Triton decode kernels, each used once it passes its check.",
+    )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
     )

@@ -194,6 +194,7 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
     options.setdefault("max_list_items", settings.max_list_items)
     if name == "transformers":
         options.setdefault("fast", settings.fast)
+        options.setdefault("fast_kernels", settings.fast_kernels)
     with announce_load(settings.model):  # the load takes up to minutes: say what and how long
         return backend_cls(
             settings.model,

@@ -72,6 +72,7 @@ class TransformersBackend:
         max_text_chars: int | None = None,
         max_list_items: int | None = None,
         fast: FastMode | str | bool = FastMode.AUTO,
+        fast_kernels: bool = True,
     ) -> None:
         self.model_id = model_id
         self.device = pick_device(device)
@@ -111,6 +112,7 @@ class TransformersBackend:
         # overlapped grammar. CUDA only (`auto` and `on` alike); elsewhere (None) the stock
         # generate() below serves. Tests and bench/ set one of their own (CPU, eager) here.
         mode = FastMode(fast_mode(fast))
+        self.fast_kernels = fast_kernels  # the fast path's Triton kernels (engine/kernels/)
         self.fast_path: FastPath | None = None
         if mode is not FastMode.OFF and self.device.type == "cuda":
             from mondrian.backends.transformers.engine.fast_path import FastPath

@@ -21,7 +21,10 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 - the prompt pass is compiled too (dynamic in length), and a batch's processor work runs
   in chunks on the CPU's threads;
 - the vision tower's windowed attention runs as one varlen flash-attention call per block
-  (backends/transformers/engine/vision.py).
+  (backends/transformers/engine/vision.py);
+- on CUDA with Triton, the decode step's norm + q/k/v product, rotary + K/V write and
+  attention (split-KV) are Triton kernels (engine/kernels/), each checked against its
+  torch reference on the device first (a failing one falls back to torch's ops).
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
@@ -41,14 +44,17 @@ and finishing a running batch), decode.py (the loop), lm.py (the fused LM), lora
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
+from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, passing
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
@@ -67,6 +73,8 @@ from mondrian.backends.transformers.engine.step import DecodeStep, StepRunner
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
 
+log = logging.getLogger(__name__)
+
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
 # Live rows a running batch grows to (service/batching.py's default batch size).
 MAX_ROWS = 32
@@ -83,6 +91,7 @@ class FastPath:
         compile: bool | None = None,
         vision_varlen: bool | None = None,
         max_rows: int = MAX_ROWS,
+        kernels: bool | None = None,
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
@@ -108,6 +117,9 @@ class FastPath:
 
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
+        if kernels is None:
+            kernels = backend.fast_kernels and on_cuda
+        self.kernels = self._kernels(kernels)
         grammar = backend.decoder.grammar
         self.step = DecodeStep(
             self.lm,
@@ -115,6 +127,7 @@ class FastPath:
             zero_prefixed_ids=grammar.zero_prefixed_ids,
             suppressed_ids=grammar.suppressed_ids,
             compile=self.compile,
+            kernels=self.kernels,
         )
         self.runner = StepRunner(self.step, cuda_graphs=self.cuda_graphs)
         self.laps = Laps(self.device)
@@ -122,6 +135,19 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
+
+    def _kernels(self, wanted: bool) -> DecodeKernels | None:
+        """The Triton kernels the decode step uses: those that pass their check here.
+        On by default on CUDA (with Triton installed); on the CPU only when asked (tests,
+        under Triton's interpreter)."""
+        if not wanted:
+            return None
+        if find_spec("triton") is None:
+            log.info("Triton is not installed; the decode step runs torch's ops")
+            return None
+        names = passing(self.device, self.lm.dtype)
+        log.info("decode kernels: %s", ", ".join(sorted(names)) or "none passed")
+        return DecodeKernels(names) if names else None
 
     # --- profiling (bench/gpu_bench.py) --------------------------------------------------
 
