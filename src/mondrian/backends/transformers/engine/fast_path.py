@@ -135,6 +135,7 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
+        self.growths = 0  # running batches moved into a bigger state (bench/arrivals.py)
 
     def _kernels(self, wanted: bool) -> DecodeKernels | None:
         """The Triton kernels the decode step uses: those that pass their check here.
@@ -304,6 +305,7 @@ class FastPath:
         if self.cuda_graphs:
             self.runner.capture(dst, [], self.bank)
         carry_over(st, dst, t)
+        self.growths += 1
         return dst
 
     def state_for(self, rows: int, needed: int, mixed: bool) -> State:
