@@ -613,6 +613,7 @@ def run(args: argparse.Namespace) -> None:
     res.data["build_s"] = time.perf_counter() - started
     # TransformersBackend.__init__: mostly compiling the critique grammar for the vocabulary
     res.data["backend_init_s"] = res.data["build_s"] - res.data["build_model_s"]
+    backend.fast_kernels = not args.no_kernels  # the Triton decode kernels (engine/kernels/)
     lm_cfg = model.config.text_config
     lm_bytes = sum(
         p.numel() * p.element_size()
@@ -753,6 +754,8 @@ def run(args: argparse.Namespace) -> None:
     if "fast" not in fast_holder:  # compilation failed: graphs over the eager halves
         res.section("fast_first_request_nocompile", lambda: first_request(False))
     fast = fast_holder.get("fast")
+    if fast is not None:  # which Triton kernels passed their check and run (engine/kernels/)
+        res.data["kernels"] = sorted(fast.kernels.names) if fast.kernels is not None else []
     if fast is None:
         res.path.write_text(json.dumps(res.data, indent=1, default=str))
         return
@@ -1400,6 +1403,12 @@ def _all_met(count: Any, total: Any) -> str:
     return "yes" if count == total else "no"
 
 
+def _kernels_note(names: list[str] | None) -> str:
+    if names is None:
+        return "not recorded (before issue 21)"
+    return ", ".join(names) or "none"
+
+
 def arch_table(d: dict[str, Any]) -> list[str]:
     env = d.get("env", {})
     copy = _get(d, "ceilings", "copy_gb_s")
@@ -1414,7 +1423,8 @@ def arch_table(d: dict[str, Any]) -> list[str]:
         "",
         f"Ceilings measured here: copy {_f(copy, 0)} GB/s (read+write), bf16 matmul "
         f"{_f(tflops, 0)} TFLOP/s. LM weights {_f(lm_gb, 2)} GB; decode floor at batch 1 = "
-        f"{_f(floor_b1, 0)} tok/s. Prompt {d.get('prompt_tokens')} tokens (one 1036x784 image).",
+        f"{_f(floor_b1, 0)} tok/s. Prompt {d.get('prompt_tokens')} tokens (one 1036x784 image). "
+        f"Triton decode kernels: {_kernels_note(d.get('kernels'))}.",
         "",
         "| what | stock | fast | goal | fast/stock | fast/floor | met |",
         "|---|---|---|---|---|---|---|",
@@ -1802,6 +1812,9 @@ def main() -> None:
         "--service-text-chars", type=int, default=80, help="string bound of the HTTP critiques"
     )
     parser.add_argument("--skip-poisson", action="store_true")
+    parser.add_argument(
+        "--no-kernels", action="store_true", help="the fast path on torch ops, no Triton kernels"
+    )
     parser.add_argument("--poisson-requests", type=int, default=64)
     parser.add_argument(
         "--poisson-rates",
