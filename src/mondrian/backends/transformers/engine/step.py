@@ -79,10 +79,13 @@ class DecodeStep:
         # Shared by all layers, computed once per step: the additive attention mask and
         # where each row's K/V goes in the flattened cache [rows * kv_heads * length,
         # head_dim].
-        span = torch.arange(bucket, device=self.device)
-        mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
-        mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
-        lengths = st.cache_pos + 1  # this token's own K/V included
+        mask = lengths = None
+        if self._attend is None:
+            span = torch.arange(bucket, device=self.device)
+            mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
+            mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        else:
+            lengths = st.cache_pos + 1  # the kernel's bound: this token's own K/V included
         heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
         slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
         flat = (st.rows * lm.kv_heads, lm.head_dim)
