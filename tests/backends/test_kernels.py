@@ -17,8 +17,9 @@ pytest.importorskip("triton")
 
 CHECK = (
     "import json, torch\n"
-    "from mondrian.backends.transformers.engine.kernels.decode import check\n"
-    "print(json.dumps(check(torch.device('cpu'), torch.float32)))\n"
+    "from mondrian.backends.transformers.engine.kernels.decode import Dims, check\n"
+    "cpu = torch.device('cpu')\n"
+    "print(json.dumps([check(cpu, torch.float32), check(cpu, torch.float32, Dims(head_dim=24))]))\n"
 )
 
 
@@ -28,11 +29,15 @@ def test_each_kernel_equals_its_reference_under_the_interpreter():
         [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results, odd = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(results) == {"norm_linear", "rope_kv", "decode_attention"}
     for name, error in results.items():
         assert isinstance(error, float), f"{name}: {error}"
         assert error <= 1e-5, f"{name}: {error}"  # float32: the order of sums alone
+    # A head size the rotary and attention kernels cannot take fails their check (the
+    # fast path then leaves them out), not a decode step.
+    assert isinstance(odd["norm_linear"], float) and odd["norm_linear"] <= 1e-5
+    assert "power-of-two" in odd["rope_kv"] and "unsupported" in odd["decode_attention"]
 
 
 def test_a_kernel_that_fails_its_check_is_left_out(monkeypatch, caplog):
@@ -40,14 +45,11 @@ def test_a_kernel_that_fails_its_check_is_left_out(monkeypatch, caplog):
 
     from mondrian.backends.transformers.engine.kernels import decode
 
-    def broken(device, dtype):
+    def broken(device, dtype, dims):
         raise RuntimeError("no such instruction")
 
-    monkeypatch.setattr(
-        decode,
-        "CHECKS",
-        {"norm_linear": lambda d, t: 0.0, "rope_kv": lambda d, t: 0.5, "decode_attention": broken},
-    )
+    checks = {"norm_linear": lambda *a: 0.0, "rope_kv": lambda *a: 0.5, "decode_attention": broken}
+    monkeypatch.setattr(decode, "CHECKS", checks)
     with caplog.at_level("WARNING"):
         names = decode.passing(torch.device("cpu"), torch.float32)
     assert names == {"norm_linear"}  # 0.5 is over float32's tolerance; the other raised

@@ -54,7 +54,7 @@ import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
-from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, passing
+from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, Dims, passing
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
@@ -146,7 +146,9 @@ class FastPath:
         if find_spec("triton") is None:
             log.info("Triton is not installed; the decode step runs torch's ops")
             return None
-        names = passing(self.device, self.lm.dtype)
+        lm = self.lm
+        dims = Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim)
+        names = passing(self.device, lm.dtype, dims)
         log.info("decode kernels: %s", ", ".join(sorted(names)) or "none passed")
         return DecodeKernels(names) if names else None
 

@@ -26,11 +26,24 @@ def _scaled_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1))
 
 
-def _check_norm_linear(device: torch.device, dtype: torch.dtype) -> float:
+@dataclass(frozen=True)
+class Dims:
+    """The model's sizes the kernels see: the checks run on these, so that a size a
+    kernel cannot take (say, a head size not a power of two) fails the check, not a step.
+    The defaults are small and cross the kernels' block edges."""
+
+    hidden: int = 80
+    heads: int = 6
+    kv_heads: int = 2
+    head_dim: int = 32
+
+
+def _check_norm_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
     from mondrian.backends.transformers.engine.kernels import norm_linear as m
 
     gen = torch.Generator().manual_seed(0)
-    rows, fan_in, fan_out = 3, 80, 150  # none a multiple of the blocks
+    rows, fan_in = 3, dims.hidden
+    fan_out = (dims.heads + 2 * dims.kv_heads) * dims.head_dim
     x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
     ln = torch.randn(fan_in, generator=gen).to(device, dtype)
     w = (torch.randn(fan_out, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
@@ -42,11 +55,11 @@ def _check_norm_linear(device: torch.device, dtype: torch.dtype) -> float:
     return max(errors)
 
 
-def _check_rope_kv(device: torch.device, dtype: torch.dtype) -> float:
+def _check_rope_kv(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
     from mondrian.backends.transformers.engine.kernels import rope_kv as m
 
     gen = torch.Generator().manual_seed(1)
-    rows, heads, kv_heads, dim, length = 3, 4, 2, 32, 40
+    rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 40
     qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, generator=gen).to(device, dtype)
     q, k, v = qkv.split((heads * dim, kv_heads * dim, kv_heads * dim), dim=-1)
     q, k, v = (t.view(rows, -1, dim) for t in (q, k, v))  # strided views, as in the step
@@ -64,11 +77,11 @@ def _check_rope_kv(device: torch.device, dtype: torch.dtype) -> float:
     return max(_scaled_error(q_got, q_ref), *errors)
 
 
-def _check_decode_attention(device: torch.device, dtype: torch.dtype) -> float:
+def _check_decode_attention(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
     from mondrian.backends.transformers.engine.kernels import decode_attention as m
 
     gen = torch.Generator().manual_seed(2)
-    rows, heads, kv_heads, dim, length = 3, 6, 2, 32, 320
+    rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 320
     errors = []
     for bucket in (64, 300):  # one split; three, the last part-filled
         q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
@@ -80,29 +93,33 @@ def _check_decode_attention(device: torch.device, dtype: torch.dtype) -> float:
     return max(errors)
 
 
-CHECKS: dict[str, Callable[[torch.device, torch.dtype], float]] = {
+CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
     "norm_linear": _check_norm_linear,
     "rope_kv": _check_rope_kv,
     "decode_attention": _check_decode_attention,
 }
 
 
-def check(device: torch.device, dtype: torch.dtype) -> dict[str, float | str]:
-    """Each kernel's scaled difference from its reference, or why it could not run."""
+def check(
+    device: torch.device, dtype: torch.dtype, dims: Dims | None = None
+) -> dict[str, float | str]:
+    """Each kernel's scaled difference from its reference at the model's sizes `dims`,
+    or why it could not run."""
     results: dict[str, float | str] = {}
     for name, run in CHECKS.items():
         try:
-            results[name] = run(device, dtype)
+            results[name] = run(device, dtype, dims or Dims())
         except Exception as exc:  # a kernel that cannot build here is left out, not fatal
             results[name] = f"{type(exc).__name__}: {exc}"
     return results
 
 
-def passing(device: torch.device, dtype: torch.dtype) -> frozenset[str]:
-    """The kernels whose check passed on `device` in `dtype`; each other one is logged."""
+def passing(device: torch.device, dtype: torch.dtype, dims: Dims | None = None) -> frozenset[str]:
+    """The kernels whose check passed on `device` in `dtype` at `dims`; each other one is
+    logged."""
     limit = TOLERANCE.get(dtype, 4e-2)
     good = set()
-    for name, result in check(device, dtype).items():
+    for name, result in check(device, dtype, dims).items():
         if isinstance(result, float) and result <= limit:
             good.add(name)
         else:
