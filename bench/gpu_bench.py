@@ -613,6 +613,7 @@ def run(args: argparse.Namespace) -> None:
     res.data["build_s"] = time.perf_counter() - started
     # TransformersBackend.__init__: mostly compiling the critique grammar for the vocabulary
     res.data["backend_init_s"] = res.data["build_s"] - res.data["build_model_s"]
+    backend.fast_kernels = not args.no_kernels  # the Triton decode kernels (engine/kernels/)
     lm_cfg = model.config.text_config
     lm_bytes = sum(
         p.numel() * p.element_size()
@@ -753,6 +754,8 @@ def run(args: argparse.Namespace) -> None:
     if "fast" not in fast_holder:  # compilation failed: graphs over the eager halves
         res.section("fast_first_request_nocompile", lambda: first_request(False))
     fast = fast_holder.get("fast")
+    if fast is not None:  # which Triton kernels passed their check and run (engine/kernels/)
+        res.data["kernels"] = sorted(fast.kernels.names) if fast.kernels is not None else []
     if fast is None:
         res.path.write_text(json.dumps(res.data, indent=1, default=str))
         return
@@ -866,6 +869,23 @@ def run(args: argparse.Namespace) -> None:
 
     if not args.skip_batch:
         res.section("fast_batch_validity", validity)
+
+    def poisson() -> dict[str, Any]:
+        """bench/arrivals.py: Poisson arrivals through the service's batcher, stops honoured,
+        the strings bounded as the HTTP section bounds them (about 600-token critiques)."""
+        from arrivals import poisson as run_poisson
+
+        saved, saved_fast = backend.decoder, backend.fast_path
+        backend.decoder = bounded_decoder(backend, 8 if tiny else args.service_text_chars)
+        backend.fast_path = fast
+        try:
+            n = 6 if tiny else args.poisson_requests
+            return run_poisson(backend, requests_for, names, n, args.poisson_rates)
+        finally:
+            backend.decoder, backend.fast_path = saved, saved_fast
+
+    if not args.skip_poisson:
+        res.section("poisson", poisson)
     if not args.skip_service:
         res.section(
             "service_http",
@@ -1383,6 +1403,12 @@ def _all_met(count: Any, total: Any) -> str:
     return "yes" if count == total else "no"
 
 
+def _kernels_note(names: list[str] | None) -> str:
+    if names is None:
+        return "not recorded (before issue 21)"
+    return ", ".join(names) or "none"
+
+
 def arch_table(d: dict[str, Any]) -> list[str]:
     env = d.get("env", {})
     copy = _get(d, "ceilings", "copy_gb_s")
@@ -1397,7 +1423,8 @@ def arch_table(d: dict[str, Any]) -> list[str]:
         "",
         f"Ceilings measured here: copy {_f(copy, 0)} GB/s (read+write), bf16 matmul "
         f"{_f(tflops, 0)} TFLOP/s. LM weights {_f(lm_gb, 2)} GB; decode floor at batch 1 = "
-        f"{_f(floor_b1, 0)} tok/s. Prompt {d.get('prompt_tokens')} tokens (one 1036x784 image).",
+        f"{_f(floor_b1, 0)} tok/s. Prompt {d.get('prompt_tokens')} tokens (one 1036x784 image). "
+        f"Triton decode kernels: {_kernels_note(d.get('kernels'))}.",
         "",
         "| what | stock | fast | goal | fast/stock | fast/floor | met |",
         "|---|---|---|---|---|---|---|",
@@ -1741,6 +1768,26 @@ def arch_table(d: dict[str, Any]) -> list[str]:
         None,
         higher=False,
     )
+    arrivals = d.get("poisson") or {}
+    if arrivals:
+        lines += [
+            "",
+            "Poisson arrivals (bench/arrivals.py; fast path through the service's batcher, "
+            "stops honoured; vLLM's column is added from its own run):",
+            "",
+            "| req/s | requests | answered (valid) | mean tokens | throughput tok/s | "
+            "p50 s | p95 s | max s | batches | grew |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for rate, a in arrivals.items():
+            if not isinstance(a, dict):
+                continue
+            lines.append(
+                f"| {rate} | {a.get('requests')} | {a.get('answered')} ({a.get('valid')}) | "
+                f"{_f(a.get('mean_tokens'), 0)} | {_f(a.get('throughput_tok_s'), 0)} | "
+                f"{_f(a.get('latency_p50_s'), 2)} | {_f(a.get('latency_p95_s'), 2)} | "
+                f"{_f(a.get('latency_max_s'), 2)} | {a.get('batches')} | {a.get('growths')} |"
+            )
     if d.get("errors"):
         lines.append("")
         lines.append("Errors: " + "; ".join(f"{k}: {v[:200]}" for k, v in d["errors"].items()))
@@ -1763,6 +1810,17 @@ def main() -> None:
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument(
         "--service-text-chars", type=int, default=80, help="string bound of the HTTP critiques"
+    )
+    parser.add_argument("--skip-poisson", action="store_true")
+    parser.add_argument(
+        "--no-kernels", action="store_true", help="the fast path on torch ops, no Triton kernels"
+    )
+    parser.add_argument("--poisson-requests", type=int, default=64)
+    parser.add_argument(
+        "--poisson-rates",
+        type=lambda text: [float(r) for r in text.split(",")],
+        default=[2.0, 8.0, 32.0],
+        help="arrival rates, requests a second, comma-separated",
     )
     parser.add_argument("--stock-static", action="store_true")
     parser.add_argument("--stock-train-nogc", action="store_true")

@@ -63,6 +63,7 @@ def same_as_stock(
     for row, (s, q) in enumerate(zip(stock, quick, strict=True)):
         assert q.text == s.text, f"row {row}: fast {q.text!r} != stock {s.text!r}"
         assert q.new_tokens == s.new_tokens and q.stopped == s.stopped, f"row {row}"
+        assert (s.engine, q.engine) == ("stock", "fast"), f"row {row}: which path served"
         assert q.prompt_tokens == s.prompt_tokens, f"row {row}"
         expected = pytest.approx(s.expected_scores, abs=score_tolerance)
         assert q.expected_scores == expected, f"row {row}"

@@ -26,7 +26,7 @@ def _write_config(home: Path, text: str) -> Path:
 def test_the_file_under_home_is_read(mondrian_home):
     _write_config(mondrian_home, 'model = "from/file"\nmax_pixels = 4096\nfast = true\n')
     settings = load_settings()
-    assert settings.model == "from/file" and settings.max_pixels == 4096 and settings.fast
+    assert settings.model == "from/file" and settings.max_pixels == 4096 and settings.fast == "on"
 
 
 def test_flags_win_over_environment_over_file_over_defaults(mondrian_home, monkeypatch):

@@ -19,4 +19,4 @@ def test_environment_and_overrides(monkeypatch):
     settings = load_settings(model="some/model", backend=None)
     assert settings.analysis_mode == "rag" and settings.max_text_chars == 24
     assert settings.model == "some/model" and settings.backend == "auto"
-    assert not settings.fast
+    assert settings.fast == "auto"  # on wherever CUDA is (config.FastMode)

@@ -72,6 +72,7 @@ def analyze(
             adapter=outcome.adapter,
             variant=Variant.FINE_TUNED if outcome.adapter else Variant.BASE,
             backend=ctx.backend.name,
+            engine=outcome.generation.engine,
         ),
         critique=critique,
         references=outcome.references,

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -44,6 +46,29 @@ ENV_PREFIX = "MONDRIAN_"
 CONFIG_ENV = "MONDRIAN_CONFIG"
 CONFIG_NAME = "config.toml"
 DEFAULT_HOME = Path("~/.mondrian")
+
+
+class FastMode(StrEnum):
+    """Whether the transformers backend serves through its CUDA fast path
+    (src/mondrian/backends/transformers/engine/): `auto` wherever CUDA is present."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+# MONDRIAN_FAST was a boolean before it had `auto`: its old spellings keep their meaning.
+_FAST_WORDS = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+
+
+def fast_mode(value: object) -> object:
+    """A bool or an old boolean spelling as `on`/`off`; anything else as given (the
+    enum's validation names the bad value)."""
+    if isinstance(value, bool):
+        return FastMode.ON if value else FastMode.OFF
+    if isinstance(value, str):
+        return _FAST_WORDS.get(value.strip().lower(), value.strip().lower())
+    return value
 
 
 class Settings(BaseSettings):
@@ -102,9 +127,13 @@ class Settings(BaseSettings):
     vllm_api_key: SecretStr | None = Field(
         default=None, description="With --backend vllm: the server's --api-key, if it has one."
     )
-    fast: bool = Field(
-        default=False,
-        description="Serve with the CUDA fast path (static KV cache, CUDA graphs) on a GPU.",
+    fast: Annotated[FastMode, BeforeValidator(fast_mode)] = Field(
+        default=FastMode.AUTO,
+        description="CUDA fast path: auto (on wherever CUDA is), on (warns without it) or off.",
+    )
+    fast_kernels: bool = Field(
+        default=True,
+        description="The fast path's Triton decode kernels, each used once it passes its check.",
     )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."
@@ -193,24 +222,24 @@ class Settings(BaseSettings):
 
 
 def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:
-    """Why `fast` will not take effect here, or None when it will (or is off).
+    """Why `fast` will not take effect here, or None when it will (or is auto or off).
 
     The transformers backend builds the fast path only on a CUDA device
     (src/mondrian/backends/transformers/backend.py) and otherwise runs the stock
-    generate() without saying so above info level; a user who set MONDRIAN_FAST=1 should
-    know their requests run the slow path.
+    generate() without saying so above info level; a user who asked for `on` should know
+    their requests run the slow path. `auto` means "where it can", so it says nothing.
     """
-    if not settings.fast:
+    if settings.fast is not FastMode.ON:
         return None
     if settings.device not in ("auto", "cuda") and not settings.device.startswith("cuda:"):
         return (
-            f"MONDRIAN_FAST=1 is ignored: the fast path needs a CUDA device and "
+            f"--fast on (MONDRIAN_FAST) is ignored: the fast path needs a CUDA device and "
             f"--device is {settings.device}; the stock generate() will run"
         )
     if not cuda_available:
         return (
-            "MONDRIAN_FAST=1 is ignored: no CUDA device is available on this machine; "
-            "the stock generate() will run"
+            "--fast on (MONDRIAN_FAST) is ignored: no CUDA device is available on this "
+            "machine; the stock generate() will run"
         )
     return None
 

@@ -280,6 +280,10 @@ class ModelInfo(BaseModel):
     adapter: str | None = Field(default=None, description="Adapter version, e.g. 'ansel@v3'.")
     variant: str = Field(default="base", description="'base' or 'fine_tuned' (A/B policy).")
     backend: str | None = Field(default=None, description="Backend that ran the model.")
+    engine: str | None = Field(
+        default=None,
+        description="Path that ran it: 'fast' (CUDA engine), 'stock' (generate), 'mlx' or 'vllm'.",
+    )
 
 
 class Reference(BaseModel):

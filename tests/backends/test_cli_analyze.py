@@ -96,6 +96,7 @@ def test_analyze_prints_json_writes_reports_and_stays_small(
         "adapter": None,
         "variant": "base",
         "backend": "transformers",
+        "engine": "stock",  # `--fast auto` on a machine without CUDA
     }
     assert result["references"] == [] and result["timings"]["total_s"] > 0
     assert {"zones", "tilt", "harmony_fit"} <= {f["name"] for f in result["facts"]}

@@ -11,6 +11,7 @@ from backend_helpers import assert_text_is_the_critique
 
 from generation_helpers import critique_request, make_lora, same_as_stock
 from mondrian.backends.protocol import GenerationRequest, Joining
+from mondrian.backends.transformers.engine.fast_path import MAX_ROWS
 from mondrian.schema import DIMENSIONS
 
 pytestmark = pytest.mark.model
@@ -213,8 +214,10 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
     # Continuous batching: a batch of three runs in four rows; between two steps it takes a
     # waiting request into the free row and, as rows finish, the next. Every row's text and
     # scores equal the request's own run. A request for an adapter the bank does not hold
-    # is not taken, and what waits behind it keeps its place.
+    # is not taken, and what waits behind it keeps its place. (max_rows 4: no growing here;
+    # the next tests grow.)
     _, fast = paths
+    fast.max_rows = 4
     first = [
         critique_request(13, adapter="ansel@v1", max_new_tokens=8),
         critique_request(14, adapter="fan_ho@v1", max_new_tokens=SHORT),
@@ -240,7 +243,10 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
         return taken
 
     delivered = {}
-    got = fast.generate(first, joining=Joining(admit, delivered.__setitem__))
+    try:
+        got = fast.generate(first, joining=Joining(admit, delivered.__setitem__))
+    finally:
+        fast.max_rows = MAX_ROWS
     assert offers[0] == 1, "three rows in a batch of four leave one free"
     assert waiting == stuck
     assert sorted(delivered) == [0, 1, 2, 3, 4]
@@ -251,8 +257,86 @@ def test_requests_taken_into_a_running_batch_match_them_alone(paths):
         assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
 
 
-def test_a_lone_request_makes_room_for_those_on_their_way(paths):
+def test_a_batch_started_with_one_row_grows_to_take_three_more(paths):
+    # Growing batches: a lone request runs in a one-row state; three arrive mid-decode,
+    # more than its free rows (none), so the batch moves into a four-row state (its cache,
+    # positions and probe ring copied across) and takes all three at once. Every row,
+    # the first one too, gives the tokens and scores of its own run.
     _, fast = paths
+    lone = critique_request(22, adapter="ansel@v1", max_new_tokens=SHORT)
+    later = [
+        critique_request(23, adapter="ansel@v1", max_new_tokens=SHORT // 2),
+        critique_request(24, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+        critique_request(25, adapter="ansel@v1", max_new_tokens=SHORT),
+    ]
+    alone = [fast.generate([r])[0] for r in [lone, *later]]
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        if len(offers) == 4 and all(take(r) for r in later):  # mid-decode: after step 3
+            return list(later)
+        return []
+
+    delivered = {}
+    fast.generate([lone], joining=Joining(admit, delivered.__setitem__))
+    assert offers[0] == fast.max_rows - 1, "a growing batch offers up to max_rows"
+    assert sorted(delivered) == [0, 1, 2, 3]
+    for result, reference in zip([delivered[i] for i in range(4)], alone, strict=True):
+        assert result.text == reference.text
+        assert result.new_tokens == reference.new_tokens
+        assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
+    assert (1, False) in {(k[0], k[2]) for k in fast.states.by_key}
+    assert (4, False) in {(k[0], k[2]) for k in fast.states.by_key}
+
+
+def test_a_growing_mixed_batch_and_a_longer_cache(paths, monkeypatch):
+    # The stacked-adapter state grows too (its row scales carried), and a request that
+    # needs more positions than the cache holds moves the batch into a longer state
+    # (the capacity step is cut to one bucket here so that a longer answer needs one).
+    # Rows are compared with their runs alone, as everywhere here; float32 products of 2
+    # and 4 rows round differently (~3e-6 in a logit), so a prompt whose greedy choice is
+    # a tie that close (seed 27's, at its fifth token) would differ without any bug.
+    from mondrian.backends.transformers.engine import state as state_module
+
+    _, fast = paths
+    monkeypatch.setattr(state_module, "CAPACITY_STEP", state_module.BUCKET)
+    first = [
+        critique_request(30, adapter="fan_ho@v1", max_new_tokens=6),
+        critique_request(31, adapter="ansel@v1", max_new_tokens=SHORT // 2),
+    ]
+    extra = state_module.BUCKET  # at least one bucket past the first state's length
+    longer = critique_request(32, adapter=None, constrained=False, max_new_tokens=extra)
+    prepared = fast.preparer.prepare(longer)
+    later = [longer, critique_request(33, adapter="fan_ho@v1", max_new_tokens=SHORT // 2)]
+    alone = [fast.generate([r], mixed=True)[0] for r in first + later]
+    admitted: list[int] = []
+
+    def admit(free, take):
+        if not admitted and all(take(r) for r in later):
+            admitted.append(len(later))
+            return list(later)
+        return []
+
+    delivered = {}
+    fast.generate(first, joining=Joining(admit, delivered.__setitem__))
+    assert sorted(delivered) == [0, 1, 2, 3]
+    for i, reference in enumerate(alone):
+        assert delivered[i].text == reference.text, f"row {i}"
+        assert delivered[i].new_tokens == reference.new_tokens, f"row {i}"
+        assert delivered[i].expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
+    longest = max(fast.preparer.prepare(r).length for r in first)
+    started = state_module.round_up(longest + SHORT // 2 + 1, state_module.BUCKET)
+    needed = prepared.length + extra
+    assert needed > started, "the longer answer does not fit the first state"
+    assert any(k[0] == 4 and k[2] and k[1] >= needed for k in fast.states.by_key)
+
+
+def test_a_lone_request_makes_room_for_those_on_their_way(paths, monkeypatch):
+    _, fast = paths
+    grown = []
+    grow = fast.grow
+    monkeypatch.setattr(fast, "grow", lambda *a: grown.append(a[1]) or grow(*a))
     lone, joining = critique_request(20, max_new_tokens=6), critique_request(21, max_new_tokens=4)
     reference = fast.generate([joining])[0].text
     offers: list[int] = []
@@ -263,7 +347,9 @@ def test_a_lone_request_makes_room_for_those_on_their_way(paths):
 
     delivered = {}
     fast.generate([lone], joining=Joining(admit, delivered.__setitem__, rows_hint=2))
-    assert offers[0] == 1 and delivered[1].text == reference
+    # Two rows from the start: the one on its way takes the free row (no growing).
+    assert offers[0] == fast.max_rows - 1 and delivered[1].text == reference
+    assert grown == []
 
 
 def test_the_real_vocabulary_matches_the_stock_tokens(tiny_checkpoint_factory, tmp_path):

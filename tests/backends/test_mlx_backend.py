@@ -410,7 +410,13 @@ def test_cli_analyze_with_backend_mlx(tiny_checkpoint_factory, tmp_path, capsys,
     args = ["analyze", str(photo), "--advisor", "ansel", "--model", model, "--backend", "mlx"]
     assert main([*args, "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["model"] == {"base": model, "adapter": None, "variant": "base", "backend": "mlx"}
+    assert result["model"] == {
+        "base": model,
+        "adapter": None,
+        "variant": "base",
+        "backend": "mlx",
+        "engine": "mlx",
+    }
     critique = Critique.model_validate(result["critique"])
     assert critique.overall_grade == grade_for(critique.overall_score)
     weights = get_shipped("ansel").weights  # the overall score is the advisor's weighting

@@ -137,6 +137,7 @@ def test_info_describes_the_model(backend):
     info = backend.info()
     assert info["backend"] == "transformers" and info["device"] == "cpu"
     assert info["dtype"] == "float32" and len(info["fingerprint"]) == 16
+    assert info["engine"] == "stock"  # `--fast auto` on a machine without CUDA
 
 
 # --- adapters: on one architecture, the default one ---------------------------------------

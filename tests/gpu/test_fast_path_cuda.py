@@ -3,7 +3,8 @@
 tests/backends/test_fast_path.py checks the same functions eagerly on the CPU; here they run
 as they do in service: decode steps replayed from CUDA graphs, the decode halves and the
 prompt pass compiled, the packed prefill and the vision tower through flash varlen
-attention, a batch mixing adapters through the stacked bank, and continuous batching.
+attention, a batch mixing adapters through the stacked bank, continuous batching and
+growing batches, and the Triton decode kernels (engine/kernels/, on by default on CUDA).
 
 Float32 (TF32 off, tests/gpu/conftest.py) wherever the kernels allow it, and there the
 tokens must be exactly the stock path's. torch's varlen flash attention has no float32
@@ -19,6 +20,7 @@ import pytest
 
 from generation_helpers import critique_request, make_lora, same_as_stock
 from mondrian.backends.protocol import Joining
+from mondrian.backends.transformers.engine.fast_path import MAX_ROWS
 from mondrian.schema import Critique
 
 pytestmark = pytest.mark.gpu
@@ -79,6 +81,10 @@ def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     assert fast.prefiller.halves is not None, "the compiled prompt pass fell back to eager"
     # Decode steps were replayed from captured graphs.
     assert any(st.forward_graphs for st in fast.states.by_key.values())
+    # Through every Triton kernel: each passed its check on this GPU.
+    from mondrian.backends.transformers.engine.kernels.decode import NAMES
+
+    assert fast.kernels is not None and fast.kernels.names == set(NAMES)
 
 
 def test_base_and_unconstrained_rows_under_graphs(fp32):
@@ -144,12 +150,44 @@ def test_continuous_batching_under_graphs(fp32):
         return taken
 
     delivered = {}
-    fast.generate(first, joining=Joining(admit, delivered.__setitem__))
+    fast.max_rows = 4  # free rows only here; the next test grows
+    try:
+        fast.generate(first, joining=Joining(admit, delivered.__setitem__))
+    finally:
+        fast.max_rows = MAX_ROWS
     assert offers and offers[0] == 1, "three rows in a batch of four leave one free"
     assert not waiting and sorted(delivered) == [0, 1, 2, 3, 4]
     for i, reference in enumerate(stock):
         assert delivered[i].text == reference.text, f"row {i}"
         assert delivered[i].new_tokens == reference.new_tokens, f"row {i}"
+
+
+def test_a_batch_grows_under_graphs(fp32):
+    # A lone request's one-row state (its graphs captured) takes three more mid-decode:
+    # the batch moves into a four-row state whose select graph is captured before the move
+    # and whose forward graphs are captured as it reaches their buckets.
+    backend, fast = fp32
+    lone = critique_request(22, adapter="ansel@v1", max_new_tokens=SHORT)
+    later = [
+        critique_request(23, adapter="ansel@v1", max_new_tokens=SHORT // 2),
+        critique_request(24, adapter="ansel@v1", constrained=False, max_new_tokens=12),
+        critique_request(25, adapter="ansel@v1", max_new_tokens=SHORT),
+    ]
+    stock = [backend.generate([r])[0] for r in [lone, *later]]
+    calls: list[int] = []
+
+    def admit(free, take):
+        calls.append(free)
+        return list(later) if len(calls) == 4 and all(take(r) for r in later) else []
+
+    delivered = {}
+    fast.generate([lone], joining=Joining(admit, delivered.__setitem__))
+    assert sorted(delivered) == [0, 1, 2, 3]
+    for i, reference in enumerate(stock):
+        assert delivered[i].text == reference.text, f"row {i}"
+        assert delivered[i].new_tokens == reference.new_tokens, f"row {i}"
+    grown = [st for key, st in fast.states.by_key.items() if key[0] == 4 and not key[2]]
+    assert grown and grown[0].select_graph is not None and grown[0].forward_graphs
 
 
 def test_the_real_vocabulary_under_graphs(tiny_checkpoint_factory):

@@ -67,6 +67,7 @@ def test_lora_serves_with_the_active_adapter_loaded_once(
 
     assert result.mode_requested == result.mode_used == "lora"
     assert result.model.adapter == "ansel@v1" and result.model.variant == "fine_tuned"
+    assert result.model.engine == "stock"  # the CPU's path, recorded with the result
     assert ctx.backend.adapters().count("ansel@v1") == 1
     assert result.references == []
     baseline = analyze(ctx, ansel, photo, "baseline")

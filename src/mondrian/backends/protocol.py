@@ -57,6 +57,9 @@ class Generation:
     stopped: bool = False  # ended by an end-of-turn token, not by the token limit
     timings: dict[str, float] = field(default_factory=dict)
     adapter: str | None = None
+    # Which path ran the model: "fast" (the CUDA engine), "stock" (transformers' generate),
+    # "mlx" or "vllm" (a vLLM server); the result's model.engine (schema.py ModelInfo).
+    engine: str | None = None
 
 
 # admit(free_rows, take) -> the requests now in the batch: between two decode steps the
@@ -198,6 +201,7 @@ def create_backend(settings: Settings, **options: Any) -> Backend:
     options.setdefault("max_list_items", settings.max_list_items)
     if name == "transformers":
         options.setdefault("fast", settings.fast)
+        options.setdefault("fast_kernels", settings.fast_kernels)
     with announce_load(settings.model):  # the load takes up to minutes: say what and how long
         return backend_cls(
             settings.model,

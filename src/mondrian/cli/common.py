@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Any
 
-from mondrian.config import Settings, fast_path_warning, load_settings
+from mondrian.config import FastMode, Settings, fast_path_warning, load_settings
 from mondrian.storage.bootstrap import open_state, read_only_state
 from mondrian.storage.db import Database
 
@@ -96,6 +96,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=DEVICES, help="where the model runs (default: $MONDRIAN_DEVICE or auto)"
     )
+    parser.add_argument(
+        "--fast",
+        choices=[m.value for m in FastMode],
+        help="the CUDA fast path: auto (wherever CUDA is), on or off (default: $MONDRIAN_FAST "
+        "or auto)",
+    )
     parser.set_defaults(loads_model=True)
 
 
@@ -106,7 +112,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     # Every command's namespace has these (cli/main.py's defaults); a command with the model
     # flags sets them, and `loads_model`.
     settings = load_settings(
-        model=args.model, backend=args.backend, device=args.device, vllm_url=args.vllm_url
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        vllm_url=args.vllm_url,
+        fast=args.fast,
     )
     # Commands that load a model (analyze, serve, evaluate, index, adapters merge/export):
     # the place a fast setting that cannot apply should be said.
@@ -125,8 +135,8 @@ def cuda_available() -> bool:
 
 
 def warn_if_fast_unusable(settings: Settings) -> None:
-    """On stderr and in the log: MONDRIAN_FAST=1 set where the fast path cannot run."""
-    if not settings.fast:
+    """On stderr and in the log: `--fast on` (MONDRIAN_FAST) where the fast path cannot run."""
+    if settings.fast is not FastMode.ON:
         return  # torch is not imported for the common case
     message = fast_path_warning(settings, cuda_available())
     if message is None:

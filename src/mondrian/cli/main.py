@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mondrian {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     # What common.settings_from reads; commands with model flags override them.
-    parser.set_defaults(model=None, backend=None, device=None, vllm_url=None, loads_model=False)
+    parser.set_defaults(
+        model=None, backend=None, device=None, vllm_url=None, fast=None, loads_model=False
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)

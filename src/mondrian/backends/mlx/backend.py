@@ -210,9 +210,11 @@ class MLXBackend:
             self.bank.active = None
         elapsed = time.perf_counter() - started
         prompt_tokens = int(inputs["input_ids"].shape[1])
-        return self.decoder.finish(
+        generation = self.decoder.finish(
             request, tokens, control.logits_for(0), prompt_tokens=prompt_tokens, elapsed=elapsed
         )
+        generation.engine = "mlx"
+        return generation
 
     def embed_images(self, images: list[Any]) -> list[list[float]]:
         """Mean-pooled, L2-normalised vision-tower features (after the merger), per image."""

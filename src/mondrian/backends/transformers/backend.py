@@ -25,6 +25,7 @@ from mondrian.backends.protocol import (
     check_loaded,
     deliver_each,
 )
+from mondrian.config import FastMode, fast_mode
 from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.model_source import resolve_model
@@ -70,7 +71,8 @@ class TransformersBackend:
         max_pixels: int = 1280 * 28 * 28,
         max_text_chars: int | None = None,
         max_list_items: int | None = None,
-        fast: bool = False,
+        fast: FastMode | str | bool = FastMode.AUTO,
+        fast_kernels: bool = True,
     ) -> None:
         self.model_id = model_id
         self.device = pick_device(device)
@@ -107,14 +109,16 @@ class TransformersBackend:
             self.pad_token_id = stops[0]
         self._adapters: dict[str, str] = {}  # name -> path
         # [fast path] backends/transformers/engine/: CUDA graphs, merged/stacked LoRA,
-        # overlapped grammar. CUDA only; elsewhere (None) the stock generate() below serves.
-        # Tests and bench/ set one of their own (CPU, eager) here.
+        # overlapped grammar. CUDA only (`auto` and `on` alike); elsewhere (None) the stock
+        # generate() below serves. Tests and bench/ set one of their own (CPU, eager) here.
+        mode = FastMode(fast_mode(fast))
+        self.fast_kernels = fast_kernels  # the fast path's Triton kernels (engine/kernels/)
         self.fast_path: FastPath | None = None
-        if fast and self.device.type == "cuda":
+        if mode is not FastMode.OFF and self.device.type == "cuda":
             from mondrian.backends.transformers.engine.fast_path import FastPath
 
             self.fast_path = FastPath(self)
-        elif fast:
+        elif mode is FastMode.ON:
             log.info("fast path needs CUDA; %s uses the stock generate()", self.device)
 
     @property
@@ -173,6 +177,7 @@ class TransformersBackend:
                     elapsed=elapsed,
                 )
             )
+            results[-1].engine = "stock"
         return deliver_each(results, joining)
 
     def _run_generate(
@@ -275,4 +280,5 @@ class TransformersBackend:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "adapters": self.adapters(),
+            "engine": "stock" if self.fast_path is None else "fast",
         }

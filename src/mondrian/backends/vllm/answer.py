@@ -173,4 +173,5 @@ def to_generation(
             "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else 0.0,
         },
         adapter=adapter,
+        engine="vllm",
     )

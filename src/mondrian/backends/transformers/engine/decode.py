@@ -14,7 +14,7 @@ import torch
 from mondrian.backends.protocol import TokenCallback
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.scheduler import Scheduler
-from mondrian.backends.transformers.engine.state import BUCKET, round_up
+from mondrian.backends.transformers.engine.state import BUCKET, State, round_up
 from mondrian.backends.transformers.engine.step import StepRunner
 
 PARK_STEPS = 64  # with admission, free rows' positions go back to 0 this often
@@ -49,7 +49,6 @@ class DecodeLoop:
         ignore_stop: bool,
     ) -> None:
         self.scheduler = scheduler
-        self.st = scheduler.st
         self.runner = runner
         self.batch_matcher = batch_matcher
         self.bank = bank
@@ -60,13 +59,18 @@ class DecodeLoop:
         self.masked = True  # whether the device mask may hold a row's constraint
         self.stats = {"steps": 0, "fill_s": 0.0, "fill_max_s": 0.0, "wait_s": 0.0}
 
+    @property
+    def st(self) -> State:
+        """The batch's state: the scheduler's, which a growing batch replaces between steps."""
+        return self.scheduler.st
+
     def run(self) -> dict[str, float]:
         """Decode to the end; returns the loop's stats (steps, grammar CPU time, waits)."""
-        st, scheduler, admit = self.st, self.scheduler, self.scheduler.admit
-        st.mask.fill_(-1)
+        scheduler, admit = self.scheduler, self.scheduler.admit
+        self.st.mask.fill_(-1)
         self.masked = False
         self.fill_mask()
-        self.runner.select(st, 0)
+        self.runner.select(self.st, 0)
         t = 0
         while True:
             live = scheduler.live
@@ -84,7 +88,7 @@ class DecodeLoop:
             if not scheduler.live:
                 break
             self.fill_mask()  # on the CPU, while the GPU runs forward(t)
-            self.runner.select(st, t + 1)
+            self.runner.select(self.st, t + 1)
             t += 1
         if self.overlap:
             torch.cuda.synchronize()

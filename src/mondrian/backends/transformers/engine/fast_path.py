@@ -21,14 +21,19 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 - the prompt pass is compiled too (dynamic in length), and a batch's processor work runs
   in chunks on the CPU's threads;
 - the vision tower's windowed attention runs as one varlen flash-attention call per block
-  (backends/transformers/engine/vision.py).
+  (backends/transformers/engine/vision.py);
+- on CUDA with Triton, the decode step's norm + q/k/v product, rotary + K/V write and
+  attention (split-KV) are Triton kernels (engine/kernels/), each checked against its
+  torch reference on the device first (a failing one falls back to torch's ops).
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
 `Decoder.finish`, so results are the stock path's in form and, in float32, in tokens. The
 service feeds it batches through service/batching.py, and with a `Joining` a running batch
-takes waiting requests into its free rows between steps (continuous batching; each row is
-delivered as it finishes). A batch does not grow past the rows its state was made with.
+takes waiting requests between steps (continuous batching; each row is delivered as it
+finishes): into its free rows, and when those are not enough it moves into a state of
+more rows (state.carry_over copies its caches across; the bigger state's graphs are
+captured once, then reused), so a batch that started with one row grows to `max_rows`.
 
 The package, by responsibility: state.py (static KV cache and buffers per batch), step.py
 (one decode step's kernels, and their CUDA graph capture and replay), prepare.py
@@ -39,26 +44,40 @@ and finishing a running batch), decode.py (the loop), lm.py (the fused LM), lora
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
+from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, Dims, passing
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
 from mondrian.backends.transformers.engine.prepare import Preparer
 from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
-from mondrian.backends.transformers.engine.state import BUCKET, State, States, padded_rows, round_up
+from mondrian.backends.transformers.engine.state import (
+    BUCKET,
+    State,
+    States,
+    carry_over,
+    padded_rows,
+    round_up,
+)
 from mondrian.backends.transformers.engine.step import DecodeStep, StepRunner
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
 
+log = logging.getLogger(__name__)
+
 MIN_SLOTS = 8  # adapter slots allocated at first (grows by doubling)
+# Live rows a running batch grows to (service/batching.py's default batch size).
+MAX_ROWS = 32
 
 
 class FastPath:
@@ -71,6 +90,8 @@ class FastPath:
         cuda_graphs: bool | None = None,
         compile: bool | None = None,
         vision_varlen: bool | None = None,
+        max_rows: int = MAX_ROWS,
+        kernels: bool | None = None,
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
@@ -79,6 +100,7 @@ class FastPath:
         )
 
         self.backend = backend
+        self.max_rows = max_rows
         self.lm = FastLM(backend.base)
         self.device = self.lm.device
         on_cuda = self.device.type == "cuda"
@@ -95,6 +117,9 @@ class FastPath:
 
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
+        if kernels is None:
+            kernels = backend.fast_kernels and on_cuda
+        self.kernels = self._kernels(kernels)
         grammar = backend.decoder.grammar
         self.step = DecodeStep(
             self.lm,
@@ -102,6 +127,7 @@ class FastPath:
             zero_prefixed_ids=grammar.zero_prefixed_ids,
             suppressed_ids=grammar.suppressed_ids,
             compile=self.compile,
+            kernels=self.kernels,
         )
         self.runner = StepRunner(self.step, cuda_graphs=self.cuda_graphs)
         self.laps = Laps(self.device)
@@ -109,6 +135,22 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
+        self.growths = 0  # running batches moved into a bigger state (bench/arrivals.py)
+
+    def _kernels(self, wanted: bool) -> DecodeKernels | None:
+        """The Triton kernels the decode step uses: those that pass their check here.
+        On by default on CUDA (with Triton installed); on the CPU only when asked (tests,
+        under Triton's interpreter)."""
+        if not wanted:
+            return None
+        if find_spec("triton") is None:
+            log.info("Triton is not installed; the decode step runs torch's ops")
+            return None
+        lm = self.lm
+        dims = Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim)
+        names = passing(self.device, lm.dtype, dims)
+        log.info("decode kernels: %s", ", ".join(sorted(names)) or "none passed")
+        return DecodeKernels(names) if names else None
 
     # --- profiling (bench/gpu_bench.py) --------------------------------------------------
 
@@ -238,6 +280,8 @@ class FastPath:
             prefiller=self.prefiller,
             admit=joining.admit if joining is not None else None,
             finished=finished,
+            grow=self.grow,
+            max_rows=self.max_rows,
         )
         loop = DecodeLoop(
             scheduler,
@@ -251,6 +295,20 @@ class FastPath:
         self.last_stats = loop.stats
         loop.run()
         return [g for g in results if g is not None]
+
+    def grow(self, st: State, rows: int, needed: int, t: int) -> State:
+        """The running batch on `st` moved into a state of `rows` rows with room for
+        `needed` positions (scheduler.py's `Grow`), between steps t and t+1.
+
+        With graphs, the new state's select graph is captured before the batch moves in:
+        capture's warm-up passes write its logits, which select(t+1) must read as forward(t)
+        left them. Its forward graphs are captured as the decode reaches their buckets."""
+        dst = self.state_for(rows, needed, st.mixed)
+        if self.cuda_graphs:
+            self.runner.capture(dst, [], self.bank)
+        carry_over(st, dst, t)
+        self.growths += 1
+        return dst
 
     def state_for(self, rows: int, needed: int, mixed: bool) -> State:
         """The state of `rows` rows with room for `needed` positions each; a mixed one has

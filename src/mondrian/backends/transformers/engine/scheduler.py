@@ -1,7 +1,8 @@
 """The rows of one running batch: which are still generating, which waiting requests join
-its free rows between two steps (continuous batching), and each row's `Generation` as it
-finishes, read by the backend's own `Decoder.finish` (backends/decoding/decoder.py), as the
-stock path's are, so both answer in one form."""
+it between two steps (continuous batching: into its free rows, or into a bigger state the
+batch moves to when they are not enough, up to `max_rows`), and each row's `Generation` as
+it finishes, read by the backend's own `Decoder.finish` (backends/decoding/decoder.py), as
+the stock path's are, so both answer in one form."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ from mondrian.backends.protocol import Admit, Generation, GenerationRequest
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.prefill import Prefiller
 from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
-from mondrian.backends.transformers.engine.state import State
+from mondrian.backends.transformers.engine.state import State, padded_rows
+
+# grow(state, rows, length, t): the batch on `state` moved into one of `rows` rows and
+# `length` positions between steps t and t+1 (fast_path.py: state.carry_over, graphs).
+Grow = Callable[[State, int, int, int], State]
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
@@ -53,6 +58,8 @@ class Scheduler:
         prefiller: Prefiller,
         admit: Admit | None,
         finished: Callable[[Row, Generation], None],
+        grow: Grow | None = None,
+        max_rows: int = 0,
     ) -> None:
         self.st = st
         self.rows = rows
@@ -62,6 +69,8 @@ class Scheduler:
         self.prefiller = prefiller
         self.admit = admit
         self.finished = finished
+        self.grow = grow
+        self.max_rows = max_rows  # live rows a growing batch may reach
         self.device = st.tok.device
         self.next_index = sum(r is not None for r in rows)
         # The rows still generating, by their place in the state: finish() drops the ones
@@ -91,6 +100,7 @@ class Scheduler:
             prompt_tokens=row.prepared.length,
             elapsed=now - row.started,
         )
+        generation.engine = "fast"
         decode_s = max(now - row.prefilled, 1e-9)
         generation.timings.update(
             {
@@ -103,11 +113,20 @@ class Scheduler:
 
     # --- admission -----------------------------------------------------------------------
 
+    def room(self, free: list[int]) -> int:
+        """How many requests may join now: the free rows, or up to `max_rows` live rows
+        when the batch can grow."""
+        if self.grow is None:
+            return len(free)
+        return max(len(free), self.max_rows - len(self.live))
+
     def take_in(self, t: int) -> None:
-        """Between steps t and t+1: offer the free rows to `admit`, prefill those taken
-        (the others wait one step); their first token is selected at step t+1."""
+        """Between steps t and t+1: offer the room to `admit`, move to a bigger state when
+        those taken need it, prefill them (the others wait one step); their first token is
+        selected at step t+1."""
         free = self.free_rows()
-        if self.admit is None or not free:
+        room = self.room(free)
+        if self.admit is None or room <= 0:
             return
         offered: dict[int, Prepared] = {}
 
@@ -117,12 +136,17 @@ class Scheduler:
                 offered[id(request)] = prepared
             return prepared is not None
 
-        taken = self.admit(len(free), take)
+        taken = self.admit(room, take)
         if not taken:
             return
+        prepared = [offered[id(r)] for r in taken]
+        decoder = self.backend.decoder
+        needed = max(p.length + decoder.limit(r) + 1 for p, r in zip(prepared, taken, strict=True))
+        if len(taken) > len(free) or needed > self.st.length:
+            self.resize(len(taken) - len(free), needed, t)
+            free = self.free_rows()
         st = self.st
         at = free[: len(taken)]
-        prepared = [offered[id(r)] for r in taken]
         slots = [self.slot(r) for r in taken]
         began = time.perf_counter()
         if st.mixed and st.rowscale is not None and self.bank is not None:
@@ -130,7 +154,6 @@ class Scheduler:
             st.rowscale.index_copy_(0, index, self.bank.rowscale(slots, self.device))
         self.prefiller.prefill(st, at, prepared, slots, self.bank)
         now = time.perf_counter()
-        decoder = self.backend.decoder
         for i, request, p in zip(at, taken, prepared, strict=True):
             limit = decoder.limit(request)
             matcher = decoder.grammar.matcher() if request.constrained else None
@@ -138,9 +161,19 @@ class Scheduler:
             self.rows[i] = self.live[i] = row
             self.next_index += 1
 
+    def resize(self, extra: int, needed: int, t: int) -> None:
+        """Into a state of `extra` more rows (rounded up to a captured size) with room for
+        `needed` positions; the rows keep their places."""
+        if self.grow is None:
+            raise RuntimeError("this batch cannot grow")
+        rows = padded_rows(self.st.rows + max(0, extra))
+        self.st = self.grow(self.st, rows, max(needed, self.st.length), t)
+        self.rows += [None] * (self.st.rows - len(self.rows))
+
     def admissible(self, request: GenerationRequest) -> Prepared | None:
         """The request prepared, if it can join this batch: its adapter is the merged one
-        (or, stacked, resident in the bank) and it fits in the cache."""
+        (or, stacked, resident in the bank) and it fits in the cache (or the batch can
+        grow into a longer one)."""
         st, bank = self.st, self.bank
         if st.mixed:
             if request.adapter is not None and (bank is None or request.adapter not in bank.names):
@@ -149,7 +182,8 @@ class Scheduler:
             return None
         prepared = self.preparer.prepare(request)
         limit = self.backend.decoder.limit(request)
-        return prepared if prepared.length + limit + 1 <= st.length else None
+        fits = self.grow is not None or prepared.length + limit + 1 <= st.length
+        return prepared if fits else None
 
     def slot(self, request: GenerationRequest) -> int | None:
         if self.st.mixed and request.adapter is not None and self.bank is not None:

@@ -2,7 +2,9 @@
 host copies the CPU reads, and the CUDA graphs captured over them (step.py).
 
 One state per (rows, LoRA mode), reused while it is long enough; the graphs belong to it
-because they point at its buffers."""
+because they point at its buffers. A running batch grows by moving into a bigger state
+between two steps (`carry_over`: its rows' caches, positions, logits and rings copied
+across), so a batch that started with one row can take in more whatever its start."""
 
 from __future__ import annotations
 
@@ -102,6 +104,37 @@ class States:
         )
         self.by_key[key] = st
         return st
+
+
+def carry_over(src: State, dst: State, t: int) -> None:
+    """Move a running batch from `src` into the bigger `dst` between steps t and t+1 (after
+    forward(t), before select(t+1)): rows keep their places, the rest of `dst` is free.
+
+    Both rings are indexed by step modulo their size, so the steps still held (the last
+    `src.ring`) are copied to their places in `dst`'s ring; the device step counter, which
+    select(t+1) writes at, becomes (t+1) modulo `dst`'s."""
+    if dst.rows < src.rows or dst.length < src.length or dst.mixed != src.mixed:
+        raise ValueError("a batch only grows: more rows, as long or longer, one LoRA mode")
+    n, length = src.rows, src.length
+    for name in ("tok", "cache_pos", "rope_pos", "logits", "mask", "mask_host"):
+        getattr(dst, name)[:n].copy_(getattr(src, name))
+    for name in ("cache_pos", "rope_pos"):
+        getattr(dst, name)[n:] = 0  # free rows decode from position 0 and are never read
+    dst.mask[n:] = -1
+    dst.mask_host[n:] = -1
+    if src.rowscale is not None and dst.rowscale is not None:
+        dst.rowscale[:n].copy_(src.rowscale)
+        dst.rowscale[n:] = 0
+    for k_src, k_dst, v_src, v_dst in zip(src.k, dst.k, src.v, dst.v, strict=True):
+        k_dst[:n, :, :length].copy_(k_src)
+        v_dst[:n, :, :length].copy_(v_src)
+    steps = torch.arange(max(0, t + 1 - src.ring), t + 1)
+    at_src, at_dst = steps % src.ring, steps % dst.ring
+    dst.host_tokens[at_dst, :n] = src.host_tokens[at_src]
+    dst.host_probes[at_dst, :n] = src.host_probes[at_src]
+    device = dst.probes.device
+    dst.probes[at_dst.to(device), :n] = src.probes[at_src.to(device)]
+    dst.step.fill_((t + 1) % dst.ring)
 
 
 def padded_rows(rows: int) -> int:

@@ -4,7 +4,9 @@ next token, under the grammar's bitmask, with the score-token probes written asi
 `StepRunner` replays it from CUDA graphs, or runs it eagerly (CPU, tests).
 
 With `compile`, the layer's two halves around attention and the attention itself are
-`torch.compile`d, fusing norms, rotary and elementwise work into few kernels.
+`torch.compile`d, fusing norms, rotary and elementwise work into few kernels. With
+`kernels` (CUDA; engine/kernels/), Triton kernels take the place of some of it: the norm
+and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention.
 
 The forward graph is captured per cache-length bucket, when the decode first reaches it,
 so attention reads the filled part of the cache, not its capacity; the select graph once
@@ -20,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from mondrian.backends.decoding.calibration import zero_continuation
-from mondrian.backends.transformers.engine.lm import FastLM, rms_norm
+from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels
+from mondrian.backends.transformers.engine.lm import FastLM, lora_linear, rms_norm
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.state import State
 
@@ -36,6 +39,7 @@ class DecodeStep:
         zero_prefixed_ids: list[int],
         suppressed_ids: list[int],
         compile: bool,
+        kernels: DecodeKernels | None = None,
     ) -> None:
         self.lm = lm
         self.device = lm.device
@@ -60,6 +64,10 @@ class DecodeStep:
             self._post = torch.compile(lm.post, dynamic=False, fullgraph=True)
             # Dynamic in the cache length: one compilation serves every length bucket.
             self._attention = torch.compile(lm.decode_attention, dynamic=True)
+        # The Triton kernels that passed their check (None: torch's ops).
+        self._project = kernels.projection() if kernels is not None else None
+        self._rope_kv = kernels.rope_kv() if kernels is not None else None
+        self._attend = kernels.attention() if kernels is not None else None
 
     def forward(self, st: State, bucket: int, bank: LoraBank | None) -> None:
         """Token buffer -> logits buffer for every row, attention over cache[:bucket];
@@ -71,23 +79,57 @@ class DecodeStep:
         # Shared by all layers, computed once per step: the additive attention mask and
         # where each row's K/V goes in the flattened cache [rows * kv_heads * length,
         # head_dim].
-        span = torch.arange(bucket, device=self.device)
-        mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
-        mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        mask = lengths = None
+        if self._attend is None:
+            span = torch.arange(bucket, device=self.device)
+            mask = torch.zeros(st.rows, 1, 1, bucket, dtype=lm.dtype, device=self.device)
+            mask.masked_fill_((span[None] > st.cache_pos[:, None])[:, None, None], float("-inf"))
+        else:
+            lengths = st.cache_pos + 1  # the kernel's bound: this token's own K/V included
         heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
         slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
         flat = (st.rows * lm.kv_heads, lm.head_dim)
         for i in range(len(lm.layers)):
             pre, post = lm.layer_args(i, bank)
-            q, k, v = self._pre(x, cos, sin, st.rowscale, *pre)
-            st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(flat))
-            st.v[i].view(-1, lm.head_dim).index_copy_(0, slot, v.reshape(flat))
-            attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], mask)
+            if self._rope_kv is not None:
+                q = self._kernel_pre(x, cos, sin, st, i, pre)
+            else:
+                q, k, v = self._pre(x, cos, sin, st.rowscale, *pre)
+                st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(flat))
+                st.v[i].view(-1, lm.head_dim).index_copy_(0, slot, v.reshape(flat))
+            if self._attend is not None:
+                q = q.reshape(st.rows, lm.heads, lm.head_dim)
+                attn = self._attend(q, st.k[i], st.v[i], lengths, bucket)
+            else:
+                q = q.reshape(st.rows, lm.heads, 1, lm.head_dim)
+                attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], mask)
             x = self._post(x, attn, st.rowscale, *post)
         hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
         st.logits.copy_(lm.logits(hidden))
         st.cache_pos += 1
         st.rope_pos += 1
+
+    def _kernel_pre(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, st: State, i: int, pre: Any
+    ) -> torch.Tensor:
+        """lm.py's `pre` and the K/V write through the kernels: the norm fused into the
+        q/k/v product (not for a mixed batch's stacked LoRA: its product stays torch's),
+        Qwen3's q/k norms in torch, then rotary + cache write. -> q [N, heads, D]."""
+        lm = self.lm
+        ln1, qkv_w, qkv_b, q_norm, k_norm, qkv_a, qkv_bb = pre
+        out = lm.q_size + 2 * lm.kv_size
+        if self._project is not None and qkv_bb is None:
+            qkv = self._project(x[:, 0], ln1, qkv_w, qkv_b, lm.eps)
+        else:
+            normed = rms_norm(x, ln1, lm.eps)
+            qkv = lora_linear(normed, qkv_w, qkv_b, qkv_a, qkv_bb, st.rowscale, out)[:, 0]
+        q, k, v = qkv.split((lm.q_size, lm.kv_size, lm.kv_size), dim=-1)
+        q = q.view(st.rows, lm.heads, lm.head_dim)
+        k = k.view(st.rows, lm.kv_heads, lm.head_dim)
+        v = v.view(st.rows, lm.kv_heads, lm.head_dim)
+        if q_norm is not None and k_norm is not None:
+            q, k = rms_norm(q, q_norm, lm.eps), rms_norm(k, k_norm, lm.eps)
+        return self._rope_kv(q, k, v, cos[:, 0], sin[:, 0], st.cache_pos, st.k[i], st.v[i])
 
     def select(self, st: State) -> None:
         """Logits -> next token: probes, suppression, grammar bitmask, argmax.

@@ -1,0 +1,157 @@
+"""Which Triton kernels a decode step uses, each checked first against its torch reference
+on the device and dtype it will run on (`check`): a kernel that fails to build or differs
+is left out, with a warning, and the step runs the torch ops in its place.
+
+`DecodeKernels` is what step.py calls: the norm + q/k/v projection (merged or base
+weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write and
+the split-KV attention."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+NAMES = ("norm_linear", "rope_kv", "decode_attention")
+# Largest difference from the reference allowed, relative to the reference's own scale:
+# float32 differs only by the order of its sums; bfloat16 by a rounding or two.
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+
+
+def _scaled_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1))
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The model's sizes the kernels see: the checks run on these, so that a size a
+    kernel cannot take (say, a head size not a power of two) fails the check, not a step.
+    The defaults are small and cross the kernels' block edges."""
+
+    hidden: int = 80
+    heads: int = 6
+    kv_heads: int = 2
+    head_dim: int = 32
+
+
+def _check_norm_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import norm_linear as m
+
+    gen = torch.Generator().manual_seed(0)
+    rows, fan_in = 3, dims.hidden
+    fan_out = (dims.heads + 2 * dims.kv_heads) * dims.head_dim
+    x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
+    ln = torch.randn(fan_in, generator=gen).to(device, dtype)
+    w = (torch.randn(fan_out, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
+    bias = torch.randn(fan_out, generator=gen).to(device, dtype)
+    errors = [
+        _scaled_error(m.norm_linear(x, ln, w, b, 1e-6), m.reference(x, ln, w, b, 1e-6))
+        for b in (bias, None)
+    ]
+    return max(errors)
+
+
+def _check_rope_kv(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import rope_kv as m
+
+    gen = torch.Generator().manual_seed(1)
+    rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 40
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, generator=gen).to(device, dtype)
+    q, k, v = qkv.split((heads * dim, kv_heads * dim, kv_heads * dim), dim=-1)
+    q, k, v = (t.view(rows, -1, dim) for t in (q, k, v))  # strided views, as in the step
+    angles = torch.randn(rows, dim // 2, generator=gen) * 3
+    cos = torch.cat([angles.cos()] * 2, dim=-1).to(device, dtype)
+    sin = torch.cat([angles.sin()] * 2, dim=-1).to(device, dtype)
+    pos = torch.tensor([0, 17, length - 1], device=device)
+    caches = [torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)]
+    caches.append(torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype))
+    mine = [c.clone() for c in caches]
+    q_ref = m.reference(q, k, v, cos, sin, pos, *caches)
+    q_got = m.rope_kv(q, k, v, cos, sin, pos, *mine)
+    # The caches' every position: the rows' own written alike, the others untouched.
+    errors = [_scaled_error(a, b) for a, b in zip(mine, caches, strict=True)]
+    return max(_scaled_error(q_got, q_ref), *errors)
+
+
+def _check_decode_attention(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import decode_attention as m
+
+    gen = torch.Generator().manual_seed(2)
+    rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 320
+    errors = []
+    for bucket in (64, 300):  # one split; three, the last part-filled
+        q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
+        k = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
+        v = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
+        lengths = torch.tensor([1, bucket // 2 + 3, bucket], device=device)
+        got = m.decode_attention(q, k, v, lengths, bucket)
+        errors.append(_scaled_error(got, m.reference(q, k, v, lengths, bucket)))
+    return max(errors)
+
+
+CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
+    "norm_linear": _check_norm_linear,
+    "rope_kv": _check_rope_kv,
+    "decode_attention": _check_decode_attention,
+}
+
+
+def check(
+    device: torch.device, dtype: torch.dtype, dims: Dims | None = None
+) -> dict[str, float | str]:
+    """Each kernel's scaled difference from its reference at the model's sizes `dims`,
+    or why it could not run."""
+    results: dict[str, float | str] = {}
+    for name, run in CHECKS.items():
+        try:
+            results[name] = run(device, dtype, dims or Dims())
+        except Exception as exc:  # a kernel that cannot build here is left out, not fatal
+            results[name] = f"{type(exc).__name__}: {exc}"
+    return results
+
+
+def passing(device: torch.device, dtype: torch.dtype, dims: Dims | None = None) -> frozenset[str]:
+    """The kernels whose check passed on `device` in `dtype` at `dims`; each other one is
+    logged."""
+    limit = TOLERANCE.get(dtype, 4e-2)
+    good = set()
+    for name, result in check(device, dtype, dims).items():
+        if isinstance(result, float) and result <= limit:
+            good.add(name)
+        else:
+            log.warning("Triton kernel %s left out (torch ops instead): %s", name, result)
+    return frozenset(good)
+
+
+@dataclass(frozen=True)
+class DecodeKernels:
+    """The kernels one decode step uses (the names that passed `check`)."""
+
+    names: frozenset[str]
+
+    def projection(self) -> Callable[..., torch.Tensor] | None:
+        if "norm_linear" not in self.names:
+            return None
+        from mondrian.backends.transformers.engine.kernels.norm_linear import norm_linear
+
+        return norm_linear
+
+    def rope_kv(self) -> Callable[..., torch.Tensor] | None:
+        if "rope_kv" not in self.names:
+            return None
+        from mondrian.backends.transformers.engine.kernels.rope_kv import rope_kv
+
+        return rope_kv
+
+    def attention(self) -> Callable[..., torch.Tensor] | None:
+        if "decode_attention" not in self.names:
+            return None
+        from mondrian.backends.transformers.engine.kernels.decode_attention import (
+            decode_attention,
+        )
+
+        return decode_attention
