@@ -97,6 +97,23 @@ def run_workload(
     return result
 
 
+def poisson_rows(backend: Any, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """bench/arrivals.py's scenario (the same seeds and requests for every column), while
+    the run's time budget lasts."""
+    from arrivals import poisson
+
+    if not args.poisson_rates:
+        return {}
+    if time.monotonic() > args.deadline - args.poisson_reserve_s:
+        print("  [poisson] skipped: the run's time budget", flush=True)
+        return {"poisson": {"skipped": "time budget"}}
+    rates = [float(r) for r in args.poisson_rates.split(",")]
+    rows = poisson(backend, gpu_bench.requests_for, names, args.poisson_requests, rates)
+    for rate, row in rows.items():
+        print(f"  [poisson {rate}/s] {row}", flush=True)
+    return {"poisson": rows}
+
+
 def all_workloads(backend: Any, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, rows, kind, constrained in WORKLOADS:
@@ -260,6 +277,7 @@ def run(args: argparse.Namespace) -> None:
         backend.load_adapter(name, adapter_root / name)
     backend.fast_path = FastPath(backend, compile=cuda, cuda_graphs=cuda)
     data["fast"] = all_workloads(backend, names, args)
+    data["fast"].update(poisson_rows(backend, names, args))
     save(out, data)
     backend.fast_path = None
     del backend, model, processor
@@ -269,6 +287,9 @@ def run(args: argparse.Namespace) -> None:
 
     for caches in (False, True):
         column = f"vllm_caches_{'on' if caches else 'off'}"
+        if caches and time.monotonic() > args.deadline - args.column_reserve_s:
+            data[column] = {"error": "skipped: the run's time budget"}
+            continue
         print(f"vLLM server, caches {'on' if caches else 'off'}:", flush=True)
         log_path = out / f"{column}.log"
         proc, url = start_server(args, model_dir, adapter_root, names, caches, log_path)
@@ -278,6 +299,8 @@ def run(args: argparse.Namespace) -> None:
             for name in names:
                 vb.load_adapter(name, adapter_root / name)
             data[column] = {"server_ready_s": round(ready_s, 1), **all_workloads(vb, names, args)}
+            if not caches:  # arrivals against the cold-cache server only (time)
+                data[column].update(poisson_rows(vb, names, args))
         except Exception as exc:  # a failed column is recorded; the other still runs
             data[column] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
             print(f"  failed: {data[column]['error']}", flush=True)
@@ -317,6 +340,31 @@ def table(out: Path) -> str:
         for name, *_ in WORKLOADS:
             cells = [_cell((d.get(c) or {}).get(name)) for c in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rates = sorted(
+            {r for c in COLUMNS for r in ((d.get(c) or {}).get("poisson") or {}) if r != "skipped"},
+            key=float,
+        )
+        if rates:
+            lines += [
+                "",
+                "| Poisson arrivals (8 adapters, schema, stops honoured) | "
+                + " | ".join(COLUMNS)
+                + " |",
+                "|---|---|---|---|",
+            ]
+        for rate in rates:
+            cells = []
+            for c in COLUMNS:
+                row = ((d.get(c) or {}).get("poisson") or {}).get(rate)
+                cells.append(
+                    "—"
+                    if not row
+                    else (
+                        f"{row['throughput_tok_s']:,.0f} tok/s, p50 {row['latency_p50_s']:.2f} s, "
+                        f"p95 {row['latency_p95_s']:.2f} s, {row['valid']}/{row['requests']} valid"
+                    )
+                )
+            lines.append(f"| {rate} req/s | " + " | ".join(cells) + " |")
         for c in COLUMNS[1:]:
             col = d.get(c) or {}
             if "error" in col:
@@ -339,8 +387,14 @@ def main() -> None:
     parser.add_argument("--free-tokens", type=int, default=600, help="unconstrained rows' limit")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server-timeout", type=float, default=300.0)
+    parser.add_argument("--poisson-rates", default="2,8,32", help="req/s; empty: none")
+    parser.add_argument("--poisson-requests", type=int, default=64)
+    parser.add_argument("--budget-s", type=float, default=540.0, help="the run's time budget")
+    parser.add_argument("--poisson-reserve-s", type=float, default=240.0)
+    parser.add_argument("--column-reserve-s", type=float, default=150.0)
     parser.add_argument("--table", action="store_true", help="print the table of --out's JSON")
     args = parser.parse_args()
+    args.deadline = time.monotonic() + args.budget_s
     if args.table:
         print(table(Path(args.out)))
         return
