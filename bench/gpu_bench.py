@@ -282,14 +282,18 @@ class _Given:
 def make_backend(model: Any, processor: Any, path: Path | None, arch: str, **kw: Any) -> Any:
     import mondrian.backends.transformers.backend as tb
 
+    # The bench attaches the FastPath it measures itself (backend.fast_path), so the
+    # backend's own choice (--fast auto builds one on CUDA) is off: its generate is stock.
+    kw.setdefault("fast", "off")
     if path is not None:
         return tb.TransformersBackend(str(path), device="cpu", **kw)
-    saved = tb.AutoModelForImageTextToText, tb.AutoProcessor
+    saved = tb.AutoModelForImageTextToText, tb.AutoProcessor, tb.resolve_model
     tb.AutoModelForImageTextToText, tb.AutoProcessor = _Given(model), _Given(processor)
+    tb.resolve_model = lambda model_id: model_id  # built in memory: no folder to resolve
     try:
         return tb.TransformersBackend(f"bench/{arch}", device="cuda", dtype="bfloat16", **kw)
     finally:
-        tb.AutoModelForImageTextToText, tb.AutoProcessor = saved
+        tb.AutoModelForImageTextToText, tb.AutoProcessor, tb.resolve_model = saved
 
 
 def make_adapters(model: Any, root: Path, count: int, rank: int) -> list[str]:

@@ -43,6 +43,7 @@ def _backend(checkpoint, dtype: str, adapters_root=None):
         max_pixels=PIXELS,
         max_text_chars=TEXT_CHARS,
         max_list_items=LIST_ITEMS,
+        fast="off",  # the stock reference; each test builds the FastPath it compares
     )
     if adapters_root is not None:
         for name in ("ansel@v1", "fan_ho@v1"):
