@@ -167,7 +167,8 @@ def test_markdown_and_pdf_downloads(client, done_job):
 def test_rag_exemplars_are_served_by_their_place_only(client, tmp_path):
     from mondrian.context import Context
     from mondrian.portfolio.indexing import index_paths
-    from mondrian.storage import advisors
+    from mondrian.service.stages import passes_for
+    from mondrian.storage import advisors, jobs
 
     state = client.app.state.mondrian
     folder = tmp_path / "portfolio"
@@ -184,6 +185,10 @@ def test_rag_exemplars_are_served_by_their_place_only(client, tmp_path):
     job_id = response.json()["id"]
     job = wait_for_job(client, job_id)
     assert job["status"] == "done" and job["mode_used"] == "rag"
+    # With a portfolio, rag's two passes are the profile and the critique (stages.py).
+    with state.db.read() as conn:
+        stored = jobs.require_job(conn, job_id)
+    assert passes_for(ctx, stored) == ("profiling", "critiquing")
     references = job["result"]["references"]
     assert references
     html = client.get(f"/studio/jobs/{job_id}").text
