@@ -231,7 +231,7 @@ def test_comparison_sets_the_advisors_of_one_photo_side_by_side(client):
     scores = [client.get(f"/jobs/{i}").json()["result"]["critique"]["dimensions"] for i in ids]
     for key in DIMENSIONS:
         row = re.search(rf'<tr data-dimension="{key}">(.*?)</tr>', page, re.S).group(1)
-        cells = re.findall(r'<td class="num( top)?">(\d+)', row)
+        cells = re.findall(r'<td class="num( best)?">(\d+)', row)
         assert [int(v) for _, v in cells] == [s[key]["score"] for s in scores]
         values = [s[key]["score"] for s in scores]
         marked = [bool(top) for top, _ in cells]
