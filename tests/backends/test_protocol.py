@@ -22,6 +22,7 @@ REAL = [
     ("mondrian.backends.transformers.backend", "TransformersBackend", "transformers"),
     ("mondrian.backends.mlx.backend", "MLXBackend", "mlx_vlm"),
     ("mondrian.service.batching", "BatchingBackend", None),
+    ("mondrian.service.stages", "StageBackend", None),
 ]
 FAKES = [
     cls

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 from service_helpers import photo_bytes, tiny_settings, upload, wait_for_job
 
-from backend_fakes import EchoBackend, ForwardingBackend, GatedBackend
+from backend_fakes import GatedBackend, PeekingBackend, SlowTokensBackend
 from mondrian.backends.protocol import Backend, GenerationRequest
 from mondrian.prompts import Prompt
 from mondrian.service.app import create_app
@@ -22,33 +21,20 @@ from mondrian.service.stages import LiveStages, StageBackend, stage_of_phase
 FORM = {"advisor": "ansel"}
 
 
-class SeenStages(EchoBackend):
-    """Records the job's stage as each generate call starts."""
-
-    def __init__(self, stages: LiveStages) -> None:
-        super().__init__()
-        self.stages = stages
-        self.seen: list[str] = []
-
-    def generate(self, requests, on_token=None, *, joining=None):
-        self.seen.append(self.stages.get("job").name)
-        return super().generate(requests, on_token, joining=joining)
-
-
 def request() -> list[GenerationRequest]:
     return [GenerationRequest(prompt=Prompt(system="s", user="u"))]
 
 
 def test_two_passes_profile_retrieve_then_critique():
     stages = LiveStages()
-    inner = SeenStages(stages)
+    inner = PeekingBackend(lambda: stages.get("job").name)
     backend = StageBackend(inner, stages, "job", ("profiling", "critiquing"))
     assert isinstance(backend, Backend)  # every member of the Protocol
     stages.set("job", "profiling")
     backend.generate(request())
     assert stages.get("job").name == "retrieving"  # between rag's passes
     backend.generate(request())
-    assert inner.seen == ["profiling", "critiquing"]
+    assert inner.peeked == ["profiling", "critiquing"]
     assert stages.get("job").name == "critiquing"  # the last pass: no retrieving after it
     stages.tokens("job", 7)
     assert stages.get("job").tokens == 7
@@ -60,30 +46,18 @@ def test_two_passes_profile_retrieve_then_critique():
 
 def test_one_pass_is_the_critique_and_old_phases_map():
     stages = LiveStages()
-    inner = SeenStages(stages)
+    inner = PeekingBackend(lambda: stages.get("job").name)
     backend = StageBackend(inner, stages, "job", ("critiquing",))
     stages.set("job", "profiling")
     backend.generate(request())
     backend.generate(request())  # a retry past the plan stays the critique
-    assert inner.seen == ["critiquing", "critiquing"]
+    assert inner.peeked == ["critiquing", "critiquing"]
     assert [stage_of_phase(p) for p in ("queued", "preparing", "generating", "done")] == [
         "queued",
         "profiling",
         "critiquing",
         "done",
     ]
-
-
-class SlowTokens(ForwardingBackend):
-    """The real backend, a little slower per token, so polls see a generation under way."""
-
-    def generate(self, requests, on_token=None, *, joining=None):
-        def slow(row: int, count: int) -> None:
-            time.sleep(0.01)
-            if on_token is not None:
-                on_token(row, count)
-
-        return self.inner.generate(requests, slow, joining=joining)
 
 
 def parse_events(text: str) -> list[dict]:
@@ -94,7 +68,7 @@ def parse_events(text: str) -> list[dict]:
 
 @pytest.mark.model
 def test_a_jobs_stream_carries_its_stages_and_tokens(tiny_backend, tiny_model, tmp_path):
-    app = create_app(tiny_settings(tmp_path / "home", tiny_model), SlowTokens(tiny_backend))
+    app = create_app(tiny_settings(tmp_path / "home", tiny_model), SlowTokensBackend(tiny_backend))
     with TestClient(app) as client:
         job_id = client.post("/jobs", files=upload(photo_bytes()), data=FORM).json()["id"]
         events = parse_events(client.get(f"/jobs/{job_id}/events").text)
