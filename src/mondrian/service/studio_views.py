@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
@@ -36,6 +37,24 @@ def scored(result: AnalysisResult, advisor: Advisor) -> Critique:
     if critique.overall_score is None or critique.overall_grade is None:
         critique = critique.scored(advisor.weights)
     return critique
+
+
+def dimension_rows(result: AnalysisResult) -> list[dict[str, Any]]:
+    dims = dict(result.critique.dimensions)  # a pydantic model iterates as (field, value)
+    rows = []
+    for key in DIMENSIONS:
+        dim = dims[key]
+        rows.append(
+            {
+                "key": key,
+                "label": DIMENSION_LABELS[key],
+                "score": dim.score,
+                "expected": None if dim.expected_score is None else f"{dim.expected_score:.1f}",
+                "comment": dim.comment,
+                "recommendation": dim.recommendation,
+            }
+        )
+    return rows
 
 
 def radar(critique: Critique, means: Mapping[str, float] | None, size: int = 360) -> Markup:
@@ -64,7 +83,7 @@ def exemplar_rows(job: Job, result: AnalysisResult) -> list[dict[str, Any]]:
     return rows
 
 
-def exemplar_jpeg(db: Database, images_dir: Any, job: Job, index: int) -> bytes:
+def exemplar_jpeg(db: Database, images_dir: Path, job: Job, index: int) -> bytes:
     """The JPEG thumbnail of the job's `index`-th exemplar (NotFound past the last)."""
     result = job.analysis()
     references = result.references if result is not None else []

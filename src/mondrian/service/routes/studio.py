@@ -34,9 +34,8 @@ from mondrian.images import ALLOWED_NAMES, IMAGE_SUFFIXES, read_image_file
 from mondrian.modes import FALLBACK_ORDER, Mode
 from mondrian.reports.facts_view import facts_view
 from mondrian.reports.markdown import render_markdown
-from mondrian.reports.radar import DIMENSION_LABELS
 from mondrian.reports.thumbnails import report_images
-from mondrian.schema import DIMENSIONS, AnalysisResult
+from mondrian.schema import AnalysisResult
 from mondrian.service import studio_views as views
 from mondrian.service.deps import ServiceState, State, load_advisor, load_job
 from mondrian.service.errors import Conflict
@@ -123,24 +122,6 @@ def why_fell_back(state: ServiceState, advisor_id: str, requested: str, used: st
     return reasons
 
 
-def dimension_rows(result: AnalysisResult) -> list[dict[str, Any]]:
-    dims = dict(result.critique.dimensions)  # a pydantic model iterates as (field, value)
-    rows = []
-    for key in DIMENSIONS:
-        dim = dims[key]
-        rows.append(
-            {
-                "key": key,
-                "label": DIMENSION_LABELS[key],
-                "score": dim.score,
-                "expected": None if dim.expected_score is None else f"{dim.expected_score:.1f}",
-                "comment": dim.comment,
-                "recommendation": dim.recommendation,
-            }
-        )
-    return rows
-
-
 def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[str, Any]:
     result = job.analysis()
     assert result is not None  # the caller checked the job is done
@@ -156,7 +137,7 @@ def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[st
         "same_photo": len(views.jobs_of_photo(state.db, job)),
         "overall": f"{critique.overall_score:.1f}",
         "grade": critique.overall_grade,
-        "dimensions": dimension_rows(result),
+        "dimensions": views.dimension_rows(result),
         "strengths": list(critique.strengths),
         "improvements": list(critique.improvements),
         "mode_requested": result.mode_requested,
