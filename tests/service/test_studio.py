@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
-from mondrian.schema import DIMENSIONS
+from mondrian.schema import DIMENSIONS, example_critique
 from mondrian.service.guards import REPORT_CSP, STUDIO_CSP
 
 pytestmark = pytest.mark.model
@@ -238,3 +238,32 @@ def test_comparison_sets_the_advisors_of_one_photo_side_by_side(client):
         assert marked == [v == max(values) and len(set(values)) > 1 for v in values]
     assert "style=" not in page
     assert_error(client.get("/studio/jobs/" + "0" * 32 + "/compare"), 404, "unknown_job")
+
+
+def test_model_text_is_inert_on_the_critique_and_comparison(tiny_backend, tiny_model, tmp_path):
+    from backend_fakes import ScriptedBackend
+    from mondrian.service.app import create_app
+
+    evil = '<img src=x onerror="alert(1)">'
+
+    def script():
+        critique = example_critique()
+        return critique.model_copy(update={"strengths": [evil], "image_description": evil})
+
+    app = create_app(
+        tiny_settings(tmp_path / "home", tiny_model), ScriptedBackend(tiny_backend, script)
+    )
+    with TestClient(app) as client:
+        ids = []
+        for advisor in ("ansel", "fan_ho"):
+            response = client.post("/jobs", files=upload(photo_bytes()), data={"advisor": advisor})
+            ids.append(response.json()["id"])
+        for job_id in ids:
+            assert wait_for_job(client, job_id)["status"] == "done"
+        for url in (f"/studio/jobs/{ids[0]}", f"/studio/jobs/{ids[0]}/compare"):
+            html = client.get(url).text
+            assert evil not in html and "onerror=&#34;alert(1)&#34;" in html, url
+        page = client.get(f"/studio/jobs/{ids[0]}").text
+        assert '<p class="description" id="description">&lt;img' in page
+        markdown = client.get(f"/studio/jobs/{ids[0]}/critique.md").text
+        assert evil not in markdown  # reports/markdown.py writes HTML's < and > as entities

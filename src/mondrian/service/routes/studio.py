@@ -137,6 +137,7 @@ def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[st
         "same_photo": len(views.jobs_of_photo(state.db, job)),
         "overall": f"{critique.overall_score:.1f}",
         "grade": critique.overall_grade,
+        "description": critique.image_description,
         "dimensions": views.dimension_rows(result),
         "strengths": list(critique.strengths),
         "improvements": list(critique.improvements),
