@@ -112,10 +112,13 @@ def test_a_job_not_yet_done_shows_its_progress(tiny_backend, tiny_model, tmp_pat
             job_id = response.json()["id"]
             assert gated.entered.wait(30)
             html = client.get(f"/studio/jobs/{job_id}").text
+            compare = client.get(f"/studio/jobs/{job_id}/compare").text
         finally:
             gated.gate.set()
         assert f'data-job-id="{job_id}"' in html and 'data-status="running"' in html
         assert '<span class="job-phase">preparing</span>' in html
+        # A comparison with a job still running: its column follows it (studio.js).
+        assert f'data-pending="{job_id}"' in compare and 'class="job-progress"' in compare
         assert "not endorsed" in html
         assert wait_for_job(client, job_id)["status"] == "done"
 
