@@ -167,3 +167,31 @@ class ScriptedBackend(ForwardingBackend):
         self.users.extend(r.prompt.user for r in requests)
         answers = self.inner.generate(requests, on_token, joining=joining)
         return [dataclasses.replace(g, critique=self.script(), error=None) for g in answers]
+
+
+class SlowTokensBackend(ForwardingBackend):
+    """The real backend, 10 ms slower per token, so a poll sees a generation under way."""
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        import time
+
+        def slow(row: int, count: int) -> None:
+            time.sleep(0.01)
+            if on_token is not None:
+                on_token(row, count)
+
+        return self.inner.generate(requests, slow, joining=joining)
+
+
+class PeekingBackend(EchoBackend):
+    """The echo backend, keeping what `peek()` returns as each generate call starts (the
+    state a wrapper set up for the call, e.g. a job's stage)."""
+
+    def __init__(self, peek) -> None:
+        super().__init__()
+        self.peek = peek
+        self.peeked: list[Any] = []
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        self.peeked.append(self.peek())
+        return super().generate(requests, on_token, joining=joining)

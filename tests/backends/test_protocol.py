@@ -23,6 +23,7 @@ REAL = [
     ("mondrian.backends.mlx.backend", "MLXBackend", "mlx_vlm"),
     ("mondrian.backends.vllm.backend", "VLLMBackend", "httpx"),
     ("mondrian.service.batching", "BatchingBackend", None),
+    ("mondrian.service.stages", "StageBackend", None),
 ]
 FAKES = [
     cls

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
-from mondrian.schema import DIMENSIONS
+from mondrian.schema import DIMENSIONS, example_critique
 from mondrian.service.guards import REPORT_CSP, STUDIO_CSP
 
 pytestmark = pytest.mark.model
@@ -112,10 +112,13 @@ def test_a_job_not_yet_done_shows_its_progress(tiny_backend, tiny_model, tmp_pat
             job_id = response.json()["id"]
             assert gated.entered.wait(30)
             html = client.get(f"/studio/jobs/{job_id}").text
+            compare = client.get(f"/studio/jobs/{job_id}/compare").text
         finally:
             gated.gate.set()
         assert f'data-job-id="{job_id}"' in html and 'data-status="running"' in html
         assert '<span class="job-phase">preparing</span>' in html
+        # A comparison with a job still running: its column follows it (studio.js).
+        assert f'data-pending="{job_id}"' in compare and 'class="job-progress"' in compare
         assert "not endorsed" in html
         assert wait_for_job(client, job_id)["status"] == "done"
 
@@ -123,3 +126,147 @@ def test_a_job_not_yet_done_shows_its_progress(tiny_backend, tiny_model, tmp_pat
 def test_unknown_job_pages_are_json_404s(client):
     assert_error(client.get("/studio/jobs/" + "0" * 32), 404, "unknown_job")
     assert_error(client.get("/studio/jobs/" + "0" * 32 + "/critique.json"), 404, "unknown_job")
+
+
+def test_critique_page_has_radar_facts_and_no_inline_code(client, done_job):
+    html = client.get(f"/studio/jobs/{done_job}").text
+    result = client.get(f"/jobs/{done_job}").json()["result"]
+    radar = re.search(r'<figure id="radar"><svg class="radar-chart".*?</svg>', html, re.S)
+    assert radar is not None
+    assert "Scores out of 10: Composition" in radar.group(0)
+    assert 'xmlns="' not in radar.group(0)  # inline SVG: no URL of any kind
+    # The measured facts: every fact a row, the checks' count said.
+    assert 'id="measured"' in html
+    for fact in result["facts"]:
+        assert f'data-fact="{fact["name"]}"' in html
+    for check in result["checks"]:
+        assert check["message"].replace("'", "&#39;") in html
+    assert "style=" not in html and "<style" not in html
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)
+    assert 'id="exemplars"' not in html  # baseline retrieved no exemplar
+    assert 'id="compare-link"' not in html  # the only critique of this photo
+
+
+def test_markdown_and_pdf_downloads(client, done_job):
+    result = client.get(f"/jobs/{done_job}").json()["result"]
+    md = client.get(f"/studio/jobs/{done_job}/critique.md")
+    assert md.status_code == 200
+    assert md.headers["content-type"] == "text/markdown; charset=utf-8"
+    assert f'filename="critique-{done_job}.md"' in md.headers["content-disposition"]
+    # The photo's name where the job recorded one, else its hash (as `mondrian export`).
+    assert re.match(r"# .+, by Ansel Adams\n", md.text)
+    assert f"{result['critique']['overall_score']:.2f}/10" in md.text
+    pdf = client.get(f"/studio/jobs/{done_job}/critique.pdf")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-") and b"%%EOF" in pdf.content[-64:]
+    assert f'filename="critique-{done_job}.pdf"' in pdf.headers["content-disposition"]
+    # The same job exports the same bytes (reports/pdf.py fixes the creation date).
+    assert client.get(f"/studio/jobs/{done_job}/critique.pdf").content == pdf.content
+    unknown = "0" * 32
+    for suffix in ("md", "pdf"):
+        assert_error(client.get(f"/studio/jobs/{unknown}/critique.{suffix}"), 404, "unknown_job")
+
+
+def test_rag_exemplars_are_served_by_their_place_only(client, tmp_path):
+    from mondrian.context import Context
+    from mondrian.portfolio.indexing import index_paths
+    from mondrian.service.stages import passes_for
+    from mondrian.storage import advisors, jobs
+
+    state = client.app.state.mondrian
+    folder = tmp_path / "portfolio"
+    folder.mkdir()
+    for name in ("rocket", "camera", "astronaut"):
+        (folder / f"{name}.jpg").write_bytes(photo_bytes(name))
+    ctx = Context(backend=state.backend, db=state.db, settings=state.settings)
+    with state.db.read() as conn:
+        fan_ho = advisors.require_advisor(conn, "fan_ho")
+    assert len(index_paths(ctx, fan_ho, [folder]).indexed) == 3
+    response = client.post(
+        "/jobs", files=upload(photo_bytes("coffee")), data={"advisor": "fan_ho", "mode": "rag"}
+    )
+    job_id = response.json()["id"]
+    job = wait_for_job(client, job_id)
+    assert job["status"] == "done" and job["mode_used"] == "rag"
+    # With a portfolio, rag's two passes are the profile and the critique (stages.py).
+    with state.db.read() as conn:
+        stored = jobs.require_job(conn, job_id)
+    assert passes_for(ctx, stored) == ("profiling", "critiquing")
+    references = job["result"]["references"]
+    assert references
+    html = client.get(f"/studio/jobs/{job_id}").text
+    assert 'id="exemplars"' in html
+    assert html.count('class="exemplar"') == len(references)
+    assert 'class="reference"' in html  # the portfolio's means on the radar
+    for index, ref in enumerate(references):
+        assert f'src="/studio/jobs/{job_id}/exemplars/{index}"' in html
+        image = client.get(f"/studio/jobs/{job_id}/exemplars/{index}")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        assert image.content[:2] == b"\xff\xd8"
+        assert ref["image_hash"] not in html  # the page names no stored image
+    past = len(references)
+    assert_error(client.get(f"/studio/jobs/{job_id}/exemplars/{past}"), 404, "unknown_exemplar")
+    assert client.get(f"/studio/jobs/{job_id}/exemplars/-1").status_code == 404
+    assert client.get(f"/studio/jobs/{job_id}/exemplars/..%2F..%2Fdb").status_code in (404, 422)
+
+
+def test_comparison_sets_the_advisors_of_one_photo_side_by_side(client):
+    ids = []
+    for advisor in ("ansel", "fan_ho"):
+        response = client.post(
+            "/jobs",
+            files=upload(photo_bytes("astronaut"), name="astro.jpg"),
+            data={"advisor": advisor},
+        )
+        ids.append(response.json()["id"])
+    for job_id in ids:
+        assert wait_for_job(client, job_id)["status"] == "done"
+    html = client.get(f"/studio/jobs/{ids[0]}").text
+    assert f'href="/studio/jobs/{ids[0]}/compare"' in html
+    compare = client.get(f"/studio/jobs/{ids[1]}/compare")
+    assert compare.status_code == 200
+    assert compare.headers["content-security-policy"] == STUDIO_CSP
+    page = compare.text
+    assert "2 critiques side by side" in page
+    columns = re.findall(r'class="compare-column" data-job-id="([0-9a-f]{32})"', page)
+    assert columns == ids  # oldest first, one per advisor
+    assert page.count('class="radar-chart"') == 2
+    scores = [client.get(f"/jobs/{i}").json()["result"]["critique"]["dimensions"] for i in ids]
+    for key in DIMENSIONS:
+        row = re.search(rf'<tr data-dimension="{key}">(.*?)</tr>', page, re.S).group(1)
+        cells = re.findall(r'<td class="num( best)?">(\d+)', row)
+        assert [int(v) for _, v in cells] == [s[key]["score"] for s in scores]
+        values = [s[key]["score"] for s in scores]
+        marked = [bool(top) for top, _ in cells]
+        assert marked == [v == max(values) and len(set(values)) > 1 for v in values]
+    assert "style=" not in page
+    assert_error(client.get("/studio/jobs/" + "0" * 32 + "/compare"), 404, "unknown_job")
+
+
+def test_model_text_is_inert_on_the_critique_and_comparison(tiny_backend, tiny_model, tmp_path):
+    from backend_fakes import ScriptedBackend
+    from mondrian.service.app import create_app
+
+    evil = '<img src=x onerror="alert(1)">'
+
+    def script():
+        critique = example_critique()
+        return critique.model_copy(update={"strengths": [evil], "image_description": evil})
+
+    app = create_app(
+        tiny_settings(tmp_path / "home", tiny_model), ScriptedBackend(tiny_backend, script)
+    )
+    with TestClient(app) as client:
+        ids = []
+        for advisor in ("ansel", "fan_ho"):
+            response = client.post("/jobs", files=upload(photo_bytes()), data={"advisor": advisor})
+            ids.append(response.json()["id"])
+        for job_id in ids:
+            assert wait_for_job(client, job_id)["status"] == "done"
+        for url in (f"/studio/jobs/{ids[0]}", f"/studio/jobs/{ids[0]}/compare"):
+            html = client.get(url).text
+            assert evil not in html and "onerror=&#34;alert(1)&#34;" in html, url
+        page = client.get(f"/studio/jobs/{ids[0]}").text
+        assert '<p class="description" id="description">&lt;img' in page
+        markdown = client.get(f"/studio/jobs/{ids[0]}/critique.md").text
+        assert evil not in markdown  # reports/markdown.py writes HTML's < and > as entities

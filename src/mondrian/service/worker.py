@@ -19,6 +19,7 @@ it with the result, or with the exception that failed the job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.service.progress import ExpectedTokens, progress_value
+from mondrian.service.stages import LiveStages, StageBackend, passes_for
 from mondrian.storage import images, jobs
 from mondrian.storage.jobs import Job, Recovery
 
@@ -93,6 +95,7 @@ class _Progress:
         if count < self.current:  # a new generate() call started counting again
             self.finished_passes += self.current
         self.current = count
+        self.worker.stages.tokens(self.job_id, count)
         now = time.monotonic()
         if now - self.last_write < self.worker.options.progress_interval_s:
             return
@@ -130,6 +133,7 @@ class Worker:
         self._incoming = 0  # open Arrival tickets
         self._arrivals: dict[str, Arrival] = {}  # job id -> its request's ticket
         self._expected = ExpectedTokens(ctx.backend.answer_budget)  # tokens of an answer
+        self.stages = LiveStages()  # what each running job is doing (service/stages.py)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -330,7 +334,7 @@ class Worker:
         expected = self._expected.for_mode(job.mode_requested)
         progress = _Progress(self, job.id, expected)
         try:
-            result = run_job(self.ctx, job, progress)
+            result = run_job(self._staged(job), job, progress)
         except MondrianError as exc:
             self._fail(job, exc.message, exc, progress, started)
         except Exception as exc:
@@ -348,9 +352,16 @@ class Worker:
             self._expected.record(job.mode_requested, progress.total)
             self._resolve(job.id, result=result)
         finally:
+            self.stages.drop(job.id)
             with self._lock:
                 self._running.pop(job.id, None)
                 self.metrics.running.set(len(self._running))
+
+    def _staged(self, job: Job) -> Context:
+        """The context a job runs in: the backend wrapped to mark the job's stages."""
+        self.stages.set(job.id, "profiling")
+        backend = StageBackend(self.ctx.backend, self.stages, job.id, passes_for(self.ctx, job))
+        return dataclasses.replace(self.ctx, backend=backend)
 
     def _fail(
         self, job: Job, reason: str, exc: BaseException, progress: _Progress, started: float

@@ -8,10 +8,13 @@ It ends with one final event (`done`, carrying the result's URLs, or `failed`, c
 the error) or when the client goes away.
 
     event: progress
-    data: {"id": "...", "status": "queued", "phase": "queued", "position": 2, "progress": 0}
+    data: {"id": "...", "status": "queued", "phase": "queued", "stage": "queued",
+           "tokens": 0, "position": 2, "progress": 0}
 
-Tokens so far are not in the job row (the worker counts them in memory only), so the
-events carry `progress`, the share of the expected answer written (service/progress.py).
+`progress` is the share of the expected answer written (service/progress.py). `stage` is
+finer than `phase` (which keeps the names of `GET /jobs/{id}`): queued, profiling,
+retrieving, critiquing, done or failed, with `tokens`, the tokens of the stage's pass so far;
+both are read from the worker's memory (service/stages.py), not the job row.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from mondrian.service.deps import State, load_job
+from mondrian.service.stages import LiveStages, stage_of_phase
 from mondrian.storage.db import Database
 from mondrian.storage.jobs import Job
 
@@ -48,13 +52,18 @@ def queue_position(conn: sqlite3.Connection, job: Job) -> int:
     return int(ahead) + 1
 
 
-def job_event(db: Database, job_id: str) -> tuple[str, dict[str, Any]]:
-    """The event name and payload for the job's current row."""
+def job_event(
+    db: Database, job_id: str, stages: LiveStages | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The event name and payload for the job's current row (and its live stage)."""
     job = load_job(db, job_id)
+    live = stages.get(job.id) if stages is not None and job.status == "running" else None
     payload: dict[str, Any] = {
         "id": job.id,
         "status": job.status,
         "phase": job.phase,
+        "stage": live.name if live is not None else stage_of_phase(job.phase),
+        "tokens": live.tokens if live is not None else 0,
         "progress": round(job.progress, 4),
         "advisor_id": job.advisor_id,
         "position": None,
@@ -79,7 +88,9 @@ def sse(event: str, payload: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
-async def stream(request: Request, db: Database, job_id: str) -> AsyncIterator[str]:
+async def stream(
+    request: Request, db: Database, job_id: str, stages: LiveStages | None = None
+) -> AsyncIterator[str]:
     last: dict[str, Any] | None = None
     quiet = 0.0
     yield "retry: 1000\n\n"  # how long an EventSource waits before reconnecting
@@ -89,7 +100,7 @@ async def stream(request: Request, db: Database, job_id: str) -> AsyncIterator[s
         if not db.is_open:  # the service stopped under the stream
             yield sse("failed", {"id": job_id, "error": "the service is stopping"})
             return
-        event, payload = await run_in_threadpool(job_event, db, job_id)
+        event, payload = await run_in_threadpool(job_event, db, job_id, stages)
         if payload != last:
             yield sse(event, payload)
             last, quiet = payload, 0.0
@@ -116,5 +127,7 @@ async def job_events(job_id: str, request: Request, state: State) -> StreamingRe
     await run_in_threadpool(load_job, state.db, job_id)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(
-        stream(request, state.db, job_id), media_type="text/event-stream", headers=headers
+        stream(request, state.db, job_id, state.worker.stages),
+        media_type="text/event-stream",
+        headers=headers,
     )

@@ -4,7 +4,11 @@
   static/studio/studio.js posts one `POST /jobs` per advisor and follows each job's
   `GET /jobs/{id}/events` (polling `GET /jobs/{id}` where the stream fails);
 - `GET /studio/jobs/{id}`: the critique page (or the job's progress until it is done);
-- `GET /studio/jobs/{id}/critique.json`: the result as a download;
+- `GET /studio/jobs/{id}/critique.{json,md,pdf}`: the result as a download (Markdown and
+  PDF by reports/markdown.py and reports/pdf.py, as `mondrian export` writes them);
+- `GET /studio/jobs/{id}/exemplars/{n}`: the thumbnail of the job's n-th RAG exemplar;
+- `GET /studio/jobs/{id}/compare`: the critiques of the same photo side by side, one
+  column per advisor and mode (service/studio_views.py picks them);
 - `GET /static/studio/{name}`: the page's own script and style sheet.
 
 Pages are server-rendered with Jinja (autoescaped: model and user text stay inert) and use
@@ -22,18 +26,23 @@ from typing import Any
 import jinja2
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from mondrian.advisors import Advisor
 from mondrian.errors import NotFound
-from mondrian.images import ALLOWED_NAMES, IMAGE_SUFFIXES
+from mondrian.images import ALLOWED_NAMES, IMAGE_SUFFIXES, read_image_file
 from mondrian.modes import FALLBACK_ORDER, Mode
-from mondrian.reports.radar import DIMENSION_LABELS
+from mondrian.reports.facts_view import facts_view
+from mondrian.reports.markdown import render_markdown
 from mondrian.reports.thumbnails import report_images
-from mondrian.schema import DIMENSIONS, AnalysisResult
+from mondrian.schema import AnalysisResult
+from mondrian.service import studio_views as views
 from mondrian.service.deps import ServiceState, State, load_advisor, load_job
+from mondrian.service.errors import Conflict
+from mondrian.service.routes.jobs import portfolio_means
 from mondrian.storage import adapters as adapter_store
 from mondrian.storage import advisors as advisor_store
+from mondrian.storage import images as image_store
 from mondrian.storage import profiles as profile_store
 from mondrian.storage.images import EXTENSIONS
 from mondrian.storage.jobs import Job
@@ -113,36 +122,23 @@ def why_fell_back(state: ServiceState, advisor_id: str, requested: str, used: st
     return reasons
 
 
-def dimension_rows(result: AnalysisResult) -> list[dict[str, Any]]:
-    dims = dict(result.critique.dimensions)  # a pydantic model iterates as (field, value)
-    rows = []
-    for key in DIMENSIONS:
-        dim = dims[key]
-        rows.append(
-            {
-                "key": key,
-                "label": DIMENSION_LABELS[key],
-                "score": dim.score,
-                "expected": None if dim.expected_score is None else f"{dim.expected_score:.1f}",
-                "comment": dim.comment,
-                "recommendation": dim.recommendation,
-            }
-        )
-    return rows
-
-
 def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[str, Any]:
     result = job.analysis()
     assert result is not None  # the caller checked the job is done
-    critique = result.critique
-    if critique.overall_score is None or critique.overall_grade is None:
-        critique = critique.scored(advisor.weights)
+    critique = views.scored(result, advisor)
     images = report_images(state.db, state.settings.images_dir, photo_hash=job.image_hash)
+    means = portfolio_means(state, advisor.id)
     return {
         "photo": images.photo,
+        "radar": views.radar(critique, means),
+        "has_means": means is not None,
+        "facts_view": facts_view(result),
+        "exemplars": views.exemplar_rows(job, result),
+        "same_photo": len(views.jobs_of_photo(state.db, job)),
         "overall": f"{critique.overall_score:.1f}",
         "grade": critique.overall_grade,
-        "dimensions": dimension_rows(result),
+        "description": critique.image_description,
+        "dimensions": views.dimension_rows(result),
         "strengths": list(critique.strengths),
         "improvements": list(critique.improvements),
         "mode_requested": result.mode_requested,
@@ -173,10 +169,74 @@ def critique_json(job_id: str, state: State) -> JSONResponse:
     result = job.analysis()
     if result is None:
         raise NotFound(f"job {job.id} has no critique yet ({job.status})", code="not_done")
-    disposition = f'attachment; filename="critique-{job.id}.json"'
-    return JSONResponse(
-        result.model_dump(mode="json"), headers={"Content-Disposition": disposition}
+    return JSONResponse(result.model_dump(mode="json"), headers=attachment(job, "json"))
+
+
+def attachment(job: Job, suffix: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="critique-{job.id}.{suffix}"'}
+
+
+def finished(state: ServiceState, job_id: str) -> tuple[Job, AnalysisResult, Advisor]:
+    job = load_job(state.db, job_id)
+    result = job.analysis()
+    if job.status != "done" or result is None:
+        raise Conflict(f"job {job.id} is {job.status}; it has no critique yet", code="not_done")
+    return job, result, load_advisor(state.db, job.advisor_id)
+
+
+@router.get("/studio/jobs/{job_id}/critique.md")
+def critique_markdown(job_id: str, state: State) -> Response:
+    job, result, advisor = finished(state, job_id)
+    text = render_markdown(result, advisor, views.export_facts(job))
+    headers = attachment(job, "md")
+    return Response(text, media_type="text/markdown; charset=utf-8", headers=headers)
+
+
+@router.get("/studio/jobs/{job_id}/critique.pdf")
+def critique_pdf(job_id: str, state: State) -> Response:
+    from mondrian.reports.pdf import render_pdf  # fpdf2, loaded when a PDF is asked for
+
+    job, result, advisor = finished(state, job_id)
+    settings = state.settings
+    with state.db.read() as conn:
+        path = image_store.image_path(conn, settings.images_dir, job.image_hash)
+    photo = read_image_file(
+        path, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels
     )
+    data = render_pdf(result, advisor, views.export_facts(job), photo.image)
+    return Response(data, media_type="application/pdf", headers=attachment(job, "pdf"))
+
+
+@router.get("/studio/jobs/{job_id}/exemplars/{index}")
+def exemplar_image(job_id: str, index: int, state: State) -> Response:
+    # By its place in the job's result, never by a path or a hash the client names.
+    job = load_job(state.db, job_id)
+    data = views.exemplar_jpeg(state.db, state.settings.images_dir, job, index)
+    # A job's exemplars never change: the browser may keep them.
+    headers = {"Cache-Control": "private, max-age=86400"}
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/studio/jobs/{job_id}/compare", response_class=HTMLResponse)
+async def compare_page(job_id: str, state: State) -> HTMLResponse:
+    job = await run_in_threadpool(load_job, state.db, job_id)
+    return page("compare.html", **await run_in_threadpool(compare_context, state, job))
+
+
+def compare_context(state: ServiceState, job: Job) -> dict[str, Any]:
+    jobs = views.jobs_of_photo(state.db, job)
+    pairs = [(other, load_advisor(state.db, other.advisor_id)) for other in jobs]
+    means = {advisor.id: portfolio_means(state, advisor.id) for _, advisor in pairs}
+    columns, rows = views.compare_columns(pairs, means)
+    images = report_images(state.db, state.settings.images_dir, photo_hash=job.image_hash)
+    return {
+        "job": job,
+        "photo": images.photo,
+        "columns": columns,
+        "rows": rows,
+        "pending": any(not c["job"].finished for c in columns),
+        "disclaimer": state.settings.studio_disclaimer,
+    }
 
 
 @router.get("/static/studio/{name}")

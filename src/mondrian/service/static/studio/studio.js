@@ -1,7 +1,8 @@
 // The studio's one script (service/routes/studio.py serves it; no inline script, no CDN).
 // The home page: check the photo, post one job per advisor, follow each job's events
 // stream (GET /jobs/{id}/events), polling GET /jobs/{id} where the stream fails.
-// A pending critique page: the same, then it reloads into the critique.
+// A pending critique page: the same, then it reloads into the critique. The critique
+// page: its Print button. The comparison page: follows its unfinished jobs, then reloads.
 "use strict";
 
 const POLL_MS = 1000;
@@ -106,11 +107,20 @@ function jobRow(advisorName, jobId) {
   return li;
 }
 
+// What a job is doing, in words: `stage` from the events stream (service/stages.py), or
+// the coarser `phase` where only GET /jobs/{id} answers (the polling fallback).
+const STAGE_OF_PHASE = { preparing: "profiling", generating: "critiquing" };
+
 function describe(state) {
-  if (state.phase === "queued" && state.position) return `queued (position ${state.position})`;
-  if (state.phase === "generating") return `critiquing (${Math.round(state.progress * 100)}%)`;
-  if (state.phase === "preparing") return "preparing the photo and prompt";
-  return state.phase;
+  const stage = state.stage || STAGE_OF_PHASE[state.phase] || state.phase;
+  if (stage === "queued") return state.position ? `queued (position ${state.position})` : "queued";
+  if (stage === "profiling") return "profiling the photo";
+  if (stage === "retrieving") return "retrieving exemplars";
+  if (stage === "critiquing") {
+    if (state.tokens) return `critiquing (${state.tokens} tokens so far)`;
+    return `critiquing (${Math.round(state.progress * 100)}%)`;
+  }
+  return stage;
 }
 
 // Calls onUpdate(state) on every change and onEnd(state) once, from the events stream or,
@@ -214,7 +224,18 @@ async function submit(form, input, event) {
   showError(refusals.length ? `Not accepted. ${refusals.join(" ")}` : "");
   if (!accepted.length) return;
   $("jobs").hidden = false;
-  for (const [name, id] of accepted) trackJob(name, id, accepted.length === 1 && !refusals.length);
+  const single = accepted.length === 1 && !refusals.length;
+  for (const [name, id] of accepted) trackJob(name, id, single);
+  if (accepted.length > 1) addCompareLink(accepted[0][1]);
+}
+
+// Several advisors on one photo: one page sets their critiques side by side.
+function addCompareLink(jobId) {
+  const link = document.createElement("a");
+  link.id = "compare-link";
+  link.href = `/studio/jobs/${jobId}/compare`;
+  link.textContent = "Compare the critiques side by side";
+  $("jobs").append(link);
 }
 
 function initHome() {
@@ -238,8 +259,35 @@ function initPending(section) {
   );
 }
 
+function initPrint(button) {
+  button.hidden = false; // without the script, the browser's own Print still works
+  button.addEventListener("click", () => window.print());
+}
+
+function initCompare(columns) {
+  let left = columns.length;
+  for (const column of columns) {
+    const bar = column.querySelector("progress");
+    const phase = column.querySelector(".job-phase");
+    follow(
+      column.dataset.pending,
+      (state) => {
+        if (bar) bar.value = state.progress;
+        if (phase) phase.textContent = describe(state);
+      },
+      () => {
+        left -= 1;
+        if (left === 0) window.location.reload();
+      },
+    );
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   if ($("studio-form")) initHome();
   const pending = document.querySelector(".pending[data-job-id]");
   if (pending) initPending(pending);
+  if ($("print")) initPrint($("print"));
+  const unfinished = document.querySelectorAll(".compare-column[data-pending]");
+  if (unfinished.length) initCompare([...unfinished]);
 });
