@@ -44,6 +44,7 @@ from mondrian.storage import adapters as adapter_store
 from mondrian.storage import advisors as advisor_store
 from mondrian.storage import images as image_store
 from mondrian.storage import profiles as profile_store
+from mondrian.storage import reviews as review_store
 from mondrian.storage.images import EXTENSIONS
 from mondrian.storage.jobs import Job
 
@@ -128,6 +129,8 @@ def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[st
     critique = views.scored(result, advisor)
     images = report_images(state.db, state.settings.images_dir, photo_hash=job.image_hash)
     means = portfolio_means(state, advisor.id)
+    with state.db.read() as conn:  # the reviews it has (templates/studio/_critique_reviews.html)
+        reviews = review_store.list_reviews(conn, job_id=job.id)
     return {
         "photo": images.photo,
         "radar": views.radar(critique, means),
@@ -145,6 +148,7 @@ def critique_context(state: ServiceState, job: Job, advisor: Advisor) -> dict[st
         "mode_used": result.mode_used,
         "fallback": why_fell_back(state, advisor.id, result.mode_requested, result.mode_used),
         "model": result.model,
+        "reviews": reviews,
     }
 
 
