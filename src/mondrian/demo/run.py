@@ -72,7 +72,6 @@ TINY_DEMO_TRAINING: dict[str, object] = {
     "scheduler": "cosine",
     "warmup_ratio": 0.05,
 }
-TINY_DEMO_AUGMENT = 0
 
 
 def serve_one_request(settings: Settings, backend: Backend, photo: Path) -> httpx.Response:
@@ -156,7 +155,8 @@ def run_demo(
     tiny = model is None
     # Chosen and validated first: a model no config fits fails before minutes of work.
     config_path = Path(config).absolute() if config is not None else pick_config(model)
-    demo_training = TINY_DEMO_TRAINING if tiny and config is None else {}
+    # --quick keeps tiny.toml's constant rate: a cosine decay over its 5 epochs learns less.
+    demo_training = TINY_DEMO_TRAINING if tiny and config is None and not quick else {}
     load_config(config_path, **demo_training)
     workdir.mkdir(parents=True, exist_ok=True)
     reports = workdir / "reports"
@@ -179,7 +179,7 @@ def run_demo(
             "the machinery, and an adapter that really learns. For real critiques run:\n"
             f"    {mondrian_command()} demo --model {REAL_MODEL_HINT}"
         )
-    over = ", ".join(f"{k} {v}" for k, v in demo_training.items() if not (quick and k == "epochs"))
+    over = ", ".join(f"{k} {v}" for k, v in demo_training.items())
     say(
         f"Training config: {config_path}"
         + (f" with the tiny demo's {over}" if over else "")
@@ -219,7 +219,7 @@ def run_demo(
                 f"then imported {imported.imported} curated profiles"
             )
 
-        augment = 0 if quick else (TINY_DEMO_AUGMENT if demo_training else 1)
+        augment = 0 if quick or (tiny and config is None) else 1
         copies = "one augmented copy each" if augment else "no augmentation"
         with step(f"Building the training set (80/20 split by photo, {copies})"):
             dataset_dir = workdir / "dataset"
