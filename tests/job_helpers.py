@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from mondrian.schema import AnalysisResult, ModelInfo, example_critique
+from mondrian.schema import AnalysisResult, Check, Fact, ModelInfo, example_critique
 from mondrian.storage import advisors, images, jobs
 from mondrian.storage.jobs import Job
 
@@ -25,8 +25,11 @@ def done_job(
     score: int = 7,
     exif: dict | None = None,
     critique=None,
+    facts: list[Fact] | None = None,
+    checks: list[Check] | None = None,
 ) -> Job:
-    """A stored photo and a done job on it, its critique `example_critique(score)`."""
+    """A stored photo and a done job on it, its critique `example_critique(score)`, with
+    the `facts` and `checks` given (none by default)."""
     data = photo_jpeg((score * 20, 100, 60))
     with db.read() as conn:
         advisor = advisors.require_advisor(conn, advisor_id)
@@ -42,5 +45,7 @@ def done_job(
         mode_used="baseline",
         model=ModelInfo(base="tiny-model", backend="transformers"),
         critique=(critique or example_critique(score)).scored(advisor.weights),
+        facts=facts or [],
+        checks=checks or [],
     )
     return db.write(jobs.finish_job, job.id, result)

@@ -80,6 +80,7 @@ def test_a_trained_adapter_records_this_packages_schema_and_version(tmp_path):
         dataset={"train_examples": 3},
         metrics={"val_loss": [None, 0.5]},
         prompt_version="p1",
+        facts_version="f1",
         training={"processes": 1},
         created_at="2026-01-01T00:00:00.000000Z",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mondrian.demo.run import TINY_DEMO_TRAINING
 from mondrian.errors import InvalidInput
 from mondrian.training.config import pick_config, shipped_configs
 
@@ -131,7 +132,9 @@ def check_demo_outputs(workdir: Path, lines: list[str], *, quick: bool) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # about 5 minutes on an idle 2-core CPU
+# 917 s measured on the 2 cores shared with other work (its training 711 s, 1,100 steps):
+# the tiny demo trains with demo/run.py's TINY_DEMO_TRAINING.
+@pytest.mark.timeout(1800)
 def test_demo_runs_end_to_end_and_the_adapter_learns(tmp_path):
     from mondrian.demo.run import run_demo
 
@@ -140,7 +143,12 @@ def test_demo_runs_end_to_end_and_the_adapter_learns(tmp_path):
 
     saved = check_demo_outputs(tmp_path / "demo", lines, quick=False)
     assert saved["evaluated"] == saved["photos"]
-    # On its training photos the adapter must have learned the curated scores.
+    # On its training photos the adapter must have learned the curated scores. Measured
+    # with the prompts' Measured block: tiny.toml as it is (60 epochs, constant rate, two
+    # copies of each photo) reached 0.58; TINY_DEMO_TRAINING (100 epochs of the 11 photos,
+    # one example a step, cosine decay) reached 1.00 (every score exact, train error
+    # 2.92 -> 0.00), so 0.8 keeps a margin.
+    assert saved["training"] == TINY_DEMO_TRAINING and saved["photos"]["train"] == 11
     assert summary.train_reduction is not None and summary.train_reduction >= 0.8
     assert saved["mae_reduction_train"] == pytest.approx(summary.train_reduction)
     assert saved["mae_reduction_val"] == pytest.approx(summary.val_reduction)

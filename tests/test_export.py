@@ -9,7 +9,7 @@ import pytest
 
 from job_helpers import done_job
 from mondrian.cli.main import main
-from mondrian.schema import DIMENSION_LABELS, example_critique
+from mondrian.schema import DIMENSION_LABELS, Check, Fact, example_critique
 from mondrian.storage import jobs
 
 EXIF = {"camera": "Canon EOS R5", "lens": "RF50mm F1.8 STM", "iso": 400, "aperture": "f/8"}
@@ -79,6 +79,66 @@ def test_pdf_has_the_photo_the_scores_and_the_words(job, tmp_path):
     again = tmp_path / "again.pdf"
     assert main(["export", job.id, "--format", "pdf", "--out", str(again)]) == 0
     assert again.read_bytes() == data  # the same job, the same bytes
+
+
+FACTS = [
+    Fact(name="highlights_clipped", value=0.082, unit="share", meaning="Highlights <blown>."),
+    Fact(name="tilt", value=-3.25, unit="degrees", meaning="The dominant line's lean | tilt."),
+    Fact(name="camera", value="Canon EOS R5", unit="", meaning="The camera."),
+]
+CHECKS = [
+    Check(
+        rule="lighting_score_highlights_clipped",
+        dimension="lighting",
+        facts=["highlights_clipped"],
+        message="Lighting scored 9/10, but 8% of the pixels are clipped white \u2014 blown.",
+    )
+]
+
+
+@pytest.fixture
+def measured_job(db, settings):
+    return done_job(db, settings, "ansel", "cat.jpg", facts=FACTS, checks=CHECKS)
+
+
+def test_markdown_has_the_checks_and_the_facts(measured_job, tmp_path):
+    out = tmp_path / "m.md"
+    assert main(["export", measured_job.id, "--out", str(out)]) == 0
+    md = out.read_text()
+    checks = md.index("## Checks")
+    assert checks < md.index("## Measured") < md.index("## About this critique")
+    assert "1 check found the critique contradicting a measurement" in md
+    assert (
+        "- **Lighting** (`lighting_score_highlights_clipped`): Lighting scored 9/10, but 8% "
+        "of the pixels are clipped white \u2014 blown."
+    ) in md
+    # Formatted as the HTML reports show them; a cell's | escaped, HTML shown as text.
+    assert "| `highlights_clipped` | 8.2% | Highlights &lt;blown&gt;. |" in md
+    assert "| `tilt` | -3.25 degrees | The dominant line's lean \\| tilt. |" in md
+    assert "| `camera` | Canon EOS R5 | The camera. |" in md
+
+
+def test_markdown_without_facts_has_neither_section(job, tmp_path):
+    out = tmp_path / "plain.md"
+    assert main(["export", job.id, "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "## Checks" not in md and "## Measured" not in md
+
+
+def test_pdf_has_the_checks_and_the_facts(measured_job, job, tmp_path):
+    out = tmp_path / "m.pdf"
+    assert main(["export", measured_job.id, "--format", "pdf", "--out", str(out)]) == 0
+    text = pdf_texts(out.read_bytes())
+    joined = "\n".join(text)
+    assert "Checks" in text and "Measured" in text
+    # The em dash in its Latin-1 form, as the rest of the PDF writes it.
+    message = "Lighting scored 9/10, but 8% of the pixels are clipped white - blown."
+    assert f"Lighting: {message}" in joined
+    assert "highlights_clipped" in text and "8.2%  -  Highlights <blown>." in joined
+    assert "-3.25 degrees  -  The dominant line's lean | tilt." in joined
+    plain = tmp_path / "plain.pdf"
+    assert main(["export", job.id, "--format", "pdf", "--out", str(plain)]) == 0
+    assert "Measured" not in pdf_texts(plain.read_bytes())
 
 
 @pytest.mark.parametrize(

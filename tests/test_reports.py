@@ -292,8 +292,10 @@ LOADING_ATTRS = {"src", "href", "xlink:href", "srcset", "action", "formaction", 
 STYLE_ATTR = re.compile(r"^(width|left): \d{1,3}(\.\d)?%$")
 
 
-# The one loading attribute a report has: an <img> of its own JPEG thumbnail, inline.
+# The one loading attribute a report has: an <img> of its own JPEG thumbnail, inline, or of
+# the photo's clipping mask as a PNG (reports/clipping.py).
 DATA_JPEG = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/]+=*$")
+DATA_IMAGE = re.compile(r"^data:image/(jpeg|png);base64,[A-Za-z0-9+/]+=*$")
 
 
 def assert_inert(page: Page) -> None:
@@ -302,7 +304,7 @@ def assert_inert(page: Page) -> None:
         for name, value in attrs.items():
             assert not name.startswith("on"), (tag, name)
             if tag == "img" and name == "src":
-                assert DATA_JPEG.match(value or ""), (tag, (value or "")[:60])
+                assert DATA_IMAGE.match(value or ""), (tag, (value or "")[:60])
                 continue
             assert name not in LOADING_ATTRS, (tag, name)
             if name == "style":  # only our own numbers reach a style attribute

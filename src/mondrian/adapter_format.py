@@ -55,6 +55,11 @@ class AdapterMeta(BaseModel):
     dataset: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     prompt_version: str | None = None
+    facts_version: str | None = Field(
+        default=None,
+        description="facts/measure.py's FACTS_VERSION of the data set's measured facts, from "
+        "its manifest; absent (unknown) on adapters trained before facts were recorded.",
+    )
     schema_version: str | None = None
     package_version: str | None = None
     training: dict[str, Any] = Field(
@@ -72,17 +77,20 @@ class AdapterMeta(BaseModel):
         dataset: dict[str, Any],
         metrics: dict[str, Any],
         prompt_version: str,
+        facts_version: str | None,
         training: dict[str, Any],
         created_at: str,
     ) -> AdapterMeta:
         """What a training run records (training/publish.py, for either trainer); this
         package's schema and version are filled in here. The registry adds the name."""
+        recorded = {} if facts_version is None else {"facts_version": facts_version}
         return cls(
             base_fingerprint=base_fingerprint,
             base_revision=base_revision,
             hyperparameters=hyperparameters,
             dataset=dataset,
             prompt_version=prompt_version,
+            **recorded,  # left unset, so not written, when the data set recorded none
             schema_version=SCHEMA_VERSION,
             package_version=__version__,
             metrics=metrics,
@@ -172,6 +180,33 @@ def check_loadable(name: str, path: Path, fingerprint: str, model_id: str) -> No
         loaded=f"the loaded model is {model_id!r} (fingerprint {fingerprint})",
         fix="load the matching base model",
     )
+
+
+_facts_noted: set[str] = set()  # refs already noted in this process
+
+
+def note_facts_version(ref: str, metadata: dict[str, Any], current: str) -> str | None:
+    """Say once per process, as a warning, that adapter `ref` learned from facts of another
+    version than the `current` one serving measures (facts/measure.py's FACTS_VERSION is
+    passed in: this module sits below facts/). Never refuses: the critique still works,
+    the facts in its prompt may read differently from those it was trained on. An adapter
+    that records none is unknown, noted at info level. Returns the note, or None."""
+    if ref in _facts_noted:
+        return None
+    _facts_noted.add(ref)
+    recorded = metadata.get("facts_version")
+    if recorded is None:
+        note = f"adapter {ref} records no facts_version (unknown: trained before it was recorded)"
+        log.info(note)
+        return note
+    if str(recorded) == current:
+        return None
+    note = (
+        f"adapter {ref} was trained on facts version {recorded}; this Mondrian measures "
+        f"version {current}: its prompts' Measured block may read differently (retrain to match)"
+    )
+    log.warning(note)
+    return note
 
 
 def safetensors_names(path: Path) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from training_helpers import LIST_ITEMS, TEXT_CHARS, add_profile, add_short_advisor
 
-from mondrian.facts import measure
+from mondrian.facts import FACTS_VERSION, measure
 from mondrian.images import read_image_file
 from mondrian.prompts import critique_prompt
 from mondrian.storage.advisors import require_advisor
@@ -81,6 +81,7 @@ def test_tiny_lora_learns_its_targets_and_serves_in_lora_mode(
     assert meta["metrics"]["train_loss"] == state_.train_loss
     assert meta["hyperparameters"]["rank"] == cfg.rank
     assert meta["dataset"]["train_examples"] == 4
+    assert meta["facts_version"] == FACTS_VERSION  # the data set's manifest's
 
     backend = TransformersBackend(
         str(base),

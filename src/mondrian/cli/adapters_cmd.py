@@ -108,11 +108,14 @@ def list_command(args: argparse.Namespace) -> int:
         print("no adapter versions" + (f" for {args.advisor}" if args.advisor else ""))
         return 0
     width = max(len(r["ref"]) for r in rows)
-    print(f"{'VERSION':<{width}}  ACTIVE  RANK  TRAIN   VAL     CREATED")
+    print(f"{'VERSION':<{width}}  ACTIVE  RANK  TRAIN   VAL     FACTS    CREATED")
     for r in rows:
+        # FACTS: the facts version it learned from ("unknown" when it records none).
+        facts = r["facts_version"] or "unknown"
         print(
             f"{r['ref']:<{width}}  {'*' if r['active'] else '':^6}  {_cell(r['rank']):>4}  "
-            f"{_cell(r['train_loss']):<6}  {_cell(r['val_loss']):<6}  {r['created_at'][:19]}"
+            f"{_cell(r['train_loss']):<6}  {_cell(r['val_loss']):<6}  {facts:<7}  "
+            f"{r['created_at'][:19]}"
         )
     return 0
 

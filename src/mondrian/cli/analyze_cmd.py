@@ -319,10 +319,16 @@ def _ticker(bar) -> Callable[[int, int], None]:
 def _photo_line(batch: list[Critiqued]) -> str:
     scores = "  ".join(
         f"{c.advisor.name} {c.result.critique.overall_score:.1f} {c.result.critique.overall_grade}"
+        + _checks_note(c.result)
         for c in batch
     )
     main = batch[0].reports.get("comparison") or batch[0].reports["summary"]
     return f"{batch[0].photo.name}: {scores}  -> {main}"
+
+
+def _checks_note(result: AnalysisResult) -> str:
+    count = len(result.checks)
+    return f" ({count} {'check' if count == 1 else 'checks'})" if count else ""
 
 
 def _print(done: list[Critiqued], as_json: bool, out: Path) -> None:
@@ -354,7 +360,12 @@ def _print_summary(result: AnalysisResult, advisor_name: str) -> None:
         f"{advisor_name} on this photo — mode {result.mode_used}{fallback}, "
         f"model {result.model.base}"
     )
-    print(f"Overall {critique.overall_score:.1f}/10  grade {critique.overall_grade}\n")
+    print(f"Overall {critique.overall_score:.1f}/10  grade {critique.overall_grade}")
+    # The checks right under the verdict they qualify: where the critique contradicts a
+    # measurement of the photo (facts/checks.py). They never change the scores.
+    for check in result.checks:
+        print(f"  check: {check.message}")
+    print()
     print(critique.image_description + "\n")
     for key, dim in critique.dimensions.items():
         print(f"  {DIMENSION_LABELS[key]:<22} {dim.score:>2}/10  {dim.comment}")

@@ -28,6 +28,8 @@ class DemoSummary:
     # --quick's cuts, kept here so that the summary says what the run did.
     quick_epochs: int | None = None
     quick_train_eval_photos: int | None = None
+    # What the demo set over the training config's own values (run.py's TINY_DEMO_TRAINING).
+    training: dict[str, object] = field(default_factory=dict)
     adapter: str = ""
     photos: dict[str, int] = field(default_factory=dict)  # split -> photos in it
     evaluated: dict[str, int] = field(default_factory=dict)  # split -> photos evaluated
@@ -55,6 +57,7 @@ class DemoSummary:
             "tiny": self.tiny,
             "config": str(self.config),
             "quick": self.quick,
+            "training": self.training,
             "adapter": self.adapter,
             "photos": self.photos,
             "evaluated": self.evaluated,

@@ -1,12 +1,13 @@
 """The measured facts beside the scores: a view dict for templates/facts.html and
 templates/facts_checks.html.
 
-Three small inline SVGs drawn from the facts alone (the pages embed no photo, render.py):
-the tones on Ansel Adams' zones with the luminance percentiles marked, a box of the photo's
-aspect with its thirds, centre and salient point, and a hue wheel with the dominant hues
-and the best harmony template named. Then clipping shares, every fact with its meaning,
-and the checks (facts/checks.py) grouped by the dimension they question, so each shows as
-a note beside that dimension's score. Numbers are formatted here; the only text from a
+Three small inline SVGs drawn from the facts alone: the tones on Ansel Adams' zones with
+the luminance percentiles marked, a box of the photo's aspect with its thirds, centre and
+salient point, and a hue wheel with the dominant hues and the best harmony template named.
+Then clipping shares, with the photo's clipping mask (reports/clipping.py) where a share
+reaches MASK_SHOWN_SHARE, every fact with its meaning, and the checks (facts/checks.py)
+grouped by the dimension they question, so each shows as a note beside that dimension's
+score. Numbers are formatted here; the only text from a
 result that enters an SVG is escaped here too (the rest goes through Jinja's autoescape).
 """
 
@@ -18,14 +19,17 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from mondrian.reports.clipping import MASK_SHOWN_SHARE
 from mondrian.schema import AnalysisResult, Fact
 
 ZONE_NUMERALS = ("0", "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X")
 _SVG = 'role="img"'  # inline in the page: no xmlns, no URL (tests/test_reports.py)
 
 
-def facts_view(result: AnalysisResult) -> dict[str, Any]:
-    """What the facts templates show; `present` False when the result carries no facts."""
+def facts_view(result: AnalysisResult, clipping_mask: str | None = None) -> dict[str, Any]:
+    """What the facts templates show; `present` False when the result carries no facts.
+    `clipping_mask`: the photo's mask as a data URI (reports/clipping.py), shown only
+    where the result's facts clip at least MASK_SHOWN_SHARE of highlights or shadows."""
     values = {fact.name: fact.value for fact in result.facts}
     checks: dict[str, list[str]] = {}
     for check in result.checks:
@@ -36,6 +40,7 @@ def facts_view(result: AnalysisResult) -> dict[str, Any]:
         "thirds": _thirds_svg(values),
         "wheel": _wheel_svg(values),
         "clipping": _clipping(values),
+        "clipping_mask": clipping_mask if clipping_shown(values) else None,
         "rows": [_row(fact) for fact in result.facts],
         "checks": checks,
         "check_count": len(result.checks),
@@ -74,6 +79,12 @@ def _clipping(values: dict[str, Any]) -> list[dict[str, str]]:
             width = min(100.0, 100 * share)
             rows.append({"label": label, "share": f"{share:.1%}", "width": f"{width:.1f}"})
     return rows
+
+
+def clipping_shown(values: dict[str, Any]) -> bool:
+    """Whether enough is clipped for a mask to show something (MASK_SHOWN_SHARE)."""
+    shares = (values.get("highlights_clipped"), values.get("shadows_clipped"))
+    return any(isinstance(s, (int, float)) and s >= MASK_SHOWN_SHARE for s in shares)
 
 
 def _el(tag: str, text: str | None = None, **attrs: object) -> str:

@@ -1,4 +1,6 @@
-"""A critique as Markdown (`mondrian export JOB --format md`): the words and the scores.
+"""A critique as Markdown (`mondrian export JOB --format md`): the words and the scores,
+the checks that found the critique contradicting a measurement, and the measured facts
+(formatted as the HTML reports show them, reports/facts_view.py).
 
 Everything in it is text from a model, an advisor file or a photo's EXIF, so it is written
 to show as text in any Markdown renderer: HTML's `<`, `>` and `&` become entities (renderers
@@ -11,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mondrian.advisors.model import Advisor
+from mondrian.reports.facts_view import format_value
 from mondrian.reports.radar import DIMENSION_LABELS
-from mondrian.schema import AnalysisResult
+from mondrian.schema import AnalysisResult, Check
 
 # EXIF facts (images.PhotoExif's fields) in the order a photographer reads them.
 EXIF_LABELS: dict[str, str] = {
@@ -70,9 +73,11 @@ def render_markdown(result: AnalysisResult, advisor: Advisor, facts: ExportFacts
             f"| {DIMENSION_LABELS[key]} | {dim.score}/10 | {_cell(dim.comment)} "
             f"| {_cell(dim.recommendation)} |"
         )
+    lines += _checks_lines(result)
     for title, items in (("Strengths", critique.strengths), ("To improve", critique.improvements)):
         if items:
             lines += ["", f"## {title}", "", *(f"- {_line(item)}" for item in items)]
+    lines += _facts_lines(result)
     lines += ["", "## About this critique", ""]
     asked = result.mode_requested
     mode = result.mode_used + ("" if result.mode_used == asked else f" (asked {asked})")
@@ -86,3 +91,43 @@ def render_markdown(result: AnalysisResult, advisor: Advisor, facts: ExportFacts
     about.update({EXIF_LABELS[k]: str(facts.exif[k]) for k in EXIF_LABELS if k in facts.exif})
     lines += [f"- {label}: {_line(value)}" for label, value in about.items()]
     return "\n".join(lines) + "\n"
+
+
+def check_label(check: Check) -> str:
+    """What a check questions, as a reader names it: its dimension, or the critique."""
+    return DIMENSION_LABELS.get(check.dimension or "", "Critique")
+
+
+def _checks_lines(result: AnalysisResult) -> list[str]:
+    if not result.checks:
+        return []
+    count = len(result.checks)
+    lines = [
+        "",
+        "## Checks",
+        "",
+        f"{count} {'check' if count == 1 else 'checks'} found the critique contradicting a "
+        "measurement of the photo; checks never change the scores.",
+        "",
+    ]
+    return lines + [
+        f"- **{check_label(c)}** (`{_line(c.rule)}`): {_line(c.message)}" for c in result.checks
+    ]
+
+
+def _facts_lines(result: AnalysisResult) -> list[str]:
+    if not result.facts:
+        return []
+    lines = [
+        "",
+        "## Measured",
+        "",
+        "From the photo's pixels and EXIF, no model: the facts the model was shown.",
+        "",
+        "| Fact | Value | Meaning |",
+        "|---|---:|---|",
+    ]
+    return lines + [
+        f"| `{_cell(f.name)}` | {_cell(format_value(f))} | {_cell(f.meaning)} |"
+        for f in result.facts
+    ]

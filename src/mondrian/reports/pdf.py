@@ -1,4 +1,5 @@
-"""A critique as PDF (`mondrian export JOB --format pdf`): the photo, the scores, the words.
+"""A critique as PDF (`mondrian export JOB --format pdf`): the photo, the scores, the checks
+that found the critique contradicting a measurement, the words, and the measured facts.
 
 fpdf2 (pure Python) draws it on A4. Its built-in fonts (Helvetica) cover Latin-1 only, and
 Mondrian ships no font file, so text outside Latin-1 is written in its nearest Latin-1 form
@@ -14,7 +15,8 @@ import unicodedata
 from PIL import Image
 
 from mondrian.advisors.model import Advisor
-from mondrian.reports.markdown import EXIF_LABELS, ExportFacts
+from mondrian.reports.facts_view import format_value
+from mondrian.reports.markdown import EXIF_LABELS, ExportFacts, check_label
 from mondrian.reports.radar import DIMENSION_LABELS
 from mondrian.schema import AnalysisResult
 
@@ -70,6 +72,7 @@ def render_pdf(
     _para(pdf, 5.5, latin1(critique.image_description))
     pdf.ln(3)
     _scores_table(pdf, result)
+    _checks(pdf, result)
     for title, items in (("Strengths", critique.strengths), ("To improve", critique.improvements)):
         if items:
             _heading(pdf, title)
@@ -86,6 +89,7 @@ def render_pdf(
         _para(pdf, 5, latin1(dim.comment))
         _para(pdf, 5, latin1(f"Try: {dim.recommendation}"))
         pdf.ln(1.5)
+    _facts(pdf, result)
     return bytes(pdf.output())
 
 
@@ -147,3 +151,28 @@ def _band_colour(score: int) -> tuple[int, int, int]:
     if score >= 7.5:
         return (0x1F, 0x4E, 0x9C)
     return (0xE9, 0xB6, 0x00) if score >= 5 else (0xC8, 0x10, 0x2E)
+
+
+def _checks(pdf, result: AnalysisResult) -> None:
+    if not result.checks:
+        return
+    _heading(pdf, "Checks")
+    pdf.set_font("Helvetica", "I", 9)
+    _para(pdf, 4.5, "Where the critique contradicts a measurement; checks never change the scores.")
+    pdf.set_font("Helvetica", "", 10)
+    for check in result.checks:
+        _para(pdf, 5, latin1(f"{check_label(check)}: {check.message}"))
+
+
+def _facts(pdf, result: AnalysisResult) -> None:
+    """A row per fact: its name and value, its meaning beside them in small type."""
+    if not result.facts:
+        return
+    _heading(pdf, "Measured")
+    pdf.set_font("Helvetica", "I", 9)
+    _para(pdf, 4.5, "From the photo's pixels and EXIF, no model: the facts the model was shown.")
+    for fact in result.facts:
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(42, 4.5, latin1(fact.name))
+        pdf.set_font("Helvetica", "", 9)
+        _para(pdf, 4.5, latin1(f"{format_value(fact)}  -  {fact.meaning}"))

@@ -182,7 +182,7 @@ def _analysis_context(
                 {"short": SHORT_LABELS[key], "label": DIMENSION_LABELS[key]} for key in DIMENSIONS
             ],
             "timings": timing_rows(result.timings),
-            "facts_view": facts_view(result),
+            "facts_view": facts_view(result, images.clipping),
         }
     )
     return context

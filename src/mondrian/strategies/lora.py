@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from mondrian.adapter_format import note_facts_version
 from mondrian.advisors import Advisor
 from mondrian.backends.protocol import GenerationRequest, TokenCallback
 from mondrian.context import Context
 from mondrian.errors import MondrianError, Unavailable
+from mondrian.facts import FACTS_VERSION
 from mondrian.images import Photo
 from mondrian.modes import Mode, Variant
 from mondrian.prompts import critique_prompt
@@ -75,6 +77,7 @@ def ensure_loaded(ctx: Context, adapter: adapter_store.Adapter) -> str:
     name = adapter.ref
     if name not in ctx.backend.adapters():
         ctx.backend.load_adapter(name, adapter.path)
+        note_facts_version(name, adapter.metadata, FACTS_VERSION)  # a warning, never a refusal
     return name
 
 

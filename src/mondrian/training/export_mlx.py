@@ -207,6 +207,7 @@ def export_mlx(
             "base_model": base,
             "base_fingerprint": meta.base_fingerprint,
             "prompt_version": meta.prompt_version,
+            "facts_version": meta.facts_version,
             "mlx_vlm_layout": "0.7.10",
             # What to hand mlx-vlm, relative to this folder (or the Hub id to load).
             "mlx_vlm_model": BASE_DIR if local_base is not None else base,

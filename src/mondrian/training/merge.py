@@ -95,4 +95,11 @@ def merge_adapter(
     return out_dir
 
 
-_META_KEYS = ("hyperparameters", "dataset", "prompt_version", "schema_version", "metrics")
+_META_KEYS = (
+    "hyperparameters",
+    "dataset",
+    "prompt_version",
+    "facts_version",
+    "schema_version",
+    "metrics",
+)

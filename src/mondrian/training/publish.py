@@ -47,6 +47,9 @@ def publish_run(
         dataset=dataset_record(run.dataset_dir, run.manifest),
         metrics=run_metrics(state),
         prompt_version=PROMPT_VERSION,
+        # The data set's, not this package's: the facts the adapter learned from are those
+        # measured when the data set was built (None for a data set from before the field).
+        facts_version=run.manifest.get("facts_version"),
         training={**training, "run_dir": str(run.run_dir)},
         created_at=utcnow(),
     )

@@ -195,4 +195,7 @@ def describe(adapter: Adapter) -> dict[str, Any]:
         "train_loss": (metrics.get("train_loss") or [None])[-1],
         "val_loss": (metrics.get("val_loss") or [None])[-1],
         "examples": meta.get("dataset", {}).get("train_examples"),
+        "prompt_version": meta.get("prompt_version"),
+        # None: unknown (an adapter trained before the field, or elsewhere); it still loads.
+        "facts_version": meta.get("facts_version"),
     }
