@@ -17,6 +17,7 @@ from mondrian.cli import (
     analyze_cmd,
     completion_cmd,
     config_cmd,
+    db_cmd,
     demo_cmd,
     doctor_cmd,
     evaluation_cmd,
@@ -50,6 +51,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     evaluation_cmd.register_ab_report,
     models_cmd.register,
     doctor_cmd.register,
+    db_cmd.register,
     config_cmd.register,
     completion_cmd.register,
 )

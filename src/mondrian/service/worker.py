@@ -9,6 +9,12 @@ left `running` back in the queue (or fails them once they have had `max_attempts
 then works through everything queued. Start also removes stored images that nothing
 refers to any more (storage/images.py `remove_unreferenced`).
 
+Several replicas may share one PostgreSQL queue (docs/storage.md): each claimed job
+carries a lease that a heartbeat thread renews while the job runs, and the same thread
+re-queues (or fails, after `max_attempts`) the jobs whose lease ran out, a dead replica's.
+On a database shared that way start-up recovery takes only those: the other `running`
+jobs belong to live replicas.
+
 `ServiceOptions.concurrency` threads run jobs side by side (one by default). With more than
 one, the app hands them a `BatchingBackend` (service/batching.py): their generations are
 batched onto the model, which still only ever sees one thread, the batcher's.
@@ -20,6 +26,8 @@ it with the result, or with the exception that failed the job.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -130,12 +138,15 @@ class Worker:
         self._incoming = 0  # open Arrival tickets
         self._arrivals: dict[str, Arrival] = {}  # job id -> its request's ticket
         self._expected = ExpectedTokens(ctx.backend.answer_budget)  # tokens of an answer
+        # Who holds a job's lease: names the replica in a recovered job's error.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._heartbeat: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> Recovery:
         """Recover what a previous process left running, then start the thread."""
-        recovery = self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
+        recovery = self._recover_at_start()
         if recovery.requeued or recovery.failed:
             log.warning(
                 "after a restart: %d job(s) re-queued, %d failed (attempts exhausted)",
@@ -153,7 +164,41 @@ class Worker:
         ]
         for thread in self._threads:
             thread.start()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name="mondrian-worker-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
         return recovery
+
+    def _recover_at_start(self) -> Recovery:
+        if self.db.shared:  # other replicas' running jobs are theirs: only expired leases
+            return self.db.write(jobs.recover_expired, self.options.max_attempts)
+        return self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
+
+    def _beat(self) -> None:
+        """Renew the leases of the jobs running here; take back dead replicas' jobs."""
+        interval = self.options.job_lease_s / 3
+        while not self._stop.wait(interval):
+            try:
+                lost = self.db.write(
+                    jobs.renew_leases, self.running_jobs, self.options.job_lease_s, self.owner
+                )
+                for job_id in lost:
+                    with self._lock:
+                        still = job_id in self._running
+                    if still:
+                        log.warning("job %s: this server's lease on it ran out", job_id)
+                if self.db.shared:
+                    recovered = self.db.write(jobs.recover_expired, self.options.max_attempts)
+                    if recovered.requeued or recovered.failed:
+                        log.warning(
+                            "a replica stopped: %d job(s) re-queued, %d failed",
+                            len(recovered.requeued),
+                            len(recovered.failed),
+                        )
+                        self._wake.release(max(1, len(recovered.requeued)))
+            except Exception:
+                log.exception("could not renew job leases; retrying")
 
     def stop(self, timeout: float = 30.0, grace: float = 0.0) -> None:
         """Stop: no new job starts; running jobs get `grace` seconds to finish, then are
@@ -175,6 +220,9 @@ class Worker:
         if any(thread.is_alive() for thread in self._threads):
             log.warning("the worker did not stop within %.0f s", timeout)
         self._threads = []
+        if self._heartbeat is not None:
+            self._heartbeat.join(max(0.0, deadline - time.monotonic()))
+            self._heartbeat = None
         with self._lock:
             waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
@@ -298,7 +346,9 @@ class Worker:
                 look = self._wake.acquire(timeout=self.options.idle_poll_s) or index == 0
                 continue
             try:
-                job = self.db.write(jobs.claim_next_job)
+                job = self.db.write(
+                    jobs.claim_next_job, lease_s=self.options.job_lease_s, owner=self.owner
+                )
             except Exception:
                 log.exception("could not claim a job; retrying")
                 self._stop.wait(self.options.idle_poll_s)

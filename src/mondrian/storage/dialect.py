@@ -101,6 +101,15 @@ def ddl(sql: str, dialect: Dialect) -> str:
     return _CREATE_TABLE.sub(lambda m: m[1] + _ROWID, sql)
 
 
+def reset_identity_sql(table: str, column: str) -> str:
+    """PostgreSQL: move an identity column's sequence past the rows copied in with their
+    own values (storage/copy.py), so the next insert does not collide with them."""
+    return (
+        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+        f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+    )
+
+
 def integrity_error(dialect: Dialect) -> type[Exception]:
     """The exception a violated constraint raises (UNIQUE, CHECK, a foreign key)."""
     if dialect is Dialect.SQLITE:

@@ -72,6 +72,10 @@ class Connection:
         has = bool(params)
         return self.raw.execute(to_postgres(sql, has), tuple(params) if has else None)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(to_postgres(sql, True), rows)
+
     @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
