@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv test test-slow test-reliability test-browser screenshots test-gpu lint docs format demo demo-mlx clean vllm-venv test-vllm
+.PHONY: help venv test test-slow test-reliability test-browser test-postgres screenshots test-gpu lint docs format demo demo-mlx clean vllm-venv test-vllm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,13 @@ test-reliability: $(STAMP)  ## the service's reliability suite (run by .ci/run a
 # Playwright's Python package; skipped with the reason when either is missing, unless CI=true.
 test-browser: $(STAMP)  ## the studio's end-to-end tests in Chromium (run by .ci/run)
 	$(PY) -m pytest -m browser tests/browser -rs
+
+# Shared state on a real PostgreSQL (Debian's postgresql: initdb and pg_ctl, started by the
+# tests on a Unix socket in a temporary folder): the storage suite on both databases, the
+# shared queue, two `mondrian serve` replicas. Skipped with the reason without PostgreSQL,
+# unless CI=true.
+test-postgres: $(STAMP)  ## storage on PostgreSQL and two replicas on one database (run by .ci/run)
+	$(PY) -m pytest -m postgres tests/storage tests/postgres -rs
 
 screenshots: $(STAMP)  ## regenerate docs/screenshots/ (the studio at desktop and phone width)
 	MONDRIAN_SCREENSHOTS=docs/screenshots $(PY) -m pytest -m browser tests/browser -rs

@@ -36,9 +36,20 @@ def mondrian_home(tmp_path, monkeypatch):
         "MONDRIAN_ANALYSIS_MODE",
         "ANALYSIS_MODE",
         "MONDRIAN_CONFIG",
+        "MONDRIAN_DATABASE_URL",
+        "MONDRIAN_SHARED_DIR",
     ):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL for this test session (tests/pg_server.py): skips without one
+    locally, fails without one under CI=true."""
+    from pg_server import serve_pg
+
+    yield from serve_pg()
 
 
 @pytest.fixture(scope="session")

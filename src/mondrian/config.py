@@ -203,6 +203,18 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(
         default=2, ge=1, description="Uploads the service decodes at once; the rest wait."
     )
+    # Several replicas (issue 20, docs/storage.md): one PostgreSQL and one folder they all
+    # see. Unset, the state is the SQLite file and the folders under MONDRIAN_HOME.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:pass@host/db to share state between replicas; "
+        "unset, the SQLite file under MONDRIAN_HOME.",
+    )
+    shared_dir: Path | None = Field(
+        default=None,
+        description="Folder every replica sees, for images and adapters by content "
+        "(unset: MONDRIAN_HOME).",
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -213,12 +225,17 @@ class Settings(BaseSettings):
         return self.home_dir / "mondrian.db"
 
     @property
+    def files_dir(self) -> Path:
+        """Where images and adapters live: the shared folder, else MONDRIAN_HOME."""
+        return self.home_dir if self.shared_dir is None else self.shared_dir.expanduser()
+
+    @property
     def images_dir(self) -> Path:
-        return self.home_dir / "images"
+        return self.files_dir / "images"
 
     @property
     def adapters_dir(self) -> Path:
-        return self.home_dir / "adapters"
+        return self.files_dir / "adapters"
 
 
 def fast_path_warning(settings: Settings, cuda_available: bool) -> str | None:

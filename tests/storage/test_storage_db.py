@@ -11,6 +11,7 @@ import pytest
 
 from mondrian.config import Settings
 from mondrian.storage import Database, connect
+from mondrian.storage.dialect import dialect_of, table_exists_sql
 from mondrian.storage.migrations import MIGRATIONS, Migration, applied, migrate, statements
 
 
@@ -33,10 +34,9 @@ def test_migrations_are_named_unique_and_all_applied(db):
     assert all(m.name and m.sql.strip() for m in MIGRATIONS)
     with db.read() as conn:
         assert applied(conn) == names
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-    assert {"advisors", "images", "portfolio", "profiles", "jobs", "adapters", "reviews"} <= tables
+        exists = table_exists_sql(dialect_of(conn))
+        for table in ("advisors", "images", "portfolio", "profiles", "jobs", "adapters", "reviews"):
+            assert conn.execute(exists, (table,)).fetchone(), table
 
 
 def test_migrate_is_idempotent_across_reopen(tmp_path):
@@ -149,7 +149,46 @@ def test_write_rolls_back_and_reraises(db):
     assert db.write(lambda conn: conn.in_transaction)  # the writer survived, in a new txn
 
 
-def test_all_writes_run_on_one_thread_even_when_nested(db):
+def test_check_then_write_is_atomic_across_threads(db):
+    """A read-modify-write inside `write` never loses an update: one writer at a time (the
+    writer thread on SQLite; the advisory write lock on PostgreSQL)."""
+    db.write(
+        lambda conn: conn.execute(
+            "INSERT INTO _migrations (name, applied_at) VALUES ('counter', '0')"
+        )
+    )
+
+    def bump(conn):
+        (value,) = conn.execute(
+            "SELECT applied_at FROM _migrations WHERE name = 'counter'"
+        ).fetchone()
+        conn.execute(
+            "UPDATE _migrations SET applied_at = ? WHERE name = 'counter'", (str(int(value) + 1),)
+        )
+
+    def many():
+        for _ in range(25):
+            db.write(bump)
+
+    threads = [threading.Thread(target=many) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.read() as conn:
+        row = conn.execute("SELECT applied_at FROM _migrations WHERE name = 'counter'").fetchone()
+    assert row[0] == "150"
+
+
+def test_nested_writes_join_the_running_transaction(db):
+    def inner(conn):
+        return conn.in_transaction
+
+    assert db.write(lambda conn: db.write(inner)) is True
+
+
+def test_all_writes_run_on_one_thread_even_when_nested(sqlite_db):
+    db = sqlite_db
     seen: list[int] = []
 
     def inner(conn):
@@ -178,13 +217,14 @@ def test_submit_serves_async_callers(db):
 
 
 def test_read_connections_are_read_only_and_one_per_open_block(db):
-    with db.read() as conn, pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
+    with db.read() as conn, pytest.raises(Exception, match=r"readonly|read-only") as raised:
         conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('x', 'y')")
+    assert type(raised.value).__name__ in ("OperationalError", "ReadOnlySqlTransaction")
     with db.read() as a, db.read() as b:
         assert a is b  # nested blocks share the connection and its transaction
     inside = threading.Event()
     release = threading.Event()
-    other: list[sqlite3.Connection] = []
+    other: list[object] = []
 
     def hold():
         with db.read() as conn:
@@ -201,9 +241,10 @@ def test_read_connections_are_read_only_and_one_per_open_block(db):
     t.join()
 
 
-def test_threads_that_come_and_go_reuse_pooled_connections(db):
+def test_threads_that_come_and_go_reuse_pooled_connections(sqlite_db):
     """Many short-lived threads (a server's request threads) leave no connection behind:
     the pool holds at most `max_idle_readers` idle ones, whatever the threads did."""
+    db = sqlite_db
 
     def burst(n: int) -> None:
         barrier = threading.Barrier(n)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 
 import pytest
@@ -12,6 +11,7 @@ from mondrian.advisors.model import Advisor
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.schema import DIMENSIONS, AnalysisResult, Critique, ModelInfo, example_critique
 from mondrian.storage import adapters, advisors, images, jobs, profiles, reviews
+from mondrian.storage.dialect import integrity_error
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
 
@@ -407,7 +407,7 @@ def test_the_schema_allows_one_active_version_per_advisor(db):
     register(db, 2)
     register(db, 1, "fanho")
     db.write(adapters.activate, "fanho", 1)
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+    with pytest.raises(integrity_error(db.dialect), match=r"(?i)unique|duplicate key"):
         db.write(
             lambda conn: conn.execute("UPDATE adapters SET active = 1 WHERE advisor_id = 'ansel'")
         )

@@ -50,6 +50,12 @@ class ServiceOptions(BaseSettings):
         description="With concurrency above 1: the longest a batch waits for more requests "
         "(it closes sooner, once every running job is in it and no upload is on its way).",
     )
+    job_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job's lease, renewed while it runs: a replica that dies "
+        "leaves its jobs to another once it runs out (docs/storage.md).",
+    )
     idle_poll_s: float = Field(
         default=1.0,
         gt=0,

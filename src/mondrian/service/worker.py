@@ -9,18 +9,28 @@ left `running` back in the queue (or fails them once they have had `max_attempts
 then works through everything queued. Start also removes stored images that nothing
 refers to any more (storage/images.py `remove_unreferenced`).
 
+Several replicas may share one PostgreSQL queue (docs/storage.md): each claimed job
+carries a lease that the heartbeat (service/leases.py) renews while the job runs; it also
+takes back a dead replica's jobs once their leases run out. On a database shared that way
+start-up recovery takes only those: the other `running` jobs belong to live replicas.
+
 `ServiceOptions.concurrency` threads run jobs side by side (one by default). With more than
 one, the app hands them a `BatchingBackend` (service/batching.py): their generations are
 batched onto the model, which still only ever sees one thread, the batcher's.
 
 Synchronous callers (`POST /analyze`) get a Future when they submit; the worker resolves
 it with the result, or with the exception that failed the job.
+
+(Past 400 lines: the lifecycle, the submit path and the run loop share one lock and its
+invariants, so they stay together; the lease heartbeat is service/leases.py.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -28,10 +38,11 @@ from dataclasses import dataclass
 
 from mondrian.analysis import run_job
 from mondrian.context import Context
-from mondrian.errors import MondrianError
+from mondrian.errors import InvalidInput, MondrianError
 from mondrian.schema import AnalysisResult
 from mondrian.service import admission
 from mondrian.service.admission import DEFAULT_JOB_S, QueueFull, ShuttingDown, estimated_wait
+from mondrian.service.leases import Heartbeat
 from mondrian.service.metrics import ServiceMetrics
 from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
@@ -134,12 +145,15 @@ class Worker:
         self._arrivals: dict[str, Arrival] = {}  # job id -> its request's ticket
         self._expected = ExpectedTokens(ctx.backend.answer_budget)  # tokens of an answer
         self.stages = LiveStages()  # what each running job is doing (service/stages.py)
+        # Who holds a job's lease: names the replica in a recovered job's error.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._heartbeat = Heartbeat(self)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> Recovery:
         """Recover what a previous process left running, then start the thread."""
-        recovery = self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
+        recovery = self._recover_at_start()
         if recovery.requeued or recovery.failed:
             log.warning(
                 "after a restart: %d job(s) re-queued, %d failed (attempts exhausted)",
@@ -157,7 +171,13 @@ class Worker:
         ]
         for thread in self._threads:
             thread.start()
+        self._heartbeat.start()
         return recovery
+
+    def _recover_at_start(self) -> Recovery:
+        if self.db.shared:  # other replicas' running jobs are theirs: only expired leases
+            return self.db.write(jobs.recover_expired, self.options.max_attempts)
+        return self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
 
     def stop(self, timeout: float = 30.0, grace: float = 0.0) -> None:
         """Stop: no new job starts; running jobs get `grace` seconds to finish, then are
@@ -179,6 +199,7 @@ class Worker:
         if any(thread.is_alive() for thread in self._threads):
             log.warning("the worker did not stop within %.0f s", timeout)
         self._threads = []
+        self._heartbeat.stop(max(0.0, deadline - time.monotonic()))
         with self._lock:
             waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
@@ -285,6 +306,16 @@ class Worker:
         with self._lock:
             return len(self._running) + self._incoming
 
+    def waiting_elsewhere(self) -> list[str]:
+        """Jobs callers wait for here that this process is not running (service/leases.py
+        looks them up: another replica may have run them)."""
+        with self._lock:
+            return [job_id for job_id in self._waiters if job_id not in self._running]
+
+    def wake(self, jobs_queued: int) -> None:
+        """Jobs were queued behind the submit path's back (re-queued by recovery)."""
+        self._wake.release(max(1, jobs_queued))
+
     @property
     def running_jobs(self) -> list[str]:
         """Jobs being run now, the longest-running first."""
@@ -302,7 +333,9 @@ class Worker:
                 look = self._wake.acquire(timeout=self.options.idle_poll_s) or index == 0
                 continue
             try:
-                job = self.db.write(jobs.claim_next_job)
+                job = self.db.write(
+                    jobs.claim_next_job, lease_s=self.options.job_lease_s, owner=self.owner
+                )
             except Exception:
                 log.exception("could not claim a job; retrying")
                 self._stop.wait(self.options.idle_poll_s)
@@ -320,7 +353,7 @@ class Worker:
                     self.db.write(jobs.interrupt_job, job.id)
                 except Exception:  # left running: the next start's recovery re-queues it
                     log.exception("could not record job %s as interrupted", job.id)
-                self._resolve(job.id, error=ShuttingDown("the service is shutting down"))
+                self.resolve(job.id, error=ShuttingDown("the service is shutting down"))
                 return
 
     def _run(self, job: Job) -> None:
@@ -350,7 +383,7 @@ class Worker:
             self.metrics.jobs.labels("done", *labels).inc()
             self.metrics.tokens.labels(*labels).inc(progress.total)
             self._expected.record(job.mode_requested, progress.total)
-            self._resolve(job.id, result=result)
+            self.resolve(job.id, result=result)
         finally:
             self.stages.drop(job.id)
             with self._lock:
@@ -368,17 +401,23 @@ class Worker:
     ) -> None:
         try:
             self.db.write(jobs.fail_job, job.id, reason)
+        except InvalidInput:
+            # Finished meanwhile by another replica, which took the job over when this
+            # one's lease ran out (a stall longer than the lease): its outcome stands.
+            log.warning("job %s was finished by another server; keeping its outcome", job.id)
+            self._heartbeat.settle_waiters()
+            return
         except Exception:
             log.exception("could not record the failure of job %s", job.id)
         self._observe(time.perf_counter() - started)
         self.metrics.jobs.labels("failed", job.mode_requested, job.variant).inc()
         self.metrics.tokens.labels(job.mode_requested, job.variant).inc(progress.total)
-        self._resolve(job.id, error=exc)
+        self.resolve(job.id, error=exc)
 
     def _observe(self, seconds: float) -> None:
         self._job_s = seconds if self._job_s is None else 0.8 * self._job_s + 0.2 * seconds
 
-    def _resolve(
+    def resolve(
         self,
         job_id: str,
         result: AnalysisResult | None = None,

@@ -1,4 +1,6 @@
-"""Storage: SQLite with one writer; repositories are functions over a connection.
+"""Storage: SQLite with one writer, or PostgreSQL shared by replicas (MONDRIAN_DATABASE_URL,
+storage/postgres.py); repositories are functions over a connection, written once for both
+(the differences are storage/dialect.py's).
 
     with Database.for_settings(settings) as db:
         job = db.write(jobs.create_job, "ansel", image_hash, "rag", model_id)

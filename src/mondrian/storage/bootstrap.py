@@ -1,4 +1,5 @@
-"""Opening Mondrian's state: the database under MONDRIAN_HOME with the shipped advisors in it."""
+"""Opening Mondrian's state: the database (the SQLite file under MONDRIAN_HOME, or the
+PostgreSQL that MONDRIAN_DATABASE_URL names) with the shipped advisors in it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from pathlib import Path
 
 from mondrian.advisors import Advisor, shipped_advisors
 from mondrian.config import Settings
-from mondrian.errors import MondrianError
+from mondrian.errors import InvalidInput, MondrianError
 from mondrian.storage.advisors import upsert_advisor
 from mondrian.storage.db import Database
+from mondrian.storage.dialect import is_postgres_url, redact_url
+from mondrian.storage.postgres import PostgresDatabase
+
+StateDatabase = Database | PostgresDatabase
 
 
 def _seed(conn: sqlite3.Connection, advisors: list[Advisor]) -> int:
@@ -28,13 +33,33 @@ def _seed(conn: sqlite3.Connection, advisors: list[Advisor]) -> int:
     return changed
 
 
-def open_state(settings: Settings) -> Database:
+def database_url(settings: Settings) -> str | None:
+    """MONDRIAN_DATABASE_URL, checked to be a PostgreSQL URL; None for the SQLite file."""
+    if settings.database_url is None:
+        return None
+    url = settings.database_url.get_secret_value().strip()
+    if not is_postgres_url(url):
+        raise InvalidInput(
+            f"MONDRIAN_DATABASE_URL must be a postgresql:// URL, got {redact_url(url)!r} "
+            "(unset it to use the SQLite file under MONDRIAN_HOME)",
+            code="bad_database_url",
+        )
+    return url
+
+
+def database_for(settings: Settings) -> StateDatabase:
+    """The state's database, not yet open: PostgreSQL when MONDRIAN_DATABASE_URL is set."""
+    url = database_url(settings)
+    return Database.for_settings(settings) if url is None else PostgresDatabase(url)
+
+
+def open_state(settings: Settings) -> StateDatabase:
     """The open database, migrated, with the shipped advisors up to date."""
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    return _open_seeded(Database.for_settings(settings))
+    return _open_seeded(database_for(settings))
 
 
-def _open_seeded(db: Database) -> Database:
+def _open_seeded(db: StateDatabase) -> StateDatabase:
     db.open()
     advisors = shipped_advisors()
     with db.read() as conn:
@@ -50,18 +75,18 @@ def _open_seeded(db: Database) -> Database:
     return db
 
 
-def open_existing_state(settings: Settings) -> Database | None:
+def open_existing_state(settings: Settings) -> StateDatabase | None:
     """The open database if Mondrian has state under MONDRIAN_HOME, else None.
 
     For read-only commands (`mondrian adapters list`): they must not create the home
     folder or an empty database just to report that there is nothing in it."""
-    if not settings.db_path.is_file():
+    if database_url(settings) is None and not settings.db_path.is_file():
         return None
     return open_state(settings)
 
 
 @contextlib.contextmanager
-def read_only_state(settings: Settings) -> Iterator[Database]:
+def read_only_state(settings: Settings) -> Iterator[StateDatabase]:
     """The state a command that only reads sees: the real database when there is one, else
     a throwaway one in a temporary folder holding just the shipped advisors, so listing or
     showing on a fresh machine writes nothing under MONDRIAN_HOME."""

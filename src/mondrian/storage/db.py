@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mondrian.errors import InvalidInput
+from mondrian.storage.dialect import Dialect
 
 if TYPE_CHECKING:
     from mondrian.config import Settings
@@ -112,6 +113,9 @@ class Database:
     """
 
     max_idle_readers = MAX_IDLE_READERS
+    dialect = Dialect.SQLITE
+    # One server per home (bootstrap.serving_home): a job left running is an orphan.
+    shared = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -127,7 +131,8 @@ class Database:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Database:
-        """The database under `MONDRIAN_HOME` (not yet open)."""
+        """The SQLite file under `MONDRIAN_HOME` (not yet open); bootstrap.database_for
+        picks PostgreSQL instead when MONDRIAN_DATABASE_URL names one."""
         path = settings.db_path
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)

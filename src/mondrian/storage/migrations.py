@@ -1,10 +1,12 @@
 """Named schema migrations, applied in order, each at most once.
 
 Append new migrations at the end; never edit or reorder one that has shipped (a database
-that already ran it would not see the change). `migrate` runs inside the caller's
-`BEGIN IMMEDIATE` transaction (see `Database.open`), so when two processes open a fresh
-database at once the second waits for the first, then finds everything applied. SQLite's
-DDL is transactional: a migration that fails leaves no half-made schema behind.
+that already ran it would not see the change). `migrate` runs inside the caller's write
+transaction (`BEGIN IMMEDIATE` on SQLite, the advisory write lock on PostgreSQL: see
+`Database.open` and storage/postgres.py), so when two processes open a fresh database at
+once the second waits for the first, then finds everything applied. The SQL is written for
+SQLite; storage/dialect.py `ddl` turns each statement into PostgreSQL's. DDL is
+transactional on both: a migration that fails leaves no half-made schema behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 from typing import NamedTuple
 
 from mondrian.storage.db import utcnow
+from mondrian.storage.dialect import PRELUDE, Dialect, ddl, dialect_of, table_exists_sql
 
 
 class Migration(NamedTuple):
@@ -179,6 +182,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX jobs_batch ON jobs (batch_id, created_at);
         """,
     ),
+    Migration(
+        # Several replicas share one queue (PostgreSQL): a claimed job carries a lease its
+        # worker renews while it runs, and who holds it. A lease that runs out means its
+        # replica died; another one re-queues or fails the job (jobs.recover_expired).
+        "0010_job_leases",
+        """
+        ALTER TABLE jobs ADD COLUMN lease_until TEXT;
+        ALTER TABLE jobs ADD COLUMN claimed_by TEXT;
+        CREATE INDEX jobs_lease ON jobs (status, lease_until);
+        """,
+    ),
 )
 
 
@@ -210,9 +224,7 @@ def _strip_comments(sql: str) -> str:
 
 def applied(conn: sqlite3.Connection) -> list[str]:
     """Names of the migrations this database has run, in the order they ran."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
-    ).fetchone()
+    exists = conn.execute(table_exists_sql(dialect_of(conn)), ("_migrations",)).fetchone()
     if not exists:
         return []
     rows = conn.execute("SELECT name FROM _migrations ORDER BY applied_at, rowid").fetchall()
@@ -230,16 +242,24 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
     names = [m.name for m in migrations]
     if len(set(names)) != len(names):
         raise ValueError(f"migration names must be unique: {names}")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
+    dialect = dialect_of(conn)
     done = set(applied(conn))
+    if not done:
+        if dialect is Dialect.POSTGRES:
+            conn.execute(PRELUDE)
+        conn.execute(
+            ddl(
+                "CREATE TABLE IF NOT EXISTS _migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+                dialect,
+            )
+        )
     ran: list[str] = []
     for migration in migrations:
         if migration.name in done:
             continue
         for stmt in statements(migration.sql):
-            conn.execute(stmt)
+            conn.execute(ddl(stmt, dialect))
         conn.execute(
             "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (migration.name, utcnow())
         )

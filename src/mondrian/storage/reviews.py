@@ -91,11 +91,12 @@ def add_review(
     ).fetchone():
         raise DuplicateReview(f"job {job.id} already has this review")
     now = utcnow()
-    cur = conn.execute(
+    row = conn.execute(
         """
         INSERT INTO reviews (job_id, advisor_id, image_hash, critique, reviewer, note,
                              created_at, author, status, decided_by, decided_at, digest)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        RETURNING *
         """,
         (
             job.id,
@@ -111,8 +112,7 @@ def add_review(
             now if accepted_by else None,
             digest,
         ),
-    )
-    row = conn.execute("SELECT * FROM reviews WHERE id = ?", (cur.lastrowid,)).fetchone()
+    ).fetchone()
     return _review(row)
 
 
