@@ -114,8 +114,11 @@ def poisson_rows(backend: Any, names: list[str], args: argparse.Namespace) -> di
     return {"poisson": rows}
 
 
-def all_workloads(backend: Any, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def all_workloads(
+    backend: Any, names: list[str], args: argparse.Namespace, out: dict[str, Any], saved: Any
+) -> dict[str, Any]:
+    """Every workload into `out`, `saved()` after each: a run stopped by its time limit
+    keeps the rows it measured."""
     for name, rows, kind, constrained in WORKLOADS:
         rows = min(rows, args.batch)
         started = time.perf_counter()
@@ -128,6 +131,7 @@ def all_workloads(backend: Any, names: list[str], args: argparse.Namespace) -> d
             args.repeats,
         )
         print(f"  [{name}] {out[name]} ({time.perf_counter() - started:.1f} s)", flush=True)
+        saved()
     return out
 
 
@@ -276,7 +280,8 @@ def run(args: argparse.Namespace) -> None:
     for name in names:
         backend.load_adapter(name, adapter_root / name)
     backend.fast_path = FastPath(backend, compile=cuda, cuda_graphs=cuda)
-    data["fast"] = all_workloads(backend, names, args)
+    data["fast"] = {}
+    all_workloads(backend, names, args, data["fast"], lambda: save(out, data))
     data["fast"].update(poisson_rows(backend, names, args))
     save(out, data)
     backend.fast_path = None
@@ -298,11 +303,12 @@ def run(args: argparse.Namespace) -> None:
             vb = VLLMBackend(None, vllm_url=url, max_rows=args.batch, timeout_s=600.0, **limits)
             for name in names:
                 vb.load_adapter(name, adapter_root / name)
-            data[column] = {"server_ready_s": round(ready_s, 1), **all_workloads(vb, names, args)}
+            data[column] = {"server_ready_s": round(ready_s, 1)}
+            all_workloads(vb, names, args, data[column], lambda: save(out, data))
             if not caches:  # arrivals against the cold-cache server only (time)
                 data[column].update(poisson_rows(vb, names, args))
         except Exception as exc:  # a failed column is recorded; the other still runs
-            data[column] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
+            data.setdefault(column, {})["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
             print(f"  failed: {data[column]['error']}", flush=True)
         finally:
             stop_server(proc)
