@@ -4,7 +4,8 @@
 together apply each one once). `check` connects and reports the migration level without
 changing anything: exit 0 when up to date, 1 when migrations are pending or the database
 was written by a newer Mondrian. `copy --to URL` moves the SQLite state under
-MONDRIAN_HOME into an empty PostgreSQL database, verified (storage/copy.py).
+MONDRIAN_HOME into an empty PostgreSQL database, verified (storage/copy.py); with
+`--shared-dir` the image files and the adapter versions' folders move into that folder too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mondrian.cli.common import settings_from
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from mondrian.storage.copy import CopyReport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--shared-dir",
         type=Path,
         metavar="DIR",
-        help="also copy the image files into DIR/images (the replicas' MONDRIAN_SHARED_DIR)",
+        help="also copy the image files into DIR/images and the adapter versions into "
+        "DIR/adapters, the rows naming them there (the replicas' MONDRIAN_SHARED_DIR)",
     )
     copy.set_defaults(handler=copy_command)
 
@@ -117,5 +123,21 @@ def copy_command(args: argparse.Namespace) -> int:
         print(f"  {table.table:<17} {table.rows:>7} rows  verified (sha256 {table.digest[:12]})")
     copied = f", {report.images_copied} copied to {args.shared_dir}" if args.shared_dir else ""
     print(f"  images: {report.images_verified} files hash to their names{copied}")
+    _print_adapters(report)
     print(f"{report.rows} rows in {seconds:.1f} s; set MONDRIAN_DATABASE_URL to serve from it")
     return 0
+
+
+def _print_adapters(report: CopyReport) -> None:
+    if report.adapters:
+        print(f"  adapters: {len(report.adapters)} versions, every file's sha256 equal, verified")
+        for moved in report.adapters:
+            print(f"    {moved.ref:<20} {moved.files:>3} files {moved.action} -> {moved.target}")
+    elif report.adapters_unmoved:
+        roots = ", ".join(str(root) for root in report.adapter_roots)
+        print(
+            f"  adapters: {report.adapters_unmoved} versions not moved: their rows still point "
+            f"into {roots}; every replica must see it at that path (or copy with --shared-dir)"
+        )
+    else:
+        print("  adapters: none registered")

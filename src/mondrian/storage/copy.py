@@ -3,8 +3,10 @@
 Every table is copied in one write transaction on the target (all of it or nothing),
 with SQLite's `rowid` kept (job pages and the queue order by it), then checked: each
 table's row count and a digest of its rows must be equal on both sides, and every image
-file must hash to its name (and, copied into a shared folder, hash there too). Nothing is
-trusted that was not read back.
+file must hash to its name (and, copied into a shared folder, hash there too). With a
+shared folder the adapter versions' folders move there too (storage/copy_adapters.py) and
+the copied `adapters` rows name their new paths: the digest compares the source's rows with
+those paths put in. Nothing is trusted that was not read back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from mondrian.errors import InvalidInput, MondrianError
 from mondrian.staging import write_atomic
+from mondrian.storage.copy_adapters import AdapterCopy, copy_adapters, registered, unmoved_roots
 from mondrian.storage.db import Database
 from mondrian.storage.dialect import reset_identity_sql
 from mondrian.storage.images import content_hash
@@ -57,6 +60,9 @@ class CopyReport:
     images_verified: int = 0
     images_copied: int = 0
     migrations: list[str] = field(default_factory=list)
+    adapters: list[AdapterCopy] = field(default_factory=list)  # moved into the shared folder
+    adapters_unmoved: int = 0  # without a shared folder: versions whose rows keep their paths
+    adapter_roots: list[Path] = field(default_factory=list)  # where those paths point
 
     @property
     def rows(self) -> int:
@@ -69,7 +75,8 @@ def copy_state(
     """Copy every row of `source` into `target` (both open, `target` empty) and verify.
 
     `images_dir` holds the source's image files; with `shared_dir`, they are copied into
-    `shared_dir/images` as well, the folder the replicas will read them from."""
+    `shared_dir/images` as well, the folder the replicas will read them from, and each
+    adapter version's folder into `shared_dir/adapters/<advisor>/v<N>` (its row's new path)."""
     with source.read() as src:
         src_level = applied(src)
     with target.read() as dst:
@@ -87,9 +94,17 @@ def copy_state(
         )
     report = CopyReport(migrations=dst_level)
     report.images_verified, report.images_copied = _verify_images(source, images_dir, shared_dir)
-    target.write(_copy_rows, source)
+    versions = registered(source)
+    moved: dict[tuple[str, int], str] = {}
+    if shared_dir is None:
+        report.adapters_unmoved, report.adapter_roots = len(versions), unmoved_roots(versions)
+    else:
+        # Files before rows: the database never names a folder that is not there yet.
+        report.adapters = copy_adapters(versions, shared_dir)
+        moved = {(c.advisor_id, c.version): str(c.target) for c in report.adapters}
+    target.write(_copy_rows, source, moved)
     for table, order in TABLES:
-        here, there = _digest(source, table, order), _digest(target, table, order)
+        here, there = _digest(source, table, order, moved), _digest(target, table, order)
         if here != there:
             raise MondrianError(
                 f"table {table} differs after the copy ({here[0]} rows here, {there[0]} there)"
@@ -98,7 +113,7 @@ def copy_state(
     return report
 
 
-def _copy_rows(dst: Any, source: Database) -> None:
+def _copy_rows(dst: Any, source: Database, moved: dict[tuple[str, int], str]) -> None:
     with source.read() as src:
         for table, _ in TABLES:
             rowid = "" if table in _OWN_ROWID else "rowid AS rowid, "
@@ -108,13 +123,31 @@ def _copy_rows(dst: Any, source: Database) -> None:
                 f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
             )
             while batch := cur.fetchmany(BATCH):
-                dst.executemany(insert, [tuple(row) for row in batch])
+                dst.executemany(insert, [_moved(table, names, row, moved) for row in batch])
             column = "id" if table in _OWN_ROWID else "rowid"
             dst.execute(reset_identity_sql(table, column))
 
 
-def _digest(db: Database | PostgresDatabase, table: str, order: str) -> tuple[int, str]:
-    """(rows, SHA-256 of the rows' values in key order), rowid left out."""
+def _moved(table: str, names: list[str], row: Any, moved: dict[tuple[str, int], str]) -> tuple:
+    """The row as copied: an adapter version moved to the shared folder names its new path."""
+    values = tuple(row)
+    if table != "adapters" or not moved:
+        return values
+    key = (values[names.index("advisor_id")], values[names.index("version")])
+    if key not in moved:
+        return values
+    at = names.index("path")
+    return (*values[:at], moved[key], *values[at + 1 :])
+
+
+def _digest(
+    db: Database | PostgresDatabase,
+    table: str,
+    order: str,
+    moved: dict[tuple[str, int], str] | None = None,
+) -> tuple[int, str]:
+    """(rows, SHA-256 of the rows' values in key order), rowid left out; `moved`: the
+    adapter paths the copy wrote instead of the source's."""
     digest = hashlib.sha256()
     count = 0
     with db.read() as conn:
@@ -122,7 +155,8 @@ def _digest(db: Database | PostgresDatabase, table: str, order: str) -> tuple[in
         names = [d[0] for d in cur.description]
         keep = [i for i, name in enumerate(names) if name != "rowid"]
         for row in cur.fetchall():
-            digest.update(repr([_plain(row[i]) for i in keep]).encode())
+            values = _moved(table, names, row, moved or {})
+            digest.update(repr([_plain(values[i]) for i in keep]).encode())
             count += 1
     return count, digest.hexdigest()
 
