@@ -94,6 +94,7 @@ def test_a_published_version_moves_and_serves_from_the_shared_folder(
     new = replica.shared_dir.absolute() / "adapters" / "ansel" / "v1"
     assert "  adapters: 1 versions, every file's sha256 equal, verified" in out, out
     assert "ansel@v1" in out and f"files copied -> {new}" in out, out
+    assert f"set MONDRIAN_DATABASE_URL and MONDRIAN_SHARED_DIR={replica.shared_dir} to" in out
     (row,) = _adapter_rows(url)
     assert row.path == new and row.active and tree_hashes(new) == hashes
     registry.verify_adapter_dir(row.path)

@@ -124,7 +124,10 @@ def copy_command(args: argparse.Namespace) -> int:
     copied = f", {report.images_copied} copied to {args.shared_dir}" if args.shared_dir else ""
     print(f"  images: {report.images_verified} files hash to their names{copied}")
     _print_adapters(report)
-    print(f"{report.rows} rows in {seconds:.1f} s; set MONDRIAN_DATABASE_URL to serve from it")
+    shared = f" and MONDRIAN_SHARED_DIR={args.shared_dir}" if args.shared_dir else ""
+    print(
+        f"{report.rows} rows in {seconds:.1f} s; set MONDRIAN_DATABASE_URL{shared} to serve from it"
+    )
     return 0
 
 
