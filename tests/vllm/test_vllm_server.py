@@ -156,6 +156,10 @@ def test_activating_a_new_version_loads_it_on_the_server(
     vllm_server, vllm_backend, trained_backend, trained, trained_state, monkeypatch, capsys
 ):
     db, advisor = trained_state
+    photo = _training_photo(trained, 1)
+    # v1's answer, locally: v2's must differ from it, or the comparison below proves nothing.
+    before = analyze(_ctx(trained_backend, db, trained), advisor, photo, "lora")
+    assert before.model.adapter == "tester@v1"
     assert "tester@v2" not in _served_loras(vllm_server)
     # `mondrian adapters activate` in the trained adapters' home, as a user would run it.
     monkeypatch.setenv("MONDRIAN_HOME", str(trained.settings.home))
@@ -163,12 +167,11 @@ def test_activating_a_new_version_loads_it_on_the_server(
     out = capsys.readouterr().out
     assert f"tester@v2 is loaded on the vLLM server at {vllm_server.url}" in out
     assert "tester@v2" in _served_loras(vllm_server)
-    photo = _training_photo(trained, 1)
     served = analyze(_ctx(vllm_backend, db, trained), advisor, photo, "lora")
     assert served.model.adapter == "tester@v2" and served.critique is not None
     # v2's own weights answer on the server: the transformers backend with v2 agrees.
     local = analyze(_ctx(trained_backend, db, trained), advisor, photo, "lora")
-    assert local.model.adapter == "tester@v2"
+    assert local.model.adapter == "tester@v2" and local.critique != before.critique
     _same_critique(served, local)
 
 
