@@ -1,8 +1,8 @@
 """The `vllm` suite's server: one real vLLM CPU server for the session, on the default tiny
 checkpoint, started with `mondrian vllm-command`'s arguments (backends/vllm/command.py)
-and two adapters: `ansel@v1` as a static --lora-modules entry, `ansel@v2` left for
-runtime loading. Skipped, with the reason, without the vLLM venv (VLLM_VENV; `make
-test-vllm` builds it)."""
+and two adapters trained by Mondrian's own pipeline (trained_adapters.py): `tester@v1`
+as a static --lora-modules entry, `tester@v2` left for runtime loading. Skipped, with the
+reason, without the vLLM venv (VLLM_VENV; `make test-vllm` builds it)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from trained_adapters import TrainedAdapters, train_two_versions
 from vllm_server import VLLMServer, venv_python
 
 from mondrian.backends.vllm.adapters import adapter_rank
@@ -29,28 +30,43 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def adapters(tiny_model, backend, tmp_path_factory, random_adapter_factory) -> dict[str, Path]:
-    """Two LoRA adapters on the tiny model (random weights that change its answers), with
-    their base recorded as training records it; readable by the server's user."""
-    folder = tmp_path_factory.mktemp("vllm-adapters")
-    made = {
-        ref: random_adapter_factory(tiny_model, folder / ref, seed, backend.fingerprint)
-        for ref, seed in (("ansel@v1", 1), ("ansel@v2", 2))
-    }
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+def trained(vllm_python, tiny_model, tmp_path_factory) -> TrainedAdapters:
+    """`tester@v1` (active) and `tester@v2`, trained and published in a home of their own
+    (after the venv check: without a server there is nothing to train them for)."""
+    made = train_two_versions(tiny_model, tmp_path_factory.mktemp("vllm-trained"))
+    print(f"\ntwo adapters trained and published in {made.seconds:.1f} s")
     return made
+
+
+@pytest.fixture(scope="session")
+def adapters(trained) -> dict[str, Path]:
+    """ref -> the registry's folder of that version, which the server reads."""
+    return trained.paths
+
+
+@pytest.fixture(scope="session")
+def trained_backend(tiny_model, adapters):
+    """A transformers backend on the server's checkpoint with both versions loaded: what
+    the server answers with an adapter is compared with what it answers here."""
+    from mondrian.backends.transformers.backend import TransformersBackend
+
+    local = TransformersBackend(
+        str(tiny_model), max_text_chars=TEXT_CHARS, max_list_items=LIST_ITEMS
+    )
+    for ref, path in adapters.items():
+        local.load_adapter(ref, path)
+    return local
 
 
 @pytest.fixture(scope="session")
 def vllm_server(vllm_python, tiny_model, adapters, tmp_path_factory) -> Iterator[VLLMServer]:
     from serve_process import free_port
 
-    static = adapters["ansel@v1"]
+    static = adapters["tester@v1"]
     options = ServeOptions(
         model=str(tiny_model),
         served_name="tiny",
-        adapters=[ServedAdapter("ansel@v1", static, adapter_rank(static))],
+        adapters=[ServedAdapter("tester@v1", static, adapter_rank(static))],
         max_loras=2,
         dtype="float32",  # else the CPU build runs bfloat16 and answers differ
         max_model_len=16384,

@@ -1,7 +1,9 @@
 """Mondrian on a real vLLM CPU server (conftest.py starts it): critiques in every mode,
-scores calibrated as the transformers backend calibrates them, adapter versions loaded
-on activation, the base-model refusal, and a server killed mid-job. Opt-in: `make
-test-vllm` (marker `vllm`); each answer takes tens of seconds on a 2-core machine."""
+scores calibrated as the transformers backend calibrates them, two adapter versions
+trained and published by Mondrian's own pipeline (trained_adapters.py) served in lora
+mode and loaded on activation, the base-model refusal, and a server killed mid-job.
+Opt-in: `make test-vllm` (marker `vllm`); each answer takes tens of seconds on a 2-core
+machine."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import time
 import httpx
 import pytest
 
+from mondrian import adapter_format
 from mondrian.analysis import analyze
 from mondrian.backends.protocol import GenerationRequest
+from mondrian.backends.vllm.adapters import base_entry, check_base
 from mondrian.cli.main import main
 from mondrian.context import Context
 from mondrian.images import read_image_file
@@ -21,6 +25,9 @@ from mondrian.portfolio.indexing import index_paths
 from mondrian.prompts import critique_prompt
 from mondrian.storage import adapters as adapter_store
 from mondrian.storage import jobs
+from mondrian.storage.advisors import require_advisor
+from mondrian.storage.bootstrap import open_state
+from mondrian.training.dataset_files import load_split
 
 pytestmark = pytest.mark.vllm
 
@@ -30,7 +37,7 @@ def photo(photos_dir):
     return read_image_file(photos_dir / "chelsea.jpg")
 
 
-def _register(db, ref_path, tiny_model, activate: bool, advisor: str = "ansel"):
+def _register(db, ref_path, tiny_model, activate: bool, advisor: str):
     def write(conn):
         version = adapter_store.register_adapter(
             conn, advisor, ref_path, str(tiny_model), {"base_model": str(tiny_model)}
@@ -45,6 +52,43 @@ def _register(db, ref_path, tiny_model, activate: bool, advisor: str = "ansel"):
 def _served_loras(server) -> set[str]:
     data = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"]
     return {m["id"] for m in data if m.get("parent")}
+
+
+@pytest.fixture
+def trained_state(trained):
+    """The trained adapters' home: its registry holds tester@v1 (active) and tester@v2."""
+    with open_state(trained.settings) as db:
+        with db.read() as conn:
+            advisor = require_advisor(conn, trained.advisor_id)
+        yield db, advisor
+
+
+def _ctx(backend, db, trained) -> Context:
+    return Context(backend=backend, db=db, settings=trained.settings)
+
+
+def _training_photo(trained, index: int):
+    """Photo `index` of the data set the adapters were trained on."""
+    record = load_split(trained.dataset, "train")[index]
+    return read_image_file(record["images"][0])
+
+
+def _same_critique(served, local) -> None:
+    """The same answer; expected scores from vLLM's logprobs within float32 rounding of
+    those from the logits."""
+    assert served.critique.model_dump(exclude={"dimensions"}) == local.critique.model_dump(
+        exclude={"dimensions"}
+    )
+    for (key, mine), (_, theirs) in zip(
+        served.critique.dimensions.items(), local.critique.dimensions.items(), strict=True
+    ):
+        assert (mine.score, mine.comment, mine.recommendation) == (
+            theirs.score,
+            theirs.comment,
+            theirs.recommendation,
+        ), key
+        assert mine.expected_score is not None, key
+        assert mine.expected_score == pytest.approx(theirs.expected_score, abs=2e-4), key
 
 
 def test_the_answer_is_the_transformers_backends_token_for_token(
@@ -64,8 +108,8 @@ def test_the_answer_is_the_transformers_backends_token_for_token(
         assert served.expected_scores[key] == pytest.approx(value, abs=2e-4)
 
 
-def test_critiques_are_valid_in_baseline_rag_and_lora(
-    vllm_backend, db, settings, ansel, photo, photos_dir, adapters, tiny_model
+def test_critiques_are_valid_in_baseline_and_rag(
+    vllm_backend, db, settings, ansel, photo, photos_dir
 ):
     ctx = Context(backend=vllm_backend, db=db, settings=settings)
     baseline = analyze(ctx, ansel, photo, "baseline")
@@ -80,31 +124,62 @@ def test_critiques_are_valid_in_baseline_rag_and_lora(
     assert rag.mode_used == "rag" and rag.references
     assert rag.timings["embed_s"] >= 0
 
-    _register(db, adapters["ansel@v1"], tiny_model, activate=True)
-    lora = analyze(ctx, ansel, photo, "lora")
-    assert lora.mode_used == "lora" and lora.model.adapter == "ansel@v1"
-    assert lora.critique != baseline.critique  # the adapter changes the answer
+
+def test_the_trained_adapters_are_in_the_format_train_writes_and_pass_the_base_check(
+    vllm_server, backend, adapters, tiny_model
+):
+    models = httpx.get(f"{vllm_server.url}/v1/models", timeout=10).json()["data"]
+    for ref, path in adapters.items():
+        meta = adapter_format.read_meta(path)
+        assert meta is not None and meta.base_model == str(tiny_model), ref
+        assert meta.base_fingerprint == backend.fingerprint, ref
+        assert (path / "adapter_config.json").is_file(), ref
+        check_base(ref, path, base_entry(models), vllm_server.url)  # no refusal
+
+
+def test_a_trained_version_serves_in_lora_mode_as_the_transformers_backend_serves_it(
+    vllm_backend, trained_backend, trained, trained_state
+):
+    db, advisor = trained_state
+    photo = _training_photo(trained, 0)
+    served = analyze(_ctx(vllm_backend, db, trained), advisor, photo, "lora")
+    assert served.mode_used == "lora" and served.model.adapter == "tester@v1"
+    assert served.model.backend == "vllm"
+    baseline = analyze(_ctx(vllm_backend, db, trained), advisor, photo, "baseline")
+    assert served.critique != baseline.critique  # the adapter is applied on the server
+    local = analyze(_ctx(trained_backend, db, trained), advisor, photo, "lora")
+    assert local.model.adapter == "tester@v1"
+    _same_critique(served, local)
 
 
 def test_activating_a_new_version_loads_it_on_the_server(
-    vllm_server, vllm_backend, db, settings, ansel, photo, adapters, tiny_model, capsys
+    vllm_server, vllm_backend, trained_backend, trained, trained_state, monkeypatch, capsys
 ):
-    _register(db, adapters["ansel@v1"], tiny_model, activate=True)
-    _register(db, adapters["ansel@v2"], tiny_model, activate=False)
-    assert "ansel@v2" not in _served_loras(vllm_server)
-    assert main(["adapters", "activate", "ansel@v2", "--vllm-url", vllm_server.url]) == 0
-    assert f"ansel@v2 is loaded on the vLLM server at {vllm_server.url}" in capsys.readouterr().out
-    assert "ansel@v2" in _served_loras(vllm_server)
-    ctx = Context(backend=vllm_backend, db=db, settings=settings)
-    result = analyze(ctx, ansel, photo, "lora")
-    assert result.model.adapter == "ansel@v2" and result.critique is not None
+    db, advisor = trained_state
+    photo = _training_photo(trained, 1)
+    # v1's answer, locally: v2's must differ from it, or the comparison below proves nothing.
+    before = analyze(_ctx(trained_backend, db, trained), advisor, photo, "lora")
+    assert before.model.adapter == "tester@v1"
+    assert "tester@v2" not in _served_loras(vllm_server)
+    # `mondrian adapters activate` in the trained adapters' home, as a user would run it.
+    monkeypatch.setenv("MONDRIAN_HOME", str(trained.settings.home))
+    assert main(["adapters", "activate", "tester@v2", "--vllm-url", vllm_server.url]) == 0
+    out = capsys.readouterr().out
+    assert f"tester@v2 is loaded on the vLLM server at {vllm_server.url}" in out
+    assert "tester@v2" in _served_loras(vllm_server)
+    served = analyze(_ctx(vllm_backend, db, trained), advisor, photo, "lora")
+    assert served.model.adapter == "tester@v2" and served.critique is not None
+    # v2's own weights answer on the server: the transformers backend with v2 agrees.
+    local = analyze(_ctx(trained_backend, db, trained), advisor, photo, "lora")
+    assert local.model.adapter == "tester@v2" and local.critique != before.critique
+    _same_critique(served, local)
 
 
 def test_an_adapter_of_another_base_is_refused_and_not_activated(
     vllm_server, db, adapters, tiny_model, tmp_path, capsys
 ):
     other = tmp_path / "other-base"
-    shutil.copytree(adapters["ansel@v2"], other)
+    shutil.copytree(adapters["tester@v2"], other)
     meta = json.loads((other / "mondrian_adapter.json").read_text())
     (other / "mondrian_adapter.json").write_text(json.dumps({**meta, "base_model": "/elsewhere/m"}))
     # Another advisor's version: no name the server already serves.
