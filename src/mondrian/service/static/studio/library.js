@@ -17,59 +17,9 @@
     return `the server answered ${response.status} ${response.statusText}`;
   }
 
-  // The page's check of one file; the server checks again.
-  function checkFile(form, file) {
-    const accepted = form.dataset.accept.split(",");
-    const dot = file.name.lastIndexOf(".");
-    const suffix = dot < 0 ? "" : file.name.slice(dot).toLowerCase();
-    if (!accepted.includes(file.type) && !accepted.includes(suffix)) {
-      return `${file.name} is not a supported image (${file.type || "unknown type"}).`;
-    }
-    if (file.size > Number(form.dataset.maxBytes)) return `${file.name} is over the size limit.`;
-    if (file.size === 0) return `${file.name} is empty.`;
-    return "";
-  }
-
-  // onUpdate(state) on each change, onEnd(state) once: the events stream, else polling.
-  function follow(jobId, onUpdate, onEnd) {
-    let ended = false;
-    const end = (state) => {
-      if (!ended) {
-        ended = true;
-        onEnd(state);
-      }
-    };
-    const poll = async () => {
-      if (ended) return;
-      try {
-        const response = await fetch(`/jobs/${jobId}`);
-        if (response.ok) {
-          const job = await response.json();
-          onUpdate(job);
-          if (job.status === "done" || job.status === "failed") return end(job);
-        }
-      } catch (_ignored) {
-        // unreachable for a moment: try again
-      }
-      setTimeout(poll, POLL_MS);
-    };
-    if (!window.EventSource) return poll();
-    const source = new EventSource(`/jobs/${jobId}/events`);
-    source.addEventListener("progress", (event) => onUpdate(JSON.parse(event.data)));
-    for (const name of ["done", "failed"]) {
-      source.addEventListener(name, (event) => {
-        source.close();
-        const state = JSON.parse(event.data);
-        onUpdate(state);
-        end(state);
-      });
-    }
-    source.onerror = () => {
-      if (ended) return;
-      source.close();
-      poll();
-    };
-  }
+  // checkFile(form, file) and follow(jobId, onUpdate, onEnd) are studio.js's: base.html
+  // loads it before this script on every studio page, so both pages check a file and
+  // follow a job (events stream, else polling) the same way.
 
   function progressRow(label) {
     const li = document.createElement("li");
