@@ -88,20 +88,24 @@ def advisor_cards(state: ServiceState) -> list[dict[str, str]]:
     ]
 
 
+def upload_form(state: ServiceState) -> dict[str, Any]:
+    """What an upload form shows and checks in the page (the home page's and a shoot's)."""
+    settings = state.settings
+    return {
+        "advisors": advisor_cards(state),
+        "modes": [m.value for m in Mode],
+        "default_mode": settings.analysis_mode,
+        "max_bytes": settings.max_upload_bytes,
+        "max_mib": f"{settings.max_upload_bytes / 2**20:.0f}",
+        # By type or by name: a browser gives RAW files no type, or one of its own.
+        "accept": ",".join([*sorted(EXTENSIONS), *sorted(IMAGE_SUFFIXES)]),
+        "formats": ALLOWED_NAMES,
+    }
+
+
 @router.get("/", response_class=HTMLResponse)
 def studio_home(state: State) -> HTMLResponse:
-    settings = state.settings
-    return page(
-        "index.html",
-        advisors=advisor_cards(state),
-        modes=[m.value for m in Mode],
-        default_mode=settings.analysis_mode,
-        max_bytes=settings.max_upload_bytes,
-        max_mib=f"{settings.max_upload_bytes / 2**20:.0f}",
-        # By type or by name: a browser gives RAW files no type, or one of its own.
-        accept=",".join([*sorted(EXTENSIONS), *sorted(IMAGE_SUFFIXES)]),
-        formats=ALLOWED_NAMES,
-    )
+    return page("index.html", **upload_form(state))
 
 
 def why_fell_back(state: ServiceState, advisor_id: str, requested: str, used: str) -> list[str]:

@@ -23,7 +23,6 @@ from fastapi import APIRouter, Form, Query
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from mondrian.errors import InvalidInput, MondrianError, NotFound
-from mondrian.images import ALLOWED_NAMES, IMAGE_SUFFIXES
 from mondrian.modes import Mode
 from mondrian.reports import xmp
 from mondrian.reports.radar import DIMENSION_LABELS
@@ -31,10 +30,9 @@ from mondrian.reports.thumbnails import thumbnail_jpeg
 from mondrian.schema import DIMENSIONS
 from mondrian.service.deps import ServiceState, State, check_advisor_id, check_mode, load_job
 from mondrian.service.routes.library import batch_photo, load_batch
-from mondrian.service.routes.studio import STATIC_DIR, advisor_cards, page
+from mondrian.service.routes.studio import STATIC_DIR, advisor_cards, page, upload_form
 from mondrian.storage import images as image_store
 from mondrian.storage import jobs as job_store
-from mondrian.storage.images import EXTENSIONS
 from mondrian.storage.job_pages import page_jobs
 from mondrian.storage.jobs import Job
 
@@ -149,17 +147,7 @@ def thumbnail(job_id: str, state: State) -> Response:
 
 @router.get("/studio/shoot", response_class=HTMLResponse)
 def new_shoot(state: State) -> HTMLResponse:
-    settings = state.settings
-    return page(
-        "shoot_new.html",
-        advisors=advisor_cards(state),
-        modes=[m.value for m in Mode],
-        default_mode=settings.analysis_mode,
-        max_bytes=settings.max_upload_bytes,
-        max_mib=f"{settings.max_upload_bytes / 2**20:.0f}",
-        accept=",".join([*sorted(EXTENSIONS), *sorted(IMAGE_SUFFIXES)]),
-        formats=ALLOWED_NAMES,
-    )
+    return page("shoot_new.html", **upload_form(state))
 
 
 def sort_cards(
