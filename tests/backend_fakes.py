@@ -9,10 +9,9 @@ one and passes every member through, by name, for the wrappers that change one c
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
-from mondrian.backends.protocol import Backend, Generation, deliver_each
+from mondrian.backends.protocol import Backend, Forwarding, Generation, deliver_each
 from mondrian.errors import NotFound, Unavailable
 
 
@@ -69,48 +68,9 @@ class EchoBackend:
         return {"backend": self.name}
 
 
-class ForwardingBackend:
-    """A real backend with every Protocol member passed through; subclasses change one."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def answer_budget(self) -> int:
-        return self.inner.answer_budget
-
-    @property
-    def admits(self) -> bool:
-        return self.inner.admits
-
-    def generate(self, requests, on_token=None, *, joining=None):
-        return self.inner.generate(requests, on_token, joining=joining)
-
-    def embed_images(self, images: list[Any]) -> list[list[float]]:
-        return self.inner.embed_images(images)
-
-    def load_adapter(self, name: str, path: Path) -> None:
-        self.inner.load_adapter(name, path)
-
-    def unload_adapter(self, name: str) -> None:
-        self.inner.unload_adapter(name)
-
-    def merge_adapter(self, name: str) -> None:
-        self.inner.merge_adapter(name)
-
-    def adapters(self) -> list[str]:
-        return self.inner.adapters()
-
-    def info(self) -> dict[str, object]:
-        return self.inner.info()
+class ForwardingBackend(Forwarding):
+    """A real backend with every Protocol member passed through (backends/protocol.py's
+    `Forwarding`); subclasses change one."""
 
 
 class GatedBackend(ForwardingBackend):

@@ -156,6 +156,58 @@ def check_loaded(requests: list[GenerationRequest], adapters: list[str]) -> None
             raise NotFound(f"adapter {request.adapter} is not loaded")
 
 
+class Forwarding:
+    """A backend that wraps another: every Protocol member passes through to `inner`;
+    a subclass overrides the members it changes (the service's per-job stage tracker,
+    the tests' stand-ins around a real backend)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def answer_budget(self) -> int:
+        return self.inner.answer_budget
+
+    @property
+    def admits(self) -> bool:
+        return self.inner.admits
+
+    def generate(
+        self,
+        requests: list[GenerationRequest],
+        on_token: TokenCallback | None = None,
+        *,
+        joining: Joining | None = None,
+    ) -> list[Generation]:
+        return self.inner.generate(requests, on_token, joining=joining)
+
+    def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
+        return self.inner.embed_images(images)
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        self.inner.load_adapter(name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        self.inner.unload_adapter(name)
+
+    def merge_adapter(self, name: str) -> None:
+        self.inner.merge_adapter(name)
+
+    def adapters(self) -> list[str]:
+        return self.inner.adapters()
+
+    def info(self) -> dict[str, object]:
+        return self.inner.info()
+
+
 # --- the backends by name ----------------------------------------------------------------
 
 BACKENDS: dict[str, str] = {

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from pathlib import Path
-from typing import Any
 
 from mondrian.backends.protocol import (
     Backend,
+    Forwarding,
     Generation,
     GenerationRequest,
     Joining,
@@ -101,32 +100,16 @@ class LiveStages:
             return len(self._now)
 
 
-class StageBackend:
+class StageBackend(Forwarding):
     """The worker's backend for one job: every member passes through; `generate` also marks
     the job's stage as each planned pass starts and ends (module docstring)."""
 
     def __init__(self, inner: Backend, stages: LiveStages, job_id: str, passes: tuple[str, ...]):
-        self.inner = inner
+        super().__init__(inner)
         self.stages = stages
         self.job_id = job_id
         self.passes = passes
         self.calls = 0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def answer_budget(self) -> int:
-        return self.inner.answer_budget
-
-    @property
-    def admits(self) -> bool:
-        return self.inner.admits
 
     def generate(
         self,
@@ -142,21 +125,3 @@ class StageBackend:
         if self.calls < len(self.passes):  # a later pass follows: rag ranks its exemplars
             self.stages.set(self.job_id, "retrieving")
         return generations
-
-    def embed_images(self, images: list[Any]) -> list[list[float]]:
-        return self.inner.embed_images(images)
-
-    def load_adapter(self, name: str, path: Path) -> None:
-        self.inner.load_adapter(name, path)
-
-    def unload_adapter(self, name: str) -> None:
-        self.inner.unload_adapter(name)
-
-    def merge_adapter(self, name: str) -> None:
-        self.inner.merge_adapter(name)
-
-    def adapters(self) -> list[str]:
-        return self.inner.adapters()
-
-    def info(self) -> dict[str, object]:
-        return self.inner.info()
