@@ -100,6 +100,11 @@ class TrainConfig(BaseModel):
     cpu_threads: int | None = Field(
         default=None, ge=1, description="torch threads on CPU during the run (unset: torch's)."
     )
+    engine: Literal["auto", "fast", "stock"] = Field(
+        default="auto",
+        description="fast: the serving engine's fused LM (training/fast_engine.py); stock: "
+        "transformers' forward; auto: fast on CUDA, else stock (fast on CPU works, slowly).",
+    )
 
     # --- derived -------------------------------------------------------------------------
 
@@ -111,7 +116,9 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the result (a resumed run must match it)."""
-        data = self.model_dump(exclude={"device", "num_workers", "cpu_threads", "epochs"})
+        # Not `engine`: both train the same PEFT weights with the same checkpoints, so a run
+        # resumes under either, and runs from before the field keep their folders.
+        data = self.model_dump(exclude={"device", "num_workers", "cpu_threads", "epochs", "engine"})
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

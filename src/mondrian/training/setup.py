@@ -57,6 +57,24 @@ def train_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32  # MPS and CPU train in float32: fp16 LoRA training is unstable
 
 
+def training_engine(requested: str, device: torch.device) -> str:
+    """`fast` or `stock` for the run's `engine` setting: auto is fast on CUDA only (on the
+    CPU the fused LM is correct but no faster, and it holds copies of q/k/v and gate/up)."""
+    if requested != "auto":
+        return requested
+    return "fast" if device.type == "cuda" else "stock"
+
+
+def loss_forward(model: Any, engine: str, cfg: TrainConfig) -> Any:
+    """What the loop calls for the loss: the PEFT model itself (stock) or the fast engine
+    over it (training/fast_engine.py), which shares its parameters."""
+    if engine == "stock":
+        return model
+    from mondrian.training.fast_engine import FastEngine
+
+    return FastEngine(model, cfg.dropout)
+
+
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
     """Wrap `model` with a trainable LoRA on the language model's linears only."""
     from peft import LoraConfig, get_peft_model

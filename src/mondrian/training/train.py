@@ -19,6 +19,7 @@ seeded per epoch).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -61,8 +62,10 @@ from mondrian.training.setup import (
     add_lora,
     frozen_dtype,
     load_base,
+    loss_forward,
     make_loaders,
     make_optimizer,
+    training_engine,
 )
 
 
@@ -107,7 +110,9 @@ class _Parts:
     """What the loop works with, once set up."""
 
     accelerator: Any
-    model: Any  # PEFT's model, wrapped by accelerate (DDP under several processes)
+    model: Any  # PEFT's model: checkpoints and the adapter are its weights
+    forward: Any  # what the loss calls (the model, or the fast engine over it), wrapped by
+    # accelerate (DDP under several processes)
     trainable: list[torch.nn.Parameter]
     optimizer: Any
     scheduler: Any
@@ -122,8 +127,12 @@ def _train(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    accelerator = Accelerator(cpu=run.cfg.device == "cpu")
+    # The engine that runs is the one the run and its adapter record (auto resolved).
+    run = dataclasses.replace(
+        run, cfg=run.cfg.merged(engine=training_engine(run.cfg.engine, accelerator.device))
+    )
     cfg = run.cfg
-    accelerator = Accelerator(cpu=cfg.device == "cpu")
     main = accelerator.is_main_process
     if main:
         prepare_run_dir(run, resume)
@@ -148,10 +157,13 @@ def _train(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = make_optimizer(trainable, cfg, len(loaders.train))
     # The scheduler stays outside prepare(): accelerate would step it once per process.
-    model, optimizer = accelerator.prepare(model, optimizer)
+    forward, optimizer = accelerator.prepare(loss_forward(model, cfg.engine, cfg), optimizer)
+    if cfg.engine == "stock":
+        model = forward  # the prepared one: checkpoints unwrap it
     parts = _Parts(
         accelerator=accelerator,
         model=model,
+        forward=forward,
         trainable=trainable,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -176,6 +188,7 @@ def _train(
             base_revision=base_revision,
             training={
                 "processes": world,
+                "engine": cfg.engine,
                 "device": str(accelerator.device),
                 "torch": torch.__version__,
                 "transformers": package_version("transformers"),
@@ -189,7 +202,7 @@ def _train(
 
 def _run_epochs(run: Run, parts: _Parts, state: RunState, *, progress: bool) -> None:
     """The epochs still to go: steps, validation loss, a checkpoint after each."""
-    cfg, accelerator, model = run.cfg, parts.accelerator, parts.model
+    cfg, accelerator, model = run.cfg, parts.accelerator, parts.forward
     main = accelerator.is_main_process
     batches = len(parts.loaders.train)
     bar = progress_bar(progress, batches * cfg.epochs, state.step)
@@ -218,7 +231,9 @@ def _run_epochs(run: Run, parts: _Parts, state: RunState, *, progress: bool) -> 
         )
         if progress and line:
             bar.write(line, file=sys.stderr)
-        save_checkpoint(run.run_dir, state, accelerator, model, parts.optimizer, parts.scheduler)
+        save_checkpoint(
+            run.run_dir, state, accelerator, parts.model, parts.optimizer, parts.scheduler
+        )
     bar.close()
 
 
@@ -227,7 +242,7 @@ def _step(
 ) -> torch.Tensor:
     """One micro-batch forward and backward; the optimizer steps when `sync` (the last
     batch of an accumulation group of `group_size`)."""
-    accelerator, model = parts.accelerator, parts.model
+    accelerator, model = parts.accelerator, parts.forward
     batch = _to_device(batch, model, accelerator.device)
     with _maybe_no_sync(accelerator, model, sync):
         loss = answer_loss(model, batch)

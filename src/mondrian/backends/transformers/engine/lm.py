@@ -124,6 +124,9 @@ class FastLM:
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
         self.intermediate = cfg.intermediate_size
+        # Dropout on the LoRA inputs (PEFT's lora_dropout): set while training
+        # (training/fast_engine.py); serving leaves it 0 and its graphs never see it.
+        self.lora_dropout = 0.0
         self.layers = [self._layer(layer) for layer in lm.layers]
         self.group_io = {  # group -> (input size, output sizes of its parts)
             "qkv": (self.hidden, (self.q_size, self.kv_size, self.kv_size)),
@@ -233,8 +236,11 @@ class FastLM:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden [N, T, H] -> q [N, heads, T, D], k and v [N, kv_heads, T, D], rotated."""
         n, t, _ = hidden.shape
+        p = self.lora_dropout
         x = rms_norm(hidden, ln1, self.eps)
-        qkv = lora_linear(x, qkv_w, qkv_b, qkv_a, qkv_bb, rowscale, self.q_size + 2 * self.kv_size)
+        qkv = lora_linear(
+            x, qkv_w, qkv_b, qkv_a, qkv_bb, rowscale, self.q_size + 2 * self.kv_size, p
+        )
         q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
         q = q.reshape(n, t, self.heads, self.head_dim)
         k = k.reshape(n, t, self.kv_heads, self.head_dim)
@@ -264,13 +270,14 @@ class FastLM:
         down_b: torch.Tensor | None,
     ) -> torch.Tensor:
         """attention output [N, T, heads*D] -> the layer's output [N, T, H]."""
-        o = lora_linear(attn, o_w, None, o_a, o_b, rowscale, self.hidden)
+        p = self.lora_dropout
+        o = lora_linear(attn, o_w, None, o_a, o_b, rowscale, self.hidden, p)
         h = hidden + o
         x = rms_norm(h, ln2, self.eps)
-        gu = lora_linear(x, gu_w, None, gu_a, gu_b, rowscale, 2 * self.intermediate)
+        gu = lora_linear(x, gu_w, None, gu_a, gu_b, rowscale, 2 * self.intermediate, p)
         gate, up = gu.chunk(2, dim=-1)
         a = F.silu(gate) * up
-        d = lora_linear(a, down_w, None, down_a, down_b, rowscale, self.hidden)
+        d = lora_linear(a, down_w, None, down_a, down_b, rowscale, self.hidden, p)
         return h + d
 
     # --- whole passes -----------------------------------------------------------------------
@@ -380,6 +387,7 @@ def lora_linear(
     b: torch.Tensor | None,
     rowscale: torch.Tensor | None,
     out: int,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """A linear layer with per-row LoRA over stacked adapters: x [N, T, in] -> [N, T, out].
 
@@ -392,14 +400,17 @@ def lora_linear(
 
     Every row multiplies all S adapters' A and the mask keeps its own; that reads each
     adapter's weights once per step whatever the batch, where gathering per-row A and B
-    would read them once per row."""
+    would read them once per row.
+
+    `dropout` (training, unfused only) drops the LoRA's input as PEFT's lora_dropout does;
+    one mask per group, where PEFT draws one per target (the same rate on every input)."""
     y = F.linear(x, w, bias)
     if b is None or rowscale is None:
         return y
     if a is None:
         y, xa = y.split((out, y.shape[-1] - out), dim=-1)
     else:
-        xa = F.linear(x, a)
+        xa = F.linear(F.dropout(x, dropout) if dropout else x, a)
     n, t, _ = x.shape
     slots = rowscale.shape[-1]
     scale = rowscale[:, None, :, None] if rowscale.dim() == 2 else rowscale[..., None]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mondrian.backends.transformers.engine.lm import GROUPS, FastLM, base_linear
+from mondrian.backends.transformers.engine.lm import GROUPS, FastLM, Layer, base_linear
 
 
 def adapter_rank(lm: FastLM, name: str) -> int:
@@ -184,3 +184,27 @@ class LoraBank:
                         torch.addmm(pristine, b, a, alpha=float(self.scale[slot]), out=out)
                     row += pristine.shape[0]
         self.hot = name
+
+
+def peft_group(layer: Layer, group: str, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Adapter `name`'s LoRA on one group of `layer`, read from the PEFT modules in the
+    layout `lora_linear` (lm.py) takes for one slot: A [parts * r, in] (the parts' A
+    stacked), B [out, parts * r] (block-diagonal over the parts: q|k|v, gate|up), and the
+    scaling. Built with cat / block_diag, so gradients reach PEFT's own parameters
+    (training/fast_engine.py trains through this; `LoraBank.load` copies the same layout
+    into a slot, padded to the bank's rank)."""
+    a_parts, b_parts, scales = [], [], set()
+    for target in GROUPS[group]:
+        module = layer.module(target)
+        if name not in getattr(module, "lora_A", {}):
+            raise ValueError(f"adapter {name} has no LoRA on {target}")
+        if name in getattr(module, "lora_variant", {}):
+            raise ValueError(f"adapter {name} uses a LoRA variant (DoRA?)")
+        a_parts.append(module.lora_A[name].weight)
+        b_parts.append(module.lora_B[name].weight)
+        scales.add(float(module.scaling[name]))
+    if len(scales) != 1:
+        raise ValueError(f"adapter {name} has per-module scalings")
+    a = a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts)
+    b = b_parts[0] if len(b_parts) == 1 else torch.block_diag(*b_parts)
+    return a, b, scales.pop()
