@@ -137,3 +137,32 @@ def test_a_reloaded_adapter_gives_the_engines_logits(
     saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     assert any(".self_attn.q_proj.lora_A.weight" in k for k in saved)
     assert any(".mlp.gate_proj.lora_B.weight" in k for k in saved)
+
+
+def test_the_training_layout_is_the_serving_banks(
+    state, settings, tiny_checkpoint_factory, tmp_path
+):
+    """What the engine trains through (`peft_group`) is, tensor for tensor, what the
+    serving LoraBank loads from the same PEFT modules: one layout of fused q|k|v, gate|up."""
+    import torch
+
+    from mondrian.backends.transformers.engine.lm import GROUPS
+    from mondrian.backends.transformers.engine.lora_bank import LoraBank, peft_group
+    from mondrian.training.fast_engine import ADAPTER, FastEngine
+
+    _, model, _ = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    lm = FastEngine(model, dropout=0.0).lm
+    bank = LoraBank(lm, capacity=2, rank=4, fused=False)
+    slot = bank.load(ADAPTER)
+    assert float(bank.scale[slot]) == 8 / 4
+    for i, layer in enumerate(lm.layers):
+        for group in GROUPS:
+            a, b, scaling = peft_group(layer, group, ADAPTER)
+            assert scaling == 8 / 4
+            assert torch.equal(bank.a[i][group][slot], a)
+            assert torch.equal(bank.b[i][group][:, slot], b)

@@ -52,7 +52,9 @@ class PeftLora:
         lora: list[torch.Tensor] = []
         for group in GROUPS:
             a, b, _ = peft_group(layer, group, self.name)
-            lora += [a, b]
+            # PEFT keeps a half-precision model's LoRA in float32 (autocast_adapter_dtype);
+            # the products run in the model's dtype, the gradients reach the float32 masters.
+            lora += [a.to(self.lm.dtype), b.to(self.lm.dtype)]
         return weights, layer.qkv_b, tuple(lora)
 
 
