@@ -79,6 +79,33 @@ def test_one_step_equals_the_peft_path(arch, state, settings, tiny_checkpoint_fa
         assert any(bool(g.abs().sum() > 0) for g in a_grads) == randomise_b
 
 
+def test_checkpointing_changes_no_gradient_dropout_included(
+    state, settings, tiny_checkpoint_factory, tmp_path
+):
+    """`gradient_checkpointing` on the fast engine: the same loss and gradients, bit for
+    bit, with dropout on (its masks are replayed in the recomputation)."""
+    import torch
+
+    from mondrian.training.fast_engine import FastEngine
+
+    _, model, batch = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    results = []
+    for checkpointing in (False, True):
+        engine = FastEngine(model, dropout=0.3, checkpointing=checkpointing).train()
+        torch.manual_seed(5)
+        results.append(_loss_and_grads(engine, model, batch))
+    (plain_loss, plain), (ckpt_loss, ckpt) = results
+    assert ckpt_loss == plain_loss
+    assert all(torch.equal(ckpt[n], g) for n, g in plain.items())
+    torch.manual_seed(6)  # another dropout mask: another loss (dropout is on)
+    assert _loss_and_grads(engine, model, batch)[0] != plain_loss
+
+
 def test_peft_init_and_targets_are_the_stock_paths(
     state, settings, tiny_checkpoint_factory, tmp_path
 ):

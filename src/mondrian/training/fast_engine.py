@@ -19,6 +19,7 @@ several processes (gradients all-reduced as for the stock path) and its `forward
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,13 +62,19 @@ class PeftLora:
 class FastEngine(torch.nn.Module):
     """The PEFT-wrapped Qwen-VL model's forward through FastLM, for training."""
 
-    def __init__(self, peft_model: Any, dropout: float) -> None:
+    def __init__(self, peft_model: Any, dropout: float, *, checkpointing: bool = False) -> None:
         super().__init__()
         self.peft = peft_model  # a submodule: DDP and the optimizer see its parameters
         base = peft_model.get_base_model()
         self.lm = FastLM(base)  # fused copies of the frozen q/k/v and gate/up weights
         self.lora = PeftLora(self.lm)
         self.dropout = dropout
+        # `gradient_checkpointing`: each layer's halves (norms, projections, rotary, MLP)
+        # recomputed in backward; attention keeps its own saved tensors. The MLP's
+        # activations are most of a layer's, so this keeps most of the saving.
+        self.halves = (
+            (_recomputed(self.lm.pre), _recomputed(self.lm.post)) if checkpointing else None
+        )
         self.train(peft_model.training)
 
     def train(self, mode: bool = True) -> FastEngine:
@@ -106,6 +113,7 @@ class FastEngine(torch.nn.Module):
             rowscale=rowscale,
             deepstack=deepstack,
             visual_mask=visual,
+            halves=self.halves if self.training and torch.is_grad_enabled() else None,
         )
         if logits_to_keep is not None:
             hidden = hidden[logits_to_keep]
@@ -139,3 +147,14 @@ class FastEngine(torch.nn.Module):
             ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=attention_mask
         )
         return embeds, pos3, deepstack, visual
+
+
+def _recomputed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` under activation checkpointing (the dropout masks replayed: torch keeps the
+    RNG state for the recomputation)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args: Any) -> Any:
+        return checkpoint(fn, *args, use_reentrant=False)
+
+    return run

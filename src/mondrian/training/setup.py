@@ -72,7 +72,7 @@ def loss_forward(model: Any, engine: str, cfg: TrainConfig) -> Any:
         return model
     from mondrian.training.fast_engine import FastEngine
 
-    return FastEngine(model, cfg.dropout)
+    return FastEngine(model, cfg.dropout, checkpointing=cfg.gradient_checkpointing)
 
 
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
