@@ -3,8 +3,8 @@
 The forward is the fast path's (backends/transformers/engine/lm.py): the vision tower
 frozen under no_grad, q/k/v and gate/up one product each, each group's LoRA one A product
 and one block-diagonal B product, and the vocabulary head only where `answer_loss`
-(train.py) keeps a position. On the H200 that step is about half the stock one
-(bench/gpu_bench.py `fast_train_step`, bench/train_bench.py).
+(train.py) keeps a position: the step bench/gpu_bench.py's `fast_train_step` measures;
+bench/train_bench.py measures both engines as `mondrian train` runs them.
 
 The PEFT model stays the one home of the weights: the engine reads its `lora_A` / `lora_B`
 parameters in every forward (`peft_group`, engine/lora_bank.py, differentiable), so the

@@ -72,7 +72,12 @@ def loss_forward(model: Any, engine: str, cfg: TrainConfig) -> Any:
         return model
     from mondrian.training.fast_engine import FastEngine
 
-    return FastEngine(model, cfg.dropout, checkpointing=cfg.gradient_checkpointing)
+    try:
+        return FastEngine(model, cfg.dropout, checkpointing=cfg.gradient_checkpointing)
+    except ValueError as exc:  # a model or LoRA the fused LM does not cover
+        raise InvalidInput(
+            f"the fast engine cannot train this model ({exc}); pass --engine stock"
+        ) from None
 
 
 def add_lora(model: Any, cfg: TrainConfig) -> Any:
