@@ -117,3 +117,12 @@ vllm-venv: $(VLLM_STAMP)  ## vLLM's CPU build in $(VLLM_VENV) (outside the tree;
 
 test-vllm: $(STAMP) $(VLLM_STAMP)  ## the vllm-marked suite against a real vLLM CPU server
 	VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm tests/vllm -rs
+
+# --- the scale-out bench (issue 22; docs/scale-out.md) ------------------------------------
+# On a host with several GPUs: make bench-scale SCALE_ARGS='--arch qwen2_5_vl_3b --gpus 1,2
+# --out DIR'. The default is the CPU smoke run (the tiny model, vLLM's CPU build, gloo).
+.PHONY: bench-scale
+SCALE_ARGS ?= --arch tiny --gpus 1,2 --requests 8 --clients 4 \
+  --vllm-python $(VLLM_VENV)/bin/python --out /tmp/mondrian-scale-tiny
+bench-scale: $(STAMP)  ## the scale-out bench (SCALE_ARGS; default: the CPU smoke run)
+	$(PY) bench/scale_bench.py $(SCALE_ARGS)
