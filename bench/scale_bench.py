@@ -100,7 +100,8 @@ def run_part(
             parallel=args.parallel or PARALLEL[args.arch],
             requests=args.requests,
             clients=args.clients or args.requests,
-            service_concurrency=args.service_concurrency or args.clients or args.requests,
+            # serve --concurrency takes up to 256 (service/options.py)
+            service_concurrency=args.service_concurrency or min(256, args.clients or args.requests),
             text_chars=args.text_chars or setting["text_chars"],
             list_items=2,
             vllm_python=args.vllm_python,
@@ -226,7 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="python that runs mondrian")
     parser.add_argument("--requests", type=int, default=128, help="POST /analyze per row")
     parser.add_argument("--clients", type=int, help="concurrent clients (default: --requests)")
-    parser.add_argument("--service-concurrency", type=int, help="serve --concurrency (= clients)")
+    parser.add_argument(
+        "--service-concurrency", type=int, help="serve --concurrency (clients, at most 256)"
+    )
     parser.add_argument("--text-chars", type=int, help="the schema's string bound (40; tiny 24)")
     parser.add_argument("--vllm-extra", default="", help="more `vllm serve` flags, one string")
     parser.add_argument("--train-images", type=int, help="photos of the data set (64; tiny 10)")
@@ -234,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-batch", type=int, help="examples per step per process (1; 2)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="the call's time budget")
     parser.add_argument("--serve-reserve-s", type=float, default=300.0, help="a serve row's need")
-    parser.add_argument("--train-reserve-s", type=float, default=120.0, help="a train row's need")
+    parser.add_argument("--train-reserve-s", type=float, default=180.0, help="a train row's need")
     parser.add_argument("--table", action="store_true", help="print the table of --out's JSON")
     args = parser.parse_args(argv)
     args.deadline = time.monotonic() + args.budget_s

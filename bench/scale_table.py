@@ -21,14 +21,17 @@ def _f(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _speedup(rows: dict[str, Any], part: str, n: int, metric: str) -> tuple[str, str]:
+def _speedup(d: dict[str, Any], part: str, n: int, metric: str) -> tuple[str, str]:
+    """(speedup over N=1, efficiency); the goal is said at N=2 with data parallelism on
+    the real architectures (the tiny CPU run's figures only show that the path works)."""
+    rows = d["rows"]
     one, this = rows.get(f"{part}/1") or {}, rows.get(f"{part}/{n}") or {}
     base, value = one.get(metric), this.get(metric)
     if not base or value is None or one.get("status") != "ok":
         return "—", "—"
     speedup = value / base
     mark = ""
-    if n == 2 and this.get("parallel", "data") == "data":
+    if n == 2 and this.get("parallel", "data") == "data" and d["arch"] != "tiny":
         mark = " (goal ≥ 1.8×: " + ("met" if speedup >= GOAL_N2 else "not met") + ")"
     return f"{speedup:.2f}×{mark}", f"{speedup / n:.0%}"
 
@@ -50,7 +53,7 @@ def serve_lines(d: dict[str, Any]) -> list[str]:
         if r.get("status") != "ok":
             lines.append(f"| {n} | {_why(r)} |" + " |" * 10)
             continue
-        speedup, eff = _speedup(rows, "serve", n, "critiques_s")
+        speedup, eff = _speedup(d, "serve", n, "critiques_s")
         concurrency = r["service_concurrency"]
         lines.append(
             f"| {n} | {r['parallel']} | {r['requests']} ({r['clients']}, {concurrency}) | "
@@ -75,7 +78,7 @@ def train_lines(d: dict[str, Any]) -> list[str]:
         if r.get("status") != "ok":
             lines.append(f"| {n} | {_why(r)} |" + " |" * 8)
             continue
-        speedup, eff = _speedup(rows, "train", n, "examples_s")
+        speedup, eff = _speedup(d, "train", n, "examples_s")
         versions = ", ".join(r["versions"]) + (" (one)" if r["one_version"] else " (not one!)")
         lines.append(
             f"| {n} | {r['processes']} ({r['device']}) | {r['steps']} | {_f(r['steps_s'], 2)} | "

@@ -63,6 +63,9 @@ def test_stop_ends_the_whole_process_group(tmp_path):
     finally:
         scale_procs.STOP_GRACE_S = saved
     assert proc.poll() is not None and not children.running
+    gone_by = time.monotonic() + 10  # SIGKILL is delivered asynchronously
+    while _running(grandchild) and time.monotonic() < gone_by:
+        time.sleep(0.05)
     assert not _running(grandchild)
     assert len(children.commands) == 1 and "time.sleep(600)" in children.commands[0]
 
