@@ -183,9 +183,10 @@ def run(args: argparse.Namespace) -> int:
                         status = 1
                     finally:
                         children.stop_all()
-                        data["rows"].setdefault(key, {})["row_s"] = round(
-                            time.monotonic() - started, 1
-                        )
+                        done = data["rows"].setdefault(key, {})
+                        done["row_s"] = round(time.monotonic() - started, 1)
+                        # Other processes on the host skew every figure; this says how much.
+                        done["loadavg_1m"] = round(os.getloadavg()[0], 2)
                         save(out, data)
                     print(f"[{key}] {data['rows'][key]}", flush=True)
         except KeyboardInterrupt:

@@ -45,13 +45,13 @@ def serve_lines(d: dict[str, Any]) -> list[str]:
     lines = [
         "| N | parallel | requests (clients, service --concurrency) | critiques/s | tok/s | "
         "p50 s | p95 s | valid | calibrated | speedup vs N=1 (critiques/s) | efficiency | "
-        "vLLM ready s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "vLLM ready s | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in _ns(rows, "serve"):
         r = rows[f"serve/{n}"]
         if r.get("status") != "ok":
-            lines.append(f"| {n} | {_why(r)} |" + " |" * 10)
+            lines.append(f"| {n} | {_why(r)} |" + " |" * 11)
             continue
         speedup, eff = _speedup(d, "serve", n, "critiques_s")
         concurrency = r["service_concurrency"]
@@ -59,7 +59,8 @@ def serve_lines(d: dict[str, Any]) -> list[str]:
             f"| {n} | {r['parallel']} | {r['requests']} ({r['clients']}, {concurrency}) | "
             f"{_f(r['critiques_s'], 2)} | {_f(r['tok_s'], 0)} | {_f(r['latency_p50_s'], 2)} | "
             f"{_f(r['latency_p95_s'], 2)} | {r['valid']}/{r['requests']} | "
-            f"{r['calibrated']}/{r['requests']} | {speedup} | {eff} | {r['server_ready_s']} |"
+            f"{r['calibrated']}/{r['requests']} | {speedup} | {eff} | {r['server_ready_s']} | "
+            f"{r.get('loadavg_1m', '—')} |"
         )
     problems = {n: rows[f"serve/{n}"].get("problems") for n in _ns(rows, "serve")}
     lines += [f"\nserve/{n}: {p}" for n, p in problems.items() if p]
@@ -70,20 +71,20 @@ def train_lines(d: dict[str, Any]) -> list[str]:
     rows = d["rows"]
     lines = [
         "| N | processes (device) | steps | steps/s | examples/s | validation loss | "
-        "registered versions | speedup vs N=1 (examples/s) | efficiency | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "registered versions | speedup vs N=1 (examples/s) | efficiency | wall s | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in _ns(rows, "train"):
         r = rows[f"train/{n}"]
         if r.get("status") != "ok":
-            lines.append(f"| {n} | {_why(r)} |" + " |" * 8)
+            lines.append(f"| {n} | {_why(r)} |" + " |" * 9)
             continue
         speedup, eff = _speedup(d, "train", n, "examples_s")
         versions = ", ".join(r["versions"]) + (" (one)" if r["one_version"] else " (not one!)")
         lines.append(
             f"| {n} | {r['processes']} ({r['device']}) | {r['steps']} | {_f(r['steps_s'], 2)} | "
             f"{_f(r['examples_s'], 2)} | {_f(r['val_loss'], 4)} | {versions} | {speedup} | "
-            f"{eff} | {r['wall_s']} |"
+            f"{eff} | {r['wall_s']} | {r.get('loadavg_1m', '—')} |"
         )
     return lines
 
