@@ -124,6 +124,18 @@ def test_table_gives_speedup_efficiency_and_the_goal_and_says_why_a_row_is_missi
     assert "ansel@v1 (one)" in text and "strings bounded at 40 characters" in text
 
 
+def test_a_row_the_budget_or_the_host_cannot_hold_is_skipped_with_why():
+    import scale_bench
+
+    args = scale_bench.parse_args(["--budget-s", "100", "--serve-reserve-s", "300"])
+    assert "time budget" in scale_bench.skip_reason(args, "serve", 1, gpus_seen=8)
+    args = scale_bench.parse_args(["--budget-s", "1000"])
+    assert scale_bench.skip_reason(args, "serve", 2, gpus_seen=2) is None
+    assert scale_bench.skip_reason(args, "train", 4, gpus_seen=2) == "4 GPUs asked, 2 seen"
+    tiny = scale_bench.parse_args(["--arch", "tiny", "--budget-s", "1000"])
+    assert scale_bench.skip_reason(tiny, "train", 2, gpus_seen=0) is None  # gloo processes
+
+
 # --- the CPU smoke mode's training rows ---------------------------------------------------
 
 
