@@ -1,6 +1,6 @@
-"""Scale-out on one host with several GPUs: Mondrian's service on vLLM, and `mondrian train`
-under torchrun, at N = 1, 2 (4, 8) GPUs; one table (docs/scale-out.md says what each row
-measures).
+"""Scale-out bench: Mondrian's service on vLLM and `mondrian train` on N GPUs of one host.
+
+At N = 1, 2 (4, 8), one table (docs/scale-out.md says what each row measures):
 
 - serve/N: vLLM started with `mondrian vllm-command`'s arguments (8 advisors' LoRAs, the
   critique schema's structured-outputs config), `--data-parallel-size N` for the 3B and
@@ -227,7 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vllm-python", default=sys.executable, help="python that has vllm")
     parser.add_argument("--python", default=sys.executable, help="python that runs mondrian")
     parser.add_argument("--requests", type=int, default=128, help="POST /analyze per row")
-    parser.add_argument("--clients", type=int, help="concurrent clients (default: --requests)")
+    parser.add_argument(
+        "--clients", "--concurrency", type=int, help="concurrent clients (default: --requests)"
+    )
     parser.add_argument(
         "--service-concurrency", type=int, help="serve --concurrency (clients, at most 256)"
     )
