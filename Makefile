@@ -117,3 +117,19 @@ vllm-venv: $(VLLM_STAMP)  ## vLLM's CPU build in $(VLLM_VENV) (outside the tree;
 
 test-vllm: $(STAMP) $(VLLM_STAMP)  ## the vllm-marked suite against a real vLLM CPU server
 	VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm tests/vllm -rs
+
+# --- the scale-out bench (issue 22; docs/scale-out.md) ------------------------------------
+# On a host with several GPUs: make bench-scale SCALE_ARGS='--arch qwen2_5_vl_3b --gpus 1,2
+# --out DIR --work DIR2'. Without SCALE_ARGS, the CPU smoke run in two calls whose rows
+# merge in SCALE_OUT: serving at N=1 (the tiny model, vLLM's CPU build), training at N=1, 2.
+.PHONY: bench-scale
+SCALE_OUT ?= /tmp/mondrian-scale-tiny
+SCALE_TINY := --arch tiny --out $(SCALE_OUT) --work $(SCALE_OUT)-work
+bench-scale: $(STAMP)  ## the scale-out bench (SCALE_ARGS; default: the CPU smoke run)
+ifdef SCALE_ARGS
+	$(PY) bench/scale_bench.py $(SCALE_ARGS)
+else
+	$(PY) bench/scale_bench.py $(SCALE_TINY) --parts serve --gpus 1 --requests 8 --clients 4 \
+	  --vllm-python $(VLLM_VENV)/bin/python
+	$(PY) bench/scale_bench.py $(SCALE_TINY) --parts train --gpus 1,2
+endif

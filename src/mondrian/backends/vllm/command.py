@@ -11,6 +11,11 @@ What each flag is for:
   named `advisor@vN` as in the registry; with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True a
   version activated later is loaded at run time instead;
 - `--tensor-parallel-size` / `--data-parallel-size`: only when asked for.
+
+`NVLS_OFF_ENV` keeps NVLink multicast off in a multi-GPU server's processes (its workers
+inherit the environment): on a shared NVSwitch host a program that creates multicast
+objects can take every GPU of the host out of service (docs/scale-out.md). It is not in
+`serve_env`: elsewhere multicast is a speed-up a user may want.
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ from mondrian.backends.vllm.adapters import LORA_RANKS
 RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 IMAGE_LIMIT = {"image": 1, "video": 0}
+NVLS_OFF_ENV = {
+    "NCCL_NVLS_ENABLE": "0",  # NCCL's NVLink SHARP (multicast) algorithms
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",  # PyTorch's symmetric memory
+    "NVSHMEM_DISABLE_NVLS": "1",
+    # vLLM's own all-reduces that would create multicast objects: its symmetric-memory
+    # all-reduce, NCCL's symmetric memory, and FlashInfer's, whose single-node default
+    # ("mnnvl") allocates multicast memory where NVSwitch offers it.
+    "VLLM_ALLREDUCE_USE_SYMM_MEM": "0",
+    "VLLM_USE_NCCL_SYMM_MEM": "0",
+    "VLLM_ALLREDUCE_USE_FLASHINFER": "0",
+    "VLLM_FLASHINFER_ALLREDUCE_BACKEND": "trtllm",
+}
 
 
 @dataclass(frozen=True)
