@@ -209,12 +209,20 @@ def create_job(
             variant,
             adapter_version,
             utcnow(),
-            None if photo_name is None else Path(photo_name).name[:255],
+            photo_file_name(photo_name),
             json_text(dict(exif)) if exif else None,
             batch_id,
         ),
     )
     return require_job(conn, job_id)
+
+
+def photo_file_name(name: str | None) -> str | None:
+    """The file's own name, no folder: a browser may send a Windows path (backslashes,
+    which POSIX paths do not split on); an empty name is none."""
+    if not name:
+        return None
+    return Path(name.replace("\\", "/")).name[:255] or None
 
 
 def set_report_path(conn: sqlite3.Connection, job_id: str, path: str) -> Job:
