@@ -21,6 +21,7 @@ from mondrian.errors import InvalidInput, NotFound, Unavailable, parse_choice
 from mondrian.modes import Mode
 from mondrian.schema import AnalysisResult
 from mondrian.service.errors import Conflict
+from mondrian.service.sign_in_limit import SignInLimit
 from mondrian.storage import advisors as advisor_store
 from mondrian.storage import jobs as job_store
 from mondrian.storage.db import Database
@@ -50,9 +51,12 @@ class ServiceState:
     worker: Worker
     # Uploads decoded at once: each holds up to `max_decode_pixels` while it decodes.
     decode_slots: asyncio.Semaphore = field(init=False)
+    # Failed operator sign-ins per client address (the studio's sign-in form).
+    sign_ins: SignInLimit = field(init=False)
 
     def __post_init__(self) -> None:
         self.decode_slots = asyncio.Semaphore(self.settings.decode_concurrency)
+        self.sign_ins = SignInLimit(self.settings.sign_in_attempts, self.settings.sign_in_window_s)
 
 
 def get_state(request: Request) -> ServiceState:
