@@ -16,7 +16,7 @@ from mondrian.schema import example_critique
 from mondrian.service.admission import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
-from mondrian.storage import images, jobs
+from mondrian.storage import images, job_leases, jobs
 from mondrian.storage.bootstrap import open_state
 
 pytestmark = pytest.mark.model
@@ -119,7 +119,7 @@ def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model,
         # Running on its second attempt: the crash before this one re-queued it once.
         exhausted = db.write(jobs.create_job, "ansel", image_hash, "baseline", "tiny")
         db.write(jobs.start_job, exhausted.id)
-        db.write(jobs.requeue_or_fail_running, 5)
+        db.write(job_leases.requeue_or_fail_running, 5)
         db.write(jobs.start_job, exhausted.id)
         # Running on its first attempt, and one still queued.
         running = db.write(jobs.create_job, "fan_ho", image_hash, "rag", "tiny")
