@@ -24,6 +24,7 @@ NAMES = [
     "disk",
     "model",
     "home",
+    "database",
     "qwen-tokenizer",
     "chromium",
     "postgresql",
@@ -37,6 +38,10 @@ def no_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+def line_of(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if line.split()[1] == name)
 
 
 def run_doctor(capsys, *args: str) -> tuple[int, str]:
@@ -78,9 +83,9 @@ def test_a_database_from_a_newer_mondrian_fails(capsys, mondrian_home, no_cache)
         conn.execute("INSERT INTO _migrations VALUES ('9999_from_the_future', 'now')")
     conn.close()
     code, out = run_doctor(capsys)
-    home = next(line for line in out.splitlines() if line.split()[1] == "home")
-    assert code == 1 and home.startswith("fail")
-    assert "9999_from_the_future" in home and "newer Mondrian" in home
+    database = line_of(out, "database")
+    assert code == 1 and database.startswith("fail")
+    assert "9999_from_the_future" in database and "newer Mondrian" in database
     assert out.strip().splitlines()[-1].startswith("essentials missing")
 
 
@@ -91,9 +96,27 @@ def test_a_current_database_names_its_version(capsys, mondrian_home, no_cache):
 
     open_state(load_settings()).close()
     code, out = run_doctor(capsys)
-    home = next(line for line in out.splitlines() if line.split()[1] == "home")
-    assert code == 0 and home.startswith("ok")
-    assert f"database at {MIGRATIONS[-1].name} ({len(MIGRATIONS)}/{len(MIGRATIONS)})" in home
+    database = line_of(out, "database")
+    assert code == 0 and database.startswith("ok")
+    # Which database it checked: the SQLite file under MONDRIAN_HOME.
+    assert f"SQLite {mondrian_home / 'mondrian.db'}" in database
+    assert f"at {MIGRATIONS[-1].name} ({len(MIGRATIONS)}/{len(MIGRATIONS)})" in database
+    assert line_of(out, "home").startswith("ok")
+
+
+def test_pending_migrations_are_a_warning(mondrian_home):
+    from mondrian.config import load_settings
+    from mondrian.storage.bootstrap import open_state
+    from mondrian.storage.migrations import MIGRATIONS
+
+    open_state(load_settings()).close()
+    conn = sqlite3.connect(mondrian_home / "mondrian.db")
+    with conn:
+        conn.execute("DELETE FROM _migrations WHERE name = ?", (MIGRATIONS[-1].name,))
+    conn.close()
+    check = doctor_cmd.database_check(load_settings())
+    assert check.status == "warn" and f"pending: {MIGRATIONS[-1].name}" in check.detail
+    assert "mondrian db migrate" in check.detail
 
 
 def test_a_file_that_is_not_a_database_fails(capsys, mondrian_home, no_cache):

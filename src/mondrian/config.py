@@ -166,6 +166,15 @@ class Settings(BaseSettings):
     reviews_per_hour: int = Field(
         default=30, ge=1, description="Reviews one client (address or token) may post per hour."
     )
+    # Failed operator sign-ins per client address (service/sign_in_limit.py).
+    sign_in_attempts: int = Field(
+        default=5, ge=1, description="Failed operator sign-ins one address may make per window."
+    )
+    sign_in_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds over which failed sign-ins are counted; past them, 429.",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: list(LOOPBACK_HOSTS),
         description="Host header values served (DNS-rebinding guard); '*' serves any.",

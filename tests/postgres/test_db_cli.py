@@ -9,7 +9,7 @@ import pytest
 from mondrian.cli.main import main
 from mondrian.config import load_settings
 from mondrian.schema import example_critique
-from mondrian.storage import adapters, images, jobs, profiles, reviews
+from mondrian.storage import adapters, images, job_leases, jobs, profiles, reviews
 from mondrian.storage.bootstrap import open_state
 from mondrian.storage.copy import TABLES
 from mondrian.storage.migrations import MIGRATIONS
@@ -35,7 +35,7 @@ def _fill_sqlite_state() -> dict[str, int]:
             b"\x00\x01",
         )
         made = [db.write(jobs.create_job, "ansel", digest, "baseline", "tiny") for _ in range(3)]
-        db.write(jobs.claim_next_job, owner="host:1")
+        db.write(job_leases.claim_next_job, owner="host:1")
         db.write(jobs.fail_job, made[1].id, "a reason")
         db.write(reviews.add_review, made[0].id, example_critique(6), author="client:1")
         db.write(adapters.register_adapter, "ansel", "/adapters/ansel/v1", "tiny", {"k": 1})

@@ -14,7 +14,7 @@ import pytest
 from mondrian.modes import Policy
 from mondrian.service import admission
 from mondrian.service.policy import ModelPolicy
-from mondrian.storage import images, jobs
+from mondrian.storage import images, job_leases, jobs
 from mondrian.storage.migrations import MIGRATIONS, applied
 from mondrian.storage.postgres import PostgresDatabase
 
@@ -64,7 +64,7 @@ def test_each_job_is_claimed_by_exactly_one_replica(replicas, tmp_path: Path):
     lock = threading.Lock()
 
     def worker(db: PostgresDatabase, name: str) -> None:
-        while (job := db.write(jobs.claim_next_job, owner=name)) is not None:
+        while (job := db.write(job_leases.claim_next_job, owner=name)) is not None:
             with lock:
                 claims.setdefault(job.id, []).append(name)
             db.write(jobs.fail_job, job.id, "not run: a claim test")

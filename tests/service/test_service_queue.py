@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,10 +14,10 @@ from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wa
 
 from backend_fakes import CrashingBackend, EchoBackend, GatedBackend, RecordingBackend
 from mondrian.schema import example_critique
-from mondrian.service.admission import DEFAULT_JOB_S, MAX_RETRY_AFTER_S, estimated_wait
+from mondrian.service.admission import MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.service.app import create_app
 from mondrian.service.options import ServiceOptions
-from mondrian.storage import images, jobs
+from mondrian.storage import images, job_leases, jobs
 from mondrian.storage.bootstrap import open_state
 
 pytestmark = pytest.mark.model
@@ -119,7 +120,7 @@ def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model,
         # Running on its second attempt: the crash before this one re-queued it once.
         exhausted = db.write(jobs.create_job, "ansel", image_hash, "baseline", "tiny")
         db.write(jobs.start_job, exhausted.id)
-        db.write(jobs.requeue_or_fail_running, 5)
+        db.write(job_leases.requeue_or_fail_running, 5)
         db.write(jobs.start_job, exhausted.id)
         # Running on its first attempt, and one still queued.
         running = db.write(jobs.create_job, "fan_ho", image_hash, "rag", "tiny")
@@ -151,7 +152,10 @@ def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model,
 def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_model, tmp_path):
     recording = RecordingBackend(tiny_backend)
     settings = tiny_settings(tmp_path / "home", tiny_model)
-    options = ServiceOptions(concurrency=4, idle_poll_s=0.05, batch_wait_ms=5000)
+    # A window far longer than a tiny job takes even on a loaded machine: a batch held for
+    # it shows in the job's own run time, whatever the machine's speed.
+    window_s = 60.0
+    options = ServiceOptions(concurrency=4, idle_poll_s=0.05, batch_wait_ms=window_s * 1000)
     form = {"advisor": "ansel"}
     with TestClient(create_app(settings, recording, options=options)) as client:
         try:
@@ -176,12 +180,14 @@ def test_jobs_that_wait_for_the_model_share_the_next_batch(tiny_backend, tiny_mo
         finally:
             recording.gate.set()
         results = [wait_for_job(client, job_id) for job_id in ids]
-        # A job on its own is not held for the window (5 s): nothing else is on its way.
-        started = time.monotonic()
+        # A job on its own is not held for the window: nothing else is on its way, so its
+        # batch closes at once. Held, the job would run for the whole window (the deadline
+        # is the batcher's clock), so its run time, claimed to finished, says which.
         alone = client.post("/analyze", files=upload(photo_bytes()), data=form)
-        assert alone.status_code == 200 and time.monotonic() - started < 4.0
+        assert alone.status_code == 200, alone.text
+        assert run_seconds(wait_for_job(client, alone.headers["X-Job-ID"])) < window_s / 2
     assert [r["status"] for r in results] == ["done"] * 4
-    assert recording.sizes == [1, 3, 1]
+    assert recording.sizes == [1, 3, 1]  # the lone job ran in a batch of its own
     for r in results:
         assert set(r["result"]["critique"]) >= {"dimensions", "overall_score"}
 
@@ -221,7 +227,25 @@ def _stored(db) -> int:
         return conn.execute("SELECT count(*) FROM images").fetchone()[0]
 
 
-def test_a_refused_request_is_neither_decoded_nor_stored(tiny_backend, tiny_model, tmp_path):
+def run_seconds(job: dict) -> float:
+    """A job's run, claimed to finished, from `GET /jobs/{id}`'s timestamps."""
+    started, finished = (
+        datetime.fromisoformat(job[key].replace("Z", "+00:00"))
+        for key in ("started_at", "finished_at")
+    )
+    return (finished - started).total_seconds()
+
+
+def test_a_refused_request_is_neither_decoded_nor_stored(
+    tiny_backend, tiny_model, tmp_path, monkeypatch
+):
+    from mondrian.service import worker as worker_module
+
+    # Until a job is timed the estimate assumes DEFAULT_JOB_S per job; set far above any
+    # tiny job's run (even on a loaded machine), so that the estimate after the jobs ran
+    # can only be close to their measured times if it follows them.
+    default_job_s = 100.0
+    monkeypatch.setattr(worker_module, "DEFAULT_JOB_S", default_job_s)
     gated = GatedBackend(tiny_backend)
     settings = tiny_settings(tmp_path / "home", tiny_model)
     app = create_app(settings, gated, options=ServiceOptions(queue_size=3, idle_poll_s=0.05))
@@ -231,8 +255,11 @@ def test_a_refused_request_is_neither_decoded_nor_stored(tiny_backend, tiny_mode
         try:
             running = client.post("/jobs", files=upload(photo_bytes()), data=form)
             assert gated.entered.wait(30), "the worker never started the first job"
+            ids = [running.json()["id"]]
             for name in ("coffee", "rocket", "astronaut"):
-                assert client.post("/jobs", files=upload(photo_bytes(name)), data=form).is_success
+                queued = client.post("/jobs", files=upload(photo_bytes(name)), data=form)
+                assert queued.is_success, queued.text
+                ids.append(queued.json()["id"])
             stored = _stored(db)
             files = sorted(settings.images_dir.rglob("*"))
             # Garbage that a decode would answer 422: the 503 shows nothing decoded it.
@@ -243,17 +270,21 @@ def test_a_refused_request_is_neither_decoded_nor_stored(tiny_backend, tiny_mode
                 refused = client.post(endpoint, files=photo, data=form)
                 assert_error(refused, 503, "queue_full")
                 # The wait for 3 queued jobs with no job timed yet, on one thread.
-                assert refused.headers["Retry-After"] == str(estimated_wait(DEFAULT_JOB_S, 3, 1))
+                assert refused.headers["Retry-After"] == str(estimated_wait(default_job_s, 3, 1))
             assert _stored(db) == stored and sorted(settings.images_dir.rglob("*")) == files
         finally:
             gated.gate.set()
-        assert wait_for_job(client, running.json()["id"])["status"] == "done"
-        for _ in range(600):
-            if client.get("/health").json()["queue"]["depth"] == 0:
-                break
-            time.sleep(0.05)
-        # Jobs have been timed now: the estimate follows them (tiny jobs, well under 5 s).
-        assert app.state.mondrian.worker.retry_after(3) < estimated_wait(DEFAULT_JOB_S, 3, 1)
+        ran = [wait_for_job(client, job_id) for job_id in ids]
+        assert [job["status"] for job in ran] == ["done"] * 4
+        # Jobs have been timed now: the estimate is 3 jobs at a moving average of their run
+        # times, so it lies within what the shortest and the longest took (with a margin
+        # for the worker's clock starting after the claim's timestamp).
+        took = [run_seconds(job) for job in ran]
+        estimate = app.state.mondrian.worker.retry_after(3)
+        low = estimated_wait(max(0.0, min(took) - 0.5), 3, 1)
+        high = estimated_wait(max(took) + 0.5, 3, 1)
+        assert low <= estimate <= high, (estimate, took)
+        assert estimate < estimated_wait(default_job_s, 3, 1)
 
 
 def test_the_estimated_wait_follows_depth_time_and_threads():

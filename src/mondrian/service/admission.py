@@ -59,6 +59,7 @@ class Upload:
     mime: str
     width: int
     height: int
+    name: str | None = None  # the file's name as the client sent it (history shows it)
 
 
 def queued_count(conn: sqlite3.Connection) -> int:
@@ -87,7 +88,9 @@ def admit(
     `image` is a stored image's hash, or an `Upload` stored here (under `images_dir`) once
     the job is admitted, in the same transaction as the job."""
     check_capacity(conn, capacity)
+    photo_name = None
     if isinstance(image, Upload):
+        photo_name = image.name
         if images_dir is None:
             raise ValueError("an Upload needs the images directory to be stored in")
         image_hash = images.store_image(
@@ -104,4 +107,5 @@ def admit(
         model_id,
         variant=policy.variant_for(job_id),
         job_id=job_id,
+        photo_name=photo_name,
     )

@@ -19,6 +19,9 @@ from mondrian.advisors.model import ADVISOR_ID_PATTERN
 from mondrian.config import Settings
 from mondrian.errors import InvalidInput, NotFound, Unavailable, parse_choice
 from mondrian.modes import Mode
+from mondrian.schema import AnalysisResult
+from mondrian.service.errors import Conflict
+from mondrian.service.sign_in_limit import SignInLimit
 from mondrian.storage import advisors as advisor_store
 from mondrian.storage import jobs as job_store
 from mondrian.storage.db import Database
@@ -48,9 +51,12 @@ class ServiceState:
     worker: Worker
     # Uploads decoded at once: each holds up to `max_decode_pixels` while it decodes.
     decode_slots: asyncio.Semaphore = field(init=False)
+    # Failed operator sign-ins per client address (the studio's sign-in form).
+    sign_ins: SignInLimit = field(init=False)
 
     def __post_init__(self) -> None:
         self.decode_slots = asyncio.Semaphore(self.settings.decode_concurrency)
+        self.sign_ins = SignInLimit(self.settings.sign_in_attempts, self.settings.sign_in_window_s)
 
 
 def get_state(request: Request) -> ServiceState:
@@ -99,3 +105,16 @@ def load_job(db: Database, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"unknown job {job_id!r}", code="unknown_job")
     return job
+
+
+def finished_result(job: Job) -> AnalysisResult:
+    """The critique of a done job. Every route serving a finished job's files asks here,
+    so all answer alike: 409 `not_done` for a job that exists but has no critique (queued,
+    running, failed), where `load_job` gave 404 `unknown_job` for one that does not."""
+    result = job.analysis()
+    if job.status != "done" or result is None:
+        detail = f": {job.error}" if job.error else ""
+        raise Conflict(
+            f"job {job.id} is {job.status}{detail}; it has no critique yet", code="not_done"
+        )
+    return result

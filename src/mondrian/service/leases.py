@@ -1,11 +1,11 @@
 """The worker's heartbeat on a queue that replicas may share (docs/storage.md).
 
-Each claimed job carries a lease (storage/jobs.py `claim_next_job`). This thread renews the
+Each claimed job carries a lease (storage/job_leases.py `claim_next_job`). This thread renews the
 leases of the jobs running in this process every third of the lease, and on a shared
 database (PostgreSQL) also:
 
 - takes back the jobs of replicas that died: their leases ran out, so they are re-queued
-  or, after `max_attempts`, failed with a reason (`jobs.recover_expired`);
+  or, after `max_attempts`, failed with a reason (`job_leases.recover_expired`);
 - answers the callers waiting here (`POST /analyze`) for jobs that another replica
   claimed and finished: the job went to whichever worker claimed it first.
 """
@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mondrian.errors import MondrianError
-from mondrian.storage import jobs
+from mondrian.storage import job_leases, jobs
 
 if TYPE_CHECKING:
     from mondrian.service.worker import Worker
@@ -74,13 +74,13 @@ class Heartbeat:
     def renew(self) -> None:
         worker = self.worker
         running = worker.running_jobs
-        lost = worker.db.write(jobs.renew_leases, running, self.lease_s, worker.owner)
+        lost = worker.db.write(job_leases.renew_leases, running, self.lease_s, worker.owner)
         for job_id in set(lost) & set(worker.running_jobs):
             log.warning("job %s: this server's lease on it ran out (a stall?)", job_id)
 
     def take_back(self) -> None:
         worker = self.worker
-        recovered = worker.db.write(jobs.recover_expired, worker.options.max_attempts)
+        recovered = worker.db.write(job_leases.recover_expired, worker.options.max_attempts)
         if recovered.requeued or recovered.failed:
             log.warning(
                 "a replica stopped: %d job(s) re-queued, %d failed (attempts exhausted)",

@@ -48,8 +48,9 @@ from mondrian.service.options import ServiceOptions
 from mondrian.service.policy import ModelPolicy
 from mondrian.service.progress import ExpectedTokens, progress_value
 from mondrian.service.stages import LiveStages, StageBackend, passes_for
-from mondrian.storage import images, jobs
-from mondrian.storage.jobs import Job, Recovery
+from mondrian.storage import images, job_leases, jobs
+from mondrian.storage.job_leases import Recovery
+from mondrian.storage.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +177,15 @@ class Worker:
 
     def _recover_at_start(self) -> Recovery:
         if self.db.shared:  # other replicas' running jobs are theirs: only expired leases
-            return self.db.write(jobs.recover_expired, self.options.max_attempts)
-        return self.db.write(jobs.requeue_or_fail_running, self.options.max_attempts)
+            return self.db.write(job_leases.recover_expired, self.options.max_attempts)
+        return self.db.write(job_leases.requeue_or_fail_running, self.options.max_attempts)
 
     def stop(self, timeout: float = 30.0, grace: float = 0.0) -> None:
         """Stop: no new job starts; running jobs get `grace` seconds to finish, then are
         interrupted (via the token callback).
 
         A job interrupted here goes back to the queue, recorded as interrupted and without
-        counting the attempt (`jobs.interrupt_job`); the next start runs it. Waiting
+        counting the attempt (`job_leases.interrupt_job`); the next start runs it. Waiting
         callers are answered with `ShuttingDown`.
         """
         self._draining.set()
@@ -334,7 +335,7 @@ class Worker:
                 continue
             try:
                 job = self.db.write(
-                    jobs.claim_next_job, lease_s=self.options.job_lease_s, owner=self.owner
+                    job_leases.claim_next_job, lease_s=self.options.job_lease_s, owner=self.owner
                 )
             except Exception:
                 log.exception("could not claim a job; retrying")
@@ -350,7 +351,7 @@ class Worker:
             except _Interrupted:
                 log.warning("job %s interrupted by shutdown; queued for the next start", job.id)
                 try:
-                    self.db.write(jobs.interrupt_job, job.id)
+                    self.db.write(job_leases.interrupt_job, job.id)
                 except Exception:  # left running: the next start's recovery re-queues it
                     log.exception("could not record job %s as interrupted", job.id)
                 self.resolve(job.id, error=ShuttingDown("the service is shutting down"))

@@ -3,7 +3,7 @@
 Every job records the mode asked for and the mode used, the model, the A/B variant and
 the adapter version, so an A/B report can be computed from this table alone. All state
 changes are guarded (a finished job cannot be started again) and run inside
-`Database.write`, so a check and the update that follows it are one transaction.
+`Database.write`, so a check and its update are one transaction (leases: job_leases.py).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,9 @@ from mondrian.modes import Mode, Variant
 from mondrian.schema import AnalysisResult
 from mondrian.storage.adapters import parse_adapter_ref
 from mondrian.storage.db import json_text, json_value, utcnow
-from mondrian.storage.dialect import Dialect, dialect_of
 from mondrian.storage.images import forget_if_unreferenced, require_image
 
 STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
-# How long a claimed job stays its worker's without a renewal (service/worker.py renews it
-# every third of this while the job runs).
-DEFAULT_LEASE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -100,14 +95,6 @@ class InUse(MondrianError):
 
     code = "in_use"
     http_status = 409
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What `requeue_or_fail_running` did."""
-
-    requeued: list[str]
-    failed: list[str]
 
 
 def job_filter(
@@ -209,7 +196,7 @@ def create_job(
             variant,
             adapter_version,
             utcnow(),
-            None if photo_name is None else Path(photo_name).name[:255],
+            photo_file_name(photo_name),
             json_text(dict(exif)) if exif else None,
             batch_id,
         ),
@@ -217,9 +204,17 @@ def create_job(
     return require_job(conn, job_id)
 
 
+def photo_file_name(name: str | None) -> str | None:
+    """The file's own name, no folder: a browser may send a Windows path (backslashes,
+    which POSIX paths do not split on); an empty name is none."""
+    if not name:
+        return None
+    return Path(name.replace("\\", "/")).name[:255] or None
+
+
 def set_report_path(conn: sqlite3.Connection, job_id: str, path: str) -> Job:
     """Where a finished job's report was written (the last one written, if several)."""
-    _require_status(require_job(conn, job_id), ("done",), "record a report of")
+    require_status(require_job(conn, job_id), ("done",), "record a report of")
     conn.execute("UPDATE jobs SET report_path = ? WHERE id = ?", (str(path), job_id))
     return require_job(conn, job_id)
 
@@ -240,14 +235,14 @@ def require_job(conn: sqlite3.Connection, job_id: str) -> Job:
     return job
 
 
-def _require_status(job: Job, allowed: tuple[str, ...], action: str) -> None:
+def require_status(job: Job, allowed: tuple[str, ...], action: str) -> None:
     if job.status not in allowed:
         raise InvalidInput(f"cannot {action} job {job.id}: it is {job.status}")
 
 
 def start_job(conn: sqlite3.Connection, job_id: str) -> Job:
     """Mark a queued job running; counts an attempt."""
-    _require_status(require_job(conn, job_id), ("queued",), "start")
+    require_status(require_job(conn, job_id), ("queued",), "start")
     conn.execute(
         """
         UPDATE jobs SET status = 'running', started_at = ?, progress = 0,
@@ -259,83 +254,11 @@ def start_job(conn: sqlite3.Connection, job_id: str) -> Job:
     return require_job(conn, job_id)
 
 
-def interrupt_job(conn: sqlite3.Connection, job_id: str) -> Job:
-    """A running job a shutdown stopped goes back to the queue, recorded as interrupted
-    (`error` says so until it starts again), and the attempt is not counted: a shutdown
-    is not the job's failure, so restarts cannot exhaust a healthy job."""
-    _require_status(require_job(conn, job_id), ("running",), "interrupt")
-    conn.execute(
-        """
-        UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL,
-                        attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
-                        lease_until = NULL, error = ?
-        WHERE id = ?
-        """,
-        (f"interrupted by a shutdown at {utcnow()}; it runs again at the next start", job_id),
-    )
-    return require_job(conn, job_id)
-
-
-def lease_end(seconds: float) -> str:
-    """`utcnow()` plus `seconds`, in the same text form (so the two compare as text)."""
-    end = datetime.now(UTC) + timedelta(seconds=seconds)
-    return end.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def claim_next_job(
-    conn: sqlite3.Connection, *, lease_s: float = DEFAULT_LEASE_S, owner: str | None = None
-) -> Job | None:
-    """Start the oldest queued job under a lease of `lease_s` seconds held by `owner`, and
-    return it, or None when the queue is empty.
-
-    Safe with several workers: on SQLite the write transaction holds the file's write lock;
-    on PostgreSQL writes hold the advisory write lock (storage/postgres.py), and the row is
-    also taken `FOR UPDATE SKIP LOCKED`, so two workers never claim one job even if a claim
-    ever runs outside that lock.
-    """
-    if lease_s <= 0:
-        raise InvalidInput(f"a lease must be positive, got {lease_s}")
-    sql = "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
-    if dialect_of(conn) is Dialect.POSTGRES:
-        sql += " FOR UPDATE SKIP LOCKED"
-    row = conn.execute(sql).fetchone()
-    if row is None:
-        return None
-    start_job(conn, row["id"])
-    conn.execute(
-        "UPDATE jobs SET lease_until = ?, claimed_by = ? WHERE id = ?",
-        (lease_end(lease_s), owner, row["id"]),
-    )
-    return require_job(conn, row["id"])
-
-
-def renew_leases(
-    conn: sqlite3.Connection, job_ids: Iterable[str], lease_s: float, owner: str | None
-) -> list[str]:
-    """Extend the leases `owner` holds on these running jobs; return the ids it no longer
-    holds (finished meanwhile, or taken back after its lease ran out)."""
-    ids = sorted(set(job_ids))
-    if not ids:
-        return []
-    marks = ", ".join("?" for _ in ids)
-    conn.execute(
-        f"UPDATE jobs SET lease_until = ? WHERE status = 'running' AND id IN ({marks}) "
-        "AND claimed_by IS NOT DISTINCT FROM ?",
-        (lease_end(lease_s), *ids, owner),
-    )
-    held = conn.execute(
-        f"SELECT id FROM jobs WHERE status = 'running' AND id IN ({marks}) "
-        "AND claimed_by IS NOT DISTINCT FROM ?",
-        (*ids, owner),
-    ).fetchall()
-    return sorted(set(ids) - {row["id"] for row in held})
-
-
 def set_progress(conn: sqlite3.Connection, job_id: str, progress: float) -> None:
     """Progress of a running job, 0 to 1."""
     if not 0.0 <= float(progress) <= 1.0:
         raise InvalidInput(f"progress must be between 0 and 1, got {progress}")
-    _require_status(require_job(conn, job_id), ("running",), "report progress on")
+    require_status(require_job(conn, job_id), ("running",), "report progress on")
     conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (float(progress), job_id))
 
 
@@ -354,7 +277,7 @@ def finish_job(
     adapter version that served is read from the result's `model.adapter`.
     """
     job = require_job(conn, job_id)
-    _require_status(job, ("queued", "running"), "finish")
+    require_status(job, ("queued", "running"), "finish")
     analysis = _analysis(result)
     if analysis.job_id not in (None, job_id):
         raise InvalidInput(f"result belongs to job {analysis.job_id}, not {job_id}")
@@ -414,7 +337,7 @@ def _analysis(result: AnalysisResult | Mapping[str, Any] | str) -> AnalysisResul
 
 def fail_job(conn: sqlite3.Connection, job_id: str, error: str) -> Job:
     """Mark a queued or running job failed, with the reason a user will read."""
-    _require_status(require_job(conn, job_id), ("queued", "running"), "fail")
+    require_status(require_job(conn, job_id), ("queued", "running"), "fail")
     conn.execute(
         "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
         (str(error) or "failed", utcnow(), job_id),
@@ -448,64 +371,6 @@ def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     for row in conn.execute("SELECT status, count(*) AS n FROM jobs GROUP BY status"):
         counts[row["status"]] = row["n"]
     return counts
-
-
-def requeue_or_fail_running(conn: sqlite3.Connection, max_attempts: int) -> Recovery:
-    """Crash recovery: jobs left running by a process that died go back to the queue,
-    or fail once they have had `max_attempts` attempts.
-
-    Call it when the only process that runs jobs starts, before it takes new work: it
-    cannot tell a job orphaned by a crash from one another live worker is running (with
-    several replicas on one database, `recover_expired` is the recovery instead).
-    """
-    rows = conn.execute(
-        "SELECT id, attempts, claimed_by FROM jobs WHERE status = 'running' ORDER BY created_at"
-    ).fetchall()
-    return _recover(conn, rows, max_attempts, "interrupted by a restart")
-
-
-def recover_expired(conn: sqlite3.Connection, max_attempts: int) -> Recovery:
-    """Jobs whose worker stopped renewing their lease (its replica died or hung) go back
-    to the queue, or fail once they have had `max_attempts` attempts. Safe while other
-    workers run: a live worker renews its leases long before they run out."""
-    rows = conn.execute(
-        "SELECT id, attempts, claimed_by FROM jobs WHERE status = 'running' "
-        "AND lease_until IS NOT NULL AND lease_until < ? ORDER BY created_at",
-        (utcnow(),),
-    ).fetchall()
-    return _recover(conn, rows, max_attempts, "its server stopped (its lease ran out)")
-
-
-def _recover(
-    conn: sqlite3.Connection, rows: list[sqlite3.Row], max_attempts: int, why: str
-) -> Recovery:
-    if max_attempts < 1:
-        raise InvalidInput(f"max_attempts must be at least 1, got {max_attempts}")
-    requeued: list[str] = []
-    failed: list[str] = []
-    now = utcnow()
-    for row in rows:
-        by = f" on {row['claimed_by']}" if row["claimed_by"] else ""
-        if row["attempts"] < max_attempts:
-            conn.execute(
-                "UPDATE jobs SET status = 'queued', progress = 0, started_at = NULL, "
-                "lease_until = NULL, error = ? WHERE id = ?",
-                (f"{why}{by} at {now}; queued again", row["id"]),
-            )
-            requeued.append(row["id"])
-        else:
-            conn.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
-                "lease_until = NULL WHERE id = ?",
-                (
-                    f"{why}{by} after {row['attempts']} attempt(s) "
-                    f"(limit {max_attempts}); not retried",
-                    now,
-                    row["id"],
-                ),
-            )
-            failed.append(row["id"])
-    return Recovery(requeued=requeued, failed=failed)
 
 
 @dataclass(frozen=True)

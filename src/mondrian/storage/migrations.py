@@ -185,7 +185,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         # Several replicas share one queue (PostgreSQL): a claimed job carries a lease its
         # worker renews while it runs, and who holds it. A lease that runs out means its
-        # replica died; another one re-queues or fails the job (jobs.recover_expired).
+        # replica died; another one re-queues or fails the job (job_leases.recover_expired).
         "0010_job_leases",
         """
         ALTER TABLE jobs ADD COLUMN lease_until TEXT;

@@ -110,7 +110,13 @@ async def accept_upload(
     data = await read_capped(upload, settings.max_upload_bytes)
     photo = await decode_upload(state, data)
     del data  # the working copy is what is kept
-    image = Upload(data=photo.data, mime=photo.mime, width=photo.width, height=photo.height)
+    image = Upload(
+        data=photo.data,
+        mime=photo.mime,
+        width=photo.width,
+        height=photo.height,
+        name=upload.filename,
+    )
     # The ticket the Arrivals middleware took for this request: open until the job starts.
     arrival = getattr(request.state, "arrival", None) if request is not None else None
     return await run_in_threadpool(

@@ -47,7 +47,7 @@ _AHEAD = """
 
 
 def queue_position(conn: sqlite3.Connection, job: Job) -> int:
-    """1 for the job the worker claims next: the order of storage.jobs.claim_next_job."""
+    """1 for the job the worker claims next: the order of storage.job_leases.claim_next_job."""
     (ahead,) = conn.execute(_AHEAD, (job.created_at, job.created_at, job.id)).fetchone()
     return int(ahead) + 1
 

@@ -17,8 +17,7 @@ from pydantic import BaseModel, Field
 from mondrian.reports.render import render_detailed, render_summary
 from mondrian.reports.thumbnails import report_images
 from mondrian.schema import DIMENSIONS, AnalysisResult
-from mondrian.service.deps import ServiceState, State, load_advisor, load_job
-from mondrian.service.errors import Conflict
+from mondrian.service.deps import ServiceState, State, finished_result, load_advisor, load_job
 from mondrian.service.routes.analyze import (
     ERROR_RESPONSES,
     AdmittedRoute,
@@ -145,14 +144,6 @@ def get_job(job_id: str, state: State) -> JobView:
     return job_view(load_job(state.db, job_id))
 
 
-def _finished_result(job: Job) -> AnalysisResult:
-    result = job.analysis()
-    if job.status != "done" or result is None:
-        detail = f": {job.error}" if job.error else ""
-        raise Conflict(f"job {job.id} is {job.status}{detail}; it has no report", code="not_done")
-    return result
-
-
 def portfolio_means(state: ServiceState, advisor_id: str) -> dict[str, float] | None:
     """The advisor's mean score per dimension over indexed portfolio images, if any."""
     with state.db.read() as conn:
@@ -174,7 +165,7 @@ def get_report(
     kind: Annotated[Literal["summary", "detailed"], Query()] = "summary",
 ) -> HTMLResponse:
     job = load_job(state.db, job_id)
-    result = _finished_result(job)
+    result = finished_result(job)
     advisor = load_advisor(state.db, job.advisor_id)
     render = render_detailed if kind == "detailed" else render_summary
     exemplars = [ref.image_hash for ref in result.references]

@@ -22,10 +22,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mondrian.errors import NotFound
 from mondrian.reports import xmp
 from mondrian.schema import DIMENSIONS
-from mondrian.service.deps import ServiceState, State, load_job
+from mondrian.service.deps import ServiceState, State, finished_result, load_job
+from mondrian.service.errors import Conflict
 from mondrian.service.routes.analyze import (
     ERROR_RESPONSES,
     AdmittedRoute,
@@ -198,13 +198,17 @@ def photo_ratings(jobs: list[Job]) -> list[tuple[str, xmp.Rating]]:
     "/batches/{batch_id}/sidecars.zip",
     summary="The shoot's star ratings as XMP sidecars, zipped (docs/xmp.md)",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}, 404: {"description": "Unknown"}},
+    responses={
+        200: {"content": {"application/zip": {}}},
+        404: {"description": "Unknown batch"},
+        409: {"description": "No critique of the shoot finished yet"},
+    },
 )
 def batch_sidecars(batch_id: BatchId, state: State) -> Response:
     _batch, jobs = load_batch(state, batch_id)
     ratings = photo_ratings(jobs)
     if not ratings:
-        raise NotFound(f"batch {batch_id} has no finished critique yet", code="not_done")
+        raise Conflict(f"batch {batch_id} has no finished critique yet", code="not_done")
     return Response(
         xmp.sidecar_zip(ratings),
         media_type="application/zip",
@@ -216,14 +220,16 @@ def batch_sidecars(batch_id: BatchId, state: State) -> Response:
     "/jobs/{job_id}/sidecar.xmp",
     summary="A critique's star rating as an XMP sidecar (docs/xmp.md)",
     response_class=Response,
-    responses={200: {"content": {"application/rdf+xml": {}}}, 404: {"description": "Unknown"}},
+    responses={
+        200: {"content": {"application/rdf+xml": {}}},
+        404: {"description": "Unknown job"},
+        409: {"description": "Job not done"},
+    },
 )
 def job_sidecar(job_id: str, state: State) -> Response:
     job = load_job(state.db, job_id)
-    ratings = photo_ratings([job])
-    if not ratings:
-        raise NotFound(f"job {job.id} has no finished critique ({job.status})", code="not_done")
-    name, rating = ratings[0]
+    finished_result(job)
+    name, rating = photo_ratings([job])[0]
     # The darktable name: unambiguous where a RAW and a JPEG share a stem (reports/xmp.py).
     return Response(
         xmp.sidecar_xml(rating),

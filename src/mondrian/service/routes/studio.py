@@ -37,8 +37,7 @@ from mondrian.reports.markdown import render_markdown
 from mondrian.reports.thumbnails import report_images
 from mondrian.schema import AnalysisResult
 from mondrian.service import studio_views as views
-from mondrian.service.deps import ServiceState, State, load_advisor, load_job
-from mondrian.service.errors import Conflict
+from mondrian.service.deps import ServiceState, State, finished_result, load_advisor, load_job
 from mondrian.service.routes.jobs import portfolio_means
 from mondrian.storage import adapters as adapter_store
 from mondrian.storage import advisors as advisor_store
@@ -174,9 +173,7 @@ async def critique_page(job_id: str, state: State) -> HTMLResponse:
 @router.get("/studio/jobs/{job_id}/critique.json")
 def critique_json(job_id: str, state: State) -> JSONResponse:
     job = load_job(state.db, job_id)
-    result = job.analysis()
-    if result is None:
-        raise NotFound(f"job {job.id} has no critique yet ({job.status})", code="not_done")
+    result = finished_result(job)
     return JSONResponse(result.model_dump(mode="json"), headers=attachment(job, "json"))
 
 
@@ -186,10 +183,7 @@ def attachment(job: Job, suffix: str) -> dict[str, str]:
 
 def finished(state: ServiceState, job_id: str) -> tuple[Job, AnalysisResult, Advisor]:
     job = load_job(state.db, job_id)
-    result = job.analysis()
-    if job.status != "done" or result is None:
-        raise Conflict(f"job {job.id} is {job.status}; it has no critique yet", code="not_done")
-    return job, result, load_advisor(state.db, job.advisor_id)
+    return job, finished_result(job), load_advisor(state.db, job.advisor_id)
 
 
 @router.get("/studio/jobs/{job_id}/critique.md")
@@ -219,6 +213,7 @@ def critique_pdf(job_id: str, state: State) -> Response:
 def exemplar_image(job_id: str, index: int, state: State) -> Response:
     # By its place in the job's result, never by a path or a hash the client names.
     job = load_job(state.db, job_id)
+    finished_result(job)  # an unfinished job has no exemplars yet: 409, as its downloads
     data = views.exemplar_jpeg(state.db, state.settings.images_dir, job, index)
     # A job's exemplars never change: the browser may keep them.
     headers = {"Cache-Control": "private, max-age=86400"}

@@ -39,6 +39,7 @@ from mondrian.service.auth import (
     revoke_session,
 )
 from mondrian.service.deps import ServiceState, State, check_advisor_id
+from mondrian.service.errors import RateLimited, error_response
 from mondrian.service.operator_views import ab_charts, adapters_by_advisor, portfolio_status
 from mondrian.service.routes.ab import DEFAULT_WINDOW
 from mondrian.service.routes.studio_forms import problem, read_form, render, text
@@ -106,15 +107,27 @@ def login_form(request: Request, state: State) -> HTMLResponse:
 
 @router.post(LOGIN, response_model=None)
 async def login(request: Request, state: State) -> Response:
+    address = request.client.host if request.client else "unknown"
     try:
         if not admin_enabled(state.settings):
             raise disabled()
+        # Before the form is read or the token compared: a limited address learns nothing,
+        # not even whether its next guess was right.
+        state.sign_ins.check(address)
         form = await read_form(request)
-        check_login(state.settings, text(form, "token").strip())
+        token = text(form, "token").strip()
+        try:
+            check_login(state.settings, token)
+        except MondrianError:
+            state.sign_ins.failed(address)
+            raise
+    except RateLimited as exc:
+        return error_response(exc)
     except MondrianError as exc:
         if exc.code in ("bad_token", "csrf_failed"):
             return render(request, state, "operator_login.html", status_code=403, error=exc.message)
         return problem(request, state, exc, title="Operator sign-in")
+    state.sign_ins.succeeded(address)
     response = RedirectResponse(BASE, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
