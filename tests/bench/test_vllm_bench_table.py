@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,42 @@ def test_the_command_line_runs_only_the_chosen_columns_and_rows():
     assert (args.batch, args.repeats) == (4, 1)  # the tiny smoke test's small defaults
     with pytest.raises(SystemExit, match="unknown nope"):
         parse("--columns", "nope")
+
+
+class Sleepy:
+    """A backend whose every `generate` takes `seconds` and answers unconstrained text."""
+
+    name = "sleepy"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        from mondrian.backends.protocol import Generation
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return [Generation(text="x", critique=None, error=None, new_tokens=5) for _ in requests]
+
+
+def test_rows_that_do_not_fit_the_budget_are_skipped_with_why_and_the_rest_is_kept(tmp_path):
+    import vllm_args
+    import vllm_bench
+
+    argv = ["--arch", "tiny", "--out", str(tmp_path), "--work", str(tmp_path / "w")]
+    argv += ["--workloads", "b1_lora_free,b32_8lora_free", "--poisson-rates", "2"]
+    args = vllm_args.finish(vllm_args.parser("t", "out").parse_args(argv))
+    bench = vllm_bench.Bench(args)
+    bench.guess = {"b1": 0.5, "b32": 30.0, "poisson": 30.0, "server": 1.0}
+    bench.budget.deadline = time.monotonic() + 5.0  # 5 s left
+    build = {"adapters": ["a@v1", "b@v1"], "reused": True}
+    call = bench.open_call("fast", build)
+    backend = Sleepy(0.05)
+    bench.rows("fast", call, backend, None)
+    saved = json.loads(bench.path.read_text())["columns"]["fast"]
+    rows = saved["rows"]
+    assert rows["b1_lora_free"]["tokens"] == 5 and rows["b1_lora_free"]["repeats"] == 1
+    for name in ("b32_8lora_free", "poisson_2"):
+        assert rows[name]["skipped"].startswith("time budget: about 30 s needed"), name
+    assert backend.calls == 2  # the warm-up and one timed call: nothing of the skipped rows
+    assert saved["calls"][0]["host"] and saved["calls"][0]["settings"]["batch"] == 4
