@@ -156,9 +156,11 @@ def gauges(text: str) -> dict[str, float]:
     """vLLM's running/waiting request gauges from a /metrics page (summed over labels)."""
     found = {"running": 0.0, "waiting": 0.0}
     for line in text.splitlines():
-        for key in found:
-            if line.startswith(f"vllm:num_requests_{key}"):
-                found[key] += float(line.rsplit(" ", 1)[1])
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        # exactly these names: `vllm:num_requests_waiting_by_reason` splits the same count
+        key = name.removeprefix("vllm:num_requests_")
+        if name.startswith("vllm:num_requests_") and key in found:
+            found[key] += float(line.rsplit(" ", 1)[1])
     return found
 
 

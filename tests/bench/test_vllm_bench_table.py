@@ -184,3 +184,16 @@ def test_rows_that_do_not_fit_the_budget_are_skipped_with_why_and_the_rest_is_ke
         assert rows[name]["skipped"].startswith("time budget: about 30 s needed"), name
     assert backend.calls == 2  # the warm-up and one timed call: nothing of the skipped rows
     assert saved["calls"][0]["host"] and saved["calls"][0]["settings"]["batch"] == 4
+
+
+def test_the_servers_gauges_are_read_by_their_exact_names():
+    import vllm_serve
+
+    # vLLM 0.32 CPU's /metrics: the waiting count is also split by reason
+    page = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+vllm:num_requests_running{engine="0",model_name="bench"} 4.0
+vllm:num_requests_waiting{engine="0",model_name="bench"} 3.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="bench",reason="capacity"} 2.0
+vllm:num_requests_waiting_by_reason{engine="0",model_name="bench",reason="deferred"} 1.0
+"""
+    assert vllm_serve.gauges(page) == {"running": 4.0, "waiting": 3.0}
