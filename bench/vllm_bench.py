@@ -108,6 +108,13 @@ class Bench:
             return float(old["wall_s"])
         return self.guess["poisson" if row.startswith("poisson") else row[:3].rstrip("_")]
 
+    def server_estimate(self, column: str) -> float:
+        """The server's start in the file's latest call of this column, else the guess."""
+        earlier = vllm_table.upgrade(self.before or {"arch": "", "columns": {}})
+        calls = earlier["columns"].get(column, {}).get("calls", [])
+        ready = [c["server_ready_s"] for c in calls if c.get("server_ready_s")]
+        return float(ready[-1]) if ready else self.guess["server"]
+
     def record(self, column: str, call: dict[str, Any], name: str, row: dict[str, Any]) -> None:
         self.current["columns"][column]["rows"][name] = {**row, "call": call["id"]}
         print(f"  [{name}] {row}", flush=True)
@@ -187,7 +194,7 @@ class Bench:
         from vllm_serve import start_server, stop_server
 
         call = self.open_call(column, build)
-        need = self.guess["server"] + self.guess["b1"]
+        need = self.server_estimate(column) + self.guess["b1"]
         if self.budget.left() < need:
             call["error"] = f"skipped: time budget (a server start needs about {need:.0f} s)"
             self.save()
@@ -261,7 +268,8 @@ def run(args: argparse.Namespace) -> None:
             bench.fast(build)
         else:
             bench.vllm(column, build)
-    print(vllm_table.table([json.loads(bench.path.read_text())]), flush=True)
+    if bench.path.is_file():
+        print(vllm_table.table([json.loads(bench.path.read_text())]), flush=True)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
