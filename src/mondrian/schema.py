@@ -79,6 +79,14 @@ class DimensionScore(BaseModel):
         description="Probability-weighted score over the score tokens (Q-Align style).",
         json_schema_extra=_COMPUTED,
     )
+    # Added after schema version 1 shipped, with a default: results stored before it read
+    # as before (None), and the model never writes it (computed fields leave the grammar).
+    expected_score_unavailable: str | None = Field(
+        default=None,
+        description="Why `expected_score` is null where the backend could not compute it "
+        "(the vllm backend: a digit missing from the server's top logprobs); null otherwise.",
+        json_schema_extra=_COMPUTED,
+    )
     comment: Comment = Field(description="What the advisor sees in this dimension.")
     recommendation: Comment = Field(description="One concrete thing to do differently.")
 

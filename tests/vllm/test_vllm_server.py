@@ -181,13 +181,17 @@ def test_an_adapter_of_another_base_is_refused_and_not_activated(
     other = tmp_path / "other-base"
     shutil.copytree(adapters["tester@v2"], other)
     meta = json.loads((other / "mondrian_adapter.json").read_text())
-    (other / "mondrian_adapter.json").write_text(json.dumps({**meta, "base_model": "/elsewhere/m"}))
+    # The server's model is a folder readable here: the weights' fingerprints decide
+    # (another name alone would pass: the same weights under another name are the same base).
+    other_base = {"base_model": "/elsewhere/m", "base_fingerprint": "00000000deadbeef"}
+    (other / "mondrian_adapter.json").write_text(json.dumps({**meta, **other_base}))
     # Another advisor's version: no name the server already serves.
     version = _register(db, other, tiny_model, activate=False, advisor="fan_ho")
     ref = f"fan_ho@v{version}"
     assert main(["adapters", "activate", ref, "--vllm-url", vllm_server.url]) == 2
     error = capsys.readouterr().err
     assert "'/elsewhere/m'" in error and f"'{tiny_model}'" in error
+    assert "00000000deadbeef" in error and meta["base_fingerprint"] in error
     with db.read() as conn:
         assert adapter_store.get_active(conn, "fan_ho") is None
     assert ref not in _served_loras(vllm_server)

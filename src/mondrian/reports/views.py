@@ -79,6 +79,7 @@ def dimension_rows(
                 "band": band(dim.score),
                 "expected": None if dim.expected_score is None else f"{dim.expected_score:.2f}",
                 "expected_pct": None if dim.expected_score is None else pct(dim.expected_score),
+                "expected_unavailable": dim.expected_score_unavailable,
                 "portfolio_mean": None if mean is None else f"{mean:.1f}",
                 "portfolio_pct": None if mean is None else pct(mean),
                 "weight_share": f"{100 * shares[key]:.0f}",

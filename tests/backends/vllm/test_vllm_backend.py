@@ -5,6 +5,7 @@ without a server. tests/vllm/ runs the same against a live one (marker `vllm`)."
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
@@ -21,7 +22,8 @@ from mondrian.backends.vllm.client import ServerFault, VLLMClient
 from mondrian.errors import InvalidInput, NotFound, Unavailable
 from mondrian.images import fit_pixels, read_image_file
 from mondrian.prompts import critique_prompt
-from mondrian.schema import DIMENSIONS, generation_schema
+from mondrian.reports import render_detailed
+from mondrian.schema import DIMENSIONS, AnalysisResult, Critique, ModelInfo, generation_schema
 
 
 def make_backend(replay: Replay, model: str | None = None, **options) -> VLLMBackend:
@@ -136,6 +138,35 @@ def test_digits_missing_from_the_top_logprobs_leave_the_score_uncalibrated(reque
     assert set(generation.uncalibrated) == set(DIMENSIONS)
     assert "not among the server's 5 top logprobs" in generation.uncalibrated["lighting"]
     assert all(d.expected_score is None for _, d in generation.critique.dimensions.items())
+    # The reason travels in the critique, the result users get, not only in the log.
+    for key, dim in generation.critique.dimensions.items():
+        assert dim.expected_score_unavailable == generation.uncalibrated[key]
+    dumped = generation.critique.scored().model_dump(mode="json")
+    assert "5 top logprobs" in dumped["dimensions"]["lighting"]["expected_score_unavailable"]
+    # and the detailed report says so where it shows an expected score
+    result = AnalysisResult(
+        advisor_id="ansel",
+        mode_requested="baseline",
+        mode_used="baseline",
+        model=ModelInfo(base="/tmp/hv/tiny", backend="vllm", engine="vllm"),
+        critique=generation.critique.scored(),
+    )
+    page = render_detailed(result, get_shipped("ansel"))
+    assert page.count("expected score unavailable") == len(DIMENSIONS)
+    assert f'title="{generation.uncalibrated["lighting"]}"' in html.unescape(page)
+
+
+def test_a_calibrated_answer_says_no_reason_and_older_results_still_read(request_):
+    (generation,) = make_backend(Replay()).generate([request_])
+    assert all(
+        d.expected_score_unavailable is None for _, d in generation.critique.dimensions.items()
+    )
+    older = generation.critique.model_dump(mode="json")  # a result stored before the field
+    for dim in older["dimensions"].values():
+        del dim["expected_score_unavailable"]
+    assert Critique.model_validate(older) == generation.critique
+    # a computed field: the model never writes it (the grammar leaves it out)
+    assert "expected_score_unavailable" not in json.dumps(generation_schema())
 
 
 def test_an_answer_cut_off_is_an_error_with_the_servers_text_never_repaired(request_):

@@ -2,8 +2,10 @@
 
 Before one is used, three checks, each a sentence when it fails:
 - the adapter's files are complete (adapter_format.check_files);
-- the base it records (`mondrian_adapter.json`'s `base_model`) is the model the server
-  serves (`/v1/models`: its name or the path it loaded), else the refusal names both;
+- the base it records is the model the server serves, else the refusal names both: where
+  the server loaded a folder this process can read, the weights' fingerprints
+  (`mondrian_adapter.json`'s `base_fingerprint` against the folder's); else the names
+  (`base_model` against `/v1/models`' name or the path it loaded), said in a log line;
 - the server takes it: runtime loading (`POST /v1/load_lora_adapter`, allowed when the
   server runs with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), or, where that is off, the
   `--lora-modules` the server needs is printed in the error. A rank above the server's
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mondrian import adapter_format
+from mondrian.backends.decoding.fingerprint import folder_fingerprint
 from mondrian.backends.vllm.client import VLLMClient, server_message
 from mondrian.errors import InvalidInput, Unavailable
 
@@ -60,9 +63,34 @@ def _folder(name: str) -> str:
 
 
 def check_base(name: str, path: Path, base: dict[str, Any], url: str) -> None:
-    """Refuse an adapter trained on another base than the server's (naming both)."""
+    """Refuse an adapter trained on another base than the server's (naming both).
+
+    Where the server's model is a folder this process can read (one host, or a shared
+    file system), its weights' fingerprint is compared with the one the adapter records
+    (backends/decoding/fingerprint.py): the same weights under another name pass, other
+    weights under the same name do not. Otherwise the names are compared."""
     meta = adapter_format.read_meta(path)
     recorded = meta.base_model if meta is not None else None
+    fingerprint = meta.base_fingerprint if meta is not None else None
+    root = str(base.get("root") or "")
+    served = folder_fingerprint(Path(root).expanduser()) if _is_path(root) else None
+    if fingerprint and served:
+        if fingerprint != served:
+            raise InvalidInput(
+                f"adapter {name} was trained on base model {recorded!r} (fingerprint "
+                f"{fingerprint}) but the vLLM server at {url} serves {root!r} (as "
+                f"{base.get('id')!r}), whose weights' fingerprint is {served}; serve that "
+                "model, or use an adapter trained on this one",
+                code="base_mismatch",
+            )
+        return
+    if fingerprint:
+        log.info(
+            "adapter %s: the server's model %r is not a folder readable here; comparing "
+            "names, not weights' fingerprints",
+            name,
+            root,
+        )
     if not recorded:
         log.warning("adapter %s records no base model; the server's cannot be checked", name)
         return

@@ -13,7 +13,8 @@ with the probabilities vLLM returns (`logprobs`, `top_logprobs`) instead of the 
   other backends' probe column.
 
 A dimension whose ten digits are not all among the top logprobs gets no expected score:
-the `Generation` says so in `uncalibrated` (dimension -> why), and nothing is invented.
+the `Generation` says so in `uncalibrated` (dimension -> why), the critique in that
+dimension's `expected_score_unavailable` (the result users get), and nothing is invented.
 """
 
 from __future__ import annotations
@@ -136,6 +137,21 @@ def calibrate(
     return distributions, missing
 
 
+def with_unavailable(critique: Critique, why: dict[str, str]) -> Critique:
+    """The critique with each uncalibrated dimension's reason in its
+    `expected_score_unavailable` (schema.py), so the result says it, not only the log."""
+    if not why:
+        return critique
+    dims = critique.dimensions.model_copy(
+        update={
+            key: dim.model_copy(update={"expected_score_unavailable": why[key]})
+            for key, dim in critique.dimensions.items()
+            if key in why
+        }
+    )
+    return critique.model_copy(update={"dimensions": dims})
+
+
 def to_generation(
     streamed: Streamed, *, adapter: str | None, elapsed: float, limit: int
 ) -> Generation:
@@ -157,6 +173,7 @@ def to_generation(
         for key, _ in critique.dimensions.items():  # say why a score has none
             if key not in expected and key not in missing:
                 missing[key] = "its score token was not found among the returned tokens"
+        critique = with_unavailable(critique, missing)
     new_tokens = streamed.completion_tokens or len(streamed.positions)
     return Generation(
         text=streamed.text,
