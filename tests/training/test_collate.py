@@ -172,3 +172,34 @@ def test_the_answer_loss_equals_the_models_own(tiny_checkpoint, processor, tmp_p
     mine.backward()
     assert float(mine) == pytest.approx(float(reference), rel=1e-5)
     assert torch.allclose(model.lm_head.weight.grad, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_the_answer_loss_asks_for_positions_as_every_transformers_5_takes_them(
+    tiny_checkpoint, processor, tmp_path
+):
+    """The kept positions reach the model as one 1-D tensor: transformers 5.17's Qwen-VL
+    forward indexes the hidden states with `logits_to_keep` as given, which a 2-D boolean
+    mask breaks (newer releases take both). The model here is the real one, its forward
+    wrapped to record the argument."""
+    from transformers import AutoModelForImageTextToText
+
+    from mondrian.training.train import answer_loss
+
+    encoder = ExampleEncoder(processor, MAX_PIXELS, 4096)
+    rows = [
+        encoder.encode(_record(tmp_path, i, size=s)) for i, s in ((0, (56, 56)), (1, (112, 112)))
+    ]
+    batch = Collator(pad_token_id=processor.tokenizer.pad_token_id)(rows)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    seen: list[torch.Tensor] = []
+    forward = model.forward
+
+    def recording(*args, logits_to_keep, **kwargs):
+        seen.append(logits_to_keep)
+        return forward(*args, logits_to_keep=logits_to_keep, **kwargs)
+
+    model.forward = recording
+    answer_loss(model, batch)
+    (kept,) = seen
+    assert kept.ndim == 1 and kept.dtype == torch.long
+    assert int(kept.max()) < batch["input_ids"].shape[1] - 1  # the last token predicts nothing

@@ -91,8 +91,9 @@ class FastEngine(torch.nn.Module):
         mm_token_type_ids: torch.Tensor | None = None,
         logits_to_keep: torch.Tensor | None = None,
     ) -> Any:
-        """Logits [kept positions, vocab] (every position [N, T, vocab] without
-        `logits_to_keep`), in the transformers model's output type.
+        """Logits [N, kept positions, vocab] (every position [N, T, vocab] without
+        `logits_to_keep`: a 1-D tensor of positions), in the transformers model's output
+        type.
 
         Rows are right-padded (collate.py); causal attention keeps each real token from
         the pads after it, so no mask is needed for the positions that carry loss."""
@@ -115,8 +116,8 @@ class FastEngine(torch.nn.Module):
             visual_mask=visual,
             halves=self.halves if self.training and torch.is_grad_enabled() else None,
         )
-        if logits_to_keep is not None:
-            hidden = hidden[logits_to_keep]
+        if logits_to_keep is not None:  # positions, as transformers takes them
+            hidden = hidden[:, logits_to_keep]
         return CausalLMOutputWithPast(logits=lm.logits(hidden))
 
     def _inputs(

@@ -283,14 +283,21 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     The same value as `model(**batch).loss` (which shifts labels by one and ignores
     IGNORE_INDEX), but the vocabulary head runs on the answer positions alone: on Qwen's
     151,936-row head over a prompt with an image, the full logits would dominate a step's
-    time and memory. The call still goes through `model` (its DDP wrapper included)."""
+    time and memory. The call still goes through `model` (its DDP wrapper included).
+
+    The kept positions go as one 1-D tensor (every row's answer positions together), the
+    form every transformers 5 release takes: a 2-D boolean mask is newer (5.17's Qwen-VL
+    models index the hidden states with it and fail). Positions another row's answer
+    brings in are dropped before the loss."""
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
+    positions = keep.any(dim=0).nonzero().squeeze(1)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=keep).logits  # (answer tokens, vocab)
+    logits = model(**inputs, logits_to_keep=positions).logits  # (rows, positions, vocab)
+    chosen = keep[:, positions]
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:][keep[:, :-1]]
+        logits[chosen].float(), labels[:, positions + 1][chosen]
     )
 
 
