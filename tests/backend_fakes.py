@@ -155,3 +155,20 @@ class PeekingBackend(EchoBackend):
     def generate(self, requests, on_token=None, *, joining=None):
         self.peeked.append(self.peek())
         return super().generate(requests, on_token, joining=joining)
+
+
+class SleepyBackend(EchoBackend):
+    """The echo backend, `seconds` slower per generate call and five tokens an answer:
+    for code that times calls (bench/vllm_bench.py's budget), counting the calls."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        answers = [Generation(text="x", critique=None, error=None, new_tokens=5) for _ in requests]
+        return deliver_each(answers, joining)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from backend_fakes import SleepyBackend
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -147,22 +149,6 @@ def test_the_command_line_runs_only_the_chosen_columns_and_rows():
         parse("--columns", "nope")
 
 
-class Sleepy:
-    """A backend whose every `generate` takes `seconds` and answers unconstrained text."""
-
-    name = "sleepy"
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.calls = seconds, 0
-
-    def generate(self, requests, on_token=None, *, joining=None):
-        from mondrian.backends.protocol import Generation
-
-        self.calls += 1
-        time.sleep(self.seconds)
-        return [Generation(text="x", critique=None, error=None, new_tokens=5) for _ in requests]
-
-
 def test_rows_that_do_not_fit_the_budget_are_skipped_with_why_and_the_rest_is_kept(tmp_path):
     import vllm_args
     import vllm_bench
@@ -175,7 +161,7 @@ def test_rows_that_do_not_fit_the_budget_are_skipped_with_why_and_the_rest_is_ke
     bench.budget.deadline = time.monotonic() + 5.0  # 5 s left
     build = {"adapters": ["a@v1", "b@v1"], "reused": True}
     call = bench.open_call("fast", build)
-    backend = Sleepy(0.05)
+    backend = SleepyBackend(0.05)
     bench.rows("fast", call, backend, None)
     saved = json.loads(bench.path.read_text())["columns"]["fast"]
     rows = saved["rows"]
