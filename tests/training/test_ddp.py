@@ -5,80 +5,23 @@ and registered (only the main process writes)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from training_helpers import add_profile, add_short_advisor
+from torchrun_helpers import run_two_processes, train_args, two_process_dataset
 
 from mondrian.training import registry
-from mondrian.training.dataset import build_dataset
 
 pytestmark = pytest.mark.model
 
-TINY_CONFIG = Path(__file__).parents[2] / "configs" / "train" / "tiny.toml"
-
 
 def test_two_process_gloo_run_saves_one_adapter(state, settings, tiny_checkpoint_factory, tmp_path):
-    advisor_id = add_short_advisor(state)
-    for i in range(4):
-        add_profile(state, settings, i, advisor_id=advisor_id)
-    dataset = tmp_path / "dataset"
-    build_dataset(state, settings, advisor_id, dataset, val_fraction=0.25, augment=1)
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a free local port: test runs may go side by side
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mondrian",
-        "train",
-        "--advisor",
-        advisor_id,
-        "--dataset",
-        str(dataset),
-        "--model",
-        str(tiny_checkpoint_factory()),
-        "--config",
-        str(TINY_CONFIG),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path / "run"),
-        "--no-progress",
-        "--json",
-    ]
-    env = {**os.environ, "MONDRIAN_HOME": str(settings.home_dir), "OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    # Its own session, so that a hang can be ended with the workers, not just torchrun.
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        # Under pytest's 600 s, so a hang ends here with the workers killed; a healthy run
-        # takes a minute idle and several on a busy 2-core machine.
-        stdout, stderr = proc.communicate(timeout=540)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    seconds = time.perf_counter() - started
+    advisor_id, dataset = two_process_dataset(state, settings, tmp_path)
+    args = train_args(advisor_id, dataset, tiny_checkpoint_factory(), tmp_path / "run")
+    env = {"MONDRIAN_HOME": str(settings.home_dir)}
+    result, seconds = run_two_processes(["-m", "mondrian"], args, env)
+    stdout, stderr = result.stdout, result.stderr
     print(f"\n2-process gloo run: {seconds:.1f} s")
-    assert proc.returncode == 0, stderr[-3000:]
+    assert result.returncode == 0, stderr[-3000:]
 
     # One JSON document on stdout: only the main process reports.
     report = json.loads(stdout)

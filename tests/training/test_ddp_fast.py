@@ -6,22 +6,13 @@ trained on its own shard (test_ddp.py is the stock engine's run)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from training_helpers import add_profile, add_short_advisor
+from torchrun_helpers import run_two_processes, train_args, two_process_dataset
 
 from mondrian.training import registry
-from mondrian.training.dataset import build_dataset
 
 pytestmark = pytest.mark.model
-
-TINY_CONFIG = Path(__file__).parents[2] / "configs" / "train" / "tiny.toml"
 
 # `mondrian train` with each process's LoRA weights written beside every checkpoint
 # (into WEIGHTS_DIR), so that the test can compare the processes.
@@ -49,69 +40,19 @@ def test_two_process_fast_run_syncs_and_saves_one_adapter(
 ):
     import torch
 
-    advisor_id = add_short_advisor(state)
-    for i in range(4):
-        add_profile(state, settings, i, advisor_id=advisor_id)
-    dataset = tmp_path / "dataset"
-    build_dataset(state, settings, advisor_id, dataset, val_fraction=0.25, augment=1)
+    advisor_id, dataset = two_process_dataset(state, settings, tmp_path)
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
 
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(worker),
-        "train",
-        "--advisor",
-        advisor_id,
-        "--dataset",
-        str(dataset),
-        "--model",
-        str(tiny_checkpoint_factory()),
-        "--config",
-        str(TINY_CONFIG),
-        "--epochs",
-        "1",
-        "--rank",
-        "4",
-        "--device",
-        "cpu",
-        "--engine",
-        "fast",
-        "--out",
-        str(tmp_path / "run"),
-        "--no-progress",
-        "--json",
-    ]
-    env = {
-        **os.environ,
-        "MONDRIAN_HOME": str(settings.home_dir),
-        "OMP_NUM_THREADS": "1",
-        "WEIGHTS_DIR": str(weights_dir),
-    }
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=540)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    print(f"\n2-process gloo run, fast engine: {time.perf_counter() - started:.1f} s")
-    assert proc.returncode == 0, stderr[-3000:]
+    extra = ("--rank", "4", "--engine", "fast")
+    args = train_args(advisor_id, dataset, tiny_checkpoint_factory(), tmp_path / "run", *extra)
+    env = {"MONDRIAN_HOME": str(settings.home_dir), "WEIGHTS_DIR": str(weights_dir)}
+    result, seconds = run_two_processes([str(worker)], args, env)
+    stdout, stderr = result.stdout, result.stderr
+    print(f"\n2-process gloo run, fast engine: {seconds:.1f} s")
+    assert result.returncode == 0, stderr[-3000:]
 
     report = json.loads(stdout)
     assert report["ref"] == f"{advisor_id}@v1" and report["activated"]
