@@ -170,12 +170,14 @@ def test_a_reloaded_adapter_gives_the_engines_logits(
 def test_the_training_layout_is_the_serving_banks(
     state, settings, tiny_checkpoint_factory, tmp_path
 ):
-    """What the engine trains through (`peft_group`) is, tensor for tensor, what the
-    serving LoraBank loads from the same PEFT modules: one layout of fused q|k|v, gate|up."""
+    """What the engine trains through (`peft_parts`, stacked as `lora_linear` multiplies
+    them: the A's one block, the B's block-diagonal) is, tensor for tensor, what the serving
+    LoraBank loads from the same PEFT modules: one layout of fused q|k|v, gate|up; and the
+    working copy's A block is that stack."""
     import torch
 
     from mondrian.backends.transformers.engine.lm import GROUPS
-    from mondrian.backends.transformers.engine.lora_bank import LoraBank, peft_group
+    from mondrian.backends.transformers.engine.lora_bank import LoraBank, peft_parts
     from mondrian.training.fast_engine import ADAPTER, FastEngine
 
     _, model, _ = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
@@ -184,13 +186,20 @@ def test_the_training_layout_is_the_serving_banks(
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05)
-    lm = FastEngine(model, dropout=0.0).lm
+    engine = FastEngine(model, dropout=0.0)
+    lm, working = engine.lm, engine.lora.working()
     bank = LoraBank(lm, capacity=2, rank=4, fused=False)
     slot = bank.load(ADAPTER)
     assert float(bank.scale[slot]) == 8 / 4
     for i, layer in enumerate(lm.layers):
-        for group in GROUPS:
-            a, b, scaling = peft_group(layer, group, ADAPTER)
+        _, _, tensors = working.layer_tensors(i)
+        for g, group in enumerate(GROUPS):
+            a_parts, b_parts, scaling = peft_parts(layer, group, ADAPTER)
             assert scaling == 8 / 4
+            a, b = torch.cat(a_parts), torch.block_diag(*b_parts)
             assert torch.equal(bank.a[i][group][slot], a)
             assert torch.equal(bank.b[i][group][:, slot], b)
+            work_a, work_b = tensors[2 * g], tensors[2 * g + 1]
+            assert torch.equal(work_a, a)
+            assert len(work_b) == len(b_parts)
+            assert all(torch.equal(w, p) for w, p in zip(work_b, b_parts, strict=True))

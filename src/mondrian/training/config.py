@@ -105,6 +105,11 @@ class TrainConfig(BaseModel):
         description="fast: the serving engine's fused LM (training/fast_engine.py); stock: "
         "transformers' forward; auto: fast on CUDA, else stock (fast on CPU works, slowly).",
     )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="torch.compile the fast engine's layer halves (forward and backward; "
+        "eager again, with a warning, if compiling fails); auto: on with CUDA, off on CPU.",
+    )
 
     # --- derived -------------------------------------------------------------------------
 
@@ -116,9 +121,12 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the result (a resumed run must match it)."""
-        # Not `engine`: both train the same PEFT weights with the same checkpoints, so a run
-        # resumes under either, and runs from before the field keep their folders.
-        data = self.model_dump(exclude={"device", "num_workers", "cpu_threads", "epochs", "engine"})
+        # Not `engine` nor `compile`: both train the same PEFT weights with the same
+        # checkpoints, so a run resumes under either, and runs from before the fields keep
+        # their folders.
+        data = self.model_dump(
+            exclude={"device", "num_workers", "cpu_threads", "epochs", "engine", "compile"}
+        )
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

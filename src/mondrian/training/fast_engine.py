@@ -2,15 +2,19 @@
 
 The forward is the fast path's (backends/transformers/engine/lm.py): the vision tower
 frozen under no_grad, q/k/v and gate/up one product each, each group's LoRA one A product
-and one block-diagonal B product, and the vocabulary head only where `answer_loss`
-(train.py) keeps a position: the step bench/gpu_bench.py's `fast_train_step` measures;
-bench/train_bench.py measures both engines as `mondrian train` runs them.
+and each part's own B on its columns of it, and the vocabulary head only where
+`answer_loss` (train.py) keeps a position: the step bench/gpu_bench.py's `fast_train_step`
+measures; bench/train_bench.py measures both engines as `mondrian train` runs them.
 
-The PEFT model stays the one home of the weights: the engine reads its `lora_A` / `lora_B`
-parameters in every forward (`peft_group`, engine/lora_bank.py, differentiable), so the
-optimizer steps PEFT's tensors and the LoRA's init (PEFT's), targets (setup.add_lora),
-checkpoints, `--resume` and the published files are the stock path's by construction:
-nothing is converted, so nothing can drift.
+The PEFT model stays the one home of the weights: each forward multiplies by one
+model-dtype working copy of its `lora_A` / `lora_B` parameters, differentiable back to
+them (fast_lora.py), so the optimizer steps PEFT's tensors and the LoRA's init (PEFT's),
+targets (setup.add_lora), checkpoints, `--resume` and the published files are the stock
+path's by construction: nothing is converted, so nothing can drift.
+
+The layers' two halves around attention run compiled on CUDA (the `compile` setting,
+fast_halves.py, with an eager fallback) and recomputed in backward under
+`gradient_checkpointing`.
 
 `FastEngine` is an `nn.Module` over the PEFT model, so accelerate wraps it in DDP under
 several processes (gradients all-reduced as for the stock path) and its `forward` answers
@@ -19,50 +23,30 @@ several processes (gradients all-reduced as for the stock path) and its `forward
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
-from mondrian.backends.transformers.engine.lora_bank import peft_group
+from mondrian.backends.transformers.engine.lm import FastLM
+from mondrian.training.fast_halves import Halves, wants_compile
+from mondrian.training.fast_lora import ADAPTER, PeftLora
 
-ADAPTER = "default"  # the name PEFT gives the one adapter of get_peft_model
-
-
-class PeftLora:
-    """The PEFT model's adapter as `FastLM.prefill` takes a LoRA bank: one slot, its
-    tensors gathered from the PEFT parameters on each call (so they carry gradients)."""
-
-    def __init__(self, lm: FastLM, name: str = ADAPTER) -> None:
-        self.lm = lm
-        self.name = name
-        scales = {peft_group(layer, g, name)[2] for layer in lm.layers for g in GROUPS}
-        if len(scales) != 1:
-            raise ValueError(f"adapter {name} has per-module scalings")
-        self.scaling = scales.pop()
-
-    def layer_tensors(
-        self, i: int
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, tuple[torch.Tensor, ...]]:
-        """As `LoraBank.layer_tensors` (unfused): the frozen working weights, the q/k/v
-        bias, and (A, B) per group."""
-        layer = self.lm.layers[i]
-        weights = {"qkv": layer.qkv_w, "o": layer.o_w, "gu": layer.gu_w, "down": layer.down_w}
-        lora: list[torch.Tensor] = []
-        for group in GROUPS:
-            a, b, _ = peft_group(layer, group, self.name)
-            # PEFT keeps a half-precision model's LoRA in float32 (autocast_adapter_dtype);
-            # the products run in the model's dtype, the gradients reach the float32 masters.
-            lora += [a.to(self.lm.dtype), b.to(self.lm.dtype)]
-        return weights, layer.qkv_b, tuple(lora)
+__all__ = ["ADAPTER", "FastEngine"]
 
 
 class FastEngine(torch.nn.Module):
     """The PEFT-wrapped Qwen-VL model's forward through FastLM, for training."""
 
-    def __init__(self, peft_model: Any, dropout: float, *, checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        peft_model: Any,
+        dropout: float,
+        *,
+        checkpointing: bool = False,
+        compile: str = "off",
+    ) -> None:
+        """`compile`: the setting (auto, on, off; fast_halves.wants_compile)."""
         super().__init__()
         self.peft = peft_model  # a submodule: DDP and the optimizer see its parameters
         base = peft_model.get_base_model()
@@ -72,10 +56,15 @@ class FastEngine(torch.nn.Module):
         # `gradient_checkpointing`: each layer's halves (norms, projections, rotary, MLP)
         # recomputed in backward; attention keeps its own saved tensors. The MLP's
         # activations are most of a layer's, so this keeps most of the saving.
-        self.halves = (
-            (_recomputed(self.lm.pre), _recomputed(self.lm.post)) if checkpointing else None
+        self.halves = Halves(
+            self.lm, compile=wants_compile(compile, self.lm.device), checkpointing=checkpointing
         )
         self.train(peft_model.training)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether training steps run the compiled halves (False after a fallback)."""
+        return self.halves.compiled
 
     def train(self, mode: bool = True) -> FastEngine:
         super().train(mode)
@@ -107,15 +96,34 @@ class FastEngine(torch.nn.Module):
         rowscale = torch.full(
             (input_ids.shape[0], 1), self.lora.scaling, dtype=torch.float32, device=lm.device
         )
-        hidden = lm.prefill(
-            embeds,
-            pos3,
-            lora=self.lora,  # type: ignore[arg-type]  # LoraBank's layer_tensors, one slot
-            rowscale=rowscale,
-            deepstack=deepstack,
-            visual_mask=visual,
-            halves=self.halves if self.training and torch.is_grad_enabled() else None,
-        )
+        lora = self.lora.working()  # this forward's model-dtype copy of PEFT's LoRA
+        training = self.training and torch.is_grad_enabled()
+        if training and self.halves.compiled:
+            self.halves.check(lora, rowscale)
+            # Every layer's input then requires grad, layer 0's too: one compiled graph
+            # per half (not a second for layer 0) for one extra input gradient.
+            embeds.requires_grad_(True)
+
+        def run() -> torch.Tensor:
+            return lm.prefill(
+                embeds,
+                pos3,
+                lora=lora,
+                rowscale=rowscale,
+                deepstack=deepstack,
+                visual_mask=visual,
+                halves=self.halves.current() if training else None,
+            )
+
+        try:
+            hidden = run()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # a compiler failure must not end the run
+            if not (training and self.halves.compiled):
+                raise
+            self.halves.fall_back(exc)
+            hidden = run()
         if logits_to_keep is not None:  # positions, as transformers takes them
             hidden = hidden[:, logits_to_keep]
         return CausalLMOutputWithPast(logits=lm.logits(hidden))
@@ -148,14 +156,3 @@ class FastEngine(torch.nn.Module):
             ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=attention_mask
         )
         return embeds, pos3, deepstack, visual
-
-
-def _recomputed(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` under activation checkpointing (the dropout masks replayed: torch keeps the
-    RNG state for the recomputation)."""
-    from torch.utils.checkpoint import checkpoint
-
-    def run(*args: Any) -> Any:
-        return checkpoint(fn, *args, use_reentrant=False)
-
-    return run

@@ -27,13 +27,20 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # lora_bank.py builds on this module
-    from mondrian.backends.transformers.engine.lora_bank import LoraBank
+
+class LayerLora(Protocol):
+    """What a pass multiplies by, layer by layer: `LoraBank` (lora_bank.py), or the
+    training engine's view of a PEFT model's adapter (training/fast_lora.py)."""
+
+    def layer_tensors(
+        self, i: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, tuple[Any, ...]]: ...
+
 
 # LoRA targets in the order of their group: a group shares one input, so its adapters'
 # A matrices stack into one product (and its B matrices into one block-diagonal product).
@@ -207,7 +214,7 @@ class FastLM:
 
     # --- the layer, in two halves around attention ------------------------------------------
 
-    def layer_args(self, i: int, lora: LoraBank | None) -> tuple[Any, ...]:
+    def layer_args(self, i: int, lora: LayerLora | None) -> tuple[Any, ...]:
         """Tensors `pre` and `post` take for layer i (arguments, so one compiled function
         serves every layer)."""
         layer = self.layers[i]
@@ -287,7 +294,7 @@ class FastLM:
         embeds: torch.Tensor,
         pos3: torch.Tensor,
         *,
-        lora: LoraBank | None = None,
+        lora: LayerLora | None = None,
         rowscale: torch.Tensor | None = None,
         store_kv: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         deepstack: Sequence[torch.Tensor] | None = None,
@@ -384,7 +391,7 @@ def lora_linear(
     w: torch.Tensor,
     bias: torch.Tensor | None,
     a: torch.Tensor | None,
-    b: torch.Tensor | None,
+    b: torch.Tensor | tuple[torch.Tensor, ...] | None,
     rowscale: torch.Tensor | None,
     out: int,
     dropout: float = 0.0,
@@ -402,6 +409,11 @@ def lora_linear(
     adapter's weights once per step whatever the batch, where gathering per-row A and B
     would read them once per row.
 
+    `b` as a tuple (training, one slot: training/fast_lora.py): each part's own B
+    [out_p, r_p], in the group's order; part p's B multiplies its r_p columns of x @ A.T
+    and the parts' outputs are concatenated: the block-diagonal B's product without
+    building it (no zeros, no copy of PEFT's B).
+
     `dropout` (training, unfused only) drops the LoRA's input as PEFT's lora_dropout does;
     one mask per group, where PEFT draws one per target (the same rate on every input)."""
     y = F.linear(x, w, bias)
@@ -415,4 +427,8 @@ def lora_linear(
     slots = rowscale.shape[-1]
     scale = rowscale[:, None, :, None] if rowscale.dim() == 2 else rowscale[..., None]
     xa = (xa.reshape(n, t, slots, -1) * scale.to(xa.dtype)).view(n, t, -1)
+    if isinstance(b, tuple):
+        cols = xa.split([part.shape[1] for part in b], dim=-1)
+        parts = [F.linear(c, part) for c, part in zip(cols, b, strict=True)]
+        return y + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
     return y + F.linear(xa, b)

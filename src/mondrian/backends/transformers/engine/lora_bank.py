@@ -186,13 +186,15 @@ class LoraBank:
         self.hot = name
 
 
-def peft_group(layer: Layer, group: str, name: str) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Adapter `name`'s LoRA on one group of `layer`, read from the PEFT modules in the
-    layout `lora_linear` (lm.py) takes for one slot: A [parts * r, in] (the parts' A
-    stacked), B [out, parts * r] (block-diagonal over the parts: q|k|v, gate|up), and the
-    scaling. Built with cat / block_diag, so gradients reach PEFT's own parameters
-    (training/fast_engine.py trains through this; `LoraBank.load` copies the same layout
-    into a slot, padded to the bank's rank)."""
+def peft_parts(
+    layer: Layer, group: str, name: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """Adapter `name`'s LoRA on one group of `layer`: the PEFT modules' own `lora_A` and
+    `lora_B` parameters, one of each per part of the group (q|k|v, o, gate|up, down, in the
+    group's order), and the scaling. The parameters themselves, not copies: the training
+    engine (training/fast_lora.py) multiplies by views of them, so gradients land on PEFT's
+    tensors; stacked, the A's are the [parts * r, in] block and block-diagonal, the B's the
+    [out, parts * r] block `LoraBank.load` copies into a slot."""
     a_parts, b_parts, scales = [], [], set()
     for target in GROUPS[group]:
         module = layer.module(target)
@@ -205,6 +207,4 @@ def peft_group(layer: Layer, group: str, name: str) -> tuple[torch.Tensor, torch
         scales.add(float(module.scaling[name]))
     if len(scales) != 1:
         raise ValueError(f"adapter {name} has per-module scalings")
-    a = a_parts[0] if len(a_parts) == 1 else torch.cat(a_parts)
-    b = b_parts[0] if len(b_parts) == 1 else torch.block_diag(*b_parts)
-    return a, b, scales.pop()
+    return a_parts, b_parts, scales.pop()
