@@ -1,0 +1,166 @@
+"""The fast training engine's compiled layer halves (training/fast_halves.py): the
+`compile` setting, the compiled step equal to the eager one (with dropout, with and
+without gradient checkpointing), and the eager fallback when compiling fails, before the
+first step or at a real step.
+
+On the CPU inductor takes minutes to compile even the tiny model, so these runs compile
+with torch's `aot_eager` backend: dynamo's capture and AOTAutograd's forward and backward
+graphs, as the GPU runs them, without inductor's code generation (tests/gpu/
+test_fast_train_cuda.py compiles with inductor on CUDA)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from mondrian.training.config import ConfigError, TrainConfig
+
+
+def test_the_setting_is_on_with_cuda_only_by_default():
+    import torch
+
+    from mondrian.training.fast_halves import wants_compile
+
+    assert wants_compile("auto", torch.device("cuda")) is True
+    assert wants_compile("auto", torch.device("cpu")) is False
+    assert wants_compile("on", torch.device("cpu")) is True
+    assert wants_compile("off", torch.device("cuda")) is False
+    assert TrainConfig().compile == "auto"
+    with pytest.raises(ConfigError, match="compile"):
+        TrainConfig().merged(compile="sometimes")
+    # How a run is computed, not what it trains: a run resumes with the other setting.
+    assert TrainConfig().fingerprint() == TrainConfig(compile="off").fingerprint()
+
+
+def _model(checkpoint):
+    import torch
+
+    from mondrian.training.setup import add_lora, load_base
+
+    cfg = TrainConfig(model=str(checkpoint), rank=4, alpha=8, dropout=0.3, dtype="float32")
+    _, model = load_base(cfg, torch.device("cpu"))
+    model = add_lora(model, cfg)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    return model.train()
+
+
+def _batch(length: int = 40):
+    import torch
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (1, length))
+    labels = ids.clone()
+    labels[:, : length // 2] = -100
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def _step(engine, model, batch, seed: int = 7):
+    import torch
+
+    from mondrian.training.train import answer_loss
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the dropout masks
+    loss = answer_loss(engine, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return float(loss.detach()), grads
+
+
+def _assert_same(a, b) -> None:
+    import torch
+
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert grads_a.keys() == grads_b.keys()
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.model
+def test_compiled_halves_train_as_the_eager_ones(tiny_checkpoint_factory, monkeypatch, one_thread):
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
+    model = _model(tiny_checkpoint_factory())
+    batch = _batch()
+    eager = _step(FastEngine(model, dropout=0.3), model, batch)
+    for checkpointing in (False, True):
+        engine = FastEngine(model, dropout=0.3, compile="on", checkpointing=checkpointing)
+        compiled = _step(engine.train(), model, batch)
+        assert engine.compiled, "fell back to eager"
+        _assert_same(eager, compiled)
+        # Another length: the same dynamic graphs, the same arithmetic.
+        longer = _batch(56)
+        _assert_same(
+            _step(FastEngine(model, dropout=0.3), model, longer), _step(engine, model, longer)
+        )
+    assert engine.halves.checked
+
+
+def _failing(lm, when):
+    """Halves that raise as a compiler would, `when(hidden)` says at which call."""
+
+    def fn(eager):
+        def run(hidden, *args):
+            if when(hidden):
+                raise RuntimeError("backend compiler failed (as a test)")
+            return eager(hidden, *args)
+
+        return run
+
+    return fn(lm.pre), fn(lm.post)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("at", ["the trial pass", "a real step"])
+def test_a_compiler_failure_trains_on_eager_with_a_warning(
+    at, tiny_checkpoint_factory, monkeypatch, caplog, one_thread
+):
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    trial = fast_halves.TRIAL_TOKENS
+    if at == "the trial pass":
+        when = lambda hidden: hidden.shape[1] == trial  # noqa: E731
+    else:
+        when = lambda hidden: hidden.shape[1] != trial  # noqa: E731
+    monkeypatch.setattr(fast_halves, "_compiled", lambda lm: _failing(lm, when))
+    model = _model(tiny_checkpoint_factory())
+    batch = _batch()
+    eager = _step(FastEngine(model, dropout=0.3), model, batch)
+    engine = FastEngine(model, dropout=0.3, compile="on").train()
+    assert engine.compiled
+    with caplog.at_level(logging.WARNING, logger=fast_halves.__name__):
+        fell_back = _step(engine, model, batch)
+    assert not engine.compiled
+    assert "compiled layer halves failed" in caplog.text and "as a test" in caplog.text
+    _assert_same(eager, fell_back)
+    caplog.clear()
+    _assert_same(eager, _step(engine, model, batch))  # eager from then on, no new warning
+    assert caplog.text == ""
+
+
+@pytest.mark.model
+def test_eval_and_the_stock_setting_never_compile(tiny_checkpoint_factory, monkeypatch):
+    """Validation (eval, no grad) runs eager; `compile` off builds no compiled halves."""
+    import torch
+
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    calls = []
+    monkeypatch.setattr(fast_halves, "_compiled", lambda lm: calls.append(lm) or (lm.pre, lm.post))
+    model = _model(tiny_checkpoint_factory())
+    assert not FastEngine(model, dropout=0.0, compile="off").compiled and calls == []
+    engine = FastEngine(model, dropout=0.0, compile="on").eval()
+    batch = _batch()
+    with torch.no_grad():
+        engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert not engine.halves.checked  # no trial pass: nothing compiled ran

@@ -1,0 +1,77 @@
+"""The fast training engine's LoRA arithmetic (training/fast_lora.py, engine/lm.py's
+`lora_linear` with the parts' own B): the product without a block-diagonal B equals the
+block-diagonal one, values and gradients; and on a bf16 base the working copy is bf16
+while the gradients land, in float32, on PEFT's float32 parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("outs", [(48, 8, 8), (32, 32), (24,)])
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_the_parts_product_is_the_block_diagonal_one(outs, dropout):
+    """q|k|v-like parts of different sizes, gate|up-like equal ones, and one part (o,
+    down): `lora_linear` with B as a tuple of parts equals it with their block_diag, in
+    the output and in every input's gradient (dropout's mask drawn alike in both)."""
+    import torch
+
+    from mondrian.backends.transformers.engine.lm import lora_linear
+
+    torch.manual_seed(0)
+    rank, fan_in, n, t = 4, 16, 2, 5
+    x = torch.randn(n, t, fan_in, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(sum(outs), fan_in, dtype=torch.float64)
+    a = torch.randn(len(outs) * rank, fan_in, dtype=torch.float64, requires_grad=True)
+    b_parts = [torch.randn(o, rank, dtype=torch.float64, requires_grad=True) for o in outs]
+    rowscale = torch.tensor([[2.0], [0.5]])
+
+    results = []
+    for form in ("block_diag", "parts"):
+        for tensor in (x, a, *b_parts):
+            tensor.grad = None
+        b = torch.block_diag(*b_parts) if form == "block_diag" else tuple(b_parts)
+        torch.manual_seed(1)
+        y = lora_linear(x, w, None, a, b, rowscale, sum(outs), dropout)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        results.append((y.detach(), [t.grad.clone() for t in (x, a, *b_parts)]))
+    (y0, g0), (y1, g1) = results
+    torch.testing.assert_close(y1, y0)
+    for old, new in zip(g0, g1, strict=True):
+        torch.testing.assert_close(new, old)
+
+
+@pytest.mark.model
+def test_a_bf16_base_trains_float32_masters_through_a_bf16_copy(tiny_checkpoint_factory):
+    """PEFT keeps a bf16 model's LoRA in float32; the engine's working copy is bf16 (the
+    products' dtype), and backward brings float32 gradients to every PEFT parameter."""
+    import torch
+
+    from mondrian.training.config import TrainConfig
+    from mondrian.training.fast_engine import FastEngine
+    from mondrian.training.setup import add_lora, load_base
+    from mondrian.training.train import answer_loss
+
+    cfg = TrainConfig(model=str(tiny_checkpoint_factory()), rank=4, alpha=8, dtype="bfloat16")
+    _, model = load_base(cfg, torch.device("cpu"))
+    model = add_lora(model, cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    engine = FastEngine(model, dropout=0.0).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    working = engine.lora.working()
+    assert {t.dtype for t in working.tensors} == {torch.bfloat16}
+    assert sum(t.numel() for t in working.tensors) == sum(p.numel() for p in trainable)
+
+    ids = torch.randint(0, 100, (1, 24))
+    labels = ids.clone()
+    labels[:, :12] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    answer_loss(engine, batch).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
+    assert all(bool(p.grad.isfinite().all()) for p in trainable)
+    assert any(bool(p.grad.abs().sum() > 0) for p in trainable)
