@@ -5,8 +5,10 @@ tests/training/test_fast_engine.py holds the engine to the PEFT path exactly in 
 the CPU; here the base is bfloat16 (PEFT keeps the LoRA in float32 and computes it in float32,
 the engine in bfloat16), flash attention runs, and the tolerances are loose: the loss within
 2%, and each LoRA gradient within 10% of the PEFT one in norm and pointing the same way
-(cosine similarity 0.98 or more). Then a short `train()` on the default engine publishes an
-adapter recorded as trained by the fast engine, and its loss goes down."""
+(cosine similarity 0.98 or more), with the layer halves eager and compiled by inductor
+(training/fast_halves.py; also recomputed under gradient checkpointing), the compiled ones
+without falling back. Then a short `train()` on the default engine (compiled, `compile`
+auto) publishes an adapter recorded as trained by the fast engine, and its loss goes down."""
 
 from __future__ import annotations
 
@@ -51,7 +53,15 @@ def batch_of(processor: Any, root: Path, rows: int = 2) -> dict[str, Any]:
     return Collator(processor.tokenizer.pad_token_id)(examples)
 
 
-def compare_step(checkpoint: Path, root: Path, device: str, dtype: str) -> list[dict[str, float]]:
+def compare_step(
+    checkpoint: Path,
+    root: Path,
+    device: str,
+    dtype: str,
+    *,
+    compile: str = "off",
+    checkpointing: bool = False,
+) -> list[dict[str, float]]:
     """One loss and backward through the stock PEFT model and through the fast engine, on
     a LoRA with random B (PEFT's init has B = 0): the losses and, per LoRA tensor, the
     gradients' relative norm difference and cosine similarity."""
@@ -74,7 +84,7 @@ def compare_step(checkpoint: Path, root: Path, device: str, dtype: str) -> list[
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, dtype))
     model.train()
-    engine = FastEngine(model, dropout=0.0)
+    engine = FastEngine(model, dropout=0.0, compile=compile, checkpointing=checkpointing)
     results = []
     for forward in (model, engine):
         model.zero_grad(set_to_none=True)
@@ -83,6 +93,7 @@ def compare_step(checkpoint: Path, root: Path, device: str, dtype: str) -> list[
         grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((float(loss.detach()), grads))
     (stock_loss, stock), (fast_loss, fast) = results
+    assert engine.compiled == (compile == "on"), "the compiled halves fell back to eager"
     rows = [{"name": "loss", "stock": stock_loss, "fast": fast_loss}]
     for name, g in stock.items():
         f = fast[name]
@@ -96,9 +107,27 @@ def compare_step(checkpoint: Path, root: Path, device: str, dtype: str) -> list[
     return rows
 
 
-@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
-def test_bf16_step_is_close_to_the_peft_path(arch, tiny_checkpoint_factory, tmp_path):
-    loss, *grads = compare_step(tiny_checkpoint_factory(arch), tmp_path, "cuda", "bfloat16")
+@pytest.mark.parametrize(
+    ("arch", "compile", "checkpointing"),
+    [
+        ("qwen2_5_vl", "off", False),
+        ("qwen3_vl", "off", False),
+        ("qwen2_5_vl", "on", False),
+        ("qwen3_vl", "on", False),
+        ("qwen2_5_vl", "on", True),
+    ],
+)
+def test_bf16_step_is_close_to_the_peft_path(
+    arch, compile, checkpointing, tiny_checkpoint_factory, tmp_path
+):
+    loss, *grads = compare_step(
+        tiny_checkpoint_factory(arch),
+        tmp_path,
+        "cuda",
+        "bfloat16",
+        compile=compile,
+        checkpointing=checkpointing,
+    )
     assert loss["fast"] == pytest.approx(loss["stock"], rel=LOSS_REL)
     assert len(grads) > 0
     for row in grads:
