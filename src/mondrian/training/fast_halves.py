@@ -2,11 +2,12 @@
 `post` (engine/lm.py: norms, projections with their LoRA, rotary, the MLP), eager or
 through torch.compile, and recomputed in backward under gradient checkpointing.
 
-Why compile: eager, a training step is each layer's ~40 small ops forward and about twice
-as many backward, each a kernel launch and an autograd node, so the step waits on the CPU
-as much as on the GPU; compiled, each half is a few fused kernels forward and backward
-(bench/gpu_bench.py's `fast_train_step` measured the compiled step about a quarter faster
-than the eager one on the H200). The graphs are dynamic in the length, so one compilation
+Why compile: eager, a training step is each layer's seventy-odd small ops forward and
+about twice as many backward, each a kernel launch and an autograd node, so the CPU's
+dispatch likely bounds the step; compiled, each half is a few fused kernels forward and
+backward (bench/gpu_bench.py's `fast_train_step` measured its compiled step about a
+quarter faster than its eager one on the H200; bench/train_bench.py --profile shows where
+`mondrian train`'s step goes). The graphs are dynamic in the length, so one compilation
 serves every example.
 
 A compiler failure must not end a run. AOTAutograd compiles the backward graph at the first
