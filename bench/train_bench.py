@@ -16,8 +16,10 @@ Qwen2.5-VL-3B architecture with random bf16 weights (bench/gpu_bench.py's `build
     The fast rows run the layer halves as `mondrian train` would (`--compile`, default
     auto: compiled on CUDA); when they are compiled, one more fast row with activations
     kept runs them eager, so one run shows what compiling gives. Each step row says
-    whether its halves ran compiled (`compiled`) and how long its first step took
-    (`first_step_s`: the compilation, where there is one).
+    whether its halves ran compiled (`compiled`), whether the vision tower ran the serving
+    engine's varlen attention and compiled blocks (`vision_varlen`, `vision_compiled`;
+    training/fast_vision.py) and how long its first step took (`first_step_s`: the
+    compilation, where there is one).
 
     `--profile`: one more fast step per fast row after the timed ones, under
     torch.profiler (CPU and CUDA activities), summarised in the row's `profile`: the
@@ -267,9 +269,13 @@ def one_step(
         "gradient_checkpointing": checkpointing,
         "compile": compile if engine == "fast" else None,
         "compiled": engine == "fast" and forward.compiled,  # False after a fallback too
+        "vision_varlen": engine == "fast" and forward.vision.varlen,
+        "vision_compiled": engine == "fast" and forward.vision.compiled,
     }
     if profile and engine == "fast":
         row["profile"] = profile_step(step)
+    if engine == "fast":
+        forward.vision.restore()  # the 3B is shared: the stock rows run the stock tower
     if base.model is not None:
         base.model = model.unload()  # the plain base again, for the next engine
         base.model.gradient_checkpointing_disable()

@@ -7,8 +7,10 @@ the engine in bfloat16), flash attention runs, and the tolerances are loose: the
 2%, and each LoRA gradient within 10% of the PEFT one in norm and pointing the same way
 (cosine similarity 0.98 or more), with the layer halves eager and compiled by inductor
 (training/fast_halves.py; also recomputed under gradient checkpointing), the compiled ones
-without falling back. Then a short `train()` on the default engine (compiled, `compile`
-auto) publishes an adapter recorded as trained by the fast engine, and its loss goes down."""
+without falling back; the vision tower (both paths: one model) runs the serving engine's
+varlen attention (training/fast_vision.py). Then a short `train()` on the default engine
+(compiled, `compile` auto) publishes an adapter recorded as trained by the fast engine, and
+its loss goes down."""
 
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ def compare_step(
         results.append((float(loss.detach()), grads))
     (stock_loss, stock), (fast_loss, fast) = results
     assert engine.compiled == (compile == "on"), "the compiled halves fell back to eager"
+    assert engine.vision.varlen, "the vision tower fell back to transformers' attention"
     rows = [{"name": "loss", "stock": stock_loss, "fast": fast_loss}]
     for name, g in stock.items():
         f = fast[name]

@@ -14,7 +14,8 @@ path's by construction: nothing is converted, so nothing can drift.
 
 The layers' two halves around attention run compiled on CUDA (the `compile` setting,
 fast_halves.py, with an eager fallback) and recomputed in backward under
-`gradient_checkpointing`.
+`gradient_checkpointing`; the frozen vision tower runs the serving engine's varlen
+attention where CUDA has it (fast_vision.py).
 
 `FastEngine` is an `nn.Module` over the PEFT model, so accelerate wraps it in DDP under
 several processes (gradients all-reduced as for the stock path) and its `forward` answers
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from mondrian.backends.transformers.engine.lm import FastLM
 from mondrian.training.fast_halves import Halves, wants_compile
 from mondrian.training.fast_lora import ADAPTER, PeftLora
+from mondrian.training.fast_vision import Vision
 
 __all__ = ["ADAPTER", "FastEngine"]
 
@@ -56,9 +58,9 @@ class FastEngine(torch.nn.Module):
         # `gradient_checkpointing`: each layer's halves (norms, projections, rotary, MLP)
         # recomputed in backward; attention keeps its own saved tensors. The MLP's
         # activations are most of a layer's, so this keeps most of the saving.
-        self.halves = Halves(
-            self.lm, compile=wants_compile(compile, self.lm.device), checkpointing=checkpointing
-        )
+        compiled = wants_compile(compile, self.lm.device)
+        self.halves = Halves(self.lm, compile=compiled, checkpointing=checkpointing)
+        self.vision = Vision(base, compile=compiled)  # varlen attention where CUDA has it
         self.train(peft_model.training)
 
     @property
@@ -143,7 +145,7 @@ class FastEngine(torch.nn.Module):
         if pixel_values is None or grid is None:
             pos3 = torch.arange(ids.shape[1], device=ids.device).expand(3, *ids.shape)
             return embeds, pos3, None, None
-        features = model.get_image_features(pixel_values, image_grid_thw=grid)
+        features = self.vision.features(pixel_values, grid)
         visual = ids == lm.image_token_id
         image = torch.cat(list(features.pooler_output)).to(embeds.dtype)
         embeds = embeds.masked_scatter(visual[..., None], image)
