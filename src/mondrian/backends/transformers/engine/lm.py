@@ -18,8 +18,8 @@ What is shared with the transformers model and what is copied:
   (`LoraBank.merge`, lora_bank.py, writes base + scaling * B @ A into them; the model
   keeps the pristine weights, which the stock path and the next merge read).
 
-Over 400 lines by a few: the LM's arithmetic is kept in one place, to be read side by side
-with transformers' modeling code.
+Over 400 lines: the LM's arithmetic is kept in one place, to be read side by side with
+transformers' modeling code (and `lora_linear` with it, the serving and training forms).
 """
 
 from __future__ import annotations
