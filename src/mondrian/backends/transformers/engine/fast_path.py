@@ -135,7 +135,8 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
-        self.growths = 0  # running batches moved into a bigger state (bench/arrivals.py)
+        self.growths = 0  # running batches moved into another state (bench/arrivals.py)
+        self.mode_moves = 0  # of those, merged batches moved into the mixed mode
 
     def _kernels(self, wanted: bool) -> DecodeKernels | None:
         """The Triton kernels the decode step uses: those that pass their check here.
@@ -296,17 +297,31 @@ class FastPath:
         loop.run()
         return [g for g in results if g is not None]
 
-    def grow(self, st: State, rows: int, needed: int, t: int) -> State:
+    def grow(self, st: State, rows: int, needed: int, t: int, mixed: bool = False) -> State:
         """The running batch on `st` moved into a state of `rows` rows with room for
-        `needed` positions (scheduler.py's `Grow`), between steps t and t+1.
+        `needed` positions (scheduler.py's `Grow`), between steps t and t+1; into the mixed
+        mode when `mixed` (or `st` is mixed already).
 
         With graphs, the new state's select graph is captured before the batch moves in:
         capture's warm-up passes write its logits, which select(t+1) must read as forward(t)
-        left them. Its forward graphs are captured as the decode reaches their buckets."""
-        dst = self.state_for(rows, needed, st.mixed)
+        left them. Its forward graphs are captured as the decode reaches their buckets.
+
+        Into the mixed mode, the merged adapter is taken out of the working weights (the
+        stacked bank serves it from now on) and every row of `st` gets its slot: a
+        merged batch's rows all ran on it. Their caches were written with it merged; the
+        stacked product is the same sum in another order."""
+        mixed = mixed or st.mixed
+        hot = self.bank.hot if self.bank is not None else None
+        if mixed and not st.mixed and self.bank is not None:
+            self.bank.merge(None)
+        dst = self.state_for(rows, needed, mixed)
         if self.cuda_graphs:
             self.runner.capture(dst, [], self.bank)
         carry_over(st, dst, t)
+        if mixed and not st.mixed and dst.rowscale is not None and self.bank is not None:
+            slot = self.bank.slot_of(hot) if hot is not None else None
+            dst.rowscale[: st.rows].copy_(self.bank.rowscale([slot] * st.rows, self.device))
+            self.mode_moves += 1
         self.growths += 1
         return dst
 
