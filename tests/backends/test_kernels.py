@@ -101,3 +101,24 @@ def test_the_fast_path_through_the_kernels_gives_the_stock_tokens(tmp_path):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=1500
     )
     assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-3000:]
+
+
+def test_the_grids_cover_every_multiprocessor_of_an_h200(monkeypatch):
+    # At one row the q/k/v product (2,560 outputs) in blocks of 64 was 40 programs and the
+    # attention of a 2,048-position bucket in 128-position splits 32, on 132
+    # multiprocessors; at 32 rows both fill the device with the largest blocks.
+    import torch
+
+    from mondrian.backends.transformers.engine.kernels import decode_attention, norm_linear
+
+    h200 = 132
+    monkeypatch.setattr(norm_linear, "multiprocessors", lambda device: h200)
+    monkeypatch.setattr(decode_attention, "multiprocessors", lambda device: h200)
+    cuda = torch.device("cuda")
+    assert norm_linear.blocks(1, 2560, cuda) == 16  # 160 programs
+    assert norm_linear.blocks(32, 2560, cuda) == 16  # one 32-row tile x 160
+    assert norm_linear.row_block(1) == 16 and norm_linear.row_block(32) == 32
+    assert norm_linear.blocks(1, 22016, cuda) == 64  # 344 programs already
+    assert decode_attention.split_for(1, 2, 2048, cuda) == 32  # 2 x 64 programs
+    assert decode_attention.split_for(32, 2, 2048, cuda) == 128  # 32 x 2 x 16
+    assert decode_attention.split_for(1, 2, 256, cuda) == 32  # as many as there can be

@@ -42,16 +42,21 @@ def _check_norm_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> 
     from mondrian.backends.transformers.engine.kernels import norm_linear as m
 
     gen = torch.Generator().manual_seed(0)
-    rows, fan_in = 3, dims.hidden
+    fan_in = dims.hidden
     fan_out = (dims.heads + 2 * dims.kv_heads) * dims.head_dim
-    x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
     ln = torch.randn(fan_in, generator=gen).to(device, dtype)
     w = (torch.randn(fan_out, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
     bias = torch.randn(fan_out, generator=gen).to(device, dtype)
-    errors = [
-        _scaled_error(m.norm_linear(x, ln, w, b, 1e-6), m.reference(x, ln, w, b, 1e-6))
-        for b in (bias, None)
-    ]
+    errors = []
+    # A tile of 16 rows and one of 32 (row_block), at every output block `blocks` may
+    # choose (the grid depends on the batch's rows).
+    for rows in (3, 20):
+        x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
+        errors += [
+            _scaled_error(m.norm_linear(x, ln, w, b, 1e-6, block), m.reference(x, ln, w, b, 1e-6))
+            for b in (bias, None)
+            for block in (m.SMALLEST_O, m.BLOCK_O)
+        ]
     return max(errors)
 
 
@@ -83,12 +88,14 @@ def _check_decode_attention(device: torch.device, dtype: torch.dtype, dims: Dims
     gen = torch.Generator().manual_seed(2)
     rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 320
     errors = []
-    for bucket in (64, 300):  # one split; three, the last part-filled
+    # One split and several, the last part-filled, at every split length `split_for` may
+    # choose (it depends on the batch's rows and the bucket).
+    for bucket, split in ((64, m.SPLIT), (300, m.SPLIT), (300, m.SMALLEST_SPLIT), (300, 64)):
         q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
         k = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
         v = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
         lengths = torch.tensor([1, bucket // 2 + 3, bucket], device=device)
-        got = m.decode_attention(q, k, v, lengths, bucket)
+        got = m.decode_attention(q, k, v, lengths, bucket, split)
         errors.append(_scaled_error(got, m.reference(q, k, v, lengths, bucket)))
     return max(errors)
 
