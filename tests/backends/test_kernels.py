@@ -30,13 +30,14 @@ def test_each_kernel_equals_its_reference_under_the_interpreter():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results, odd = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(results) == {"norm_linear", "rope_kv", "decode_attention"}
+    assert set(results) == {"norm_linear", "rope_kv", "decode_attention", "residual_linear"}
     for name, error in results.items():
         assert isinstance(error, float), f"{name}: {error}"
         assert error <= 1e-5, f"{name}: {error}"  # float32: the order of sums alone
     # A head size the rotary and attention kernels cannot take fails their check (the
     # fast path then leaves them out), not a decode step.
     assert isinstance(odd["norm_linear"], float) and odd["norm_linear"] <= 1e-5
+    assert isinstance(odd["residual_linear"], float) and odd["residual_linear"] <= 1e-5
     assert "power-of-two" in odd["rope_kv"] and "unsupported" in odd["decode_attention"]
 
 
@@ -76,7 +77,7 @@ backend = TransformersBackend(str(base), device="cpu", max_text_chars=8, max_lis
 backend.load_adapter("ansel@v1", root / "ansel@v1")
 backend.load_adapter("fan_ho@v1", root / "fan_ho@v1")
 fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False, kernels=True)
-assert fast.kernels is not None and len(fast.kernels.names) == 3, fast.kernels
+assert fast.kernels is not None and len(fast.kernels.names) == 4, fast.kernels
 merged = [critique_request(0, adapter="ansel@v1", max_new_tokens=12),
           critique_request(1, constrained=False, max_new_tokens=12)]
 same_as_stock(backend, fast, merged)  # base weights: every kernel, the product too
@@ -90,7 +91,7 @@ print("equal")
 @pytest.mark.slow
 @pytest.mark.model
 def test_the_fast_path_through_the_kernels_gives_the_stock_tokens(tmp_path):
-    # The whole decode through the three kernels, interpreted (minutes: the interpreter
+    # The whole decode through the four kernels, interpreted (minutes: the interpreter
     # runs each program in numpy), against transformers' generate in float32.
     from pathlib import Path
 

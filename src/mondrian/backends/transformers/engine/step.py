@@ -6,7 +6,8 @@ next token, under the grammar's bitmask, with the score-token probes written asi
 With `compile`, the layer's two halves around attention and the attention itself are
 `torch.compile`d, fusing norms, rotary and elementwise work into few kernels. With
 `kernels` (CUDA; engine/kernels/), Triton kernels take the place of some of it: the norm
-and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention.
+and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention,
+the o and down products with their residual adds (merged or base weights).
 
 The forward graph is captured per cache-length bucket, when the decode first reaches it,
 so attention reads the filled part of the cache, not its capacity; the select graph once
@@ -26,6 +27,13 @@ from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels
 from mondrian.backends.transformers.engine.lm import FastLM, lora_linear, rms_norm
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.state import State
+
+
+def norm_linear_torch(
+    x: torch.Tensor, ln: torch.Tensor, w: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """rms_norm then the product, torch's ops (kernels/norm_linear.py's reference)."""
+    return F.linear(rms_norm(x, ln, eps), w)
 
 
 class DecodeStep:
@@ -68,6 +76,12 @@ class DecodeStep:
         self._project = kernels.projection() if kernels is not None else None
         self._rope_kv = kernels.rope_kv() if kernels is not None else None
         self._attend = kernels.attention() if kernels is not None else None
+        self._residual = kernels.residual() if kernels is not None else None
+        # The MLP's norm and gate|up product where `_residual` runs the layer's other half
+        # and the norm kernel does not (compiled: the norm one kernel before cuBLAS's).
+        self._norm_gate_up = norm_linear_torch
+        if compile and self._residual is not None:
+            self._norm_gate_up = torch.compile(norm_linear_torch, dynamic=False, fullgraph=True)
 
     def forward(self, st: State, bucket: int, bank: LoraBank | None) -> None:
         """Token buffer -> logits buffer for every row, attention over cache[:bucket];
@@ -103,7 +117,10 @@ class DecodeStep:
             else:
                 q = q.reshape(st.rows, lm.heads, 1, lm.head_dim)
                 attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], mask)
-            x = self._post(x, attn, st.rowscale, *post)
+            if self._residual is not None and bank is None:
+                x = self._kernel_post(x, attn, post)
+            else:
+                x = self._post(x, attn, st.rowscale, *post)
         hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
         st.logits.copy_(lm.logits(hidden))
         st.cache_pos += 1
@@ -130,6 +147,20 @@ class DecodeStep:
         if q_norm is not None and k_norm is not None:
             q, k = rms_norm(q, q_norm, lm.eps), rms_norm(k, k_norm, lm.eps)
         return self._rope_kv(q, k, v, cos[:, 0], sin[:, 0], st.cache_pos, st.k[i], st.v[i])
+
+    def _kernel_post(self, x: torch.Tensor, attn: torch.Tensor, post: Any) -> torch.Tensor:
+        """lm.py's `post` for merged or base weights through the kernels: the o product
+        with the residual add, the norm + gate|up product, SiLU(gate) * up into the down
+        product with the residual add. x [N, 1, H], attn [N, 1, heads * D] -> [N, 1, H]."""
+        o_w, ln2, gu_w, down_w = post[:4]
+        assert self._residual is not None
+        rows = x.shape[0]
+        h = self._residual(attn.reshape(rows, -1), o_w, x[:, 0])
+        if self._project is not None:
+            gu = self._project(h, ln2, gu_w, None, self.lm.eps)
+        else:
+            gu = self._norm_gate_up(h, ln2, gu_w, self.lm.eps)
+        return self._residual(gu, down_w, h, gated=True)[:, None]
 
     def select(self, st: State) -> None:
         """Logits -> next token: probes, suppression, grammar bitmask, argmax.

@@ -3,8 +3,9 @@ on the device and dtype it will run on (`check`): a kernel that fails to build o
 is left out, with a warning, and the step runs the torch ops in its place.
 
 `DecodeKernels` is what step.py calls: the norm + q/k/v projection (merged or base
-weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write and
-the split-KV attention."""
+weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write, the
+split-KV attention, and the o and down products with their residual adds (merged or base
+weights only, as the norm's)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-NAMES = ("norm_linear", "rope_kv", "decode_attention")
+NAMES = ("norm_linear", "rope_kv", "decode_attention", "residual_linear")
 # Largest difference from the reference allowed, relative to the reference's own scale:
 # float32 differs only by the order of its sums; bfloat16 by a rounding or two.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -100,10 +101,31 @@ def _check_decode_attention(device: torch.device, dtype: torch.dtype, dims: Dims
     return max(errors)
 
 
+def _check_residual_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import residual_linear as m
+
+    gen = torch.Generator().manual_seed(3)
+    hidden, inner = dims.hidden, 3 * dims.hidden + 8  # an inner size off the blocks' edges
+    errors = []
+    for rows in (3, 20):  # a tile of 16 rows, one of 32
+        residual = torch.randn(rows, hidden, generator=gen).to(device, dtype)
+        for gated, fan_in in ((False, dims.heads * dims.head_dim), (True, inner)):
+            width = 2 * fan_in if gated else fan_in
+            x = (torch.randn(rows, width, generator=gen) * 2).to(device, dtype)
+            w = (torch.randn(hidden, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
+            ref = m.reference(x, w, residual, gated=gated)
+            errors += [
+                _scaled_error(m.residual_linear(x, w, residual, gated=gated, block_o=b), ref)
+                for b in (16, 64)
+            ]
+    return max(errors)
+
+
 CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
     "norm_linear": _check_norm_linear,
     "rope_kv": _check_rope_kv,
     "decode_attention": _check_decode_attention,
+    "residual_linear": _check_residual_linear,
 }
 
 
@@ -162,3 +184,12 @@ class DecodeKernels:
         )
 
         return decode_attention
+
+    def residual(self) -> Callable[..., torch.Tensor] | None:
+        if "residual_linear" not in self.names:
+            return None
+        from mondrian.backends.transformers.engine.kernels.residual_linear import (
+            residual_linear,
+        )
+
+        return residual_linear
