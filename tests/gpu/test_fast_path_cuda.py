@@ -259,18 +259,21 @@ def bf16(tiny_checkpoint_factory, adapters_root):
 
 def test_varlen_vision_attention_equals_the_stock_tower(bf16):
     # The vision tower's windowed attention as one varlen call per block, then with the
-    # compiled block halves around it: the stock tower's features, within tolerance.
+    # compiled block halves around it, then the patch embedding as a product: the stock
+    # tower's features, within tolerance.
     import torch
 
     from mondrian.backends.transformers.engine.fast_path import FastPath
     from mondrian.backends.transformers.engine.vision import (
         compile_vision_blocks,
+        linear_patch_embed,
         patch_vision_attention,
         unpatch_vision_attention,
     )
 
     backend, model = bf16, bf16.base
     probe = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    unpatch_vision_attention(model)  # the probe ran the patch embedding as a product
     p = probe.preparer.prepare(critique_request(8))
     pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
 
@@ -285,9 +288,11 @@ def test_varlen_vision_attention_equals_the_stock_tower(bf16):
             varlen = features()
             assert compile_vision_blocks(model) > 0  # Qwen2.5-VL blocks
             compiled = features()
+            assert linear_patch_embed(model)
+            product = features()
     finally:
         unpatch_vision_attention(model)
-    for name, got in (("varlen", varlen), ("compiled", compiled)):
+    for name, got in (("varlen", varlen), ("compiled", compiled), ("embed", product)):
         ok, worst = _close(got, stock)
         assert ok, f"{name} vision features differ from the stock tower's by {worst}"
 

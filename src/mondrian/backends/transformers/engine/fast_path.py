@@ -20,7 +20,8 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
   the adapters' A rows stored under the weights so one product serves both;
 - the prompt pass is compiled too (dynamic in length), and a batch's processor work runs
   in chunks on the CPU's threads;
-- the vision tower's windowed attention runs as one varlen flash-attention call per block
+- the vision tower's windowed attention runs as one varlen flash-attention call per block,
+  and its patch embedding (a convolution of kernel = stride) as the product it is
   (backends/transformers/engine/vision.py);
 - on CUDA with Triton, the decode step's norm + q/k/v product, rotary + K/V write and
   attention (split-KV) are Triton kernels (engine/kernels/), each checked against its
@@ -95,6 +96,7 @@ class FastPath:
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
+            linear_patch_embed,
             patch_vision_attention,
             varlen_available,
         )
@@ -114,6 +116,8 @@ class FastPath:
             patch_vision_attention(backend.base)
             if self.compile:
                 compile_vision_blocks(backend.base)
+        if on_cuda:  # cuDNN's convolution for it is the slow one (vision.py)
+            linear_patch_embed(backend.base)
 
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
