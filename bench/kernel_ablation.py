@@ -247,11 +247,14 @@ def ablation(
         if fast.device.type == "cuda":
             torch.cuda.empty_cache()
     hot, mixed_ms = out["forward_ms"][f"rows{rows}_hot"], out["forward_ms"][f"rows{rows}_mixed"]
-    out["mixed_vs_hot"] = {  # issue 21: mixed LoRA no more than 20% below no adapters
+    # Issue 21: a mixed-LoRA batch's throughput no more than 20% below the batch's without
+    # adapters, i.e. throughput_below_pct <= 20 (the step at most 25% slower).
+    out["mixed_vs_hot"] = {
         s: {
             "hot_ms": hot[s],
             "mixed_ms": mixed_ms[s],
-            "slower_pct": 100 * (mixed_ms[s] / hot[s] - 1),
+            "step_slower_pct": 100 * (mixed_ms[s] / hot[s] - 1),
+            "throughput_below_pct": 100 * (1 - hot[s] / mixed_ms[s]),
         }
         for s in hot
     }
@@ -292,7 +295,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(text) + " |")
     lines.append("\nIssue 21's 450 tok/s at batch 1 is a whole step (forward + select) of 2.22 ms.")
     for name, row in result["mixed_vs_hot"].items():
-        lines.append(f"\n{name}: mixed {row['slower_pct']:+.1f}% against no adapters")
+        lines.append(
+            f"\n{name}: mixed LoRA's throughput {row['throughput_below_pct']:.1f}% below no"
+            " adapters' (goal: 20% or less)"
+        )
     for name, why in result["skipped"].items():
         lines.append(f"\n{name}: skipped ({why})")
     for name, summary in result["profile_rows1"].items():

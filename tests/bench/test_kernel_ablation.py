@@ -43,7 +43,12 @@ def test_every_kernel_set_decodes_the_torch_ops_logits(tiny_checkpoint_factory, 
         for name, diff in result["logits_diff_vs_none"][shape].items():
             assert diff <= 1e-5, f"{shape} {name}: {diff}"  # float32: the order of sums
     assert set(result["mixed_vs_hot"]) == set(SETS)
-    assert set(result["mixed_vs_hot"]["all"]) == {"hot_ms", "mixed_ms", "slower_pct"}
+    assert set(result["mixed_vs_hot"]["all"]) == {
+        "hot_ms",
+        "mixed_ms",
+        "step_slower_pct",
+        "throughput_below_pct",
+    }
     profiles = result["profile_rows1"]
     assert set(profiles) == {"none", "all"} and profiles["none"]["kernels"] > 0
     assert 0 < len(profiles["all"]["top"]) <= 10
