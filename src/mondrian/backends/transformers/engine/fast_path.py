@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,12 @@ import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
-from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, Dims, passing
+from mondrian.backends.transformers.engine.kernels.decode import (
+    DecodeKernels,
+    Dims,
+    chosen,
+    passing,
+)
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
@@ -92,7 +98,7 @@ class FastPath:
         compile: bool | None = None,
         vision_varlen: bool | None = None,
         max_rows: int = MAX_ROWS,
-        kernels: bool | None = None,
+        kernels: bool | str | Collection[str] | None = None,
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
@@ -122,7 +128,7 @@ class FastPath:
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
         if kernels is None:
-            kernels = backend.fast_kernels and on_cuda
+            kernels = backend.fast_kernels if on_cuda else "none"
         self.kernels = self._kernels(kernels)
         grammar = backend.decoder.grammar
         self.step = DecodeStep(
@@ -142,20 +148,24 @@ class FastPath:
         self.growths = 0  # running batches moved into another state (bench/arrivals.py)
         self.mode_moves = 0  # of those, merged batches moved into the mixed mode
 
-    def _kernels(self, wanted: bool) -> DecodeKernels | None:
-        """The Triton kernels the decode step uses: those that pass their check here.
-        On by default on CUDA (with Triton installed); on the CPU only when asked (tests,
-        under Triton's interpreter)."""
-        if not wanted:
+    def _kernels(self, wanted: bool | str | Collection[str]) -> DecodeKernels | None:
+        """The Triton kernels the decode step uses: those of `wanted` (a `fast_kernels`
+        value: auto, all, none or names; a bool as all or none; or the names themselves)
+        that pass their check here. The backend's setting on CUDA (with Triton
+        installed); on the CPU only when asked (tests, under Triton's interpreter)."""
+        if not isinstance(wanted, bool | str):  # names: checked, then as a setting's list
+            wanted = ",".join(DecodeKernels.of(wanted).names) or "none"
+        names = chosen(wanted)
+        if not names:
             return None
         if find_spec("triton") is None:
             log.info("Triton is not installed; the decode step runs torch's ops")
             return None
         lm = self.lm
         dims = Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim)
-        names = passing(self.device, lm.dtype, dims)
-        log.info("decode kernels: %s", ", ".join(sorted(names)) or "none passed")
-        return DecodeKernels(names) if names else None
+        good = passing(self.device, lm.dtype, dims, names)
+        log.info("decode kernels: %s", ", ".join(sorted(good)) or "none passed")
+        return DecodeKernels(good) if good else None
 
     # --- profiling (bench/gpu_bench.py) --------------------------------------------------
 

@@ -5,19 +5,43 @@ is left out, with a warning, and the step runs the torch ops in its place.
 `DecodeKernels` is what step.py calls: the norm + q/k/v projection (merged or base
 weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write, the
 split-KV attention, and the o and down products with their residual adds (merged or base
-weights only, as the norm's)."""
+weights only, as the norm's), each usable alone. Which ones are wanted is the
+`fast_kernels` setting (config.py, MONDRIAN_FAST_KERNELS): `auto` is AUTO below, the set
+measured fastest; bench/kernel_ablation.py times each set on the device."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import torch
 
+from mondrian.config import FAST_KERNEL_NAMES, fast_kernels_choice
+
 log = logging.getLogger(__name__)
 
-NAMES = ("norm_linear", "rope_kv", "decode_attention", "residual_linear")
+NAMES = FAST_KERNEL_NAMES
+# The `auto` set. All of them is the behaviour before the kernels were timed one by one;
+# on the H200 (bench/results/2026-12-01-h200-issue21) the first three decoded batch 1 at
+# 310 tok/s, as torch's ops alone did, so this is to be set from bench/kernel_ablation.py's
+# run.
+AUTO: frozenset[str] = frozenset(NAMES)
+
+
+def chosen(choice: str | bool) -> frozenset[str]:
+    """The kernels a `fast_kernels` value asks for (config.fast_kernels_choice's forms:
+    auto, all, none or a comma list of names; a bool as all or none)."""
+    choice = str(fast_kernels_choice(choice))
+    if choice == "auto":
+        return AUTO
+    if choice == "all":
+        return frozenset(NAMES)
+    if choice == "none":
+        return frozenset()
+    return frozenset(choice.split(","))
+
+
 # Largest difference from the reference allowed, relative to the reference's own scale:
 # float32 differs only by the order of its sums; bfloat16 by a rounding or two.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -130,12 +154,17 @@ CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
 
 
 def check(
-    device: torch.device, dtype: torch.dtype, dims: Dims | None = None
+    device: torch.device,
+    dtype: torch.dtype,
+    dims: Dims | None = None,
+    names: Collection[str] | None = None,
 ) -> dict[str, float | str]:
-    """Each kernel's scaled difference from its reference at the model's sizes `dims`,
-    or why it could not run."""
+    """Each kernel's (of `names`; None: all) scaled difference from its reference at the
+    model's sizes `dims`, or why it could not run."""
     results: dict[str, float | str] = {}
     for name, run in CHECKS.items():
+        if names is not None and name not in names:
+            continue
         try:
             results[name] = run(device, dtype, dims or Dims())
         except Exception as exc:  # a kernel that cannot build here is left out, not fatal
@@ -143,12 +172,17 @@ def check(
     return results
 
 
-def passing(device: torch.device, dtype: torch.dtype, dims: Dims | None = None) -> frozenset[str]:
-    """The kernels whose check passed on `device` in `dtype` at `dims`; each other one is
-    logged."""
+def passing(
+    device: torch.device,
+    dtype: torch.dtype,
+    dims: Dims | None = None,
+    names: Collection[str] | None = None,
+) -> frozenset[str]:
+    """The kernels (of `names`; None: all) whose check passed on `device` in `dtype` at
+    `dims`; each other one is logged."""
     limit = TOLERANCE.get(dtype, 4e-2)
     good = set()
-    for name, result in check(device, dtype, dims).items():
+    for name, result in check(device, dtype, dims, names).items():
         if isinstance(result, float) and result <= limit:
             good.add(name)
         else:
@@ -161,6 +195,16 @@ class DecodeKernels:
     """The kernels one decode step uses (the names that passed `check`)."""
 
     names: frozenset[str]
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> DecodeKernels:
+        """The kernels named (unchecked: `passing` is the check); an unknown name is a
+        ValueError listing the valid ones."""
+        wanted = frozenset(names)
+        unknown = sorted(wanted - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown decode kernel {unknown}: valid are {', '.join(NAMES)}")
+        return cls(wanted)
 
     def projection(self) -> Callable[..., torch.Tensor] | None:
         if "norm_linear" not in self.names:
