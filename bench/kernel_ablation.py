@@ -277,6 +277,12 @@ def ablation(
         "checked": checked,
         "fast_path_kernels": sorted(fast.kernels.names) if fast.kernels is not None else [],
         **out,
+        # The quickest set of each shape (fewest kernels on a tie): what `auto` is set from.
+        "fastest": {
+            shape: min(times, key=lambda s: (times[s], len(SETS[s])))
+            for shape, times in out["forward_ms"].items()
+            if times
+        },
         "fast_path_untouched": _fast_path_now(fast) == before,
         "elapsed_s": time.perf_counter() - started,
     }

@@ -48,6 +48,8 @@ def test_every_kernel_set_decodes_the_torch_ops_logits(tiny_checkpoint_factory, 
     for shape in SHAPES:
         assert list(result["forward_ms"][shape]) == SETS
         assert all(ms > 0 for ms in result["forward_ms"][shape].values())
+        times = result["forward_ms"][shape]
+        assert times[result["fastest"][shape]] == min(times.values())
         for name, diff in result["logits_diff_vs_none"][shape].items():
             assert diff <= 1e-5, f"{shape} {name}: {diff}"  # float32: the order of sums
     assert set(result["mixed_vs_hot"]) == set(SETS)
