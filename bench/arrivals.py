@@ -52,6 +52,7 @@ def run_rate(backend: Any, requests: list[Any], rate: float, seed: int = 0) -> d
     # batches on its own and reports none.
     fast = backend.fast_path if backend.name == "transformers" else None
     grown_before = fast.growths if fast is not None else 0
+    moved_before = fast.mode_moves if fast is not None else 0
     batcher = BatchingBackend(backend, max_rows=32)
     at = arrival_times(len(requests), rate, seed)
     answers: list[Any] = [None] * len(requests)
@@ -91,6 +92,8 @@ def run_rate(backend: Any, requests: list[Any], rate: float, seed: int = 0) -> d
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
         "batches": batcher.batches,
         "growths": (fast.growths - grown_before) if fast is not None else None,
+        # Of those, merged batches that moved into the mixed mode for another adapter.
+        "mode_moves": (fast.mode_moves - moved_before) if fast is not None else None,
         "engines": sorted({a.engine for a in answers if a is not None and a.engine}),
         "errors": sorted(set(errors))[:3],
     }

@@ -617,7 +617,8 @@ def run(args: argparse.Namespace) -> None:
     res.data["build_s"] = time.perf_counter() - started
     # TransformersBackend.__init__: mostly compiling the critique grammar for the vocabulary
     res.data["backend_init_s"] = res.data["build_s"] - res.data["build_model_s"]
-    backend.fast_kernels = not args.no_kernels  # the Triton decode kernels (engine/kernels/)
+    # The Triton decode kernels (engine/kernels/): a fast_kernels value (config.py).
+    backend.fast_kernels = "none" if args.no_kernels else args.kernels
     lm_cfg = model.config.text_config
     lm_bytes = sum(
         p.numel() * p.element_size()
@@ -798,29 +799,7 @@ def run(args: argparse.Namespace) -> None:
     res.section("fast_b1_lora_unmerged_grammar", fast_decode([names[0]], True, mixed=True))
 
     def fast_prefill() -> dict[str, float]:
-        from mondrian.backends.transformers.engine.state import BUCKET, round_up
-
-        (request,) = requests_for(1, [names[0]])
-        fast.switch(names[0])
-        p = fast.preparer.prepare(request)
-        state = fast.state_for(1, round_up(p.length + new_tokens + 1, BUCKET), False)
-        pre_s, _ = timed(lambda: fast.preparer.prepare(request), repeats=5)
-        with torch.inference_mode():
-            gpu_s, _ = timed(
-                lambda: fast.prefiller.prefill(state, [0], [p], [None], fast.bank), repeats=5
-            )
-            vis_s, _ = timed(
-                lambda: backend.base.model.get_image_features(
-                    p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]
-                ),
-                repeats=5,
-            )
-        return {
-            "prefill_ms": gpu_s * 1e3,
-            "vision_ms": vis_s * 1e3,
-            "processor_ms": pre_s * 1e3,
-            "with_processor_ms": (gpu_s + pre_s) * 1e3,
-        }
+        return fast_prefill_row(backend, fast, names[0], new_tokens)
 
     res.section("fast_prefill", fast_prefill)
 
@@ -850,6 +829,7 @@ def run(args: argparse.Namespace) -> None:
         res.section("diag_profile_batch", lambda: profile_step(fast, batch))
         res.section("diag_vision", lambda: vision_split(backend, fast))
         res.section("diag_grammar_natural", lambda: grammar_on_natural_text(backend))
+        res.section("diag_kernel_ablation", lambda: kernel_ablation(fast, names, batch))
 
     def validity() -> dict[str, Any]:
         saved = backend.decoder
@@ -1176,6 +1156,36 @@ def service_http(
     return out
 
 
+def fast_prefill_row(backend: Any, fast: Any, adapter: str, new_tokens: int) -> dict[str, float]:
+    """One image's prefill on `adapter` merged (vision + LM, ms, median of 5), the vision
+    tower alone and the processor's work (bench/kernel_ablation.py's --prefill-only too)."""
+    import torch
+
+    from mondrian.backends.transformers.engine.state import BUCKET, round_up
+
+    (request,) = requests_for(1, [adapter])
+    fast.switch(adapter)
+    p = fast.preparer.prepare(request)
+    state = fast.state_for(1, round_up(p.length + new_tokens + 1, BUCKET), False)
+    pre_s, _ = timed(lambda: fast.preparer.prepare(request), repeats=5)
+    with torch.inference_mode():
+        gpu_s, _ = timed(
+            lambda: fast.prefiller.prefill(state, [0], [p], [None], fast.bank), repeats=5
+        )
+        vis_s, _ = timed(
+            lambda: backend.base.model.get_image_features(
+                p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]
+            ),
+            repeats=5,
+        )
+    return {
+        "prefill_ms": gpu_s * 1e3,
+        "vision_ms": vis_s * 1e3,
+        "processor_ms": pre_s * 1e3,
+        "with_processor_ms": (gpu_s + pre_s) * 1e3,
+    }
+
+
 def _state_for(fast: Any, rows: int) -> Any:
     for key, st in fast.states.by_key.items():
         if key[0] == rows and st.forward_graphs:
@@ -1209,6 +1219,17 @@ def gpu_step_times(fast: Any) -> dict[str, float]:
             st, lambda s=st: event_ms(s.select_graph.replay, 20)
         )
     return out
+
+
+def kernel_ablation(fast: Any, names: list[str], rows: int) -> dict[str, Any]:
+    """Each Triton kernel set's decode forward at rows 1 merged, `rows` hot and `rows` mixed
+    (bench/kernel_ablation.py; its own states: the fast path's are left as they were)."""
+    import kernel_ablation as ka
+
+    tiny = fast.device.type != "cuda"
+    return ka.ablation(
+        fast, names, rows=rows, bucket=256 if tiny else 2048, repeats=3 if tiny else 20
+    )
 
 
 def profile_step(fast: Any, rows: int) -> dict[str, Any]:
@@ -1819,6 +1840,11 @@ def main() -> None:
     parser.add_argument(
         "--no-kernels", action="store_true", help="the fast path on torch ops, no Triton kernels"
     )
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        help="the fast path's Triton kernels: auto, all, none or a comma list (fast_kernels)",
+    )
     parser.add_argument("--poisson-requests", type=int, default=64)
     parser.add_argument(
         "--poisson-rates",
@@ -1828,11 +1854,14 @@ def main() -> None:
     )
     parser.add_argument("--stock-static", action="store_true")
     parser.add_argument("--stock-train-nogc", action="store_true")
-    parser.add_argument("--diag", action="store_true", help="GPU step, kernel profile, vision")
+    parser.add_argument(
+        "--diag", action="store_true", help="GPU step, kernel profile and ablation, vision"
+    )
     parser.add_argument("--train-compiled", action="store_true")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "bench"))  # kernel_ablation.py, arrivals.py
     if args.table:
         print(table(Path(args.out)))
         return

@@ -42,6 +42,11 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--poisson-rates", default="2,8,32", help="req/s; empty: none")
     p.add_argument("--poisson-requests", type=int, default=None)
     p.add_argument("--budget-s", type=float, default=540.0, help="this call's time budget")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        help="the fast column's Triton decode kernels: a fast_kernels value (config.py)",
+    )
     p.add_argument("--table", action="store_true", help="print the table of --out's JSON")
     return p
 

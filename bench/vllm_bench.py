@@ -176,7 +176,11 @@ class Bench:
         )
         for name in build["adapters"]:
             backend.load_adapter(name, self.work / "adapters" / name)
-        backend.fast_path = FastPath(backend, compile=cuda, cuda_graphs=cuda)
+        backend.fast_path = FastPath(
+            backend, compile=cuda, cuda_graphs=cuda, kernels=self.args.kernels if cuda else False
+        )
+        kernels = backend.fast_path.kernels
+        call["kernels"] = sorted(kernels.names) if kernels is not None else []
         try:
             self.rows("fast", call, backend, None)
         except Exception as exc:  # recorded; the call's vLLM columns still run

@@ -71,6 +71,44 @@ def fast_mode(value: object) -> object:
     return value
 
 
+# The fast path's Triton decode kernels by name (backends/transformers/engine/kernels/).
+FAST_KERNEL_NAMES = ("norm_linear", "rope_kv", "decode_attention", "residual_linear")
+# MONDRIAN_FAST_KERNELS was a boolean before it named kernels: its old spellings still mean
+# all or none; `auto` is the set the project measured fastest (kernels/decode.py's AUTO).
+_KERNEL_WORDS = {
+    **{word: "all" for word in ("all", "on", "1", "true", "yes")},
+    **{word: "none" for word in ("none", "off", "0", "false", "no")},
+    "auto": "auto",
+}
+
+
+def fast_kernels_choice(value: object) -> object:
+    """`auto`, `all`, `none`, or the kernels named (a comma list, or a list) in
+    FAST_KERNEL_NAMES' order; a bool as all/none. An unknown name is a ValueError that
+    lists the valid ones."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _KERNEL_WORDS:
+            return _KERNEL_WORDS[word]
+        given = word.split(",")
+    elif isinstance(value, list | tuple | set | frozenset):
+        given = [str(v).strip().lower() for v in value]
+    else:
+        return value  # not a string: pydantic's own type error names it
+    names = {name.strip() for name in given if name.strip()}
+    unknown = sorted(names - set(FAST_KERNEL_NAMES))
+    if unknown or not names:
+        raise ValueError(
+            f"unknown fast kernel {', '.join(map(repr, unknown)) or repr(value)}: use auto, "
+            f"all, none or a comma list of {', '.join(FAST_KERNEL_NAMES)}"
+        )
+    if names == set(FAST_KERNEL_NAMES):
+        return "all"
+    return ",".join(name for name in FAST_KERNEL_NAMES if name in names)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -131,9 +169,9 @@ class Settings(BaseSettings):
         default=FastMode.AUTO,
         description="CUDA fast path: auto (on wherever CUDA is), on (warns without it) or off.",
     )
-    fast_kernels: bool = Field(
-        default=True,
-        description="The fast path's Triton decode kernels, each used once it passes its check.",
+    fast_kernels: Annotated[str, BeforeValidator(fast_kernels_choice)] = Field(
+        default="auto",
+        description="The fast path's Triton decode kernels: auto (measured), all, none or a list.",
     )
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, gt=0, description="Largest accepted upload, in bytes."

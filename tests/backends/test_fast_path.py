@@ -290,6 +290,39 @@ def test_a_batch_started_with_one_row_grows_to_take_three_more(paths):
     assert (4, False) in {(k[0], k[2]) for k in fast.states.by_key}
 
 
+def test_a_merged_batch_moves_into_the_mixed_mode_for_another_adapter(paths):
+    # A lone request runs on its adapter merged into the weights; requests for the other
+    # adapter and for the base arrive mid-decode. The batch moves into the stacked-adapter
+    # (mixed) state between two steps instead of keeping them waiting for it to end, and
+    # every row, the first one too, gives the tokens and scores of its own run.
+    _, fast = paths
+    lone = critique_request(40, adapter="ansel@v1", max_new_tokens=SHORT)
+    later = [
+        critique_request(41, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        critique_request(42, adapter=None, max_new_tokens=12),
+    ]
+    alone = [fast.generate([r])[0] for r in [lone, *later]]
+    moves = fast.mode_moves
+    offers: list[int] = []
+
+    def admit(free, take):
+        offers.append(free)
+        if len(offers) == 3 and all(take(r) for r in later):  # mid-decode: after step 2
+            return list(later)
+        return []
+
+    delivered = {}
+    fast.generate([lone], joining=Joining(admit, delivered.__setitem__))
+    assert fast.mode_moves == moves + 1, "the merged batch moved into the mixed mode once"
+    assert fast.bank is not None and fast.bank.hot is None, "the merge was undone for it"
+    assert sorted(delivered) == [0, 1, 2]
+    for result, reference in zip([delivered[i] for i in range(3)], alone, strict=True):
+        assert result.text == reference.text
+        assert result.new_tokens == reference.new_tokens
+        assert result.expected_scores == pytest.approx(reference.expected_scores, abs=1e-4)
+    assert any(k[0] == 4 and k[2] for k in fast.states.by_key), "a mixed state of 4 rows"
+
+
 def test_a_growing_mixed_batch_and_a_longer_cache(paths, monkeypatch):
     # The stacked-adapter state grows too (its row scales carried), and a request that
     # needs more positions than the cache holds moves the batch into a longer state

@@ -30,13 +30,14 @@ def test_each_kernel_equals_its_reference_under_the_interpreter():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results, odd = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(results) == {"norm_linear", "rope_kv", "decode_attention"}
+    assert set(results) == {"norm_linear", "rope_kv", "decode_attention", "residual_linear"}
     for name, error in results.items():
         assert isinstance(error, float), f"{name}: {error}"
         assert error <= 1e-5, f"{name}: {error}"  # float32: the order of sums alone
     # A head size the rotary and attention kernels cannot take fails their check (the
     # fast path then leaves them out), not a decode step.
     assert isinstance(odd["norm_linear"], float) and odd["norm_linear"] <= 1e-5
+    assert isinstance(odd["residual_linear"], float) and odd["residual_linear"] <= 1e-5
     assert "power-of-two" in odd["rope_kv"] and "unsupported" in odd["decode_attention"]
 
 
@@ -76,7 +77,7 @@ backend = TransformersBackend(str(base), device="cpu", max_text_chars=8, max_lis
 backend.load_adapter("ansel@v1", root / "ansel@v1")
 backend.load_adapter("fan_ho@v1", root / "fan_ho@v1")
 fast = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False, kernels=True)
-assert fast.kernels is not None and len(fast.kernels.names) == 3, fast.kernels
+assert fast.kernels is not None and len(fast.kernels.names) == 4, fast.kernels
 merged = [critique_request(0, adapter="ansel@v1", max_new_tokens=12),
           critique_request(1, constrained=False, max_new_tokens=12)]
 same_as_stock(backend, fast, merged)  # base weights: every kernel, the product too
@@ -90,7 +91,7 @@ print("equal")
 @pytest.mark.slow
 @pytest.mark.model
 def test_the_fast_path_through_the_kernels_gives_the_stock_tokens(tmp_path):
-    # The whole decode through the three kernels, interpreted (minutes: the interpreter
+    # The whole decode through the four kernels, interpreted (minutes: the interpreter
     # runs each program in numpy), against transformers' generate in float32.
     from pathlib import Path
 
@@ -101,3 +102,24 @@ def test_the_fast_path_through_the_kernels_gives_the_stock_tokens(tmp_path):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=1500
     )
     assert done.returncode == 0 and "equal" in done.stdout, done.stderr[-3000:]
+
+
+def test_the_grids_cover_every_multiprocessor_of_an_h200(monkeypatch):
+    # At one row the q/k/v product (2,560 outputs) in blocks of 64 was 40 programs and the
+    # attention of a 2,048-position bucket in 128-position splits 32, on 132
+    # multiprocessors; at 32 rows both fill the device with the largest blocks.
+    import torch
+
+    from mondrian.backends.transformers.engine.kernels import decode_attention, norm_linear
+
+    h200 = 132
+    monkeypatch.setattr(norm_linear, "multiprocessors", lambda device: h200)
+    monkeypatch.setattr(decode_attention, "multiprocessors", lambda device: h200)
+    cuda = torch.device("cuda")
+    assert norm_linear.blocks(1, 2560, cuda) == 16  # 160 programs
+    assert norm_linear.blocks(32, 2560, cuda) == 16  # one 32-row tile x 160
+    assert norm_linear.row_block(1) == 16 and norm_linear.row_block(32) == 32
+    assert norm_linear.blocks(1, 22016, cuda) == 64  # 344 programs already
+    assert decode_attention.split_for(1, 2, 2048, cuda) == 32  # 2 x 64 programs
+    assert decode_attention.split_for(32, 2, 2048, cuda) == 128  # 32 x 2 x 16
+    assert decode_attention.split_for(1, 2, 256, cuda) == 32  # as many as there can be

@@ -70,3 +70,27 @@ def test_patched_vision_features_equal_the_stock_ones(
     vision.unpatch_vision_attention(model)
     assert torch.allclose(patched, stock, atol=1e-5, rtol=0)
     assert torch.equal(features(), stock)  # unpatched: the stock forwards again
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_the_patch_embedding_as_a_product_equals_the_convolution(arch, tiny_checkpoint_factory):
+    # Qwen3-VL's convolution has a bias, the others' none; each kernel equals its stride.
+    import torch
+
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine import vision
+
+    backend = TransformersBackend(str(tiny_checkpoint_factory(arch)), device="cpu")
+    model = backend.base
+    embed = model.model.visual.patch_embed
+    pixels = backend.processor.image_processor(images=[random_photo(2)], return_tensors="pt")
+    flat = pixels["pixel_values"]
+    with torch.inference_mode():
+        stock = embed(flat)
+        assert vision.linear_patch_embed(model)
+        product = embed(flat)
+        vision.unpatch_vision_attention(model)
+        again = embed(flat)
+    assert product.shape == stock.shape
+    assert torch.allclose(product, stock, atol=1e-5, rtol=1e-5)
+    assert torch.equal(again, stock)  # unpatched: the convolution again

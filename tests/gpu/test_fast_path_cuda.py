@@ -191,6 +191,36 @@ def test_a_batch_grows_under_graphs(fp32):
     assert grown and grown[0].select_graph is not None and grown[0].forward_graphs
 
 
+def test_a_merged_batch_moves_into_the_mixed_mode_under_graphs(fp32):
+    # A lone request on its merged adapter (one-row hot state, graphs captured) takes a
+    # request for the other adapter and one for the base mid-decode: the merge is undone,
+    # the batch moves into a four-row mixed state (select graph captured before the move,
+    # forward graphs as reached), and every row gives the stock tokens.
+    backend, fast = fp32
+    lone = critique_request(40, adapter="ansel@v1", max_new_tokens=SHORT)
+    later = [
+        critique_request(41, adapter="fan_ho@v1", max_new_tokens=SHORT // 2),
+        critique_request(42, adapter=None, max_new_tokens=12),
+    ]
+    stock = [backend.generate([r])[0] for r in [lone, *later]]
+    moves = fast.mode_moves
+    calls: list[int] = []
+
+    def admit(free, take):
+        calls.append(free)
+        return list(later) if len(calls) == 3 and all(take(r) for r in later) else []
+
+    delivered = {}
+    fast.generate([lone], joining=Joining(admit, delivered.__setitem__))
+    assert fast.mode_moves == moves + 1
+    assert sorted(delivered) == [0, 1, 2]
+    for i, reference in enumerate(stock):
+        assert delivered[i].text == reference.text, f"row {i}"
+        assert delivered[i].new_tokens == reference.new_tokens, f"row {i}"
+    moved = [st for key, st in fast.states.by_key.items() if key[0] == 4 and key[2]]
+    assert moved and moved[0].select_graph is not None and moved[0].forward_graphs
+
+
 def test_the_real_vocabulary_under_graphs(tiny_checkpoint_factory):
     # Qwen's own 151,643-token BPE: the grammar's bitmask over the real vocabulary and the
     # real processor's image tokens, in the captured decode.
@@ -229,18 +259,21 @@ def bf16(tiny_checkpoint_factory, adapters_root):
 
 def test_varlen_vision_attention_equals_the_stock_tower(bf16):
     # The vision tower's windowed attention as one varlen call per block, then with the
-    # compiled block halves around it: the stock tower's features, within tolerance.
+    # compiled block halves around it, then the patch embedding as a product: the stock
+    # tower's features, within tolerance.
     import torch
 
     from mondrian.backends.transformers.engine.fast_path import FastPath
     from mondrian.backends.transformers.engine.vision import (
         compile_vision_blocks,
+        linear_patch_embed,
         patch_vision_attention,
         unpatch_vision_attention,
     )
 
     backend, model = bf16, bf16.base
     probe = FastPath(backend, cuda_graphs=False, compile=False, vision_varlen=False)
+    unpatch_vision_attention(model)  # the probe ran the patch embedding as a product
     p = probe.preparer.prepare(critique_request(8))
     pixels, grid = p.inputs["pixel_values"], p.inputs["image_grid_thw"]
 
@@ -255,9 +288,11 @@ def test_varlen_vision_attention_equals_the_stock_tower(bf16):
             varlen = features()
             assert compile_vision_blocks(model) > 0  # Qwen2.5-VL blocks
             compiled = features()
+            assert linear_patch_embed(model)
+            product = features()
     finally:
         unpatch_vision_attention(model)
-    for name, got in (("varlen", varlen), ("compiled", compiled)):
+    for name, got in (("varlen", varlen), ("compiled", compiled), ("embed", product)):
         ok, worst = _close(got, stock)
         assert ok, f"{name} vision features differ from the stock tower's by {worst}"
 

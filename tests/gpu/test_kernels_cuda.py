@@ -50,3 +50,40 @@ def test_the_fast_path_with_and_without_kernels_gives_the_stock_tokens(tiny_chec
         fast = FastPath(backend, kernels=kernels, vision_varlen=False)
         assert (fast.kernels is not None) == kernels
         same_as_stock(backend, fast, requests)
+
+
+def test_the_kernel_ablation_times_each_set_through_graphs(tiny_checkpoint_factory, tmp_path):
+    # bench/kernel_ablation.py's CUDA side on the tiny checkpoint in float32: every set's
+    # forward graph captured and replayed on states of its own, each set's logits the torch
+    # ops', and the fast path's own state (of one request) left as it was.
+    import sys
+    from pathlib import Path
+
+    from generation_helpers import make_lora
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import kernel_ablation
+
+    base = tiny_checkpoint_factory()
+    backend = TransformersBackend(
+        str(base), device="cuda", dtype="float32", max_pixels=64 * 28 * 28, fast="off"
+    )
+    names = ["ansel@v1", "fan_ho@v1"]
+    for seed, name in enumerate(names, 1):
+        make_lora(base, tmp_path / name, seed)
+        backend.load_adapter(name, tmp_path / name)
+    fast = FastPath(backend, kernels="all", vision_varlen=False)
+    fast.generate([critique_request(40, adapter=names[0], max_new_tokens=8)])
+    result = kernel_ablation.ablation(fast, names, rows=4, bucket=256, repeats=5)
+    assert result["timing"].startswith("CUDA graph") and result["skipped"] == {}
+    assert result["fast_path_untouched"] is True
+    assert list(result["forward_ms"]) == ["rows1_merged", "rows4_hot", "rows4_mixed"]
+    for shape, times in result["forward_ms"].items():
+        assert list(times) == list(kernel_ablation.SETS) and all(ms > 0 for ms in times.values())
+        for name, diff in result["logits_diff_vs_none"][shape].items():
+            assert diff <= 1e-4, f"{shape} {name}: {diff}"
+    profiles = result["profile_rows1"]
+    assert profiles["all"]["what"] == "CUDA kernels"
+    assert profiles["all"]["kernels"] > 0 and profiles["none"]["kernels"] > 0

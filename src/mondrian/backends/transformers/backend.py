@@ -25,7 +25,7 @@ from mondrian.backends.protocol import (
     check_loaded,
     deliver_each,
 )
-from mondrian.config import FastMode, fast_mode
+from mondrian.config import FastMode, fast_kernels_choice, fast_mode
 from mondrian.errors import NotFound, Unavailable
 from mondrian.images import fit_pixels
 from mondrian.model_source import resolve_model
@@ -72,7 +72,7 @@ class TransformersBackend:
         max_text_chars: int | None = None,
         max_list_items: int | None = None,
         fast: FastMode | str | bool = FastMode.AUTO,
-        fast_kernels: bool = True,
+        fast_kernels: str | bool = "auto",
     ) -> None:
         self.model_id = model_id
         self.device = pick_device(device)
@@ -112,7 +112,8 @@ class TransformersBackend:
         # overlapped grammar. CUDA only (`auto` and `on` alike); elsewhere (None) the stock
         # generate() below serves. Tests and bench/ set one of their own (CPU, eager) here.
         mode = FastMode(fast_mode(fast))
-        self.fast_kernels = fast_kernels  # the fast path's Triton kernels (engine/kernels/)
+        # The fast path's Triton kernels (engine/kernels/): auto, all, none or names.
+        self.fast_kernels = str(fast_kernels_choice(fast_kernels))
         self.fast_path: FastPath | None = None
         if mode is not FastMode.OFF and self.device.type == "cuda":
             from mondrian.backends.transformers.engine.fast_path import FastPath
@@ -281,4 +282,11 @@ class TransformersBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "adapters": self.adapters(),
             "engine": "stock" if self.fast_path is None else "fast",
+            "fast_kernels": self._kernels_running(),
         }
+
+    def _kernels_running(self) -> list[str]:
+        """The Triton decode kernels the fast path runs (those asked for that passed their
+        check; none on the stock path)."""
+        kernels = self.fast_path.kernels if self.fast_path is not None else None
+        return sorted(kernels.names) if kernels is not None else []

@@ -20,7 +20,8 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
   the adapters' A rows stored under the weights so one product serves both;
 - the prompt pass is compiled too (dynamic in length), and a batch's processor work runs
   in chunks on the CPU's threads;
-- the vision tower's windowed attention runs as one varlen flash-attention call per block
+- the vision tower's windowed attention runs as one varlen flash-attention call per block,
+  and its patch embedding (a convolution of kernel = stride) as the product it is
   (backends/transformers/engine/vision.py);
 - on CUDA with Triton, the decode step's norm + q/k/v product, rotary + K/V write and
   attention (split-KV) are Triton kernels (engine/kernels/), each checked against its
@@ -47,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
@@ -54,7 +56,12 @@ import torch
 
 from mondrian.backends.protocol import Generation, GenerationRequest, Joining, TokenCallback
 from mondrian.backends.transformers.engine.decode import BatchMatcher, DecodeLoop
-from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels, Dims, passing
+from mondrian.backends.transformers.engine.kernels.decode import (
+    DecodeKernels,
+    Dims,
+    chosen,
+    passing,
+)
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
@@ -91,10 +98,11 @@ class FastPath:
         compile: bool | None = None,
         vision_varlen: bool | None = None,
         max_rows: int = MAX_ROWS,
-        kernels: bool | None = None,
+        kernels: bool | str | Collection[str] | None = None,
     ) -> None:
         from mondrian.backends.transformers.engine.vision import (
             compile_vision_blocks,
+            linear_patch_embed,
             patch_vision_attention,
             varlen_available,
         )
@@ -114,11 +122,13 @@ class FastPath:
             patch_vision_attention(backend.base)
             if self.compile:
                 compile_vision_blocks(backend.base)
+        if on_cuda:  # cuDNN's convolution for it is the slow one (vision.py)
+            linear_patch_embed(backend.base)
 
         self.bank: LoraBank | None = None
         self.states = States(self.lm, pinned=self.cuda_graphs)
         if kernels is None:
-            kernels = backend.fast_kernels and on_cuda
+            kernels = backend.fast_kernels if on_cuda else "none"
         self.kernels = self._kernels(kernels)
         grammar = backend.decoder.grammar
         self.step = DecodeStep(
@@ -135,22 +145,27 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
-        self.growths = 0  # running batches moved into a bigger state (bench/arrivals.py)
+        self.growths = 0  # running batches moved into another state (bench/arrivals.py)
+        self.mode_moves = 0  # of those, merged batches moved into the mixed mode
 
-    def _kernels(self, wanted: bool) -> DecodeKernels | None:
-        """The Triton kernels the decode step uses: those that pass their check here.
-        On by default on CUDA (with Triton installed); on the CPU only when asked (tests,
-        under Triton's interpreter)."""
-        if not wanted:
+    def _kernels(self, wanted: bool | str | Collection[str]) -> DecodeKernels | None:
+        """The Triton kernels the decode step uses: those of `wanted` (a `fast_kernels`
+        value: auto, all, none or names; a bool as all or none; or the names themselves)
+        that pass their check here. The backend's setting on CUDA (with Triton
+        installed); on the CPU only when asked (tests, under Triton's interpreter)."""
+        if not isinstance(wanted, bool | str):  # names: checked, then as a setting's list
+            wanted = ",".join(DecodeKernels.of(wanted).names) or "none"
+        names = chosen(wanted)
+        if not names:
             return None
         if find_spec("triton") is None:
             log.info("Triton is not installed; the decode step runs torch's ops")
             return None
         lm = self.lm
         dims = Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim)
-        names = passing(self.device, lm.dtype, dims)
-        log.info("decode kernels: %s", ", ".join(sorted(names)) or "none passed")
-        return DecodeKernels(names) if names else None
+        good = passing(self.device, lm.dtype, dims, names)
+        log.info("decode kernels: %s", ", ".join(sorted(good)) or "none passed")
+        return DecodeKernels(good) if good else None
 
     # --- profiling (bench/gpu_bench.py) --------------------------------------------------
 
@@ -296,17 +311,31 @@ class FastPath:
         loop.run()
         return [g for g in results if g is not None]
 
-    def grow(self, st: State, rows: int, needed: int, t: int) -> State:
+    def grow(self, st: State, rows: int, needed: int, t: int, mixed: bool = False) -> State:
         """The running batch on `st` moved into a state of `rows` rows with room for
-        `needed` positions (scheduler.py's `Grow`), between steps t and t+1.
+        `needed` positions (scheduler.py's `Grow`), between steps t and t+1; into the mixed
+        mode when `mixed` (or `st` is mixed already).
 
         With graphs, the new state's select graph is captured before the batch moves in:
         capture's warm-up passes write its logits, which select(t+1) must read as forward(t)
-        left them. Its forward graphs are captured as the decode reaches their buckets."""
-        dst = self.state_for(rows, needed, st.mixed)
+        left them. Its forward graphs are captured as the decode reaches their buckets.
+
+        Into the mixed mode, the merged adapter is taken out of the working weights (the
+        stacked bank serves it from now on) and every row of `st` gets its slot: a
+        merged batch's rows all ran on it. Their caches were written with it merged; the
+        stacked product is the same sum in another order."""
+        mixed = mixed or st.mixed
+        hot = self.bank.hot if self.bank is not None else None
+        if mixed and not st.mixed and self.bank is not None:
+            self.bank.merge(None)
+        dst = self.state_for(rows, needed, mixed)
         if self.cuda_graphs:
             self.runner.capture(dst, [], self.bank)
         carry_over(st, dst, t)
+        if mixed and not st.mixed and dst.rowscale is not None and self.bank is not None:
+            slot = self.bank.slot_of(hot) if hot is not None else None
+            dst.rowscale[: st.rows].copy_(self.bank.rowscale([slot] * st.rows, self.device))
+            self.mode_moves += 1
         self.growths += 1
         return dst
 

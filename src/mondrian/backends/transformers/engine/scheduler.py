@@ -2,7 +2,13 @@
 it between two steps (continuous batching: into its free rows, or into a bigger state the
 batch moves to when they are not enough, up to `max_rows`), and each row's `Generation` as
 it finishes, read by the backend's own `Decoder.finish` (backends/decoding/decoder.py), as
-the stock path's are, so both answer in one form."""
+the stock path's are, so both answer in one form.
+
+A batch that runs on one merged adapter (or the base) takes a request for another resident
+adapter too: it moves into a mixed state (stacked adapters, each row's own selected per row)
+between two steps, its rows keeping the adapter they had. Without that move a lone request
+would keep every request for another adapter waiting until it ends (seconds), which is what
+Poisson arrivals over several adapters measured (bench/arrivals.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +25,10 @@ from mondrian.backends.transformers.engine.prefill import Prefiller
 from mondrian.backends.transformers.engine.prepare import Prepared, Preparer
 from mondrian.backends.transformers.engine.state import State, padded_rows
 
-# grow(state, rows, length, t): the batch on `state` moved into one of `rows` rows and
-# `length` positions between steps t and t+1 (fast_path.py: state.carry_over, graphs).
-Grow = Callable[[State, int, int, int], State]
+# grow(state, rows, length, t, mixed): the batch on `state` moved into one of `rows` rows
+# and `length` positions between steps t and t+1, into the mixed (stacked-adapter) mode
+# when `mixed` (fast_path.py: state.carry_over, graphs, the bank's merge undone).
+Grow = Callable[[State, int, int, int, bool], State]
 
 if TYPE_CHECKING:
     from mondrian.backends.transformers.backend import TransformersBackend
@@ -142,8 +149,9 @@ class Scheduler:
         prepared = [offered[id(r)] for r in taken]
         decoder = self.backend.decoder
         needed = max(p.length + decoder.limit(r) + 1 for p, r in zip(prepared, taken, strict=True))
-        if len(taken) > len(free) or needed > self.st.length:
-            self.resize(len(taken) - len(free), needed, t)
+        mixing = not self.st.mixed and any(r.adapter != self.hot for r in taken)
+        if len(taken) > len(free) or needed > self.st.length or mixing:
+            self.resize(len(taken) - len(free), needed, t, mixing)
             free = self.free_rows()
         st = self.st
         at = free[: len(taken)]
@@ -161,24 +169,33 @@ class Scheduler:
             self.rows[i] = self.live[i] = row
             self.next_index += 1
 
-    def resize(self, extra: int, needed: int, t: int) -> None:
+    def resize(self, extra: int, needed: int, t: int, mixed: bool = False) -> None:
         """Into a state of `extra` more rows (rounded up to a captured size) with room for
-        `needed` positions; the rows keep their places."""
+        `needed` positions, mixed when `mixed`; the rows keep their places."""
         if self.grow is None:
             raise RuntimeError("this batch cannot grow")
         rows = padded_rows(self.st.rows + max(0, extra))
-        self.st = self.grow(self.st, rows, max(needed, self.st.length), t)
+        self.st = self.grow(self.st, rows, max(needed, self.st.length), t, mixed)
         self.rows += [None] * (self.st.rows - len(self.rows))
 
+    @property
+    def hot(self) -> str | None:
+        """The adapter merged into the working weights (None: the base model)."""
+        return self.bank.hot if self.bank is not None else None
+
+    def resident(self, adapter: str | None) -> bool:
+        """Whether a mixed state can serve `adapter`: the base, or one in the bank."""
+        return adapter is None or (self.bank is not None and adapter in self.bank.names)
+
     def admissible(self, request: GenerationRequest) -> Prepared | None:
-        """The request prepared, if it can join this batch: its adapter is the merged one
-        (or, stacked, resident in the bank) and it fits in the cache (or the batch can
-        grow into a longer one)."""
-        st, bank = self.st, self.bank
-        if st.mixed:
-            if request.adapter is not None and (bank is None or request.adapter not in bank.names):
+        """The request prepared, if it can join this batch: its adapter is the merged one,
+        or resident in the bank when the batch is mixed or can move into the mixed mode,
+        and it fits in the cache (or the batch can grow into a longer one)."""
+        st = self.st
+        if st.mixed or self.grow is not None:
+            if not self.resident(request.adapter):
                 return None
-        elif request.adapter != (bank.hot if bank is not None else None):
+        elif request.adapter != self.hot:
             return None
         prepared = self.preparer.prepare(request)
         limit = self.backend.decoder.limit(request)

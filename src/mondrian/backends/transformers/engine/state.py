@@ -107,14 +107,15 @@ class States:
 
 
 def carry_over(src: State, dst: State, t: int) -> None:
-    """Move a running batch from `src` into the bigger `dst` between steps t and t+1 (after
-    forward(t), before select(t+1)): rows keep their places, the rest of `dst` is free.
+    """Move a running batch from `src` into the bigger (or mixed) `dst` between steps t and
+    t+1 (after forward(t), before select(t+1)): rows keep their places, the rest of `dst`
+    is free.
 
     Both rings are indexed by step modulo their size, so the steps still held (the last
     `src.ring`) are copied to their places in `dst`'s ring; the device step counter, which
     select(t+1) writes at, becomes (t+1) modulo `dst`'s."""
-    if dst.rows < src.rows or dst.length < src.length or dst.mixed != src.mixed:
-        raise ValueError("a batch only grows: more rows, as long or longer, one LoRA mode")
+    if dst.rows < src.rows or dst.length < src.length or (src.mixed and not dst.mixed):
+        raise ValueError("a batch only grows: more rows, as long or longer, merged to mixed")
     n, length = src.rows, src.length
     for name in ("tok", "cache_pos", "rope_pos", "logits", "mask", "mask_host"):
         getattr(dst, name)[:n].copy_(getattr(src, name))
@@ -122,8 +123,9 @@ def carry_over(src: State, dst: State, t: int) -> None:
         getattr(dst, name)[n:] = 0  # free rows decode from position 0 and are never read
     dst.mask[n:] = -1
     dst.mask_host[n:] = -1
-    if src.rowscale is not None and dst.rowscale is not None:
-        dst.rowscale[:n].copy_(src.rowscale)
+    if dst.rowscale is not None:  # from a merged state, the caller sets the rows' scales
+        if src.rowscale is not None:
+            dst.rowscale[:n].copy_(src.rowscale)
         dst.rowscale[n:] = 0
     for k_src, k_dst, v_src, v_dst in zip(src.k, dst.k, src.v, dst.v, strict=True):
         k_dst[:n, :, :length].copy_(k_src)

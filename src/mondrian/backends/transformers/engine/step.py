@@ -6,7 +6,9 @@ next token, under the grammar's bitmask, with the score-token probes written asi
 With `compile`, the layer's two halves around attention and the attention itself are
 `torch.compile`d, fusing norms, rotary and elementwise work into few kernels. With
 `kernels` (CUDA; engine/kernels/), Triton kernels take the place of some of it: the norm
-and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention.
+and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention,
+the o and down products with their residual adds (merged or base weights); any one of
+them alone (bench/kernel_ablation.py times each), the rest on torch's ops.
 
 The forward graph is captured per cache-length bucket, when the decode first reaches it,
 so attention reads the filled part of the cache, not its capacity; the select graph once
@@ -23,9 +25,16 @@ import torch.nn.functional as F
 
 from mondrian.backends.decoding.calibration import zero_continuation
 from mondrian.backends.transformers.engine.kernels.decode import DecodeKernels
-from mondrian.backends.transformers.engine.lm import FastLM, lora_linear, rms_norm
+from mondrian.backends.transformers.engine.lm import FastLM, apply_rope, lora_linear, rms_norm
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
 from mondrian.backends.transformers.engine.state import State
+
+
+def norm_linear_torch(
+    x: torch.Tensor, ln: torch.Tensor, w: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """rms_norm then the product, torch's ops (kernels/norm_linear.py's reference)."""
+    return F.linear(rms_norm(x, ln, eps), w)
 
 
 class DecodeStep:
@@ -68,6 +77,12 @@ class DecodeStep:
         self._project = kernels.projection() if kernels is not None else None
         self._rope_kv = kernels.rope_kv() if kernels is not None else None
         self._attend = kernels.attention() if kernels is not None else None
+        self._residual = kernels.residual() if kernels is not None else None
+        # The MLP's norm and gate|up product where `_residual` runs the layer's other half
+        # and the norm kernel does not (compiled: the norm one kernel before cuBLAS's).
+        self._norm_gate_up = norm_linear_torch
+        if compile and self._residual is not None:
+            self._norm_gate_up = torch.compile(norm_linear_torch, dynamic=False, fullgraph=True)
 
     def forward(self, st: State, bucket: int, bank: LoraBank | None) -> None:
         """Token buffer -> logits buffer for every row, attention over cache[:bucket];
@@ -91,8 +106,8 @@ class DecodeStep:
         flat = (st.rows * lm.kv_heads, lm.head_dim)
         for i in range(len(lm.layers)):
             pre, post = lm.layer_args(i, bank)
-            if self._rope_kv is not None:
-                q = self._kernel_pre(x, cos, sin, st, i, pre)
+            if self._rope_kv is not None or self._projects(pre):
+                q = self._kernel_pre(x, cos, sin, st, i, pre, slot)
             else:
                 q, k, v = self._pre(x, cos, sin, st.rowscale, *pre)
                 st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(flat))
@@ -103,22 +118,38 @@ class DecodeStep:
             else:
                 q = q.reshape(st.rows, lm.heads, 1, lm.head_dim)
                 attn = self._attention(q, st.k[i][:, :, :bucket], st.v[i][:, :, :bucket], mask)
-            x = self._post(x, attn, st.rowscale, *post)
+            if self._residual is not None and bank is None:
+                x = self._kernel_post(x, attn, post)
+            else:
+                x = self._post(x, attn, st.rowscale, *post)
         hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
         st.logits.copy_(lm.logits(hidden))
         st.cache_pos += 1
         st.rope_pos += 1
 
+    def _projects(self, pre: Any) -> bool:
+        """Whether the norm + q/k/v kernel serves this layer: not a mixed batch's stacked
+        LoRA (`pre`'s last, B, is set), whose product stays torch's."""
+        return self._project is not None and pre[-1] is None
+
     def _kernel_pre(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, st: State, i: int, pre: Any
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        st: State,
+        i: int,
+        pre: Any,
+        slot: torch.Tensor,
     ) -> torch.Tensor:
         """lm.py's `pre` and the K/V write through the kernels: the norm fused into the
-        q/k/v product (not for a mixed batch's stacked LoRA: its product stays torch's),
-        Qwen3's q/k norms in torch, then rotary + cache write. -> q [N, heads, D]."""
+        q/k/v product where `_projects`, Qwen3's q/k norms in torch, then rotary + cache
+        write (the kernel, or torch's rotation and index copies at `slot`). -> q [N,
+        heads, D]."""
         lm = self.lm
         ln1, qkv_w, qkv_b, q_norm, k_norm, qkv_a, qkv_bb = pre
         out = lm.q_size + 2 * lm.kv_size
-        if self._project is not None and qkv_bb is None:
+        if self._projects(pre):
             qkv = self._project(x[:, 0], ln1, qkv_w, qkv_b, lm.eps)
         else:
             normed = rms_norm(x, ln1, lm.eps)
@@ -129,7 +160,26 @@ class DecodeStep:
         v = v.view(st.rows, lm.kv_heads, lm.head_dim)
         if q_norm is not None and k_norm is not None:
             q, k = rms_norm(q, q_norm, lm.eps), rms_norm(k, k_norm, lm.eps)
-        return self._rope_kv(q, k, v, cos[:, 0], sin[:, 0], st.cache_pos, st.k[i], st.v[i])
+        if self._rope_kv is not None:
+            return self._rope_kv(q, k, v, cos[:, 0], sin[:, 0], st.cache_pos, st.k[i], st.v[i])
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # cos [N, 1, D]: every head
+        st.k[i].view(-1, lm.head_dim).index_copy_(0, slot, k.reshape(-1, lm.head_dim))
+        st.v[i].view(-1, lm.head_dim).index_copy_(0, slot, v.reshape(-1, lm.head_dim))
+        return q
+
+    def _kernel_post(self, x: torch.Tensor, attn: torch.Tensor, post: Any) -> torch.Tensor:
+        """lm.py's `post` for merged or base weights through the kernels: the o product
+        with the residual add, the norm + gate|up product, SiLU(gate) * up into the down
+        product with the residual add. x [N, 1, H], attn [N, 1, heads * D] -> [N, 1, H]."""
+        o_w, ln2, gu_w, down_w = post[:4]
+        assert self._residual is not None
+        rows = x.shape[0]
+        h = self._residual(attn.reshape(rows, -1), o_w, x[:, 0])
+        if self._project is not None:
+            gu = self._project(h, ln2, gu_w, None, self.lm.eps)
+        else:
+            gu = self._norm_gate_up(h, ln2, gu_w, self.lm.eps)
+        return self._residual(gu, down_w, h, gated=True)[:, None]
 
     def select(self, st: State) -> None:
         """Logits -> next token: probes, suppression, grammar bitmask, argmax.

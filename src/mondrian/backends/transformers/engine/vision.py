@@ -9,7 +9,8 @@ cumulative sequence lengths, CUDA, fp16/bf16) does each block in one launch, on 
 the stock one up to kernel rounding.
 
 `patch_vision_attention(model)` swaps the forward of each vision attention module of one
-model instance (the class is untouched); `unpatch_vision_attention` restores it.
+model instance (the class is untouched); `unpatch_vision_attention` restores it (and the
+patch embedding's, which `linear_patch_embed` runs as a product).
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def unpatch_vision_attention(model: Any) -> None:
         _uninstall(attn)
     for block in model.model.visual.blocks:
         _uninstall(block)
+    _uninstall(model.model.visual.patch_embed)
 
 
 # --- Qwen2.5-VL vision blocks as two compiled functions around the attention ------------
@@ -292,3 +294,39 @@ def compile_vision_blocks(model: Any) -> int:
 
         _install(block, run_block)
     return len(blocks)
+
+
+# --- the patch embedding as the product it is -------------------------------------------
+#
+# Qwen-VL's patch embedding is a Conv3d whose kernel equals its stride: every output sees
+# one whole patch, so it is a linear map of the flattened patch. cuDNN runs it as a
+# convolution (im2col and a convolution kernel, reported 10-60x slower than the product
+# on some GPUs and cuDNN versions: transformers PR 45041, sglang-omni PR 132); as a product
+# it is one cuBLAS call on the same weight, viewed [embed, C * T * P * P].
+
+
+def linear_patch_embed(model: Any) -> bool:
+    """Run the vision tower's patch embedding as a product on its own weight; False
+    (nothing changed) when its convolution is not a plain patch-wise one."""
+    embed = model.model.visual.patch_embed
+    proj = embed.proj
+    plain = (
+        isinstance(proj, torch.nn.Conv3d)
+        and tuple(proj.kernel_size) == tuple(proj.stride)
+        and not any(proj.padding)
+        and all(d == 1 for d in proj.dilation)
+        and proj.groups == 1
+    )
+    if not plain:
+        return False
+    if hasattr(embed, _ORIGINAL):
+        return True
+
+    def forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        weight = self.proj.weight
+        flat = hidden_states.to(weight.dtype).reshape(-1, weight[0].numel())
+        return torch.nn.functional.linear(flat, weight.reshape(weight.shape[0], -1), self.proj.bias)
+
+    setattr(embed, _ORIGINAL, embed.forward)
+    embed.forward = types.MethodType(forward, embed)
+    return True

@@ -3,20 +3,45 @@ on the device and dtype it will run on (`check`): a kernel that fails to build o
 is left out, with a warning, and the step runs the torch ops in its place.
 
 `DecodeKernels` is what step.py calls: the norm + q/k/v projection (merged or base
-weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write and
-the split-KV attention."""
+weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write, the
+split-KV attention, and the o and down products with their residual adds (merged or base
+weights only, as the norm's), each usable alone. Which ones are wanted is the
+`fast_kernels` setting (config.py, MONDRIAN_FAST_KERNELS): `auto` is AUTO below, the set
+measured fastest; bench/kernel_ablation.py times each set on the device."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import torch
 
+from mondrian.config import FAST_KERNEL_NAMES, fast_kernels_choice
+
 log = logging.getLogger(__name__)
 
-NAMES = ("norm_linear", "rope_kv", "decode_attention")
+NAMES = FAST_KERNEL_NAMES
+# The `auto` set. All of them is the behaviour before the kernels were timed one by one;
+# on the H200 (bench/results/2026-12-01-h200-issue21) the first three decoded batch 1 at
+# 310 tok/s, as torch's ops alone did, so this is to be set from bench/kernel_ablation.py's
+# run.
+AUTO: frozenset[str] = frozenset(NAMES)
+
+
+def chosen(choice: str | bool) -> frozenset[str]:
+    """The kernels a `fast_kernels` value asks for (config.fast_kernels_choice's forms:
+    auto, all, none or a comma list of names; a bool as all or none)."""
+    choice = str(fast_kernels_choice(choice))
+    if choice == "auto":
+        return AUTO
+    if choice == "all":
+        return frozenset(NAMES)
+    if choice == "none":
+        return frozenset()
+    return frozenset(choice.split(","))
+
+
 # Largest difference from the reference allowed, relative to the reference's own scale:
 # float32 differs only by the order of its sums; bfloat16 by a rounding or two.
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
@@ -42,16 +67,21 @@ def _check_norm_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> 
     from mondrian.backends.transformers.engine.kernels import norm_linear as m
 
     gen = torch.Generator().manual_seed(0)
-    rows, fan_in = 3, dims.hidden
+    fan_in = dims.hidden
     fan_out = (dims.heads + 2 * dims.kv_heads) * dims.head_dim
-    x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
     ln = torch.randn(fan_in, generator=gen).to(device, dtype)
     w = (torch.randn(fan_out, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
     bias = torch.randn(fan_out, generator=gen).to(device, dtype)
-    errors = [
-        _scaled_error(m.norm_linear(x, ln, w, b, 1e-6), m.reference(x, ln, w, b, 1e-6))
-        for b in (bias, None)
-    ]
+    errors = []
+    # A tile of 16 rows and one of 32 (row_block), at every output block `blocks` may
+    # choose (the grid depends on the batch's rows).
+    for rows in (3, 20):
+        x = (torch.randn(rows, fan_in, generator=gen) * 3).to(device, dtype)
+        errors += [
+            _scaled_error(m.norm_linear(x, ln, w, b, 1e-6, block), m.reference(x, ln, w, b, 1e-6))
+            for b in (bias, None)
+            for block in (m.SMALLEST_O, m.BLOCK_O)
+        ]
     return max(errors)
 
 
@@ -83,13 +113,35 @@ def _check_decode_attention(device: torch.device, dtype: torch.dtype, dims: Dims
     gen = torch.Generator().manual_seed(2)
     rows, heads, kv_heads, dim, length = 3, dims.heads, dims.kv_heads, dims.head_dim, 320
     errors = []
-    for bucket in (64, 300):  # one split; three, the last part-filled
+    # One split and several, the last part-filled, at every split length `split_for` may
+    # choose (it depends on the batch's rows and the bucket).
+    for bucket, split in ((64, m.SPLIT), (300, m.SPLIT), (300, m.SMALLEST_SPLIT), (300, 64)):
         q = torch.randn(rows, heads, dim, generator=gen).to(device, dtype)
         k = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
         v = torch.randn(rows, kv_heads, length, dim, generator=gen).to(device, dtype)
         lengths = torch.tensor([1, bucket // 2 + 3, bucket], device=device)
-        got = m.decode_attention(q, k, v, lengths, bucket)
+        got = m.decode_attention(q, k, v, lengths, bucket, split)
         errors.append(_scaled_error(got, m.reference(q, k, v, lengths, bucket)))
+    return max(errors)
+
+
+def _check_residual_linear(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import residual_linear as m
+
+    gen = torch.Generator().manual_seed(3)
+    hidden, inner = dims.hidden, 3 * dims.hidden + 8  # an inner size off the blocks' edges
+    errors = []
+    for rows in (3, 20):  # a tile of 16 rows, one of 32
+        residual = torch.randn(rows, hidden, generator=gen).to(device, dtype)
+        for gated, fan_in in ((False, dims.heads * dims.head_dim), (True, inner)):
+            width = 2 * fan_in if gated else fan_in
+            x = (torch.randn(rows, width, generator=gen) * 2).to(device, dtype)
+            w = (torch.randn(hidden, fan_in, generator=gen) / fan_in**0.5).to(device, dtype)
+            ref = m.reference(x, w, residual, gated=gated)
+            errors += [
+                _scaled_error(m.residual_linear(x, w, residual, gated=gated, block_o=b), ref)
+                for b in (16, 64)
+            ]
     return max(errors)
 
 
@@ -97,16 +149,22 @@ CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
     "norm_linear": _check_norm_linear,
     "rope_kv": _check_rope_kv,
     "decode_attention": _check_decode_attention,
+    "residual_linear": _check_residual_linear,
 }
 
 
 def check(
-    device: torch.device, dtype: torch.dtype, dims: Dims | None = None
+    device: torch.device,
+    dtype: torch.dtype,
+    dims: Dims | None = None,
+    names: Collection[str] | None = None,
 ) -> dict[str, float | str]:
-    """Each kernel's scaled difference from its reference at the model's sizes `dims`,
-    or why it could not run."""
+    """Each kernel's (of `names`; None: all) scaled difference from its reference at the
+    model's sizes `dims`, or why it could not run."""
     results: dict[str, float | str] = {}
     for name, run in CHECKS.items():
+        if names is not None and name not in names:
+            continue
         try:
             results[name] = run(device, dtype, dims or Dims())
         except Exception as exc:  # a kernel that cannot build here is left out, not fatal
@@ -114,12 +172,17 @@ def check(
     return results
 
 
-def passing(device: torch.device, dtype: torch.dtype, dims: Dims | None = None) -> frozenset[str]:
-    """The kernels whose check passed on `device` in `dtype` at `dims`; each other one is
-    logged."""
+def passing(
+    device: torch.device,
+    dtype: torch.dtype,
+    dims: Dims | None = None,
+    names: Collection[str] | None = None,
+) -> frozenset[str]:
+    """The kernels (of `names`; None: all) whose check passed on `device` in `dtype` at
+    `dims`; each other one is logged."""
     limit = TOLERANCE.get(dtype, 4e-2)
     good = set()
-    for name, result in check(device, dtype, dims).items():
+    for name, result in check(device, dtype, dims, names).items():
         if isinstance(result, float) and result <= limit:
             good.add(name)
         else:
@@ -132,6 +195,16 @@ class DecodeKernels:
     """The kernels one decode step uses (the names that passed `check`)."""
 
     names: frozenset[str]
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> DecodeKernels:
+        """The kernels named (unchecked: `passing` is the check); an unknown name is a
+        ValueError listing the valid ones."""
+        wanted = frozenset(names)
+        unknown = sorted(wanted - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown decode kernel {unknown}: valid are {', '.join(NAMES)}")
+        return cls(wanted)
 
     def projection(self) -> Callable[..., torch.Tensor] | None:
         if "norm_linear" not in self.names:
@@ -155,3 +228,12 @@ class DecodeKernels:
         )
 
         return decode_attention
+
+    def residual(self) -> Callable[..., torch.Tensor] | None:
+        if "residual_linear" not in self.names:
+            return None
+        from mondrian.backends.transformers.engine.kernels.residual_linear import (
+            residual_linear,
+        )
+
+        return residual_linear

@@ -6,7 +6,11 @@ the filled part of the cache, `bucket` positions, is cut into splits: stage 1 gi
 (row, KV head, split) a program that reduces its positions with an online softmax for
 all the query heads of that KV group at once (the cache is read once per group), stage 2
 combines the splits' partial sums. Positions past a row's own (`lengths`) are skipped, so
-the result equals lm.py's `decode_attention` with its -inf mask."""
+the result equals lm.py's `decode_attention` with its -inf mask.
+
+The split length is chosen per call (`split_for`): at one row a 2,048-position bucket in
+128-position splits is 16 splits x 2 KV heads = 32 programs, a quarter of an H200's
+multiprocessors; shorter splits spread the same cache over all of them."""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
+from mondrian.backends.transformers.engine.kernels.grid import multiprocessors
+
 BLOCK_G = 16  # query heads of one KV group, padded (tl.dot's smallest)
 BLOCK_L = 32  # positions per inner block
-SPLIT = 128  # positions per split
+SPLIT = 128  # positions per split when the grid fills the device anyway
+SMALLEST_SPLIT = 32  # one inner block
 
 
 @triton.jit
@@ -110,22 +117,38 @@ def _combine_kernel(
     tl.store(out_ptr + row_head * HEAD_DIM + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
+def split_for(rows: int, kv_heads: int, bucket: int, device: torch.device) -> int:
+    """Positions per split: the longest of 128, 64, 32 whose grid covers every
+    multiprocessor (32 when none does)."""
+    split = SPLIT
+    while split > SMALLEST_SPLIT and rows * kv_heads * triton.cdiv(bucket, split) < multiprocessors(
+        device
+    ):
+        split //= 2
+    return split
+
+
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     lengths: torch.Tensor,
     bucket: int,
+    split: int | None = None,
 ) -> torch.Tensor:
     """q [N, heads, D] (contiguous), caches [N, kv_heads, L, D] (contiguous), lengths [N]
     (positions each row attends to: 0 .. lengths - 1), `bucket` (at least every length,
-    at most L: the positions the splits cover) -> [N, 1, heads * D] in q's dtype."""
+    at most L: the positions the splits cover) -> [N, 1, heads * D] in q's dtype;
+    `split`: positions per split, a multiple of 32 (None: `split_for`'s choice)."""
     rows, heads, head_dim = q.shape
     kv_heads, length = k_cache.shape[1], k_cache.shape[2]
     group = heads // kv_heads
     if group > BLOCK_G or head_dim & (head_dim - 1) or bucket > length:
         raise ValueError("decode_attention: unsupported shape")
-    splits = triton.cdiv(bucket, SPLIT)
+    split = split or split_for(rows, kv_heads, bucket, q.device)
+    if split % BLOCK_L:
+        raise ValueError(f"decode_attention: a split of {split} is not a multiple of {BLOCK_L}")
+    splits = triton.cdiv(bucket, split)
     acc = torch.empty(rows, heads, splits, head_dim, dtype=torch.float32, device=q.device)
     best = torch.empty(rows, heads, splits, dtype=torch.float32, device=q.device)
     total = torch.empty(rows, heads, splits, dtype=torch.float32, device=q.device)
@@ -143,7 +166,7 @@ def decode_attention(
         length,
         splits,
         HEAD_DIM=head_dim,
-        SPLIT=SPLIT,
+        SPLIT=split,
         BLOCK_G=BLOCK_G,
         BLOCK_L=BLOCK_L,
     )
