@@ -17,7 +17,7 @@ Qwen2.5-VL-3B architecture with random bf16 weights (bench/gpu_bench.py's `build
     auto: compiled on CUDA); when they are compiled, one more fast row with activations
     kept runs them eager, so one run shows what compiling gives. Each step row says
     whether its halves ran compiled (`compiled`), whether the vision tower ran the serving
-    engine's varlen attention and compiled blocks (`vision_varlen`, `vision_compiled`;
+    engine's patches (`vision_varlen`, `vision_compiled`, `vision_patch_product`;
     training/fast_vision.py) and how long its first step took (`first_step_s`: the
     compilation, where there is one).
 
@@ -275,6 +275,7 @@ def one_step(
         "compiled": engine == "fast" and forward.compiled,  # False after a fallback too
         "vision_varlen": engine == "fast" and forward.vision.varlen,
         "vision_compiled": engine == "fast" and forward.vision.compiled,
+        "vision_patch_product": engine == "fast" and forward.vision.patch_product,
     }
     if profile and engine == "fast":
         try:

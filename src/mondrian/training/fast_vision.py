@@ -1,6 +1,8 @@
-"""The frozen vision tower as the fast training engine runs it (fast_engine.py): the
-serving engine's varlen attention and, with `compile`, its compiled Qwen2.5-VL blocks
-(backends/transformers/engine/vision.py).
+"""The frozen vision tower as the fast training engine runs it (fast_engine.py), patched
+as the serving engine's fast path patches it (backends/transformers/engine/vision.py): on
+CUDA the patch embedding as the product it is (cuDNN's Conv3d for it is the slow one), and
+where varlen attention exists its one call per block and, with `compile`, the compiled
+Qwen2.5-VL blocks.
 
 Why: transformers' vision attention without the flash-attn package calls SDPA once per
 window, ~2,000 small launches for one 1036 x 784 photo on Qwen2.5-VL; the serving engine
@@ -10,10 +12,9 @@ patched so; `mondrian train` ran the stock tower. The tower is frozen and runs u
 no_grad, so only its forward changes, the same arithmetic per window up to kernel
 rounding.
 
-Only where varlen attention exists (CUDA, bf16 or fp16); elsewhere the tower is the stock
-one. The patches are on this model instance (its modules' `forward`, the class untouched);
-`restore()` removes them. If a patched forward raises, the engine warns once and goes on
-with the stock tower.
+On the CPU the tower is the stock one. The patches are on this model instance (its
+modules' `forward`, the class untouched); `restore()` removes them. If a patched forward
+raises, the engine warns once and goes on with the stock tower.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from mondrian.backends.transformers.engine.vision import (
     compile_vision_blocks,
+    linear_patch_embed,
     patch_vision_attention,
     unpatch_vision_attention,
     varlen_available,
@@ -41,6 +43,7 @@ class Vision:
         param = next(model.model.visual.parameters())
         self.varlen = varlen_available(param.device, param.dtype)
         self.compiled = False
+        self.patch_product = param.device.type == "cuda" and linear_patch_embed(model)
         if self.varlen:
             patch_vision_attention(model)
             # Qwen2.5-VL's blocks only (0 elsewhere: those keep the varlen attention alone).
@@ -53,10 +56,10 @@ class Vision:
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
-            if not self.varlen:
+            if not (self.varlen or self.patch_product):
                 raise
             log.warning(
-                "the fast engine's vision attention failed (%s: %s); training goes on with "
+                "the fast engine's vision tower failed (%s: %s); training goes on with "
                 "transformers' own",
                 type(exc).__name__,
                 exc,
@@ -66,6 +69,6 @@ class Vision:
 
     def restore(self) -> None:
         """The stock tower again (the model's own forwards)."""
-        if self.varlen:
-            unpatch_vision_attention(self.model)
-        self.varlen = self.compiled = False
+        if self.varlen or self.patch_product:
+            unpatch_vision_attention(self.model)  # the patch embedding's too
+        self.varlen = self.compiled = self.patch_product = False
