@@ -421,3 +421,39 @@ def test_prefill_groups_keep_order_and_their_token_bound():
     assert token_groups([20, 3, 3], 10) == [[0], [1, 2]]  # too long alone: its own group
     assert token_groups([3, 3, 3, 1], 9) == [[0, 1, 2], [3]]
     assert token_groups([], 10) == []
+
+
+def test_warm_up_compiles_one_graph_for_one_row_and_one_for_every_batch_above(paths, monkeypatch):
+    # The decode halves through dynamo (its plain "eager" backend: the graphs without
+    # inductor's code generation, quick on the CPU): `warm_up` compiles one row and two
+    # rows, merged and mixed, before the first batch; batches of 4 and 8 rows after it
+    # reuse the two-row graphs (the batch axis dynamic), so a growing batch compiles
+    # nothing more. The answers stay the stock path's.
+    import functools
+
+    import torch
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+    from mondrian.backends.transformers.engine.state import BUCKET
+
+    backend, _ = paths
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    dynamo.reset()
+    counters.clear()
+    fast = FastPath(backend, cuda_graphs=False, compile=True, vision_varlen=False)
+    requests = [critique_request(50, adapter="ansel@v1", max_new_tokens=6)]
+    same_as_stock(backend, fast, requests)  # warms up first
+    assert fast.warmed
+    assert {(1, False), (2, False), (1, True), (2, True)} <= {
+        (k[0], k[2]) for k in fast.states.by_key
+    }
+    warmed = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        for rows in (4, 8):
+            for mixed in (False, True):
+                st = fast.state_for(rows, BUCKET, mixed)
+                fast.step.forward(st, BUCKET, fast.bank)
+    assert counters["stats"]["unique_graphs"] == warmed, "a bigger batch compiled again"
+    dynamo.reset()

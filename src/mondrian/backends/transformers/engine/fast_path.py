@@ -145,6 +145,7 @@ class FastPath:
         self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
+        self.warmed = False  # whether `warm_up` has compiled the serving shapes
         self.growths = 0  # running batches moved into another state (bench/arrivals.py)
         self.mode_moves = 0  # of those, merged batches moved into the mixed mode
 
@@ -209,6 +210,29 @@ class FastPath:
         if self.bank is not None:
             self.bank.merge(adapter)
 
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Compile the decode step for the shapes a serving batch reaches (one row and
+        more, merged and mixed) before the first batch decodes, so that a batch growing
+        into them later only captures graphs (milliseconds) instead of compiling (seconds,
+        with every row of the batch held). Once; nothing to do without compilation."""
+        if self.warmed or not self.compile:
+            return
+        self.warmed = True
+        self.sync_adapters()
+        modes = [False] + ([True] if self.bank is not None and self.bank.names else [])
+        began = time.perf_counter()
+        for mixed in modes:
+            for rows in (1, 2):  # step.py: one static graph for a row, one for more
+                st = self.state_for(rows, BUCKET, mixed)
+                saved = [t.clone() for t in (st.cache_pos, st.rope_pos)]
+                self.step.forward(st, BUCKET, self.bank)
+                st.cache_pos.copy_(saved[0])
+                st.rope_pos.copy_(saved[1])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        log.info("decode step compiled for serving in %.1f s", time.perf_counter() - began)
+
     # --- generation ----------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -234,6 +258,7 @@ class FastPath:
         room for `joining.rows_hint` rows (requests known to be on their way)."""
         if not requests:
             return []
+        self.warm_up()
         started = time.perf_counter()
         backend = self.backend
         self.sync_adapters()

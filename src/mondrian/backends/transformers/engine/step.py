@@ -63,14 +63,16 @@ class DecodeStep:
         self._pre = lm.pre
         self._post = lm.post
         self._attention = lm.decode_attention
+        self.compile = compile
         if compile:
             import torch._dynamo as dynamo
 
-            # One compiled graph per (batch size, LoRA mode) and half: more than the default
-            # cache of 8 once several batch sizes are in use.
+            # Compiled graphs per LoRA mode and half: one for a single row (static) and one
+            # for every batch of more (the batch axis dynamic, `_batch_axis`); more than the
+            # default cache of 8 with the residual and attention graphs beside them.
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            self._pre = torch.compile(lm.pre, dynamic=False, fullgraph=True)
-            self._post = torch.compile(lm.post, dynamic=False, fullgraph=True)
+            self._pre = torch.compile(lm.pre, fullgraph=True)
+            self._post = torch.compile(lm.post, fullgraph=True)
             # Dynamic in the cache length: one compilation serves every length bucket.
             self._attention = torch.compile(lm.decode_attention, dynamic=True)
         # The Triton kernels that passed their check (None: torch's ops).
@@ -104,8 +106,10 @@ class DecodeStep:
         heads = torch.arange(st.rows * lm.kv_heads, device=self.device)
         slot = heads * st.length + st.cache_pos[:, None].expand(-1, lm.kv_heads).reshape(-1)
         flat = (st.rows * lm.kv_heads, lm.head_dim)
+        self._batch_axis(cos, sin, st.rowscale)
         for i in range(len(lm.layers)):
             pre, post = lm.layer_args(i, bank)
+            self._batch_axis(x)
             if self._rope_kv is not None or self._projects(pre):
                 q = self._kernel_pre(x, cos, sin, st, i, pre, slot)
             else:
@@ -121,11 +125,27 @@ class DecodeStep:
             if self._residual is not None and bank is None:
                 x = self._kernel_post(x, attn, post)
             else:
+                self._batch_axis(attn)
                 x = self._post(x, attn, st.rowscale, *post)
         hidden = rms_norm(x[:, 0], lm.norm, lm.eps)
         st.logits.copy_(lm.logits(hidden))
         st.cache_pos += 1
         st.rope_pos += 1
+
+    def _batch_axis(self, *tensors: torch.Tensor | None) -> None:
+        """With more than one row, the compiled halves see the batch axis as dynamic: one
+        compilation serves every batch size above one. Static graphs, one per size, each
+        compiled when a growing batch first reaches its size, held a running batch for
+        seconds while it served (bench/results/2026-12-02-h200-issue21: Poisson arrivals
+        at 2 req/s, p95 latency 10.9 s when other workloads had compiled some sizes first,
+        16.9 s when none had: the compilations are the likely cause, not yet measured
+        apart). Only at capture (and on the CPU): a graph's replay runs no Python."""
+        if self.compile and tensors[0] is not None and tensors[0].shape[0] > 1:
+            import torch._dynamo as dynamo
+
+            for t in tensors:
+                if t is not None:
+                    dynamo.maybe_mark_dynamic(t, 0)
 
     def _projects(self, pre: Any) -> bool:
         """Whether the norm + q/k/v kernel serves this layer: not a mixed batch's stacked

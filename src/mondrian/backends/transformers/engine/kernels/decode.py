@@ -22,11 +22,13 @@ from mondrian.config import FAST_KERNEL_NAMES, fast_kernels_choice
 log = logging.getLogger(__name__)
 
 NAMES = FAST_KERNEL_NAMES
-# The `auto` set. All of them is the behaviour before the kernels were timed one by one;
-# on the H200 (bench/results/2026-12-01-h200-issue21) the first three decoded batch 1 at
-# 310 tok/s, as torch's ops alone did, so this is to be set from bench/kernel_ablation.py's
-# run.
-AUTO: frozenset[str] = frozenset(NAMES)
+# The `auto` set, from bench/kernel_ablation.py on the H200 (bench/results/
+# 2026-12-02-h200-issue21/kernels_qwen2_5_vl_3b.md, forward ms by CUDA-graph replay at bucket
+# 2048): torch's ops alone 3.16 (1 row merged) / 4.26 (32 rows, no adapters) / 5.19 (32
+# mixed); split-KV attention alone 3.19 / 3.98 / 5.30, the lowest sum of the three relative
+# to torch's ops (the rule chosen before the run); norm_linear (4.56 at 1 row), rope_kv
+# (3.77) and residual_linear (8.75) are slower than the torch ops and cuBLAS they replace.
+AUTO: frozenset[str] = frozenset({"decode_attention"})
 
 
 def chosen(choice: str | bool) -> frozenset[str]:
