@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from lora_helpers import randomise_lora
+
 pytestmark = pytest.mark.gpu
 
 LOSS_REL = 0.02
@@ -77,11 +79,7 @@ def compare_step(
     cfg = TrainConfig(model=str(checkpoint), rank=8, alpha=16, dropout=0.0, dtype=dtype)
     processor, model = load_base(cfg, torch.device(device))
     model = add_lora(model, cfg)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 0)
     batch = batch_of(processor, root)
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, dtype))

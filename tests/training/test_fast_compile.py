@@ -14,6 +14,7 @@ import logging
 
 import pytest
 
+from lora_helpers import randomise_lora
 from mondrian.training.config import ConfigError, TrainConfig
 
 
@@ -41,11 +42,7 @@ def _model(checkpoint):
     cfg = TrainConfig(model=str(checkpoint), rank=4, alpha=8, dropout=0.3, dtype="float32")
     _, model = load_base(cfg, torch.device("cpu"))
     model = add_lora(model, cfg)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 1)
     return model.train()
 
 

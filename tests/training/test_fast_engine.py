@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from training_helpers import add_profile, add_short_advisor
 
+from lora_helpers import randomise_lora
 from mondrian.training.config import TrainConfig
 from mondrian.training.dataset import build_dataset
 
@@ -64,11 +65,7 @@ def test_one_step_equals_the_peft_path(arch, state, settings, tiny_checkpoint_fa
     engine = FastEngine(model, dropout=0.0)
     for randomise_b in (False, True):
         if randomise_b:  # PEFT's init has B = 0, so A's gradients are zero on both paths
-            torch.manual_seed(1)
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if "lora_B" in name:
-                        p.normal_(std=0.05)
+            randomise_lora(model, 1)
         stock_loss, stock = _loss_and_grads(model, model, batch)
         fast_loss, fast = _loss_and_grads(engine, model, batch)
         assert fast_loss == pytest.approx(stock_loss, rel=1e-5)
@@ -89,11 +86,7 @@ def test_checkpointing_changes_no_gradient_dropout_included(
     from mondrian.training.fast_engine import FastEngine
 
     _, model, batch = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
-    torch.manual_seed(4)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 4)
     results = []
     for checkpointing in (False, True):
         engine = FastEngine(model, dropout=0.3, checkpointing=checkpointing).train()
@@ -143,11 +136,7 @@ def test_a_reloaded_adapter_gives_the_engines_logits(
 
     _, model, batch = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
     engine = FastEngine(model, dropout=0.0)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 2, part="lora_")
     engine.eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     keep = batch["attention_mask"].bool()
@@ -181,11 +170,7 @@ def test_the_training_layout_is_the_serving_banks(
     from mondrian.training.fast_engine import ADAPTER, FastEngine
 
     _, model, _ = _parts(state, settings, tiny_checkpoint_factory(), tmp_path)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 3)
     engine = FastEngine(model, dropout=0.0)
     lm, working = engine.lm, engine.lora.working()
     bank = LoraBank(lm, capacity=2, rank=4, fused=False)

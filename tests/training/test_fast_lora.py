@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from lora_helpers import randomise_lora
+
 
 @pytest.mark.parametrize("outs", [(48, 8, 8), (32, 32), (24,)])
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
@@ -55,11 +57,7 @@ def test_a_bf16_base_trains_float32_masters_through_a_bf16_copy(tiny_checkpoint_
     cfg = TrainConfig(model=str(tiny_checkpoint_factory()), rank=4, alpha=8, dtype="bfloat16")
     _, model = load_base(cfg, torch.device("cpu"))
     model = add_lora(model, cfg)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
+    randomise_lora(model, 0)
     engine = FastEngine(model, dropout=0.0).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
