@@ -13,9 +13,10 @@ then the product with up rounded, the product's sum in float32 rounded once, the
 add in float32 rounded once.
 
 Measured on the H200 (bench/results/2026-12-02-h200-issue21): 86 us a call at one row,
-against cuBLAS's 4 (o) and 15 (down) us; each program's loop waits for every load of its
-128 inputs before its product, so it runs at a fraction of the memory's speed. Correct, and
-kept out of `auto` (kernels/decode.py) until a tiling that streams the weight beats cuBLAS."""
+against cuBLAS's 4 (o) and 15 (down) us: a fraction of the memory's speed (the down
+product's program loops over 86 blocks of 128 inputs, likely bound by each load's latency;
+not profiled further). Correct, and kept out of `auto` (kernels/decode.py) until a tiling
+that streams the weight beats cuBLAS."""
 
 from __future__ import annotations
 
