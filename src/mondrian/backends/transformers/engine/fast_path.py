@@ -23,9 +23,12 @@ What it does differently from `model.generate` (bench/NOTES.md has the measureme
 - the vision tower's windowed attention runs as one varlen flash-attention call per block,
   and its patch embedding (a convolution of kernel = stride) as the product it is
   (backends/transformers/engine/vision.py);
-- on CUDA with Triton, the decode step's norm + q/k/v product, rotary + K/V write and
-  attention (split-KV) are Triton kernels (engine/kernels/), each checked against its
-  torch reference on the device first (a failing one falls back to torch's ops).
+- on CUDA with Triton, Triton kernels (engine/kernels/) can take parts of the decode step
+  (the `fast_kernels` setting; `auto`: split-KV attention, the one measured faster than
+  torch's ops), each checked against its torch reference on the device first (a failing
+  one falls back to torch's ops);
+- the decode halves compile one graph for one row and one for every larger batch, both
+  modes, before the first batch (`warm_up`): a growing batch never waits for a compiler.
 
 Batch API: `FastPath.generate(requests, on_token)` takes any mix of prompts, adapters and
 constrained/unconstrained rows and returns `Generation`s built by the backend's own
