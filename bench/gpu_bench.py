@@ -1156,9 +1156,13 @@ def service_http(
     return out
 
 
-def fast_prefill_row(backend: Any, fast: Any, adapter: str, new_tokens: int) -> dict[str, float]:
+def fast_prefill_row(
+    backend: Any, fast: Any, adapter: str, new_tokens: int, *, profiles: bool = False
+) -> dict[str, Any]:
     """One image's prefill on `adapter` merged (vision + LM, ms, median of 5), the vision
-    tower alone and the processor's work (bench/kernel_ablation.py's --prefill-only too)."""
+    tower alone and the processor's work (bench/kernel_ablation.py's --prefill-only too);
+    with `profiles`, one vision pass and one prefill under torch.profiler besides
+    (step_profile.py's summary: kernel time against wall time, the top kernels and ops)."""
     import torch
 
     from mondrian.backends.transformers.engine.state import BUCKET, round_up
@@ -1178,12 +1182,26 @@ def fast_prefill_row(backend: Any, fast: Any, adapter: str, new_tokens: int) -> 
             ),
             repeats=5,
         )
-    return {
+    row: dict[str, Any] = {
         "prefill_ms": gpu_s * 1e3,
         "vision_ms": vis_s * 1e3,
         "processor_ms": pre_s * 1e3,
         "with_processor_ms": (gpu_s + pre_s) * 1e3,
     }
+    if profiles:
+        from step_profile import profile_step
+
+        with torch.inference_mode():
+            row["vision_profile"] = profile_step(
+                lambda: backend.base.model.get_image_features(
+                    p.inputs["pixel_values"], image_grid_thw=p.inputs["image_grid_thw"]
+                ),
+                top=25,
+            )
+            row["prefill_profile"] = profile_step(
+                lambda: fast.prefiller.prefill(state, [0], [p], [None], fast.bank), top=25
+            )
+    return row
 
 
 def _state_for(fast: Any, rows: int) -> Any:

@@ -14,7 +14,8 @@ On the CPU (`--arch tiny`) the step runs eagerly (no graphs, perf_counter), and 
 kernels only under the interpreter (TRITON_INTERPRET=1); the output says which.
 
     python3 bench/kernel_ablation.py --arch qwen2_5_vl_3b --out $OUT/kern      # the H200
-    python3 bench/kernel_ablation.py --arch qwen2_5_vl_7b --prefill-only --out $OUT/pre
+    python3 bench/kernel_ablation.py --arch qwen2_5_vl_7b --prefill-only --profile --out $OUT/pre
+    python3 bench/kernel_ablation.py --sets decode_attention,tuned_gemv --out $OUT/kern
     TRITON_INTERPRET=1 python3 bench/kernel_ablation.py --arch tiny --out /tmp/kern
 """
 
@@ -44,7 +45,11 @@ SETS: dict[str, tuple[str, ...]] = {
     # norm_linear's q/k/v product alone may lose to cuBLAS: every other kernel, without it
     "all_but_norm_linear": ("rope_kv", "decode_attention", "residual_linear"),
     "all": ("norm_linear", "rope_kv", "decode_attention", "residual_linear"),
+    # inductor's tuned one-row reductions (kernels/tuned_gemv.py), alone and with split-KV
+    "tuned_gemv": ("tuned_gemv",),
+    "tuned_gemv_attention": ("tuned_gemv", "decode_attention"),
 }
+PROFILED = ("none", "decode_attention", "tuned_gemv", "all")  # rows 1's kernel summaries
 SPREAD = 192  # rows sit 64..SPREAD positions below the bucket: a decode inside it
 TOP = 10
 
@@ -137,8 +142,11 @@ def profile_forward(fast: Any, step: Any, st: Any, bucket: int) -> dict[str, Any
     }
 
 
-def _usable_sets(fast: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
-    """(set name -> DecodeKernels or None, set name -> why skipped, each kernel's check)."""
+def _usable_sets(
+    fast: Any, sets: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """(set name -> DecodeKernels or None, set name -> why skipped, each kernel's check),
+    for the sets of `sets`."""
     from mondrian.backends.transformers.engine.kernels.decode import (
         NAMES,
         TOLERANCE,
@@ -149,14 +157,16 @@ def _usable_sets(fast: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, A
 
     if fast.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         why = "CPU without TRITON_INTERPRET=1: the torch-ops set only"
-        return {"none": None}, {name: why for name in SETS if name != "none"}, {}
+        return {"none": None}, {name: why for name in sets if name != "none"}, {}
     lm = fast.lm
-    checked = check(fast.device, lm.dtype, Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim))
+    wanted = {n for kernels in sets.values() for n in kernels}
+    dims = Dims(lm.hidden, lm.heads, lm.kv_heads, lm.head_dim)
+    checked = check(fast.device, lm.dtype, dims, wanted)
     limit = TOLERANCE.get(lm.dtype, 4e-2)
-    good = {n for n in NAMES if isinstance(checked[n], float) and checked[n] <= limit}
+    good = {n for n in NAMES if isinstance(checked.get(n), float) and checked[n] <= limit}
     usable: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for name, kernels in SETS.items():
+    for name, kernels in sets.items():
         failed = sorted(set(kernels) - good)
         if failed:
             skipped[name] = f"failed its check here: {', '.join(failed)}"
@@ -213,10 +223,17 @@ def _scaled_diff(got: Any, ref: Any) -> float:
 
 
 def ablation(
-    fast: Any, names: list[str], *, rows: int = 32, bucket: int = 2048, repeats: int = 20
+    fast: Any,
+    names: list[str],
+    *,
+    rows: int = 32,
+    bucket: int = 2048,
+    repeats: int = 20,
+    sets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Forward ms of every kernel set at each shape, the logits' difference from the
-    torch-ops set, mixed vs hot at `rows`, and the rows-1 kernel profiles."""
+    """Forward ms of every kernel set (of `sets`, SETS' names; None: all, and `none`
+    always first) at each shape, the logits' difference from the torch-ops set, mixed vs
+    hot at `rows`, and the rows-1 kernel profiles."""
     import torch
 
     from mondrian.backends.transformers.engine.state import States
@@ -224,7 +241,8 @@ def ablation(
     if fast.bank is None or not names:
         raise ValueError("the ablation needs the bench's adapters loaded in the fast path")
     started = time.perf_counter()
-    usable, skipped, checked = _usable_sets(fast)
+    chosen = {"none": SETS["none"]} | {n: SETS[n] for n in (sets or SETS)}
+    usable, skipped, checked = _usable_sets(fast, chosen)
     shapes = {  # name: (rows, mixed, adapter merged into the working weights)
         "rows1_merged": (1, False, names[0]),
         f"rows{rows}_hot": (rows, False, None),
@@ -238,7 +256,7 @@ def ablation(
             for shape, (n, mixed, merged) in shapes.items():
                 fast.switch(merged)
                 st = _rows_state(fast, states, n, mixed, names, bucket)
-                profiled = ("none", "all") if shape == "rows1_merged" else ()
+                profiled = PROFILED if shape == "rows1_merged" else ()
                 times, diffs, profiles = _one_shape(fast, st, usable, bucket, repeats, profiled)
                 out["profile_rows1"].update(profiles)
                 out["forward_ms"][shape] = times
@@ -272,7 +290,7 @@ def ablation(
         "rows_below_bucket": list(_below(bucket)),
         "repeats": repeats,
         "adapters": len(names),
-        "sets": {name: list(kernels) for name, kernels in SETS.items()},
+        "sets": {name: list(kernels) for name, kernels in chosen.items()},
         "skipped": skipped,
         "checked": checked,
         "fast_path_kernels": sorted(fast.kernels.names) if fast.kernels is not None else [],
@@ -283,9 +301,21 @@ def ablation(
             for shape, times in out["forward_ms"].items()
             if times
         },
+        "lowest_relative_sum": lowest_relative_sum(out["forward_ms"]),
         "fast_path_untouched": _fast_path_now(fast) == before,
         "elapsed_s": time.perf_counter() - started,
     }
+
+
+def lowest_relative_sum(forward_ms: dict[str, dict[str, float]]) -> str | None:
+    """The set whose times, each relative to the torch-ops set's at its shape, sum lowest
+    over the shapes (fewest kernels on a tie): the rule kernels/decode.py's AUTO is chosen
+    by, fixed before the first run. None without a torch-ops time at every shape."""
+    shapes = [times for times in forward_ms.values() if times.get("none")]
+    if not shapes or len(shapes) < len(forward_ms):
+        return None
+    names = set.intersection(*(set(times) for times in shapes))
+    return min(names, key=lambda s: (sum(t[s] / t["none"] for t in shapes), len(SETS[s]), s))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -298,11 +328,15 @@ def markdown(result: dict[str, Any]) -> str:
         "| kernels | " + " | ".join(shapes) + " |",
         "|---|" + "---:|" * len(shapes),
     ]
-    for name in SETS:
+    for name in result["sets"]:
         cells = [result["forward_ms"][s].get(name) for s in shapes]
         text = [f"{c:.3f}" if c is not None else "—" for c in cells]
         lines.append(f"| {name} | " + " | ".join(text) + " |")
     lines.append("\nIssue 21's 450 tok/s at batch 1 is a whole step (forward + select) of 2.22 ms.")
+    lines.append(
+        f"\nLowest sum of times relative to the torch ops' (the `auto` rule): "
+        f"{result['lowest_relative_sum']}"
+    )
     for name, row in result["mixed_vs_hot"].items():
         lines.append(
             f"\n{name}: mixed LoRA's throughput {row['throughput_below_pct']:.1f}% below no"
@@ -341,9 +375,12 @@ def setup(arch: str, adapters: int, checkpoint: Path | None = None) -> tuple[Any
     return backend, fast, names
 
 
-def prefill_only(backend: Any, fast: Any, names: list[str], new_tokens: int) -> dict[str, Any]:
+def prefill_only(
+    backend: Any, fast: Any, names: list[str], new_tokens: int, *, profiles: bool = False
+) -> dict[str, Any]:
     """gpu_bench's fast_prefill row after one short request (compiles the passes), with the
-    prefill's laps on as gpu_bench times it, and once more with them off."""
+    prefill's laps on as gpu_bench times it, and once more with them off (and `profiles`:
+    the vision tower and the prefill under torch.profiler)."""
     (request,) = gpu_bench.requests_for(1, [names[0]], max_new_tokens=8)
     start = time.perf_counter()
     fast.generate([request])
@@ -351,8 +388,14 @@ def prefill_only(backend: Any, fast: Any, names: list[str], new_tokens: int) -> 
     fast.profile = True
     row = gpu_bench.fast_prefill_row(backend, fast, names[0], new_tokens)
     fast.profile = False
-    plain = gpu_bench.fast_prefill_row(backend, fast, names[0], new_tokens)
-    return {**row, "prefill_ms_no_laps": plain["prefill_ms"], "first_request_s": first}
+    plain = gpu_bench.fast_prefill_row(backend, fast, names[0], new_tokens, profiles=profiles)
+    profiled = {k: plain[k] for k in ("vision_profile", "prefill_profile") if k in plain}
+    return {
+        **row,
+        "prefill_ms_no_laps": plain["prefill_ms"],
+        "first_request_s": first,
+        **profiled,
+    }
 
 
 def main() -> None:
@@ -364,7 +407,13 @@ def main() -> None:
     parser.add_argument("--bucket", type=int, help="cache bucket (2048; tiny: 256)")
     parser.add_argument("--repeats", type=int, help="timed replays (20; tiny: 3)")
     parser.add_argument("--checkpoint", type=Path, help="with --arch tiny: a tiny checkpoint")
+    parser.add_argument(
+        "--sets", help=f"comma list of kernel sets to time (default all: {', '.join(SETS)})"
+    )
     parser.add_argument("--prefill-only", action="store_true", help="the fast_prefill row only")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --prefill-only: profile vision and prefill"
+    )
     parser.add_argument("--new-tokens", type=int, default=600, help="the prefill state's room")
     args = parser.parse_args()
     tiny = args.arch == "tiny"
@@ -373,12 +422,20 @@ def main() -> None:
     started = time.perf_counter()
     if args.checkpoint is not None and not tiny:
         parser.error("--checkpoint is for --arch tiny")
+    sets = [name.strip() for name in args.sets.split(",")] if args.sets else None
+    unknown = sorted(set(sets or ()) - set(SETS))
+    if unknown:
+        parser.error(f"unknown kernel set {', '.join(unknown)}: valid are {', '.join(SETS)}")
+    if args.profile and not args.prefill_only:
+        parser.error("--profile is for --prefill-only (the decode sets are always profiled)")
     adapters = 1 if args.prefill_only else (2 if tiny else args.adapters)
     backend, fast, names = setup(args.arch, adapters, args.checkpoint)
     built = time.perf_counter() - started
     if args.prefill_only:
         result = {"arch": args.arch, "build_s": built}
-        result["fast_prefill"] = prefill_only(backend, fast, names, args.new_tokens)
+        result["fast_prefill"] = prefill_only(
+            backend, fast, names, args.new_tokens, profiles=args.profile
+        )
         (out / f"prefill_{args.arch}.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result, indent=1))
         return
@@ -391,6 +448,7 @@ def main() -> None:
         rows=args.rows or (3 if tiny else 32),
         bucket=args.bucket or (256 if tiny else 2048),
         repeats=args.repeats or (3 if tiny else 20),
+        sets=sets,
     )
     result = {"arch": args.arch, "build_s": built, **result}
     result["total_s"] = time.perf_counter() - started

@@ -71,8 +71,9 @@ def fast_mode(value: object) -> object:
     return value
 
 
-# The fast path's Triton decode kernels by name (backends/transformers/engine/kernels/).
-FAST_KERNEL_NAMES = ("norm_linear", "rope_kv", "decode_attention", "residual_linear")
+# The fast path's Triton decode kernels by name (backends/transformers/engine/kernels/);
+# `tuned_gemv` is inductor's, tuned, for the one-row products (kernels/tuned_gemv.py).
+FAST_KERNEL_NAMES = ("norm_linear", "rope_kv", "decode_attention", "residual_linear", "tuned_gemv")
 # MONDRIAN_FAST_KERNELS was a boolean before it named kernels: its old spellings still mean
 # all or none; `auto` is the set the project measured fastest (kernels/decode.py's AUTO).
 _KERNEL_WORDS = {

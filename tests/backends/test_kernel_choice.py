@@ -30,7 +30,11 @@ from mondrian.errors import InvalidInput
         ("rope_kv", "rope_kv"),
         (" Decode_Attention , norm_linear ", "norm_linear,decode_attention"),
         ("decode_attention,rope_kv,norm_linear", "norm_linear,rope_kv,decode_attention"),
-        ("residual_linear,decode_attention,rope_kv,norm_linear", "all"),
+        (
+            "residual_linear,decode_attention,rope_kv,norm_linear",
+            "norm_linear,rope_kv,decode_attention,residual_linear",
+        ),
+        ("tuned_gemv,residual_linear,decode_attention,rope_kv,norm_linear", "all"),
         (["rope_kv", "norm_linear"], "norm_linear,rope_kv"),
     ],
 )
@@ -74,7 +78,8 @@ def test_chosen_and_decode_kernels_from_names():
     assert chosen("auto") == AUTO and chosen(True) == chosen("all") == set(NAMES)
     assert chosen("none") == chosen(False) == frozenset()
     assert chosen("rope_kv, decode_attention") == {"rope_kv", "decode_attention"}
-    with pytest.raises(ValueError, match="norm_linear, rope_kv, decode_attention, residual_linear"):
+    valid = "norm_linear, rope_kv, decode_attention, residual_linear, tuned_gemv"
+    with pytest.raises(ValueError, match=valid):
         chosen("rope")
     kernels = DecodeKernels.of(["decode_attention"])
     assert kernels.names == {"decode_attention"}

@@ -30,7 +30,10 @@ def test_each_kernel_equals_its_reference_under_the_interpreter():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results, odd = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(results) == {"norm_linear", "rope_kv", "decode_attention", "residual_linear"}
+    triton_kernels = {"norm_linear", "rope_kv", "decode_attention", "residual_linear"}
+    assert set(results) == triton_kernels | {"tuned_gemv"}
+    # inductor decomposes one-row products on GPUs only: on the CPU the entry says so
+    assert "needs a CUDA device" in results.pop("tuned_gemv")
     for name, error in results.items():
         assert isinstance(error, float), f"{name}: {error}"
         assert error <= 1e-5, f"{name}: {error}"  # float32: the order of sums alone

@@ -29,6 +29,7 @@ SETS = [
     "all_but_norm_linear",
     "all",
 ]
+TUNED = ["tuned_gemv", "tuned_gemv_attention"]  # inductor's one-row decomposition: CUDA only
 SHAPES = ["rows1_merged", "rows2_hot", "rows2_mixed"]
 
 
@@ -41,7 +42,8 @@ def test_every_kernel_set_decodes_the_torch_ops_logits(tiny_checkpoint_factory, 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "kernels_tiny.json").read_text())
-    assert "eager" in result["timing"] and result["skipped"] == {}
+    assert "eager" in result["timing"] and set(result["skipped"]) == set(TUNED)
+    assert "tuned_gemv" in result["skipped"]["tuned_gemv"]
     assert result["fast_path_untouched"] is True  # its state of the first request
     assert all(isinstance(result["checked"][name], float) for name in SETS[1:5])
     assert list(result["forward_ms"]) == SHAPES
@@ -60,7 +62,7 @@ def test_every_kernel_set_decodes_the_torch_ops_logits(tiny_checkpoint_factory, 
         "throughput_below_pct",
     }
     profiles = result["profile_rows1"]
-    assert set(profiles) == {"none", "all"} and profiles["none"]["kernels"] > 0
+    assert set(profiles) == {"none", "decode_attention", "all"} and profiles["none"]["kernels"] > 0
     assert 0 < len(profiles["all"]["top"]) <= 10
     table = (tmp_path / "kernels_tiny.md").read_text()
     assert "eager forwards on the CPU" in table
@@ -75,9 +77,37 @@ def test_on_the_cpu_without_the_interpreter_only_torch_ops_are_timed(monkeypatch
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     fast = SimpleNamespace(device=torch.device("cpu"))
-    usable, skipped, checked = kernel_ablation._usable_sets(fast)
+    usable, skipped, checked = kernel_ablation._usable_sets(fast, kernel_ablation.SETS)
     assert usable == {"none": None} and checked == {}
-    assert set(skipped) == set(SETS[1:]) and "TRITON_INTERPRET=1" in skipped["all"]
+    assert set(skipped) == set(SETS[1:] + TUNED) and "TRITON_INTERPRET=1" in skipped["all"]
+
+
+def test_the_auto_rule_sums_each_sets_times_relative_to_the_torch_ops():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import kernel_ablation
+
+    times = {
+        "rows1": {"none": 2.0, "decode_attention": 2.2, "tuned_gemv": 1.6},
+        "rows32": {"none": 4.0, "decode_attention": 3.4, "tuned_gemv": 4.2},
+    }
+    # none 2.0, split-KV 1.1 + 0.85 = 1.95, tuned 0.8 + 1.05 = 1.85: slower at 32 rows, chosen
+    assert kernel_ablation.lowest_relative_sum(times) == "tuned_gemv"
+    times["rows32"]["tuned_gemv"] = 5.0  # 0.8 + 1.25 = 2.05
+    assert kernel_ablation.lowest_relative_sum(times) == "decode_attention"
+    times["rows32"]["decode_attention"] = 3.6  # a tie with none's 2.0: the fewer kernels
+    assert kernel_ablation.lowest_relative_sum(times) == "none"
+    assert kernel_ablation.lowest_relative_sum({"rows1": {"tuned_gemv": 1.0}}) is None
+
+
+def test_an_unknown_kernel_set_is_refused_with_the_valid_ones():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--arch", "tiny", "--sets", "none,fastest"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "unknown kernel set fastest" in done.stderr
+    assert "tuned_gemv_attention" in done.stderr
 
 
 def test_a_checkpoint_is_for_the_tiny_architecture_only():

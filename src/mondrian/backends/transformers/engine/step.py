@@ -8,7 +8,8 @@ With `compile`, the layer's two halves around attention and the attention itself
 `kernels` (CUDA; engine/kernels/), Triton kernels take the place of some of it: the norm
 and q/k/v projection (merged or base weights), rotary + K/V write, split-KV attention,
 the o and down products with their residual adds (merged or base weights); any one of
-them alone (bench/kernel_ablation.py times each), the rest on torch's ops.
+them alone (bench/kernel_ablation.py times each), the rest on torch's ops. `tuned_gemv`
+compiles the halves with inductor's tuned one-row reductions (kernels/tuned_gemv.py).
 
 The forward graph is captured per cache-length bucket, when the decode first reaches it,
 so attention reads the filled part of the cache, not its capacity; the select graph once
@@ -71,10 +72,12 @@ class DecodeStep:
             # for every batch of more (the batch axis dynamic, `_batch_axis`); more than the
             # default cache of 8 with the residual and attention graphs beside them.
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            self._pre = torch.compile(lm.pre, fullgraph=True)
-            self._post = torch.compile(lm.post, fullgraph=True)
+            # With `tuned_gemv`, inductor's tuned reductions for the one-row products.
+            options = (kernels.compile_options() if kernels is not None else {}) or None
+            self._pre = torch.compile(lm.pre, fullgraph=True, options=options)
+            self._post = torch.compile(lm.post, fullgraph=True, options=options)
             # Dynamic in the cache length: one compilation serves every length bucket.
-            self._attention = torch.compile(lm.decode_attention, dynamic=True)
+            self._attention = torch.compile(lm.decode_attention, dynamic=True, options=options)
         # The Triton kernels that passed their check (None: torch's ops).
         self._project = kernels.projection() if kernels is not None else None
         self._rope_kv = kernels.rope_kv() if kernels is not None else None

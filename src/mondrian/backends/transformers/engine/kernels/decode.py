@@ -5,15 +5,18 @@ is left out, with a warning, and the step runs the torch ops in its place.
 `DecodeKernels` is what step.py calls: the norm + q/k/v projection (merged or base
 weights only: a mixed batch's stacked LoRA stays on torch), the rotary + K/V write, the
 split-KV attention, and the o and down products with their residual adds (merged or base
-weights only, as the norm's), each usable alone. Which ones are wanted is the
-`fast_kernels` setting (config.py, MONDRIAN_FAST_KERNELS): `auto` is AUTO below, the set
-measured fastest; bench/kernel_ablation.py times each set on the device."""
+weights only, as the norm's), each usable alone; and `tuned_gemv`, not a kernel of ours:
+inductor's own tuned reductions for the one-row graph's products (tuned_gemv.py). Which
+ones are wanted is the `fast_kernels` setting (config.py, MONDRIAN_FAST_KERNELS): `auto`
+is AUTO below, the set measured fastest; bench/kernel_ablation.py times each set on the
+device."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -147,11 +150,18 @@ def _check_residual_linear(device: torch.device, dtype: torch.dtype, dims: Dims)
     return max(errors)
 
 
+def _check_tuned_gemv(device: torch.device, dtype: torch.dtype, dims: Dims) -> float:
+    from mondrian.backends.transformers.engine.kernels import tuned_gemv as m
+
+    return m.check(device, dtype, dims.hidden)
+
+
 CHECKS: dict[str, Callable[[torch.device, torch.dtype, Dims], float]] = {
     "norm_linear": _check_norm_linear,
     "rope_kv": _check_rope_kv,
     "decode_attention": _check_decode_attention,
     "residual_linear": _check_residual_linear,
+    "tuned_gemv": _check_tuned_gemv,
 }
 
 
@@ -239,3 +249,12 @@ class DecodeKernels:
         )
 
         return residual_linear
+
+    def compile_options(self) -> dict[str, Any]:
+        """Inductor's options for the compiled decode halves: tuned_gemv.py's with it (the
+        one-row products as tuned reductions), none without."""
+        if "tuned_gemv" not in self.names:
+            return {}
+        from mondrian.backends.transformers.engine.kernels.tuned_gemv import OPTIONS
+
+        return dict(OPTIONS)
