@@ -183,6 +183,26 @@ def test_one_processor_call_cut_into_requests_equals_one_call_each(paths):
                 assert key not in got.inputs, key
 
 
+def test_the_preparers_cpu_positions_equal_the_models_own_on_its_inputs(paths):
+    """prepare.py computes each prompt's 3-D rotary positions on the CPU tensors before
+    they move: they equal the model's get_rope_index on the prepared tensors, the
+    prefill's computation before (an image prompt's, a text prompt's, cut from one call)."""
+    import torch
+
+    from mondrian.backends.transformers.engine.prepare import RopeIndex
+    from mondrian.prompts import Prompt
+
+    _, fast = paths
+    requests = [critique_request(13), GenerationRequest(prompt=Prompt(system="s", user="u"))]
+    rope = RopeIndex(fast.backend.base, fast.lm.image_token_id)
+    for p in fast.preparer.prepare_all(requests):
+        assert p.pos3 is not None and p.pos3.shape == (3, 1, p.length)
+        want, delta = rope.positions(p.input_ids, p.inputs)
+        assert torch.equal(p.pos3, want) and p.delta == delta
+    image, text = fast.preparer.prepare_all(requests)
+    assert image.delta < 0 and text.delta == 0  # an image takes fewer positions than tokens
+
+
 def test_lora_rows_fused_below_the_weight_equal_a_separate_product():
     import torch
 

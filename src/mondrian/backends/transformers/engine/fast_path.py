@@ -68,7 +68,7 @@ from mondrian.backends.transformers.engine.kernels.decode import (
 from mondrian.backends.transformers.engine.lm import GROUPS, FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank, adapter_rank
 from mondrian.backends.transformers.engine.prefill import Laps, Prefiller
-from mondrian.backends.transformers.engine.prepare import Preparer
+from mondrian.backends.transformers.engine.prepare import Preparer, RopeIndex
 from mondrian.backends.transformers.engine.scheduler import Row, Scheduler
 from mondrian.backends.transformers.engine.state import (
     BUCKET,
@@ -145,7 +145,10 @@ class FastPath:
         self.runner = StepRunner(self.step, cuda_graphs=self.cuda_graphs)
         self.laps = Laps(self.device)
         self.prefiller = Prefiller(self.lm, backend.base, self.laps, compile=self.compile)
-        self.preparer = Preparer(backend.processor, backend.max_pixels, self.device)
+        rope = RopeIndex(backend.base, self.lm.image_token_id)
+        self.preparer = Preparer(
+            backend.processor, backend.max_pixels, self.device, positions=rope.positions
+        )
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
         self.warmed = False  # whether `warm_up` has compiled the serving shapes

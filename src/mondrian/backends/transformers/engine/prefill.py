@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from mondrian.backends.transformers.engine.lm import FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
-from mondrian.backends.transformers.engine.prepare import Prepared
+from mondrian.backends.transformers.engine.prepare import Prepared, RopeIndex
 from mondrian.backends.transformers.engine.state import State
 
 log = logging.getLogger(__name__)
@@ -179,22 +179,11 @@ class Prefiller:
         laps.lap("lm_s", lap)
 
     def _positions(self, p: Prepared) -> tuple[torch.Tensor, int]:
-        """3-D rotary positions [3, 1, T] of one prompt and its text-position offset."""
-        inputs = p.inputs
-        if inputs.get("pixel_values") is None:
-            pos3 = torch.arange(p.length, device=self.device).view(1, 1, -1).expand(3, 1, -1)
-            return pos3, 0
-        ids = p.input_ids
-        types = inputs.get("mm_token_type_ids")
-        if types is None:
-            types = (ids == self.lm.image_token_id).to(torch.int32)
-        pos3, delta = self.model.model.get_rope_index(
-            ids,
-            mm_token_type_ids=types,
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs.get("attention_mask"),
-        )
-        return pos3, int(delta.view(-1)[0])
+        """3-D rotary positions [3, 1, T] of one prompt and its text-position offset: the
+        preparer's (computed on the CPU, prepare.py), else from the device tensors."""
+        if p.pos3 is not None:
+            return p.pos3, p.delta
+        return RopeIndex(self.model, self.lm.image_token_id).positions(p.input_ids, p.inputs)
 
 
 def token_groups(lengths: list[int], most: int) -> list[list[int]]:

@@ -1,9 +1,16 @@
 """Processor work of a batch's requests (chat template, resize, patches), on the CPU's
-threads, cut back into one `Prepared` per request on the device."""
+threads, cut back into one `Prepared` per request on the device.
+
+The cutting and each prompt's 3-D rotary positions (the model's `get_rope_index`) run on
+the CPU tensors, before anything moves to the device: on device tensors each boolean
+mask, `.tolist()` and loop over the image grid is a synchronisation, and the prompt
+pass (prefill.py) ran them between the vision tower and the LM's layers, so the GPU
+waited on the CPU there once per prompt."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,22 +23,60 @@ from mondrian.images import fit_pixels
 PREPARE_THREADS = 8  # processor calls at once for a batch's requests
 
 
+# (input_ids [1, T], that prompt's inputs, on the CPU) -> (positions [3, 1, T], the offset
+# of the text positions after it): `RopeIndex.positions` below.
+Positions = Callable[[torch.Tensor, dict[str, Any]], tuple[torch.Tensor, int]]
+
+
 @dataclass
 class Prepared:
-    """One request's processor outputs, on the device."""
+    """One request's processor outputs and rotary positions, on the device."""
 
     input_ids: torch.Tensor  # [1, T]
     inputs: Any
     length: int
+    pos3: torch.Tensor | None = None  # [3, 1, T]; None: prefill.py computes them
+    delta: int = 0  # the next text position minus T (images take fewer positions)
+
+
+class RopeIndex:
+    """A Qwen-VL model's 3-D rotary positions of one prompt (its `get_rope_index`, the
+    transformers model's own arithmetic), for tensors on any device."""
+
+    def __init__(self, model: Any, image_token_id: int) -> None:
+        self.model = model  # the ...ForConditionalGeneration
+        self.image_token_id = image_token_id
+
+    def positions(self, ids: torch.Tensor, inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        if inputs.get("pixel_values") is None:
+            return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1), 0
+        types = inputs.get("mm_token_type_ids")
+        if types is None:
+            types = (ids == self.image_token_id).to(torch.int32)
+        pos3, delta = self.model.model.get_rope_index(
+            ids,
+            mm_token_type_ids=types,
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs.get("attention_mask"),
+        )
+        return pos3, int(delta.view(-1)[0])
 
 
 class Preparer:
-    """Runs a Qwen-VL processor (and the photo resize) for requests."""
+    """Runs a Qwen-VL processor (and the photo resize) for requests; with `positions`,
+    each prompt's rotary positions too, on the CPU."""
 
-    def __init__(self, processor: Any, max_pixels: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        max_pixels: int,
+        device: torch.device,
+        positions: Positions | None = None,
+    ) -> None:
         self.processor = processor
         self.max_pixels = max_pixels
         self.device = device
+        self.positions = positions
         self._pool: ThreadPoolExecutor | None = None
 
     def prepare(self, request: GenerationRequest) -> Prepared:
@@ -63,9 +108,7 @@ class Preparer:
             [fit_pixels(img, self.max_pixels) for img in r.prompt.images] for r in requests
         ]
         images = [img for imgs in per_request for img in imgs]
-        batch = self.processor(
-            text=texts, images=images or None, padding=True, return_tensors="pt"
-        ).to(self.device)
+        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         mask = batch["attention_mask"].bool()
         grid = batch.get("image_grid_thw")
         patches = grid.prod(-1).tolist() if grid is not None else []
@@ -80,6 +123,13 @@ class Preparer:
                 inputs["image_grid_thw"] = grid[image : image + len(imgs)]
                 inputs["pixel_values"] = batch["pixel_values"][patch : patch + count]
                 image, patch = image + len(imgs), patch + count
+            pos3, delta = None, 0
+            if self.positions is not None:
+                pos3, delta = self.positions(inputs["input_ids"], inputs)
+                pos3 = pos3.to(self.device)
+            inputs = {key: value.to(self.device) for key, value in inputs.items()}
             ids = inputs["input_ids"]
-            prepared.append(Prepared(input_ids=ids, inputs=inputs, length=ids.shape[1]))
+            prepared.append(
+                Prepared(input_ids=ids, inputs=inputs, length=ids.shape[1], pos3=pos3, delta=delta)
+            )
         return prepared
