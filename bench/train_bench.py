@@ -217,11 +217,12 @@ def one_step(
     *,
     compile: str = "auto",
     profile: bool = False,
+    compile_unit: str = "halves",
 ) -> dict[str, Any]:
     """One optimizer step (loss, backward, clipping, AdamW) on the first training example,
     as `train()` runs it with this engine, activations recomputed or not: median ms of 3
     after a warm-up, peak memory; with `profile` (fast engine only), one more step under
-    torch.profiler."""
+    torch.profiler. `compile_unit`: what one compiled graph covers (fast_halves.py)."""
     import torch
 
     from mondrian.training.collate import Collator, ExampleEncoder, answer_tokens
@@ -229,7 +230,12 @@ def one_step(
     from mondrian.training.setup import add_lora, frozen_dtype, loss_forward, make_optimizer
     from mondrian.training.train import answer_loss
 
-    cfg = base.config(engine=engine, gradient_checkpointing=checkpointing, compile=compile)
+    cfg = base.config(
+        engine=engine,
+        gradient_checkpointing=checkpointing,
+        compile=compile,
+        compile_unit=compile_unit,
+    )
     device = torch.device(cfg.device)
     processor, model = base.load(cfg, device)
     torch.manual_seed(cfg.seed)  # the same LoRA init in every row: comparable losses
@@ -273,6 +279,7 @@ def one_step(
         "gradient_checkpointing": checkpointing,
         "compile": compile if engine == "fast" else None,
         "compiled": engine == "fast" and forward.compiled,  # False after a fallback too
+        "compile_unit": forward.halves.unit if engine == "fast" and forward.compiled else None,
         "vision_varlen": engine == "fast" and forward.vision.varlen,
         "vision_compiled": engine == "fast" and forward.vision.compiled,
         "vision_patch_product": engine == "fast" and forward.vision.patch_product,
@@ -368,6 +375,9 @@ def table(data: dict[str, Any]) -> str:
     for r in data["step"]:
         if r["variant"] == "eager":
             lines.append(f"{'step ms, fast eager, activations kept':<40}{f(r['ms']):>12}")
+        if r["variant"] == "layer":
+            label = f"step ms, fast, {r['compile_unit']} compiled, kept"
+            lines.append(f"{label:<40}{f(r['ms']):>12}")
     for r in data["step"]:
         if "profile" in r and "error" not in r["profile"]:
             prof = r["profile"]
@@ -433,18 +443,30 @@ def main() -> None:
         data["total_s"] = time.perf_counter() - began
         out.write_text(json.dumps(data, indent=1, default=str))
 
-    def step_row(engine: str, checkpointing: bool, compile: str, variant: str) -> None:
-        row = one_step(base, engine, dataset, checkpointing, compile=compile, profile=args.profile)
+    def step_row(
+        engine: str, checkpointing: bool, compile: str, variant: str, unit: str = "halves"
+    ) -> None:
+        row = one_step(
+            base,
+            engine,
+            dataset,
+            checkpointing,
+            compile=compile,
+            profile=args.profile,
+            compile_unit=unit,
+        )
         data["step"].append({**row, "variant": variant})
         save()
 
     # "train": the rows as `mondrian train` runs them; "eager": the fast engine's halves
-    # eager, beside the compiled ones (only where those compiled).
+    # eager, beside the compiled ones (only where those compiled); "layer": each whole
+    # layer one compiled graph (the `compile_unit` setting).
     for engine in ("fast", "stock"):
         for checkpointing in (False, True):
             step_row(engine, checkpointing, args.compile, "train")
         if engine == "fast" and data["step"][0]["compiled"]:
             step_row("fast", False, "off", "eager")
+            step_row("fast", False, args.compile, "layer", unit="layer")
     # The runs use the shipped config's setting (the 3B recomputes, on both engines).
     recompute = base.config().gradient_checkpointing
     data["run_gradient_checkpointing"] = recompute

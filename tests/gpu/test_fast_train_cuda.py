@@ -68,7 +68,8 @@ def compare_step(
 ) -> list[dict[str, float]]:
     """One loss and backward through the stock PEFT model and through the fast engine, on
     a LoRA with random B (PEFT's init has B = 0): the losses and, per LoRA tensor, the
-    gradients' relative norm difference and cosine similarity."""
+    gradients' relative norm difference and cosine similarity. `compile`: off, on (the
+    halves) or layer (each whole layer one compiled graph)."""
     import torch
 
     from mondrian.training.config import TrainConfig
@@ -84,7 +85,14 @@ def compare_step(
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, dtype))
     model.train()
-    engine = FastEngine(model, dropout=0.0, compile=compile, checkpointing=checkpointing)
+    unit = "layer" if compile == "layer" else "halves"
+    engine = FastEngine(
+        model,
+        dropout=0.0,
+        compile="on" if compile == "layer" else compile,
+        compile_unit=unit,
+        checkpointing=checkpointing,
+    )
     results = []
     for forward in (model, engine):
         model.zero_grad(set_to_none=True)
@@ -93,7 +101,8 @@ def compare_step(
         grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((float(loss.detach()), grads))
     (stock_loss, stock), (fast_loss, fast) = results
-    assert engine.compiled == (compile == "on"), "the compiled halves fell back to eager"
+    assert engine.compiled == (compile != "off"), "the compiled halves fell back to eager"
+    assert not engine.compiled or engine.halves.unit == unit, "the compiled layers fell back"
     assert engine.vision.varlen, "the vision tower fell back to transformers' attention"
     rows = [{"name": "loss", "stock": stock_loss, "fast": fast_loss}]
     for name, g in stock.items():
@@ -116,6 +125,8 @@ def compare_step(
         ("qwen2_5_vl", "on", False),
         ("qwen3_vl", "on", False),
         ("qwen2_5_vl", "on", True),
+        ("qwen2_5_vl", "layer", False),
+        ("qwen3_vl", "layer", True),
     ],
 )
 def test_bf16_step_is_close_to_the_peft_path(

@@ -32,6 +32,10 @@ def test_the_setting_is_on_with_cuda_only_by_default():
         TrainConfig().merged(compile="sometimes")
     # How a run is computed, not what it trains: a run resumes with the other setting.
     assert TrainConfig().fingerprint() == TrainConfig(compile="off").fingerprint()
+    assert TrainConfig().compile_unit == "halves"
+    assert TrainConfig().fingerprint() == TrainConfig(compile_unit="layer").fingerprint()
+    with pytest.raises(ConfigError, match="compile_unit"):
+        TrainConfig().merged(compile_unit="model")
 
 
 def _model(checkpoint):
@@ -99,6 +103,61 @@ def test_compiled_halves_train_as_the_eager_ones(tiny_checkpoint_factory, monkey
             _step(FastEngine(model, dropout=0.3), model, longer), _step(engine, model, longer)
         )
     assert engine.halves.checked
+
+
+@pytest.mark.model
+def test_compiled_whole_layers_train_as_the_eager_ones(
+    tiny_checkpoint_factory, monkeypatch, one_thread
+):
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
+    model = _model(tiny_checkpoint_factory())
+    batch = _batch()
+    eager = _step(FastEngine(model, dropout=0.3), model, batch)
+    for checkpointing in (False, True):
+        engine = FastEngine(
+            model, dropout=0.3, compile="on", compile_unit="layer", checkpointing=checkpointing
+        )
+        _assert_same(eager, _step(engine.train(), model, batch))
+        assert engine.compiled and engine.halves.unit == "layer", "fell back"
+        longer = _batch(56)
+        _assert_same(
+            _step(FastEngine(model, dropout=0.3), model, longer), _step(engine, model, longer)
+        )
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("at", ["the trial pass", "a real step"])
+def test_failing_compiled_layers_fall_back_to_the_compiled_halves(
+    at, tiny_checkpoint_factory, monkeypatch, caplog, one_thread
+):
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
+    trial = fast_halves.TRIAL_TOKENS
+
+    def failing(lm):
+        def run(hidden, *args):
+            if (hidden.shape[1] == trial) == (at == "the trial pass"):
+                raise RuntimeError("backend compiler failed (as a test)")
+            return lm.layer(hidden, *args)
+
+        return run
+
+    monkeypatch.setattr(fast_halves, "_compiled_layer", failing)
+    model = _model(tiny_checkpoint_factory())
+    batch = _batch()
+    eager = _step(FastEngine(model, dropout=0.3), model, batch)
+    engine = FastEngine(model, dropout=0.3, compile="on", compile_unit="layer").train()
+    with caplog.at_level(logging.WARNING, logger=fast_halves.__name__):
+        fell_back = _step(engine, model, batch)
+    assert engine.compiled and engine.halves.unit == "halves"  # compiled halves, not eager
+    assert "compiled layers failed" in caplog.text and "halves failed" not in caplog.text
+    assert engine.halves.checked  # the halves' own trial ran
+    _assert_same(eager, fell_back)
 
 
 def _failing(lm, when):

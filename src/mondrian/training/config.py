@@ -110,6 +110,11 @@ class TrainConfig(BaseModel):
         description="torch.compile the fast engine's layer halves (forward and backward; "
         "eager again, with a warning, if compiling fails); auto: on with CUDA, off on CPU.",
     )
+    compile_unit: Literal["halves", "layer"] = Field(
+        default="halves",
+        description="What one compiled graph covers: a layer's two halves around attention, "
+        "or the whole layer (fewer calls; the halves again, with a warning, if it fails).",
+    )
 
     # --- derived -------------------------------------------------------------------------
 
@@ -121,11 +126,19 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the result (a resumed run must match it)."""
-        # Not `engine` nor `compile`: both train the same PEFT weights with the same
-        # checkpoints, so a run resumes under either, and runs from before the fields keep
-        # their folders.
+        # Not `engine` nor `compile` (nor its unit): both train the same PEFT weights with
+        # the same checkpoints, so a run resumes under either, and runs from before the
+        # fields keep their folders.
         data = self.model_dump(
-            exclude={"device", "num_workers", "cpu_threads", "epochs", "engine", "compile"}
+            exclude={
+                "device",
+                "num_workers",
+                "cpu_threads",
+                "epochs",
+                "engine",
+                "compile",
+                "compile_unit",
+            }
         )
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

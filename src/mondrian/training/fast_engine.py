@@ -13,7 +13,8 @@ targets (setup.add_lora), checkpoints, `--resume` and the published files are th
 path's by construction: nothing is converted, so nothing can drift.
 
 The layers' two halves around attention run compiled on CUDA (the `compile` setting,
-fast_halves.py, with an eager fallback) and recomputed in backward under
+fast_halves.py, with an eager fallback; `compile_unit` layer: each whole layer one
+graph) and recomputed in backward under
 `gradient_checkpointing`; the frozen vision tower runs the serving engine's varlen
 attention where CUDA has it (fast_vision.py).
 
@@ -47,8 +48,10 @@ class FastEngine(torch.nn.Module):
         *,
         checkpointing: bool = False,
         compile: str = "off",
+        compile_unit: str = "halves",
     ) -> None:
-        """`compile`: the setting (auto, on, off; fast_halves.wants_compile)."""
+        """`compile`: the setting (auto, on, off; fast_halves.wants_compile);
+        `compile_unit`: what one compiled graph covers (halves or layer, fast_halves.py)."""
         super().__init__()
         self.peft = peft_model  # a submodule: DDP and the optimizer see its parameters
         base = peft_model.get_base_model()
@@ -59,7 +62,9 @@ class FastEngine(torch.nn.Module):
         # recomputed in backward; attention keeps its own saved tensors. The MLP's
         # activations are most of a layer's, so this keeps most of the saving.
         compiled = wants_compile(compile, self.lm.device)
-        self.halves = Halves(self.lm, compile=compiled, checkpointing=checkpointing)
+        self.halves = Halves(
+            self.lm, compile=compiled, checkpointing=checkpointing, unit=compile_unit
+        )
         self.vision = Vision(base, compile=compiled)  # varlen attention where CUDA has it
         self.train(peft_model.training)
 
@@ -115,17 +120,20 @@ class FastEngine(torch.nn.Module):
                 deepstack=deepstack,
                 visual_mask=visual,
                 halves=self.halves.current() if training else None,
+                layer=self.halves.layer() if training else None,
             )
 
-        try:
-            hidden = run()
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:  # a compiler failure must not end the run
-            if not (training and self.halves.compiled):
+        while True:
+            try:
+                hidden = run()
+                break
+            except torch.OutOfMemoryError:
                 raise
-            self.halves.fall_back(exc)
-            hidden = run()
+            except Exception as exc:  # a compiler failure must not end the run
+                if not (training and self.halves.compiled):
+                    raise
+                self.halves.fall_back(exc)  # layers -> halves -> eager: at most twice
+                self.halves.check(lora, rowscale)  # the compiled halves' trial, if now theirs
         if logits_to_keep is not None:  # positions, as transformers takes them
             hidden = hidden[:, logits_to_keep]
         return CausalLMOutputWithPast(logits=lm.logits(hidden))

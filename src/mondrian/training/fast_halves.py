@@ -1,6 +1,8 @@
 """The layer halves the fast training engine runs (fast_engine.py): the LM's `pre` and
 `post` (engine/lm.py: norms, projections with their LoRA, rotary, the MLP), eager or
-through torch.compile, and recomputed in backward under gradient checkpointing.
+through torch.compile, and recomputed in backward under gradient checkpointing. With the
+`compile_unit` setting `layer`, each whole layer (`FastLM.layer`: the halves and the
+attention between them) is one compiled graph instead of two around an eager attention.
 
 Why compile: eager, a training step is each layer's seventy-odd small ops forward and
 about twice as many backward, each a kernel launch and an autograd node, so the CPU's
@@ -15,7 +17,14 @@ backward, which happens in train.py's loop, outside any fallback; so before the 
 compiled step `check` runs layer 0's halves forward and backward on a short input and on
 detached copies of the LoRA (compiling both graphs, touching no parameter's gradient, the
 RNG states restored). If that, or later a compiled forward, raises, the engine warns once
-and trains on with the eager halves (as the serving engine's prefill.py does).
+and trains on with the eager halves (as the serving engine's prefill.py does); compiled
+whole layers that fail fall back to the compiled halves first, with their own trial.
+
+Why whole layers: a compiled step is bound by the CPU's work around the kernels as much
+as by them (bench/results/2026-12-02-h200-issue21: 108 ms of kernels in a 158 ms step),
+and each compiled call costs a guard check, an autograd function forward and backward
+and its wrapper's launches; one graph a layer halves those calls and fuses the layout
+changes around attention into the halves' kernels.
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mondrian.backends.transformers.engine.lm import FastLM
 from mondrian.training.fast_lora import WorkingLora
@@ -43,15 +51,29 @@ def wants_compile(setting: str, device: torch.device) -> bool:
     return setting == "on"
 
 
-class Halves:
-    """The (pre, post) pair a training forward runs, and whether it is the compiled one."""
+UNITS = ("halves", "layer")  # what one compiled graph covers (TrainConfig.compile_unit)
 
-    def __init__(self, lm: FastLM, *, compile: bool, checkpointing: bool) -> None:
+
+class Halves:
+    """The (pre, post) pair a training forward runs, or the whole layer it runs instead
+    (`layer`, compiled only), and whether they are the compiled ones."""
+
+    def __init__(
+        self, lm: FastLM, *, compile: bool, checkpointing: bool, unit: str = "halves"
+    ) -> None:
+        if unit not in UNITS:
+            raise ValueError(f"unknown compile unit {unit!r}: use {' or '.join(UNITS)}")
         self.lm = lm
         self.checkpointing = checkpointing
         self.compiled = compile  # True while the compiled halves are the ones in use
         self.checked = False
         self._fns = _compiled(lm) if compile else (lm.pre, lm.post)
+        self._layer = _compiled_layer(lm) if compile and unit == "layer" else None
+
+    @property
+    def unit(self) -> str:
+        """What one compiled graph covers now: `layer` until a fallback, else `halves`."""
+        return "layer" if self._layer is not None else "halves"
 
     def current(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
         pre, post = self._fns
@@ -59,7 +81,24 @@ class Halves:
             return _recomputed(pre), _recomputed(post)
         return pre, post
 
+    def layer(self) -> Callable[..., Any] | None:
+        """The compiled whole layer (recomputed under checkpointing), or None."""
+        if self._layer is None:
+            return None
+        return _recomputed(self._layer) if self.checkpointing else self._layer
+
     def fall_back(self, exc: BaseException) -> None:
+        """Compiled layers -> compiled halves (their trial to come) -> eager halves."""
+        if self._layer is not None:
+            log.warning(
+                "the fast engine's compiled layers failed (%s: %s); training goes on with "
+                "the compiled layer halves",
+                type(exc).__name__,
+                exc,
+            )
+            self._layer = None
+            self.checked = False
+            return
         log.warning(
             "the fast engine's compiled layer halves failed (%s: %s); training goes on with "
             "the eager ones",
@@ -71,16 +110,15 @@ class Halves:
 
     def check(self, lora: WorkingLora, rowscale: torch.Tensor) -> None:
         """Once, before the first compiled step: a trial pass of layer 0, forward and
-        backward; eager from here on if it fails."""
-        if not self.compiled or self.checked:
-            return
-        self.checked = True
-        try:
-            _trial(self.lm, self.current(), lora.detached(), rowscale)
-        except torch.OutOfMemoryError:
-            raise  # not the compiler's fault: the eager halves would need more memory
-        except Exception as exc:  # whatever the compiler raises
-            self.fall_back(exc)
+        backward; the next unit down from here on if it fails (and its own trial)."""
+        while self.compiled and not self.checked:
+            self.checked = True
+            try:
+                _trial(self.lm, self.current(), self.layer(), lora.detached(), rowscale)
+            except torch.OutOfMemoryError:
+                raise  # not the compiler's fault: the eager halves would need more memory
+            except Exception as exc:  # whatever the compiler raises
+                self.fall_back(exc)
 
 
 def _compiled(lm: FastLM) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -98,14 +136,23 @@ def _compiled(lm: FastLM) -> tuple[Callable[..., Any], Callable[..., Any]]:
     )
 
 
+def _compiled_layer(lm: FastLM) -> Callable[..., Any]:
+    def train_layer(*args: Any) -> Any:
+        return lm.layer(*args)
+
+    return torch.compile(train_layer, dynamic=True, backend=BACKEND)
+
+
 def _trial(
     lm: FastLM,
     halves: tuple[Callable[..., Any], Callable[..., Any]],
+    layer: Callable[..., Any] | None,
     lora: WorkingLora,
     rowscale: torch.Tensor,
 ) -> None:
     """Layer 0 forward and backward on random hidden states of TRIAL_TOKENS tokens, the
-    batch's rows and dtypes (so the real steps reuse the graphs compiled here)."""
+    batch's rows and dtypes (so the real steps reuse the graphs compiled here), through
+    `layer` when given, else `halves`."""
     pre, post = halves
     device, rows, t = lm.device, rowscale.shape[0], TRIAL_TOKENS
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -114,11 +161,11 @@ def _trial(
         pos3 = torch.arange(t, device=device).expand(3, rows, t)
         cos, sin = lm.rope_3d(pos3)
         pre_args, post_args = lm.layer_args(0, lora)
-        q, k, v = pre(hidden, cos, sin, rowscale, *pre_args)
-        attn = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=lm.head_dim**-0.5, enable_gqa=True
-        )
-        out = post(hidden, attn.transpose(1, 2).reshape(rows, t, lm.q_size), rowscale, *post_args)
+        if layer is not None:
+            out = layer(hidden, cos, sin, rowscale, pre_args, post_args)
+        else:
+            q, k, v = pre(hidden, cos, sin, rowscale, *pre_args)
+            out = post(hidden, lm.prompt_attention(q, k, v), rowscale, *post_args)
         out.float().sum().backward()  # into the detached copies: no parameter sees it
 
 

@@ -74,7 +74,11 @@ def loss_forward(model: Any, engine: str, cfg: TrainConfig) -> Any:
 
     try:
         return FastEngine(
-            model, cfg.dropout, checkpointing=cfg.gradient_checkpointing, compile=cfg.compile
+            model,
+            cfg.dropout,
+            checkpointing=cfg.gradient_checkpointing,
+            compile=cfg.compile,
+            compile_unit=cfg.compile_unit,
         )
     except ValueError as exc:  # a model or LoRA the fused LM does not cover
         raise InvalidInput(

@@ -301,6 +301,7 @@ class FastLM:
         visual_mask: torch.Tensor | None = None,
         segments: torch.Tensor | None = None,
         halves: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+        layer: Callable[..., Any] | None = None,
     ) -> torch.Tensor:
         """Causal pass over a prompt: embeds [N, T, H], positions [3, N, T] -> last hidden
         states after the final norm [N, T, H]. Hands each layer's K and V
@@ -310,29 +311,61 @@ class FastLM:
         `segments` packs several prompts into one row (N = 1): their cumulative lengths
         [0, t1, t1 + t2, ...] (int32, on the device); attention stays inside each prompt.
         `rowscale` may then be per token, [1, T, slots]. `halves` replaces `pre` and `post`
-        (compiled versions of them)."""
+        (compiled versions of them); `layer`, with neither `store_kv` nor `segments`,
+        replaces each whole layer (`layer`'s signature: the training engine compiles it
+        as one graph, attention inside)."""
         pre_fn, post_fn = halves or (self.pre, self.post)
+        if store_kv is not None or segments is not None:
+            layer = None
         cos, sin = self.rope_3d(pos3)
         hidden = embeds
-        n, t, _ = embeds.shape
         for i in range(len(self.layers)):
             pre, post = self.layer_args(i, lora)
-            q, k, v = pre_fn(hidden, cos, sin, rowscale, *pre)
-            if store_kv is not None:
-                store_kv(i, k, v)
-            if segments is None:
-                attn = F.scaled_dot_product_attention(
-                    q, k, v, is_causal=True, scale=self.head_dim**-0.5, enable_gqa=True
-                )
+            if layer is not None:
+                hidden = layer(hidden, cos, sin, rowscale, pre, post)
             else:
-                attn = packed_causal_attention(q, k, v, segments, self.head_dim**-0.5)
-            attn = attn.transpose(1, 2).reshape(n, t, self.q_size)
-            hidden = post_fn(hidden, attn, rowscale, *post)
+                q, k, v = pre_fn(hidden, cos, sin, rowscale, *pre)
+                if store_kv is not None:
+                    store_kv(i, k, v)
+                attn = self.prompt_attention(q, k, v, segments)
+                hidden = post_fn(hidden, attn, rowscale, *post)
             if deepstack is not None and visual_mask is not None and i < len(deepstack):
                 # Qwen3-VL: vision features of intermediate blocks join the first layers.
                 hidden = hidden.clone()
                 hidden[visual_mask] = hidden[visual_mask] + deepstack[i].to(hidden.dtype)
         return rms_norm(hidden, self.norm, self.eps)
+
+    def prompt_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Causal attention of a prompt pass: q [N, heads, T, D], k and v [N, kv_heads, T,
+        D] (`segments`: packed prompts, N = 1) -> [N, T, heads*D], `post`'s input."""
+        n, _, t, _ = q.shape
+        if segments is None:
+            attn = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.head_dim**-0.5, enable_gqa=True
+            )
+        else:
+            attn = packed_causal_attention(q, k, v, segments, self.head_dim**-0.5)
+        return attn.transpose(1, 2).reshape(n, t, self.q_size)
+
+    def layer(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        rowscale: torch.Tensor | None,
+        pre: tuple[Any, ...],
+        post: tuple[Any, ...],
+    ) -> torch.Tensor:
+        """One whole layer of an unpacked prompt pass, cache aside: `pre`, attention,
+        `post` (`pre` and `post`: `layer_args`' two tuples). [N, T, H] -> [N, T, H]."""
+        q, k, v = self.pre(hidden, cos, sin, rowscale, *pre)
+        return self.post(hidden, self.prompt_attention(q, k, v), rowscale, *post)
 
     def decode_attention(
         self,
