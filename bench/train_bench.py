@@ -413,6 +413,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="profile one more step of each fast row"
     )
+    parser.add_argument(
+        "--skip-stock", action="store_true", help="the fast engine's rows only (no stock rows)"
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     examples = args.examples or (24 if args.arch == "tiny" else 200)
@@ -461,7 +464,8 @@ def main() -> None:
     # "train": the rows as `mondrian train` runs them; "eager": the fast engine's halves
     # eager, beside the compiled ones (only where those compiled); "layer": each whole
     # layer one compiled graph (the `compile_unit` setting).
-    for engine in ("fast", "stock"):
+    engines = ("fast",) if args.skip_stock else ("fast", "stock")
+    for engine in engines:
         for checkpointing in (False, True):
             step_row(engine, checkpointing, args.compile, "train")
         if engine == "fast" and data["step"][0]["compiled"]:
@@ -476,7 +480,7 @@ def main() -> None:
         if r["variant"] == "train" and r["gradient_checkpointing"] == recompute
     }
     train_examples = examples - max(1, examples // 10)
-    for engine in ("fast", "stock"):
+    for engine in engines:
         # Estimate: the loop's steps at the measured step time, a quarter more for data
         # loading, validation, checkpoints and set-up, and the compilation once more.
         r = rows[engine]
