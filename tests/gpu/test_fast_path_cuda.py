@@ -82,10 +82,13 @@ def test_graphs_and_compiled_passes_give_a_whole_critique(fp32):
     assert fast.prefiller.halves is not None, "the compiled prompt pass fell back to eager"
     # Decode steps were replayed from captured graphs.
     assert any(st.forward_graphs for st in fast.states.by_key.values())
-    # Through every Triton kernel: each passed its check on this GPU.
-    from mondrian.backends.transformers.engine.kernels.decode import NAMES
+    # Through the `auto` kernels (the backend's default setting): each passed its check on
+    # this GPU. (This asserted every kernel, true while `auto` was all of them and false
+    # since AUTO became the measured set, kernels/decode.py: the test failed on the H200 at
+    # 0d1f117, its message lost to the run's time limit; the lines above are unverified.)
+    from mondrian.backends.transformers.engine.kernels.decode import AUTO
 
-    assert fast.kernels is not None and fast.kernels.names == set(NAMES)
+    assert fast.kernels is not None and fast.kernels.names == AUTO
 
 
 def test_base_and_unconstrained_rows_under_graphs(fp32):
