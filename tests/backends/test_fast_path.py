@@ -476,4 +476,12 @@ def test_warm_up_compiles_one_graph_for_one_row_and_one_for_every_batch_above(pa
                 st = fast.state_for(rows, BUCKET, mixed)
                 fast.step.forward(st, BUCKET, fast.bank)
     assert counters["stats"]["unique_graphs"] == warmed, "a bigger batch compiled again"
+    # The prompt pass was warmed in the mixed mode too: a batch over two adapters (its
+    # prefill takes the stacked LoRA) compiles nothing more either.
+    mixed = [
+        critique_request(51, adapter="ansel@v1", max_new_tokens=6),
+        critique_request(52, adapter="fan_ho@v1", max_new_tokens=6),
+    ]
+    same_as_stock(backend, fast, mixed)
+    assert counters["stats"]["unique_graphs"] == warmed, "the mixed prompt pass compiled"
     dynamo.reset()
