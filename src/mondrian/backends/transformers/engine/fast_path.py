@@ -237,8 +237,9 @@ class FastPath:
 
         Why the mixed prompt pass too: its halves take the stacked LoRA, a graph of their
         own. Warmed on a single adapter, the first request prefilled into a mixed batch
-        compiled it while every row waited (bench/results/2026-12-02-h200-issue21b:
-        Poisson arrivals at 2 req/s, p95 latency 24.0 s, the batch's one mode move)."""
+        compiled it while every row waited: the likely cause, not measured apart, of
+        Poisson arrivals at 2 req/s taking p95 24.0 s after a one-adapter warm-up request
+        (bench/results/2026-12-02-h200-issue21b; the batch made one mode move)."""
         if self.warmed or not self.compile:
             return
         self.warmed = True
