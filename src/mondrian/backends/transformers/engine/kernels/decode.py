@@ -31,6 +31,8 @@ NAMES = FAST_KERNEL_NAMES
 # mixed); split-KV attention alone 3.19 / 3.98 / 5.30, the lowest sum of the three relative
 # to torch's ops (the rule chosen before the run); norm_linear (4.56 at 1 row), rope_kv
 # (3.77) and residual_linear (8.75) are slower than the torch ops and cuBLAS they replace.
+# A second machine (bench/results/2026-12-02-h200-issue21b): torch's ops 3.145 / 4.370 /
+# 5.568, split-KV 3.233 / 4.208 / 5.413 (the rule's choice again), tuned_gemv 4.391 at 1 row.
 AUTO: frozenset[str] = frozenset({"decode_attention"})
 
 
