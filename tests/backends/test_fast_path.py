@@ -465,7 +465,7 @@ def test_warm_up_compiles_one_graph_for_one_row_and_one_for_every_batch_above(pa
     fast = FastPath(backend, cuda_graphs=False, compile=True, vision_varlen=False)
     requests = [critique_request(50, adapter="ansel@v1", max_new_tokens=6)]
     same_as_stock(backend, fast, requests)  # warms up first
-    assert fast.warmed
+    assert fast.warmed == {False, True}  # merged and mixed: the adapters were resident
     assert {(1, False), (2, False), (1, True), (2, True)} <= {
         (k[0], k[2]) for k in fast.states.by_key
     }
@@ -484,4 +484,45 @@ def test_warm_up_compiles_one_graph_for_one_row_and_one_for_every_batch_above(pa
     ]
     same_as_stock(backend, fast, mixed)
     assert counters["stats"]["unique_graphs"] == warmed, "the mixed prompt pass compiled"
+    dynamo.reset()
+
+
+def test_the_mixed_mode_is_warmed_once_an_adapter_is_resident(
+    tiny_checkpoint_factory, tmp_path, monkeypatch
+):
+    """A server whose first request comes before any adapter is loaded warms the merged
+    mode then, and the mixed one (decode and prompt pass) at the first call after an
+    adapter is resident: before that call's batch, not while a batch grows into it."""
+    import functools
+
+    import torch
+    import torch._dynamo as dynamo
+
+    from mondrian.backends.transformers.backend import TransformersBackend
+    from mondrian.backends.transformers.engine.fast_path import FastPath
+    from mondrian.prompts import Prompt
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    dynamo.reset()
+    base_dir = tiny_checkpoint_factory()
+    backend = TransformersBackend(
+        str(base_dir),
+        device="cpu",
+        max_text_chars=TEXT_CHARS,
+        max_list_items=LIST_ITEMS,
+    )
+    fast = FastPath(backend, cuda_graphs=False, compile=True, vision_varlen=False)
+    request = GenerationRequest(prompt=Prompt(system="s", user="u"), max_new_tokens=2)
+    fast.generate([request])
+    assert fast.warmed == {False}  # no adapter yet: nothing to mix
+    calls = []
+    monkeypatch.setattr(fast.prefiller, "prefill", lambda *a: calls.append(a[0].mixed))
+    monkeypatch.setattr(fast.step, "forward", lambda st, *a: calls.append(st.mixed))
+    make_lora(base_dir, tmp_path / "ansel@v1", 1)
+    backend.load_adapter("ansel@v1", tmp_path / "ansel@v1")
+    fast.warm_up()
+    assert fast.warmed == {False, True} and calls == [True, True, True]  # 2 decode, 1 prompt
+    calls.clear()
+    fast.warm_up()
+    assert calls == []  # each mode once
     dynamo.reset()

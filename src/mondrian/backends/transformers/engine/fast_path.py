@@ -161,7 +161,7 @@ class FastPath:
         )
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
-        self.warmed = False  # whether `warm_up` has compiled the serving shapes
+        self.warmed: set[bool] = set()  # the modes (mixed or not) `warm_up` has compiled
         self.growths = 0  # running batches moved into another state (bench/arrivals.py)
         self.mode_moves = 0  # of those, merged batches moved into the mixed mode
 
@@ -232,20 +232,24 @@ class FastPath:
         more, merged and mixed) before the first batch decodes, so that a batch growing
         into them later only captures graphs (milliseconds) instead of compiling (seconds,
         with every row of the batch held); and the prompt pass, merged and mixed, on a
-        small photo (the vision tower's compiled blocks with it). Once; nothing to do
-        without compilation.
+        small photo (the vision tower's compiled blocks with it). Each mode once: the
+        mixed one as soon as an adapter is resident (a server that loads its first adapter
+        after its first request warms it before the next batch); nothing to do without
+        compilation.
 
         Why the mixed prompt pass too: its halves take the stacked LoRA, a graph of their
         own. Warmed on a single adapter, the first request prefilled into a mixed batch
         compiled it while every row waited: the likely cause, not measured apart, of
         Poisson arrivals at 2 req/s taking p95 24.0 s after a one-adapter warm-up request
         (bench/results/2026-12-02-h200-issue21b; the batch made one mode move)."""
-        if self.warmed or not self.compile:
+        if not self.compile:
             return
-        self.warmed = True
         self.sync_adapters()
         resident = [n for n in self.bank.names if n is not None] if self.bank else []
-        modes = [False] + ([True] if resident else [])
+        modes = [m for m in [False] + ([True] if resident else []) if m not in self.warmed]
+        if not modes:
+            return
+        self.warmed.update(modes)
         began = time.perf_counter()
         prompt = self.preparer.prepare(GenerationRequest(prompt=warm_up_prompt()))
         for mixed in modes:
@@ -264,7 +268,11 @@ class FastPath:
             st.rope_pos.copy_(saved[1])
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        log.info("decode step compiled for serving in %.1f s", time.perf_counter() - began)
+        log.info(
+            "decode step and prompt pass compiled for serving (%s) in %.1f s",
+            ", ".join("mixed" if m else "merged" for m in modes),
+            time.perf_counter() - began,
+        )
 
     # --- generation ----------------------------------------------------------------------
 
