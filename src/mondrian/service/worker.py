@@ -368,7 +368,12 @@ class Worker:
         expected = self._expected.for_mode(job.mode_requested)
         progress = _Progress(self, job.id, expected)
         try:
-            result = run_job(self._staged(job), job, progress)
+            try:
+                result = run_job(self._staged(job), job, progress)
+            finally:
+                # Before the job is resolved: whoever sees it finished sees no stages held
+                # for it (a stream or a test reading them right after the status).
+                self.stages.drop(job.id)
         except MondrianError as exc:
             self._fail(job, exc.message, exc, progress, started)
         except Exception as exc:
@@ -386,7 +391,6 @@ class Worker:
             self._expected.record(job.mode_requested, progress.total)
             self.resolve(job.id, result=result)
         finally:
-            self.stages.drop(job.id)
             with self._lock:
                 self._running.pop(job.id, None)
                 self.metrics.running.set(len(self._running))
