@@ -156,9 +156,7 @@ class FastPath:
         self.laps = Laps(self.device)
         self.prefiller = Prefiller(self.lm, backend.base, self.laps, compile=self.compile)
         rope = RopeIndex(backend.base, self.lm.image_token_id)
-        self.preparer = Preparer(
-            backend.processor, backend.max_pixels, self.device, positions=rope.positions
-        )
+        self.preparer = Preparer(backend.processor, backend.max_pixels, self.device, rope)
         self.batch_matcher = BatchMatcher()
         self.last_stats: dict[str, float] = {}  # of the last generate(): grammar CPU time
         self.warmed: set[bool] = set()  # the modes (mixed or not) `warm_up` has compiled

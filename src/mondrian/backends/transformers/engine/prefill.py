@@ -1,6 +1,7 @@
-"""The prompt pass of a batch: vision tower, embeddings, 3-D rotary positions and the causal
-pass of several requests packed into one sequence, writing their K/V into their rows of a
-`State` and their first logits beside it.
+"""The prompt pass of a batch: vision tower, embeddings and the causal pass of several
+requests packed into one sequence (their 3-D rotary positions are the preparer's,
+prepare.py), writing their K/V into their rows of a `State` and their first logits
+beside it.
 
 With `compile`, the pass's layer halves are `torch.compile`d, dynamic in the length; a
 compiler failure falls back to the eager pass once, and says so."""
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from mondrian.backends.transformers.engine.lm import FastLM
 from mondrian.backends.transformers.engine.lora_bank import LoraBank
-from mondrian.backends.transformers.engine.prepare import Prepared, RopeIndex
+from mondrian.backends.transformers.engine.prepare import Prepared
 from mondrian.backends.transformers.engine.state import State
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Prefiller:
 
     def __init__(self, lm: FastLM, model: Any, laps: Laps, *, compile: bool) -> None:
         self.lm = lm
-        self.model = model  # the transformers model: its vision tower and rope index
+        self.model = model  # the transformers model: its vision tower
         self.device = lm.device
         self.laps = laps
         self.halves: tuple[Any, Any] | None = None  # compiled (pre, post); None: eager
@@ -116,12 +117,8 @@ class Prefiller:
                     torch.cat(list(f)) if isinstance(f, (list, tuple)) else f for f in stacked
                 ]
         lap = laps.lap("vision_s", lap)
-        positions, deltas = [], []
-        for p in prepared:
-            pos3, delta = self._positions(p)
-            positions.append(pos3)
-            deltas.append(delta)
-        pos3 = torch.cat(positions, dim=2)
+        pos3 = torch.cat([p.pos3 for p in prepared], dim=2)  # the preparer's (prepare.py)
+        deltas = [p.delta for p in prepared]
 
         lengths = [p.length for p in prepared]
         row_of = torch.repeat_interleave(
@@ -177,13 +174,6 @@ class Prefiller:
         starts = [n + d for n, d in zip(lengths, deltas, strict=True)]
         st.rope_pos.index_copy_(0, index, torch.tensor(starts, device=self.device))
         laps.lap("lm_s", lap)
-
-    def _positions(self, p: Prepared) -> tuple[torch.Tensor, int]:
-        """3-D rotary positions [3, 1, T] of one prompt and its text-position offset: the
-        preparer's (computed on the CPU, prepare.py), else from the device tensors."""
-        if p.pos3 is not None:
-            return p.pos3, p.delta
-        return RopeIndex(self.model, self.lm.image_token_id).positions(p.input_ids, p.inputs)
 
 
 def token_groups(lengths: list[int], most: int) -> list[list[int]]:

@@ -10,7 +10,6 @@ waited on the CPU there once per prompt."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +22,6 @@ from mondrian.images import fit_pixels
 PREPARE_THREADS = 8  # processor calls at once for a batch's requests
 
 
-# (input_ids [1, T], that prompt's inputs, on the CPU) -> (positions [3, 1, T], the offset
-# of the text positions after it): `RopeIndex.positions` below.
-Positions = Callable[[torch.Tensor, dict[str, Any]], tuple[torch.Tensor, int]]
-
-
 @dataclass
 class Prepared:
     """One request's processor outputs and rotary positions, on the device."""
@@ -35,13 +29,14 @@ class Prepared:
     input_ids: torch.Tensor  # [1, T]
     inputs: Any
     length: int
-    pos3: torch.Tensor | None = None  # [3, 1, T]; None: prefill.py computes them
-    delta: int = 0  # the next text position minus T (images take fewer positions)
+    pos3: torch.Tensor  # [3, 1, T]: the prompt's 3-D rotary positions
+    delta: int  # the next text position minus T (images take fewer positions)
 
 
 class RopeIndex:
     """A Qwen-VL model's 3-D rotary positions of one prompt (its `get_rope_index`, the
-    transformers model's own arithmetic), for tensors on any device."""
+    transformers model's own arithmetic), for tensors on any device: `positions(ids [1,
+    T], that prompt's inputs)` -> (positions [3, 1, T], the text-position offset)."""
 
     def __init__(self, model: Any, image_token_id: int) -> None:
         self.model = model  # the ...ForConditionalGeneration
@@ -63,20 +58,16 @@ class RopeIndex:
 
 
 class Preparer:
-    """Runs a Qwen-VL processor (and the photo resize) for requests; with `positions`,
-    each prompt's rotary positions too, on the CPU."""
+    """Runs a Qwen-VL processor (and the photo resize) for requests, and `rope` for each
+    prompt's rotary positions, on the CPU."""
 
     def __init__(
-        self,
-        processor: Any,
-        max_pixels: int,
-        device: torch.device,
-        positions: Positions | None = None,
+        self, processor: Any, max_pixels: int, device: torch.device, rope: RopeIndex
     ) -> None:
         self.processor = processor
         self.max_pixels = max_pixels
         self.device = device
-        self.positions = positions
+        self.rope = rope
         self._pool: ThreadPoolExecutor | None = None
 
     def prepare(self, request: GenerationRequest) -> Prepared:
@@ -123,10 +114,8 @@ class Preparer:
                 inputs["image_grid_thw"] = grid[image : image + len(imgs)]
                 inputs["pixel_values"] = batch["pixel_values"][patch : patch + count]
                 image, patch = image + len(imgs), patch + count
-            pos3, delta = None, 0
-            if self.positions is not None:
-                pos3, delta = self.positions(inputs["input_ids"], inputs)
-                pos3 = pos3.to(self.device)
+            pos3, delta = self.rope.positions(inputs["input_ids"], inputs)
+            pos3 = pos3.to(self.device)
             inputs = {key: value.to(self.device) for key, value in inputs.items()}
             ids = inputs["input_ids"]
             prepared.append(
