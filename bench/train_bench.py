@@ -53,6 +53,7 @@ from step_profile import profile_step  # beside this file too
 GiB = 1024**3
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "mondrian" / "configs" / "train"
 ADVISOR = "ansel"
+VARIANTS = ("kept", "recomputed", "eager", "layer", "cpp", "cudagraphs")
 WORDS = ("light", "shadow", "frame", "line", "balance", "colour", "tone", "edge", "field")
 
 
@@ -218,11 +219,13 @@ def one_step(
     compile: str = "auto",
     profile: bool = False,
     compile_unit: str = "halves",
+    compile_launch: str = "python",
 ) -> dict[str, Any]:
     """One optimizer step (loss, backward, clipping, AdamW) on the first training example,
     as `train()` runs it with this engine, activations recomputed or not: median ms of 3
     after a warm-up, peak memory; with `profile` (fast engine only), one more step under
-    torch.profiler. `compile_unit`: what one compiled graph covers (fast_halves.py)."""
+    torch.profiler. `compile_unit`: what one compiled graph covers, `compile_launch`: how its
+    kernels are launched (fast_halves.py)."""
     import torch
 
     from mondrian.training.collate import Collator, ExampleEncoder, answer_tokens
@@ -235,6 +238,7 @@ def one_step(
         gradient_checkpointing=checkpointing,
         compile=compile,
         compile_unit=compile_unit,
+        compile_launch=compile_launch,
     )
     device = torch.device(cfg.device)
     processor, model = base.load(cfg, device)
@@ -280,6 +284,7 @@ def one_step(
         "compile": compile if engine == "fast" else None,
         "compiled": engine == "fast" and forward.compiled,  # False after a fallback too
         "compile_unit": forward.halves.unit if engine == "fast" and forward.compiled else None,
+        "compile_launch": forward.halves.launch if engine == "fast" else None,
         "vision_varlen": engine == "fast" and forward.vision.varlen,
         "vision_compiled": engine == "fast" and forward.vision.compiled,
         "vision_patch_product": engine == "fast" and forward.vision.patch_product,
@@ -375,9 +380,10 @@ def table(data: dict[str, Any]) -> str:
     for r in data["step"]:
         if r["variant"] == "eager":
             lines.append(f"{'step ms, fast eager, activations kept':<40}{f(r['ms']):>12}")
-        if r["variant"] == "layer":
-            label = f"step ms, fast, {r['compile_unit']} compiled, kept"
-            lines.append(f"{label:<40}{f(r['ms']):>12}")
+        if r["variant"] in ("layer", "cpp", "cudagraphs"):
+            label = f"step ms, fast, {r['variant']}, kept"
+            cell = "error" if "error" in r else f(r["ms"])
+            lines.append(f"{label:<40}{cell:>12}")
     for r in data["step"]:
         if "profile" in r and "error" not in r["profile"]:
             prof = r["profile"]
@@ -416,6 +422,13 @@ def main() -> None:
     parser.add_argument(
         "--skip-stock", action="store_true", help="the fast engine's rows only (no stock rows)"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="the fast engine's step rows (comma list): kept and recomputed as `mondrian "
+        "train` runs them, eager, layer (compile_unit), cpp and cudagraphs (compile_launch)",
+    )
+    parser.add_argument("--skip-run", action="store_true", help="the step rows only (no full run)")
     args = parser.parse_args()
     began = time.perf_counter()
     examples = args.examples or (24 if args.arch == "tiny" else 200)
@@ -447,30 +460,54 @@ def main() -> None:
         out.write_text(json.dumps(data, indent=1, default=str))
 
     def step_row(
-        engine: str, checkpointing: bool, compile: str, variant: str, unit: str = "halves"
+        engine: str,
+        checkpointing: bool,
+        compile: str,
+        variant: str,
+        unit: str = "halves",
+        launch: str = "python",
     ) -> None:
-        row = one_step(
-            base,
-            engine,
-            dataset,
-            checkpointing,
-            compile=compile,
-            profile=args.profile,
-            compile_unit=unit,
-        )
+        try:
+            row = one_step(
+                base,
+                engine,
+                dataset,
+                checkpointing,
+                compile=compile,
+                profile=args.profile,
+                compile_unit=unit,
+                compile_launch=launch,
+            )
+        except Exception as exc:  # the one GPU run must keep its other rows
+            row = {"engine": engine, "gradient_checkpointing": checkpointing, "ms": None}
+            row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            base.rebuild()  # its LoRA may still be on the 3B
         data["step"].append({**row, "variant": variant})
         save()
 
-    # "train": the rows as `mondrian train` runs them; "eager": the fast engine's halves
-    # eager, beside the compiled ones (only where those compiled); "layer": each whole
-    # layer one compiled graph (the `compile_unit` setting).
+    # "train": the rows as `mondrian train` runs them (kept, recomputed); "eager": the
+    # fast engine's halves eager, beside the compiled ones (only where those compiled);
+    # "layer": each whole layer one compiled graph (the `compile_unit` setting); "cpp",
+    # "cudagraphs": the compiled halves' kernels launched another way (`compile_launch`).
+    wanted = set(args.variants.split(","))
+    if unknown := wanted - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}: use {','.join(VARIANTS)}")
     engines = ("fast",) if args.skip_stock else ("fast", "stock")
     for engine in engines:
-        for checkpointing in (False, True):
-            step_row(engine, checkpointing, args.compile, "train")
-        if engine == "fast" and data["step"][0]["compiled"]:
-            step_row("fast", False, "off", "eager")
-            step_row("fast", False, args.compile, "layer", unit="layer")
+        for checkpointing, name in ((False, "kept"), (True, "recomputed")):
+            if name in wanted or engine == "stock":
+                step_row(engine, checkpointing, args.compile, "train")
+        compiles = args.compile == "on" or (args.compile == "auto" and cuda())
+        if engine == "fast" and compiles:
+            if "eager" in wanted:
+                step_row("fast", False, "off", "eager")
+            if "layer" in wanted:
+                step_row("fast", False, args.compile, "layer", unit="layer")
+            for launch in ("cpp", "cudagraphs"):
+                if launch in wanted:
+                    step_row("fast", False, args.compile, launch, launch=launch)
+            if "cudagraphs" in wanted:
+                base.rebuild()  # its weights stay marked static for CUDA graphs
     # The runs use the shipped config's setting (the 3B recomputes, on both engines).
     recompute = base.config().gradient_checkpointing
     data["run_gradient_checkpointing"] = recompute
@@ -481,6 +518,12 @@ def main() -> None:
     }
     train_examples = examples - max(1, examples // 10)
     for engine in engines:
+        if args.skip_run:
+            data["run"].append({"engine": engine, "skipped": "--skip-run"})
+            continue
+        if rows.get(engine, {}).get("ms") is None:
+            data["run"].append({"engine": engine, "skipped": "no step time with its setting"})
+            continue
         # Estimate: the loop's steps at the measured step time, a quarter more for data
         # loading, validation, checkpoints and set-up, and the compilation once more.
         r = rows[engine]

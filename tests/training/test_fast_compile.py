@@ -36,6 +36,50 @@ def test_the_setting_is_on_with_cuda_only_by_default():
     assert TrainConfig().fingerprint() == TrainConfig(compile_unit="layer").fingerprint()
     with pytest.raises(ConfigError, match="compile_unit"):
         TrainConfig().merged(compile_unit="model")
+    assert TrainConfig().compile_launch == "python"
+    assert TrainConfig().fingerprint() == TrainConfig(compile_launch="cpp").fingerprint()
+    with pytest.raises(ConfigError, match="compile_launch"):
+        TrainConfig().merged(compile_launch="rust")
+
+
+@pytest.mark.model
+def test_each_launch_compiles_with_its_inductor_options(tiny_checkpoint_factory, monkeypatch):
+    """`compile_launch` reaches inductor as its options (none for the Python wrapper);
+    CUDA graphs take the layers' frozen weights as static inputs, unguarded, so one graph
+    serves every layer. The GPU timing is bench/train_bench.py's `cpp`/`cudagraphs` rows."""
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    calls = []
+
+    def compile(fn, **kwargs):
+        calls.append((fn.__name__, kwargs))
+        return fn
+
+    monkeypatch.setattr(fast_halves.torch, "compile", compile)
+    model = _model(tiny_checkpoint_factory())
+    expected = {"python": None, "cpp": {"cpp_wrapper": True}}
+    expected["cudagraphs"] = {"triton.cudagraphs": True}
+    for launch, options in expected.items():
+        calls.clear()
+        engine = FastEngine(
+            model, dropout=0.0, compile="on", compile_unit="layer", compile_launch=launch
+        )
+        assert engine.halves.launch == launch
+        assert [name for name, _ in calls] == ["train_pre", "train_post", "train_layer"]
+        for _, kwargs in calls:
+            assert kwargs["dynamic"] is True and kwargs.get("options") == options
+        weights = [engine.lm.layers[0].gu_w, engine.lm.layers[-1].o_w]
+        marked = {getattr(w, "_dynamo_static_input_type", None) for w in weights}
+        assert marked == ({"unguarded"} if launch == "cudagraphs" else {None})
+    # Another backend (the CPU tests' aot_eager) takes no inductor options.
+    monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
+    calls.clear()
+    FastEngine(model, dropout=0.0, compile="on", compile_launch="cpp")
+    assert all("options" not in kwargs for _, kwargs in calls)
+    with pytest.raises(ValueError, match="unknown compile launch"):
+        FastEngine(model, dropout=0.0, compile="on", compile_launch="rust")
+    assert FastEngine(model, dropout=0.0, compile="off").halves.launch is None
 
 
 def _model(checkpoint):
@@ -139,7 +183,7 @@ def test_failing_compiled_layers_fall_back_to_the_compiled_halves(
     monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
     trial = fast_halves.TRIAL_TOKENS
 
-    def failing(lm):
+    def failing(lm, launch):
         def run(hidden, *args):
             if (hidden.shape[1] == trial) == (at == "the trial pass"):
                 raise RuntimeError("backend compiler failed (as a test)")
@@ -187,7 +231,7 @@ def test_a_compiler_failure_trains_on_eager_with_a_warning(
         when = lambda hidden: hidden.shape[1] == trial  # noqa: E731
     else:
         when = lambda hidden: hidden.shape[1] != trial  # noqa: E731
-    monkeypatch.setattr(fast_halves, "_compiled", lambda lm: _failing(lm, when))
+    monkeypatch.setattr(fast_halves, "_compiled", lambda lm, launch: _failing(lm, when))
     model = _model(tiny_checkpoint_factory())
     batch = _batch()
     eager = _step(FastEngine(model, dropout=0.3), model, batch)
@@ -212,7 +256,9 @@ def test_eval_and_the_stock_setting_never_compile(tiny_checkpoint_factory, monke
     from mondrian.training.fast_engine import FastEngine
 
     calls = []
-    monkeypatch.setattr(fast_halves, "_compiled", lambda lm: calls.append(lm) or (lm.pre, lm.post))
+    monkeypatch.setattr(
+        fast_halves, "_compiled", lambda lm, launch: calls.append(lm) or (lm.pre, lm.post)
+    )
     model = _model(tiny_checkpoint_factory())
     assert not FastEngine(model, dropout=0.0, compile="off").compiled and calls == []
     engine = FastEngine(model, dropout=0.0, compile="on").eval()

@@ -115,6 +115,11 @@ class TrainConfig(BaseModel):
         description="What one compiled graph covers: a layer's two halves around attention, "
         "or the whole layer (fewer calls; the halves again, with a warning, if it fails).",
     )
+    compile_launch: Literal["python", "cpp", "cudagraphs"] = Field(
+        default="python",
+        description="How the compiled graphs' kernels are launched: inductor's Python "
+        "wrapper, its C++ wrapper, or replayed CUDA graphs (fewer CPU cycles a kernel).",
+    )
 
     # --- derived -------------------------------------------------------------------------
 
@@ -126,7 +131,7 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the result (a resumed run must match it)."""
-        # Not `engine` nor `compile` (nor its unit): both train the same PEFT weights with
+        # Not `engine` nor `compile` (nor its unit or launch): both train the same PEFT weights with
         # the same checkpoints, so a run resumes under either, and runs from before the
         # fields keep their folders.
         data = self.model_dump(
@@ -138,6 +143,7 @@ class TrainConfig(BaseModel):
                 "engine",
                 "compile",
                 "compile_unit",
+                "compile_launch",
             }
         )
         text = json.dumps(data, sort_keys=True)

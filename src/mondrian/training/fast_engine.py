@@ -49,9 +49,11 @@ class FastEngine(torch.nn.Module):
         checkpointing: bool = False,
         compile: str = "off",
         compile_unit: str = "halves",
+        compile_launch: str = "python",
     ) -> None:
         """`compile`: the setting (auto, on, off; fast_halves.wants_compile);
-        `compile_unit`: what one compiled graph covers (halves or layer, fast_halves.py)."""
+        `compile_unit`: what one compiled graph covers (halves or layer, fast_halves.py);
+        `compile_launch`: how its kernels are launched (fast_halves.LAUNCH)."""
         super().__init__()
         self.peft = peft_model  # a submodule: DDP and the optimizer see its parameters
         base = peft_model.get_base_model()
@@ -63,7 +65,11 @@ class FastEngine(torch.nn.Module):
         # activations are most of a layer's, so this keeps most of the saving.
         compiled = wants_compile(compile, self.lm.device)
         self.halves = Halves(
-            self.lm, compile=compiled, checkpointing=checkpointing, unit=compile_unit
+            self.lm,
+            compile=compiled,
+            checkpointing=checkpointing,
+            unit=compile_unit,
+            launch=compile_launch,
         )
         self.vision = Vision(base, compile=compiled)  # varlen attention where CUDA has it
         self.train(peft_model.training)

@@ -25,6 +25,14 @@ as by them (bench/results/2026-12-02-h200-issue21: 108 ms of kernels in a 158 ms
 and each compiled call costs a guard check, an autograd function forward and backward
 and its wrapper's launches; one graph a layer halves those calls and fuses the layout
 changes around attention into the halves' kernels.
+
+Why other launches (`compile_launch`): the same CPU bound, from the other side. Inductor's
+Python wrapper launches each kernel of a graph from Python; its C++ wrapper does it from
+compiled code (`cpp`), and its cudagraph trees (`cudagraphs`) record each call of a
+graph once per length and replay it as one CUDA graph. For the replay the layers' frozen
+weights are marked static (their addresses never change), so no call copies them into
+the graph's own inputs; what does change (the hidden states, the step's LoRA copy) is
+copied in, a few MB a call.
 """
 
 from __future__ import annotations
@@ -53,22 +61,41 @@ def wants_compile(setting: str, device: torch.device) -> bool:
 
 UNITS = ("halves", "layer")  # what one compiled graph covers (TrainConfig.compile_unit)
 
+# How a compiled graph's kernels are launched (TrainConfig.compile_launch): inductor's
+# options for each.
+LAUNCH: dict[str, dict[str, Any]] = {
+    "python": {},
+    "cpp": {"cpp_wrapper": True},
+    "cudagraphs": {"triton.cudagraphs": True},
+}
+
 
 class Halves:
     """The (pre, post) pair a training forward runs, or the whole layer it runs instead
     (`layer`, compiled only), and whether they are the compiled ones."""
 
     def __init__(
-        self, lm: FastLM, *, compile: bool, checkpointing: bool, unit: str = "halves"
+        self,
+        lm: FastLM,
+        *,
+        compile: bool,
+        checkpointing: bool,
+        unit: str = "halves",
+        launch: str = "python",
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unknown compile unit {unit!r}: use {' or '.join(UNITS)}")
+        if launch not in LAUNCH:
+            raise ValueError(f"unknown compile launch {launch!r}: use {', '.join(LAUNCH)}")
         self.lm = lm
         self.checkpointing = checkpointing
         self.compiled = compile  # True while the compiled halves are the ones in use
         self.checked = False
-        self._fns = _compiled(lm) if compile else (lm.pre, lm.post)
-        self._layer = _compiled_layer(lm) if compile and unit == "layer" else None
+        self.launch = launch if compile else None
+        if compile and launch == "cudagraphs":
+            _mark_static_weights(lm)
+        self._fns = _compiled(lm, launch) if compile else (lm.pre, lm.post)
+        self._layer = _compiled_layer(lm, launch) if compile and unit == "layer" else None
 
     @property
     def unit(self) -> str:
@@ -107,6 +134,7 @@ class Halves:
         )
         self._fns = (self.lm.pre, self.lm.post)
         self.compiled = False
+        self.launch = None
 
     def check(self, lora: WorkingLora, rowscale: torch.Tensor) -> None:
         """Once, before the first compiled step: a trial pass of layer 0, forward and
@@ -121,7 +149,14 @@ class Halves:
                 self.fall_back(exc)
 
 
-def _compiled(lm: FastLM) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def _compile(fn: Callable[..., Any], launch: str) -> Callable[..., Any]:
+    options = LAUNCH[launch]
+    if BACKEND != "inductor" or not options:  # inductor's options; other backends take none
+        return torch.compile(fn, dynamic=True, backend=BACKEND)
+    return torch.compile(fn, dynamic=True, backend=BACKEND, options=options)
+
+
+def _compiled(lm: FastLM, launch: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     # Wrappers of their own: compiled caches belong to a function's code, and the serving
     # engine's prefill and decode halves (prefill.py, step.py) keep theirs apart.
     def train_pre(*args: Any) -> Any:
@@ -130,17 +165,24 @@ def _compiled(lm: FastLM) -> tuple[Callable[..., Any], Callable[..., Any]]:
     def train_post(*args: Any) -> Any:
         return lm.post(*args)
 
-    return (
-        torch.compile(train_pre, dynamic=True, backend=BACKEND),
-        torch.compile(train_post, dynamic=True, backend=BACKEND),
-    )
+    return _compile(train_pre, launch), _compile(train_post, launch)
 
 
-def _compiled_layer(lm: FastLM) -> Callable[..., Any]:
+def _compiled_layer(lm: FastLM, launch: str) -> Callable[..., Any]:
     def train_layer(*args: Any) -> Any:
         return lm.layer(*args)
 
-    return torch.compile(train_layer, dynamic=True, backend=BACKEND)
+    return _compile(train_layer, launch)
+
+
+def _mark_static_weights(lm: FastLM) -> None:
+    """The layers' frozen tensors as static inputs of the CUDA graphs: unguarded, so one
+    graph serves every layer (each call site records with its own layer's addresses)."""
+    for layer in lm.layers:
+        for name in ("ln1", "ln2", "qkv_w", "qkv_b", "o_w", "gu_w", "down_w", "q_norm", "k_norm"):
+            tensor = getattr(layer, name)
+            if tensor is not None:
+                torch._dynamo.mark_static_address(tensor, guard=False)
 
 
 def _trial(

@@ -79,6 +79,7 @@ def loss_forward(model: Any, engine: str, cfg: TrainConfig) -> Any:
             checkpointing=cfg.gradient_checkpointing,
             compile=cfg.compile,
             compile_unit=cfg.compile_unit,
+            compile_launch=cfg.compile_launch,
         )
     except ValueError as exc:  # a model or LoRA the fused LM does not cover
         raise InvalidInput(
