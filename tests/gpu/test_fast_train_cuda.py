@@ -6,8 +6,8 @@ the CPU; here the base is bfloat16 (PEFT keeps the LoRA in float32 and computes 
 the engine in bfloat16), flash attention runs, and the tolerances are loose: the loss within
 2%, and each LoRA gradient within 10% of the PEFT one in norm and pointing the same way
 (cosine similarity 0.98 or more), with the layer halves eager and compiled by inductor
-(training/fast_halves.py; also recomputed under gradient checkpointing), the compiled ones
-without falling back; the vision tower (both paths: one model) runs the serving engine's
+(training/fast_halves.py; also recomputed under gradient checkpointing, whole layers, and
+launched by the C++ wrapper or CUDA graphs), the compiled ones without falling back; the vision tower (both paths: one model) runs the serving engine's
 varlen attention (training/fast_vision.py). Then a short `train()` on the default engine
 (compiled, `compile` auto) publishes an adapter recorded as trained by the fast engine, and
 its loss goes down."""
@@ -69,7 +69,10 @@ def compare_step(
     """One loss and backward through the stock PEFT model and through the fast engine, on
     a LoRA with random B (PEFT's init has B = 0): the losses and, per LoRA tensor, the
     gradients' relative norm difference and cosine similarity. `compile`: off, on (the
-    halves) or layer (each whole layer one compiled graph)."""
+    halves), layer (each whole layer one compiled graph), or cpp / cudagraphs (the halves
+    launched by inductor's C++ wrapper or replayed as CUDA graphs: `compile_launch`). The
+    engine runs three times, the last one measured: cudagraph trees run a graph's first
+    call plainly, record the second and replay from the third."""
     import torch
 
     from mondrian.training.config import TrainConfig
@@ -86,23 +89,26 @@ def compare_step(
     batch["pixel_values"] = batch["pixel_values"].to(getattr(torch, dtype))
     model.train()
     unit = "layer" if compile == "layer" else "halves"
+    launch = compile if compile in ("cpp", "cudagraphs") else "python"
     engine = FastEngine(
         model,
         dropout=0.0,
-        compile="on" if compile == "layer" else compile,
+        compile="off" if compile == "off" else "on",
         compile_unit=unit,
+        compile_launch=launch,
         checkpointing=checkpointing,
     )
     results = []
-    for forward in (model, engine):
+    for forward in (model, engine, engine, engine):
         model.zero_grad(set_to_none=True)
         loss = answer_loss(forward, batch)
         loss.backward()
         grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((float(loss.detach()), grads))
-    (stock_loss, stock), (fast_loss, fast) = results
+    (stock_loss, stock), *_, (fast_loss, fast) = results
     assert engine.compiled == (compile != "off"), "the compiled halves fell back to eager"
     assert not engine.compiled or engine.halves.unit == unit, "the compiled layers fell back"
+    assert not engine.compiled or engine.halves.launch == launch
     assert engine.vision.varlen, "the vision tower fell back to transformers' attention"
     rows = [{"name": "loss", "stock": stock_loss, "fast": fast_loss}]
     for name, g in stock.items():
@@ -127,6 +133,8 @@ def compare_step(
         ("qwen2_5_vl", "on", True),
         ("qwen2_5_vl", "layer", False),
         ("qwen3_vl", "layer", True),
+        ("qwen2_5_vl", "cpp", False),
+        ("qwen2_5_vl", "cudagraphs", False),
     ],
 )
 def test_bf16_step_is_close_to_the_peft_path(
