@@ -430,6 +430,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-run", action="store_true", help="the step rows only (no full run)")
     args = parser.parse_args()
+    wanted = set(args.variants.split(","))
+    if unknown := wanted - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}: use {','.join(VARIANTS)}")
     began = time.perf_counter()
     examples = args.examples or (24 if args.arch == "tiny" else 200)
     home = Path(tempfile.mkdtemp(prefix="train-bench-"))
@@ -489,9 +492,6 @@ def main() -> None:
     # fast engine's halves eager, beside the compiled ones (only where those compiled);
     # "layer": each whole layer one compiled graph (the `compile_unit` setting); "cpp",
     # "cudagraphs": the compiled halves' kernels launched another way (`compile_launch`).
-    wanted = set(args.variants.split(","))
-    if unknown := wanted - set(VARIANTS):
-        parser.error(f"unknown variants {sorted(unknown)}: use {','.join(VARIANTS)}")
     engines = ("fast",) if args.skip_stock else ("fast", "stock")
     for engine in engines:
         for checkpointing, name in ((False, "kept"), (True, "recomputed")):
