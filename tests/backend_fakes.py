@@ -30,6 +30,7 @@ class EchoBackend:
         self.gate = gate
         self.entered = threading.Event()
         self.loaded: list[str] = []
+        self.warmed = 0  # warm_up calls
 
     def generate(self, requests, on_token=None, *, joining=None):
         self.entered.set()
@@ -66,6 +67,10 @@ class EchoBackend:
 
     def info(self):
         return {"backend": self.name}
+
+    def warm_up(self):
+        self.threads.add(threading.current_thread().name)
+        self.warmed += 1
 
 
 class ForwardingBackend(Forwarding):
@@ -110,6 +115,22 @@ class RecordingBackend(GatedBackend):
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
         return self.inner.generate(requests, on_token, joining=joining)
+
+
+class WarmingBackend(ForwardingBackend):
+    """Says, in order, which of warm_up and generate ran, and on which thread."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.calls: list[tuple[str, str]] = []
+
+    def warm_up(self):
+        self.calls.append(("warm_up", threading.current_thread().name))
+        super().warm_up()
+
+    def generate(self, requests, on_token=None, *, joining=None):
+        self.calls.append(("generate", threading.current_thread().name))
+        return super().generate(requests, on_token, joining=joining)
 
 
 class ScriptedBackend(ForwardingBackend):

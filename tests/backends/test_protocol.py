@@ -71,6 +71,7 @@ def test_the_protocol_declares_what_its_callers_use():
         *("name", "model_id", "answer_budget", "admits"),
         *("generate", "embed_images"),
         *("load_adapter", "unload_adapter", "merge_adapter", "adapters", "info"),
+        "warm_up",
     ] == MEMBERS
     for name in MEMBERS:
         assert inspect.getdoc(vars(Backend)[name]), f"Backend.{name} has no docstring"

@@ -7,9 +7,10 @@ the engine in bfloat16), flash attention runs, and the tolerances are loose: the
 2%, and each LoRA gradient within 10% of the PEFT one in norm and pointing the same way
 (cosine similarity 0.98 or more), with the layer halves eager and compiled by inductor
 (training/fast_halves.py; also recomputed under gradient checkpointing, whole layers, and
-launched by the C++ wrapper or CUDA graphs), the compiled ones without falling back; the vision tower (both paths: one model) runs the serving engine's
-varlen attention (training/fast_vision.py). Then a short `train()` on the default engine
-(compiled, `compile` auto) publishes an adapter recorded as trained by the fast engine, and
+launched by the C++ wrapper or CUDA graphs), the compiled ones without falling back; the
+vision tower (both paths: one model) runs the serving engine's varlen attention
+(training/fast_vision.py). Then a short `train()` on the default engine (compiled,
+`compile` auto) publishes an adapter recorded as trained by the fast engine, and
 its loss goes down."""
 
 from __future__ import annotations

@@ -12,7 +12,13 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import assert_error, photo_bytes, tiny_settings, upload, wait_for_job
 
-from backend_fakes import CrashingBackend, EchoBackend, GatedBackend, RecordingBackend
+from backend_fakes import (
+    CrashingBackend,
+    EchoBackend,
+    GatedBackend,
+    RecordingBackend,
+    WarmingBackend,
+)
 from mondrian.schema import example_critique
 from mondrian.service.admission import MAX_RETRY_AFTER_S, estimated_wait
 from mondrian.service.app import create_app
@@ -108,6 +114,25 @@ def test_a_crashing_model_fails_the_job_not_the_service(tiny_backend, tiny_model
         again = client.post("/analyze", files=upload(photo_bytes()), data=form)
         assert again.status_code == 200, again.text
         assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_the_backend_warms_up_before_the_first_request(
+    concurrency, tiny_backend, tiny_model, tmp_path
+):
+    """`mondrian serve` compiles before it answers (the fast path's graphs): the start
+    calls warm_up once, on the thread that runs the batches, and the first job then
+    generates."""
+    warming = WarmingBackend(tiny_backend)
+    settings = tiny_settings(tmp_path / "home", tiny_model)
+    options = ServiceOptions(concurrency=concurrency, idle_poll_s=0.05)
+    with TestClient(create_app(settings, warming, options=options)) as client:
+        assert [name for name, _ in warming.calls] == ["warm_up"]
+        if concurrency > 1:  # the batcher's dispatcher, where every model call runs
+            assert warming.calls[0][1] == "mondrian-batcher"
+        response = client.post("/analyze", files=upload(photo_bytes()), data={"advisor": "ansel"})
+        assert response.status_code == 200, response.text
+    assert [name for name, _ in warming.calls] == ["warm_up", "generate"]
 
 
 def test_restart_runs_queued_and_recovers_running_jobs(tiny_backend, tiny_model, tmp_path):

@@ -140,6 +140,12 @@ class Backend(Protocol):
         """Model id, device, dtype and resident adapters, for /health and records."""
         ...
 
+    def warm_up(self) -> None:
+        """Do now what the first request would otherwise wait for (the fast path's
+        compilation: seconds to a minute on a GPU); nothing where nothing is deferred.
+        `mondrian serve` calls it before it takes requests."""
+        ...
+
 
 def deliver_each(generations: list[Generation], joining: Joining | None) -> list[Generation]:
     """For a backend that finishes a batch at once: hand each result to `deliver`."""
@@ -206,6 +212,9 @@ class Forwarding:
 
     def info(self) -> dict[str, object]:
         return self.inner.info()
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
 
 
 # --- the backends by name ----------------------------------------------------------------

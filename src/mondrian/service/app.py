@@ -9,6 +9,8 @@ apps one after another); otherwise the lifespan builds one from `settings`.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,6 +51,8 @@ from mondrian.staging import sweep_adapter_staging
 from mondrian.storage.bootstrap import open_state, serving_home
 from mondrian.storage.db import Database
 from mondrian.training.registry import STAGING_PREFIX
+
+log = logging.getLogger(__name__)
 
 # Room for the multipart framing and the other form fields around the image.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -110,6 +114,11 @@ def create_app(
             from mondrian.strategies.lora import load_active
 
             await run_in_threadpool(load_active, ctx)
+        # Before the first request, not during it: the fast path compiles its graphs here
+        # (engine/fast_path.py's `warm_up`), so no client's critique waits for a compiler.
+        started = time.perf_counter()
+        await run_in_threadpool(model.warm_up)
+        log.info("backend warmed up in %.1f s", time.perf_counter() - started)
         worker = Worker(ctx, policy, service_metrics, options)
         if batcher is not None:
             batcher.ready = worker.batch_ready

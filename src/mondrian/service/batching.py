@@ -153,6 +153,9 @@ class BatchingBackend:
     def info(self) -> dict[str, object]:
         return {**self.inner.info(), "batching_max_rows": self.max_rows}
 
+    def warm_up(self) -> None:
+        self._call(self.inner.warm_up)
+
     def queued(self) -> int:
         """Calls waiting for the dispatcher (not those in the running batch)."""
         return self._queue.qsize()

@@ -276,3 +276,6 @@ class MLXBackend:
             "dtype": str(self.dtype).removeprefix("mlx.core."),
             "adapters": self.adapters(),
         }
+
+    def warm_up(self) -> None:
+        """Nothing: MLX compiles nothing ahead of a request here."""

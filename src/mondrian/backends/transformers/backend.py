@@ -285,6 +285,12 @@ class TransformersBackend:
             "fast_kernels": self._kernels_running(),
         }
 
+    def warm_up(self) -> None:
+        """The fast path's compilation (engine/fast_path.py's `warm_up`); the stock path
+        compiles nothing."""
+        if self.fast_path is not None:  # [fast path]
+            self.fast_path.warm_up()
+
     def _kernels_running(self) -> list[str]:
         """The Triton decode kernels the fast path runs (those asked for that passed their
         check; none on the stock path)."""

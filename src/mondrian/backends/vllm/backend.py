@@ -256,6 +256,9 @@ class VLLMBackend:
             "served_model": self.served,
         }
 
+    def warm_up(self) -> None:
+        """Nothing: the vLLM server compiled and captured its graphs when it started."""
+
 
 class _Stopped(Exception):
     """Another request of the same call was interrupted: this one ends too."""
