@@ -159,16 +159,20 @@ class FastEngine(torch.nn.Module):
         if pixel_values is None or grid is None:
             pos3 = torch.arange(ids.shape[1], device=ids.device).expand(3, *ids.shape)
             return embeds, pos3, None, None
-        features = self.vision.features(pixel_values, grid)
         visual = ids == lm.image_token_id
+        if types is None:
+            types = visual.to(torch.int32)
+        # The positions first: transformers' get_rope_index reads the device (boolean
+        # indexing, item()) several times, which costs little while the GPU is idle at the
+        # step's start and a whole vision tower's time if it comes after the tower's
+        # launches (the compiled step is bound by the CPU: each wait is lost).
+        pos3, _ = model.get_rope_index(
+            ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=attention_mask
+        )
+        features = self.vision.features(pixel_values, grid)
         image = torch.cat(list(features.pooler_output)).to(embeds.dtype)
         embeds = embeds.masked_scatter(visual[..., None], image)
         deepstack = None
         if stacked := getattr(features, "deepstack_features", None):
             deepstack = [torch.cat(list(f)) if isinstance(f, (list, tuple)) else f for f in stacked]
-        if types is None:
-            types = visual.to(torch.int32)
-        pos3, _ = model.get_rope_index(
-            ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=attention_mask
-        )
         return embeds, pos3, deepstack, visual

@@ -288,16 +288,18 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     The kept positions go as one 1-D tensor (every row's answer positions together), the
     form every transformers 5 release takes: a 2-D boolean mask is newer (5.17's Qwen-VL
     models index the hidden states with it and fail). Positions another row's answer
-    brings in are dropped before the loss."""
+    brings in are ignored by the loss (masked, not indexed out: a boolean index after
+    the forward would make the CPU wait for the whole forward before it could queue the
+    backward)."""
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
     positions = keep.any(dim=0).nonzero().squeeze(1)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, logits_to_keep=positions).logits  # (rows, positions, vocab)
-    chosen = keep[:, positions]
+    targets = labels[:, positions + 1].masked_fill(~keep[:, positions], IGNORE_INDEX)
     return torch.nn.functional.cross_entropy(
-        logits[chosen].float(), labels[:, positions + 1][chosen]
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
     )
 
 
