@@ -36,17 +36,17 @@ def test_the_setting_is_on_with_cuda_only_by_default():
     assert TrainConfig().fingerprint() == TrainConfig(compile_unit="layer").fingerprint()
     with pytest.raises(ConfigError, match="compile_unit"):
         TrainConfig().merged(compile_unit="model")
-    assert TrainConfig().compile_launch == "python"
-    assert TrainConfig().fingerprint() == TrainConfig(compile_launch="cpp").fingerprint()
+    assert TrainConfig().compile_launch == "cpp"
+    assert TrainConfig().fingerprint() == TrainConfig(compile_launch="python").fingerprint()
     with pytest.raises(ConfigError, match="compile_launch"):
         TrainConfig().merged(compile_launch="rust")
 
 
 @pytest.mark.model
 def test_each_launch_compiles_with_its_inductor_options(tiny_checkpoint_factory, monkeypatch):
-    """`compile_launch` reaches inductor as its options (none for the Python wrapper);
-    CUDA graphs take the layers' frozen weights as static inputs, unguarded, so one graph
-    serves every layer. The GPU timing is bench/train_bench.py's `cpp`/`cudagraphs` rows."""
+    """`compile_launch` reaches inductor as its options: the C++ wrapper by default, none
+    for the Python one. The GPU timing is bench/train_bench.py's `python` row beside the
+    default ones."""
     from mondrian.training import fast_halves
     from mondrian.training.fast_engine import FastEngine
 
@@ -58,9 +58,7 @@ def test_each_launch_compiles_with_its_inductor_options(tiny_checkpoint_factory,
 
     monkeypatch.setattr(fast_halves.torch, "compile", compile)
     model = _model(tiny_checkpoint_factory())
-    expected = {"python": None, "cpp": {"cpp_wrapper": True}}
-    expected["cudagraphs"] = {"triton.cudagraphs": True}
-    for launch, options in expected.items():
+    for launch, options in {"cpp": {"cpp_wrapper": True}, "python": None}.items():
         calls.clear()
         engine = FastEngine(
             model, dropout=0.0, compile="on", compile_unit="layer", compile_launch=launch
@@ -69,9 +67,7 @@ def test_each_launch_compiles_with_its_inductor_options(tiny_checkpoint_factory,
         assert [name for name, _ in calls] == ["train_pre", "train_post", "train_layer"]
         for _, kwargs in calls:
             assert kwargs["dynamic"] is True and kwargs.get("options") == options
-        weights = [engine.lm.layers[0].gu_w, engine.lm.layers[-1].o_w]
-        marked = {getattr(w, "_dynamo_static_input_type", None) for w in weights}
-        assert marked == ({"unguarded"} if launch == "cudagraphs" else {None})
+    assert FastEngine(model, dropout=0.0, compile="on").halves.launch == "cpp"
     # Another backend (the CPU tests' aot_eager) takes no inductor options.
     monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
     calls.clear()
@@ -201,6 +197,36 @@ def test_failing_compiled_layers_fall_back_to_the_compiled_halves(
     assert engine.compiled and engine.halves.unit == "halves"  # compiled halves, not eager
     assert "compiled layers failed" in caplog.text and "halves failed" not in caplog.text
     assert engine.halves.checked  # the halves' own trial ran
+    _assert_same(eager, fell_back)
+
+
+@pytest.mark.model
+def test_a_failing_cpp_wrapper_falls_back_to_the_python_one(
+    tiny_checkpoint_factory, monkeypatch, caplog, one_thread
+):
+    """No C++ compiler, say: the halves compile again through inductor's Python wrapper
+    (their own trial first), not eager."""
+    from mondrian.training import fast_halves
+    from mondrian.training.fast_engine import FastEngine
+
+    launches = []
+
+    def compiled(lm, launch):
+        launches.append(launch)
+        if launch == "cpp":
+            return _failing(lm, lambda hidden: True)
+        return lm.pre, lm.post
+
+    monkeypatch.setattr(fast_halves, "_compiled", compiled)
+    model = _model(tiny_checkpoint_factory())
+    batch = _batch()
+    eager = _step(FastEngine(model, dropout=0.3), model, batch)
+    engine = FastEngine(model, dropout=0.3, compile="on").train()
+    with caplog.at_level(logging.WARNING, logger=fast_halves.__name__):
+        fell_back = _step(engine, model, batch)
+    assert launches == ["cpp", "python"]
+    assert engine.compiled and engine.halves.launch == "python" and engine.halves.checked
+    assert "C++ wrapper" in caplog.text and "eager" not in caplog.text
     _assert_same(eager, fell_back)
 
 

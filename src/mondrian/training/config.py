@@ -115,10 +115,10 @@ class TrainConfig(BaseModel):
         description="What one compiled graph covers: a layer's two halves around attention, "
         "or the whole layer (fewer calls; the halves again, with a warning, if it fails).",
     )
-    compile_launch: Literal["python", "cpp", "cudagraphs"] = Field(
-        default="python",
-        description="How the compiled graphs' kernels are launched: inductor's Python "
-        "wrapper, its C++ wrapper, or replayed CUDA graphs (fewer CPU cycles a kernel).",
+    compile_launch: Literal["cpp", "python"] = Field(
+        default="cpp",
+        description="How the compiled graphs launch their kernels: inductor's C++ wrapper "
+        "(less CPU a launch; Python's again, with a warning, if it fails) or Python one.",
     )
 
     # --- derived -------------------------------------------------------------------------

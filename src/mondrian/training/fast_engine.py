@@ -49,7 +49,7 @@ class FastEngine(torch.nn.Module):
         checkpointing: bool = False,
         compile: str = "off",
         compile_unit: str = "halves",
-        compile_launch: str = "python",
+        compile_launch: str = "cpp",
     ) -> None:
         """`compile`: the setting (auto, on, off; fast_halves.wants_compile);
         `compile_unit`: what one compiled graph covers (halves or layer, fast_halves.py);

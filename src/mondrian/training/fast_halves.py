@@ -26,13 +26,15 @@ and each compiled call costs a guard check, an autograd function forward and bac
 and its wrapper's launches; one graph a layer halves those calls and fuses the layout
 changes around attention into the halves' kernels.
 
-Why other launches (`compile_launch`): the same CPU bound, from the other side. Inductor's
-Python wrapper launches each kernel of a graph from Python; its C++ wrapper does it from
-compiled code (`cpp`), and its cudagraph trees (`cudagraphs`) record each call of a
-graph once per length and replay it as one CUDA graph. For the replay the layers' frozen
-weights are marked static (their addresses never change), so no call copies them into
-the graph's own inputs; what does change (the hidden states, the step's LoRA copy) is
-copied in, a few MB a call.
+Why the C++ wrapper (`compile_launch` cpp, the default): the same CPU bound, from the
+other side. Inductor's Python wrapper launches each of a graph's kernels from Python; its
+C++ wrapper does it from compiled code. On the H200 the step went from 240.4 to 162.5 ms
+with the same kernels (bench/results/2026-12-02-h200-issue21c), for ~20 s more of
+compilation at the first step. If it fails (no C++ compiler, say), the halves compile
+again with the Python wrapper, their own trial first, before eager. Replaying the halves
+as CUDA graphs (inductor's cudagraph trees) measured slower there, 270.8 ms: each layer's
+call is a graph of its own whose inputs are copied in, and the trees fall off their fast
+path while 36 layers' backwards wait.
 """
 
 from __future__ import annotations
@@ -63,11 +65,7 @@ UNITS = ("halves", "layer")  # what one compiled graph covers (TrainConfig.compi
 
 # How a compiled graph's kernels are launched (TrainConfig.compile_launch): inductor's
 # options for each.
-LAUNCH: dict[str, dict[str, Any]] = {
-    "python": {},
-    "cpp": {"cpp_wrapper": True},
-    "cudagraphs": {"triton.cudagraphs": True},
-}
+LAUNCH: dict[str, dict[str, Any]] = {"python": {}, "cpp": {"cpp_wrapper": True}}
 
 
 class Halves:
@@ -81,7 +79,7 @@ class Halves:
         compile: bool,
         checkpointing: bool,
         unit: str = "halves",
-        launch: str = "python",
+        launch: str = "cpp",
     ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unknown compile unit {unit!r}: use {' or '.join(UNITS)}")
@@ -92,8 +90,6 @@ class Halves:
         self.compiled = compile  # True while the compiled halves are the ones in use
         self.checked = False
         self.launch = launch if compile else None
-        if compile and launch == "cudagraphs":
-            _mark_static_weights(lm)
         self._fns = _compiled(lm, launch) if compile else (lm.pre, lm.post)
         self._layer = _compiled_layer(lm, launch) if compile and unit == "layer" else None
 
@@ -115,7 +111,8 @@ class Halves:
         return _recomputed(self._layer) if self.checkpointing else self._layer
 
     def fall_back(self, exc: BaseException) -> None:
-        """Compiled layers -> compiled halves (their trial to come) -> eager halves."""
+        """Compiled layers -> compiled halves -> the halves through inductor's Python
+        wrapper (each with a trial to come) -> eager halves."""
         if self._layer is not None:
             log.warning(
                 "the fast engine's compiled layers failed (%s: %s); training goes on with "
@@ -124,6 +121,17 @@ class Halves:
                 exc,
             )
             self._layer = None
+            self.checked = False
+            return
+        if self.launch == "cpp":
+            log.warning(
+                "the fast engine's compiled layer halves failed with inductor's C++ wrapper "
+                "(%s: %s); training goes on with them compiled with its Python wrapper",
+                type(exc).__name__,
+                exc,
+            )
+            self._fns = _compiled(self.lm, "python")
+            self.launch = "python"
             self.checked = False
             return
         log.warning(
@@ -173,16 +181,6 @@ def _compiled_layer(lm: FastLM, launch: str) -> Callable[..., Any]:
         return lm.layer(*args)
 
     return _compile(train_layer, launch)
-
-
-def _mark_static_weights(lm: FastLM) -> None:
-    """The layers' frozen tensors as static inputs of the CUDA graphs: unguarded, so one
-    graph serves every layer (each call site records with its own layer's addresses)."""
-    for layer in lm.layers:
-        for name in ("ln1", "ln2", "qkv_w", "qkv_b", "o_w", "gu_w", "down_w", "q_norm", "k_norm"):
-            tensor = getattr(layer, name)
-            if tensor is not None:
-                torch._dynamo.mark_static_address(tensor, guard=False)
 
 
 def _trial(
