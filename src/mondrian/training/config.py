@@ -131,9 +131,9 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the result (a resumed run must match it)."""
-        # Not `engine` nor `compile` (nor its unit or launch): both train the same PEFT weights with
-        # the same checkpoints, so a run resumes under either, and runs from before the
-        # fields keep their folders.
+        # Not `engine` nor `compile` (nor its unit or launch): both train the same PEFT
+        # weights with the same checkpoints, so a run resumes under either, and runs from
+        # before the fields keep their folders.
         data = self.model_dump(
             exclude={
                 "device",
