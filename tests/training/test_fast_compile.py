@@ -179,11 +179,11 @@ def test_failing_compiled_layers_fall_back_to_the_compiled_halves(
     monkeypatch.setattr(fast_halves, "BACKEND", "aot_eager")
     trial = fast_halves.TRIAL_TOKENS
 
-    def failing(lm, launch):
+    def failing(layer, launch):
         def run(hidden, *args):
             if (hidden.shape[1] == trial) == (at == "the trial pass"):
                 raise RuntimeError("backend compiler failed (as a test)")
-            return lm.layer(hidden, *args)
+            return layer(hidden, *args)
 
         return run
 
@@ -211,11 +211,11 @@ def test_a_failing_cpp_wrapper_falls_back_to_the_python_one(
 
     launches = []
 
-    def compiled(lm, launch):
+    def compiled(halves, launch):
         launches.append(launch)
         if launch == "cpp":
-            return _failing(lm, lambda hidden: True)
-        return lm.pre, lm.post
+            return _failing(halves, lambda hidden: True)
+        return halves
 
     monkeypatch.setattr(fast_halves, "_compiled", compiled)
     model = _model(tiny_checkpoint_factory())
@@ -230,8 +230,9 @@ def test_a_failing_cpp_wrapper_falls_back_to_the_python_one(
     _assert_same(eager, fell_back)
 
 
-def _failing(lm, when):
-    """Halves that raise as a compiler would, `when(hidden)` says at which call."""
+def _failing(halves, when):
+    """`halves` (the eager pair the engine would compile) raising as a compiler would,
+    `when(hidden)` says at which call."""
 
     def fn(eager):
         def run(hidden, *args):
@@ -241,7 +242,7 @@ def _failing(lm, when):
 
         return run
 
-    return fn(lm.pre), fn(lm.post)
+    return fn(halves[0]), fn(halves[1])
 
 
 @pytest.mark.model
@@ -257,7 +258,7 @@ def test_a_compiler_failure_trains_on_eager_with_a_warning(
         when = lambda hidden: hidden.shape[1] == trial  # noqa: E731
     else:
         when = lambda hidden: hidden.shape[1] != trial  # noqa: E731
-    monkeypatch.setattr(fast_halves, "_compiled", lambda lm, launch: _failing(lm, when))
+    monkeypatch.setattr(fast_halves, "_compiled", lambda fns, launch: _failing(fns, when))
     model = _model(tiny_checkpoint_factory())
     batch = _batch()
     eager = _step(FastEngine(model, dropout=0.3), model, batch)
@@ -282,9 +283,7 @@ def test_eval_and_the_stock_setting_never_compile(tiny_checkpoint_factory, monke
     from mondrian.training.fast_engine import FastEngine
 
     calls = []
-    monkeypatch.setattr(
-        fast_halves, "_compiled", lambda lm, launch: calls.append(lm) or (lm.pre, lm.post)
-    )
+    monkeypatch.setattr(fast_halves, "_compiled", lambda fns, launch: calls.append(fns) or fns)
     model = _model(tiny_checkpoint_factory())
     assert not FastEngine(model, dropout=0.0, compile="off").compiled and calls == []
     engine = FastEngine(model, dropout=0.0, compile="on").eval()

@@ -62,8 +62,8 @@ def test_a_bf16_base_trains_float32_masters_through_a_bf16_copy(tiny_checkpoint_
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     working = engine.lora.working()
-    assert {t.dtype for t in working.tensors} == {torch.bfloat16}
-    assert sum(t.numel() for t in working.tensors) == sum(p.numel() for p in trainable)
+    assert {t.dtype for t in working.chunks} == {torch.bfloat16}
+    assert sum(t.numel() for t in working.chunks) == sum(p.numel() for p in trainable)
 
     ids = torch.randint(0, 100, (1, 24))
     labels = ids.clone()
@@ -73,3 +73,66 @@ def test_a_bf16_base_trains_float32_masters_through_a_bf16_copy(tiny_checkpoint_
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
     assert all(bool(p.grad.isfinite().all()) for p in trainable)
     assert any(bool(p.grad.abs().sum() > 0) for p in trainable)
+
+
+@pytest.mark.model
+def test_each_halfs_chunk_unpacks_into_the_peft_tensors(tiny_checkpoint_factory):
+    """The compiled halves' form (`packed_args`: one chunk per layer and half) cuts into
+    exactly the PEFT parameters, in the order `lora_linear` takes them, the chunks cover
+    the whole working copy, and the frozen arguments are `layer_args`' own."""
+    import torch
+
+    from mondrian.backends.transformers.engine.lm import GROUPS
+    from mondrian.backends.transformers.engine.lora_bank import peft_parts
+    from mondrian.training.config import TrainConfig
+    from mondrian.training.fast_engine import ADAPTER, FastEngine
+    from mondrian.training.setup import add_lora, load_base
+
+    cfg = TrainConfig(model=str(tiny_checkpoint_factory()), rank=4, alpha=8, dtype="float32")
+    _, model = load_base(cfg, torch.device("cpu"))
+    model = add_lora(model, cfg)
+    randomise_lora(model, 2)
+    engine = FastEngine(model, dropout=0.0)
+    lm, working = engine.lm, engine.lora.working()
+    packing = working.packing
+    assert len(working.chunks) == 2 * len(lm.layers)
+    assert [c.numel() for c in working.chunks[:2]] == list(packing.sizes)
+    for i, layer in enumerate(lm.layers):
+        pre, post = working.packed_args(i)
+        frozen_pre, frozen_post = lm.layer_args(i, None)
+        assert pre[:-1] == frozen_pre[:-2] and post[:-1] == frozen_post[:-6]
+        unpacked = (*packing.unpack_pre(pre[-1]), *packing.unpack_post(post[-1]))
+        for g, group in enumerate(GROUPS):
+            a_parts, b_parts, _ = peft_parts(layer, group, ADAPTER)
+            assert torch.equal(unpacked[2 * g], torch.cat(a_parts))
+            assert all(torch.equal(w, p) for w, p in zip(unpacked[2 * g + 1], b_parts, strict=True))
+        _, _, eager = working.layer_tensors(i)  # validation's form: the same views
+        assert all(
+            torch.equal(x, y) if isinstance(x, torch.Tensor) else all(map(torch.equal, x, y))
+            for x, y in zip(eager, unpacked, strict=True)
+        )
+
+
+@pytest.mark.model
+def test_an_adapter_with_per_layer_ranks_is_refused(tiny_checkpoint_factory):
+    """One `Packing` serves every layer, so the fast engine refuses ranks that differ by
+    layer (mondrian's own adapters have one rank) with a message, not a shape error."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from mondrian.training.config import TrainConfig
+    from mondrian.training.fast_engine import FastEngine
+    from mondrian.training.setup import load_base
+
+    cfg = TrainConfig(model=str(tiny_checkpoint_factory()), dtype="float32")
+    _, model = load_base(cfg, torch.device("cpu"))
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=targets,
+        rank_pattern={"layers.0.self_attn.q_proj": 8},
+        alpha_pattern={"layers.0.self_attn.q_proj": 16},
+    )
+    with pytest.raises(ValueError, match="per-layer ranks"):
+        FastEngine(get_peft_model(model, lora), dropout=0.0)

@@ -66,6 +66,7 @@ class FastEngine(torch.nn.Module):
         compiled = wants_compile(compile, self.lm.device)
         self.halves = Halves(
             self.lm,
+            self.lora.packing,
             compile=compiled,
             checkpointing=checkpointing,
             unit=compile_unit,
@@ -127,6 +128,7 @@ class FastEngine(torch.nn.Module):
                 visual_mask=visual,
                 halves=self.halves.current() if training else None,
                 layer=self.halves.layer() if training else None,
+                layer_args=lora.packed_args if training else None,  # the halves' form
             )
 
         while True:

@@ -35,6 +35,10 @@ again with the Python wrapper, their own trial first, before eager. Replaying th
 as CUDA graphs (inductor's cudagraph trees) measured slower there, 270.8 ms: each layer's
 call is a graph of its own whose inputs are copied in, and the trees fall off their fast
 path while 36 layers' backwards wait.
+
+The halves take each half's LoRA as one flat chunk (fast_lora.py's `packed_args`) and cut
+it into the groups' A and B views inside the graph: fewer autograd nodes and compiled
+inputs around each call, the same arithmetic (fast_lora.py says why).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any
 import torch
 
 from mondrian.backends.transformers.engine.lm import FastLM
-from mondrian.training.fast_lora import WorkingLora
+from mondrian.training.fast_lora import Packing, WorkingLora
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class Halves:
     def __init__(
         self,
         lm: FastLM,
+        packing: Packing,
         *,
         compile: bool,
         checkpointing: bool,
@@ -90,8 +95,10 @@ class Halves:
         self.compiled = compile  # True while the compiled halves are the ones in use
         self.checked = False
         self.launch = launch if compile else None
-        self._fns = _compiled(lm, launch) if compile else (lm.pre, lm.post)
-        self._layer = _compiled_layer(lm, launch) if compile and unit == "layer" else None
+        self._eager = _packed(lm, packing)
+        self._fns = _compiled(self._eager, launch) if compile else self._eager
+        layer = _packed_layer(lm, packing)
+        self._layer = _compiled_layer(layer, launch) if compile and unit == "layer" else None
 
     @property
     def unit(self) -> str:
@@ -99,6 +106,7 @@ class Halves:
         return "layer" if self._layer is not None else "halves"
 
     def current(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The (pre, post) pair: `FastLM.pre` and `post` taking `packed_args`' tensors."""
         pre, post = self._fns
         if self.checkpointing:
             return _recomputed(pre), _recomputed(post)
@@ -130,7 +138,7 @@ class Halves:
                 type(exc).__name__,
                 exc,
             )
-            self._fns = _compiled(self.lm, "python")
+            self._fns = _compiled(self._eager, "python")
             self.launch = "python"
             self.checked = False
             return
@@ -140,7 +148,7 @@ class Halves:
             type(exc).__name__,
             exc,
         )
-        self._fns = (self.lm.pre, self.lm.post)
+        self._fns = self._eager
         self.compiled = False
         self.launch = None
 
@@ -164,23 +172,45 @@ def _compile(fn: Callable[..., Any], launch: str) -> Callable[..., Any]:
     return torch.compile(fn, dynamic=True, backend=BACKEND, options=options)
 
 
-def _compiled(lm: FastLM, launch: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    # Wrappers of their own: compiled caches belong to a function's code, and the serving
-    # engine's prefill and decode halves (prefill.py, step.py) keep theirs apart.
-    def train_pre(*args: Any) -> Any:
-        return lm.pre(*args)
+def _packed(lm: FastLM, packing: Packing) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """`lm.pre` and `lm.post` taking each half's LoRA as its one chunk (packed_args)."""
 
-    def train_post(*args: Any) -> Any:
-        return lm.post(*args)
+    # Functions of their own: compiled caches belong to a function's code, and the
+    # serving engine's prefill and decode halves (prefill.py, step.py) keep theirs apart.
+    def train_pre(hidden: Any, cos: Any, sin: Any, rowscale: Any, *frozen: Any) -> Any:
+        *frozen, lora = frozen  # ln1 ... k_norm, then the LoRA's chunk
+        return lm.pre(hidden, cos, sin, rowscale, *frozen, *packing.unpack_pre(lora))
 
-    return _compile(train_pre, launch), _compile(train_post, launch)
+    def train_post(hidden: Any, attn: Any, rowscale: Any, *frozen: Any) -> Any:
+        *frozen, lora = frozen  # o_w ... down_w, then the LoRA's chunk
+        return lm.post(hidden, attn, rowscale, *frozen, *packing.unpack_post(lora))
+
+    return train_pre, train_post
 
 
-def _compiled_layer(lm: FastLM, launch: str) -> Callable[..., Any]:
-    def train_layer(*args: Any) -> Any:
-        return lm.layer(*args)
+def _packed_layer(lm: FastLM, packing: Packing) -> Callable[..., Any]:
+    """`lm.layer` taking packed_args' two tuples."""
 
-    return _compile(train_layer, launch)
+    def train_layer(
+        hidden: Any, cos: Any, sin: Any, rowscale: Any, pre: tuple[Any, ...], post: Any
+    ) -> Any:
+        *pre_frozen, pre_lora = pre
+        *post_frozen, post_lora = post
+        pre = (*pre_frozen, *packing.unpack_pre(pre_lora))
+        post = (*post_frozen, *packing.unpack_post(post_lora))
+        return lm.layer(hidden, cos, sin, rowscale, pre, post)
+
+    return train_layer
+
+
+def _compiled(
+    halves: tuple[Callable[..., Any], Callable[..., Any]], launch: str
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    return _compile(halves[0], launch), _compile(halves[1], launch)
+
+
+def _compiled_layer(layer: Callable[..., Any], launch: str) -> Callable[..., Any]:
+    return _compile(layer, launch)
 
 
 def _trial(
@@ -200,7 +230,7 @@ def _trial(
         hidden.requires_grad_(True)  # as every layer's input is in training (fast_engine.py)
         pos3 = torch.arange(t, device=device).expand(3, rows, t)
         cos, sin = lm.rope_3d(pos3)
-        pre_args, post_args = lm.layer_args(0, lora)
+        pre_args, post_args = lora.packed_args(0)
         if layer is not None:
             out = layer(hidden, cos, sin, rowscale, pre_args, post_args)
         else:

@@ -5,21 +5,30 @@ PEFT's `autocast_adapter_dtype`, which the stock path trains too). Each forward 
 working copy of all of them in the model's dtype:
 
     flat = cat(every lora_A / lora_B, flattened).to(model dtype)     # 2 ops, not ~1,000
-    per layer and group: A = [parts * r, in], a view of flat (the parts' A are adjacent),
-                         each part's B [out_p, r_p], a view of flat
+    per layer and half (pre: q|k|v; post: o, gate|up, down): one chunk of flat
+    inside a half: per group A = [parts * r, in], each part's B [out_p, r_p], views of it
 
 so a step pays one concatenation and one cast forward (their backward: one cast of the
 flat gradient, whose slices become each parameter's `.grad`), where gathering layer by
-layer cost a cat, a block_diag and two casts per group and as many again backward. The
-products take the parts' B as they are (`lora_linear` with `b` a tuple, engine/lm.py):
-no block-diagonal B, no zeros. Gradients still land on PEFT's parameters, so the
-optimizer, checkpoints, `--resume`, DDP and the published files are the stock path's.
+layer cost a cat, a block_diag and two casts per group and as many again backward.
+
+Why a chunk per half: the compiled halves (fast_halves.py) take their LoRA as that one
+chunk and cut it into A and B views inside the graph (`Packing`), so autograd sees two
+LoRA inputs a layer instead of eleven views, each of them a node forward and backward and
+an input the compiled call guards and hands a gradient (on the H200 the compiled step is
+bound by the CPU's work around the kernels: bench/results/2026-12-02-h200-issue21c).
+Eager passes (validation, the eager fallback) take the same views through
+`layer_tensors`. The products take the parts' B as they are (`lora_linear` with `b` a
+tuple, engine/lm.py): no block-diagonal B, no zeros. Gradients still land on PEFT's
+parameters, so the optimizer, checkpoints, `--resume`, DDP and the published files are
+the stock path's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,23 +37,60 @@ from mondrian.backends.transformers.engine.lora_bank import peft_parts
 
 ADAPTER = "default"  # the name PEFT gives the one adapter of get_peft_model
 
+# The groups each half of a layer multiplies (FastLM.pre: q|k|v; FastLM.post: the rest),
+# in GROUPS' order; each takes an (A, B parts) pair of arguments.
+PRE_GROUPS = ("qkv",)
+POST_GROUPS = tuple(g for g in GROUPS if g not in PRE_GROUPS)
+
+Shape = tuple[int, ...]
+GroupShape = tuple[Shape, tuple[Shape, ...]]  # the stacked A's, each part's B
+
 
 @dataclass(frozen=True)
-class _Group:
-    """Where one group's tensors sit among the working copy's chunks."""
+class Packing:
+    """Where each group's A and B parts sit in a half's flat chunk (the same in every
+    layer: one rank and scaling for the whole adapter)."""
 
-    a: int  # chunk index of the stacked A [parts * r, in]
-    b: tuple[int, ...]  # chunk index of each part's B [out_p, r_p]
+    pre: tuple[GroupShape, ...]
+    post: tuple[GroupShape, ...]
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """The pre and post chunks' lengths."""
+        return _size(self.pre), _size(self.post)
+
+    def unpack_pre(self, flat: torch.Tensor) -> tuple[Any, ...]:
+        """`pre`'s LoRA arguments (A, B parts) from its chunk."""
+        return _unpack(flat, self.pre)
+
+    def unpack_post(self, flat: torch.Tensor) -> tuple[Any, ...]:
+        """`post`'s LoRA arguments (o's A, B parts, gate|up's, down's) from its chunk."""
+        return _unpack(flat, self.post)
+
+
+def _size(groups: tuple[GroupShape, ...]) -> int:
+    return sum(math.prod(a) + sum(math.prod(b) for b in bs) for a, bs in groups)
+
+
+def _unpack(flat: torch.Tensor, groups: tuple[GroupShape, ...]) -> tuple[Any, ...]:
+    shapes = [shape for a, bs in groups for shape in (a, *bs)]
+    chunks = flat.split([math.prod(shape) for shape in shapes])
+    views = iter(chunk.view(shapes[j]) for j, chunk in enumerate(chunks))
+    out: list[Any] = []
+    for _, bs in groups:
+        out += [next(views), tuple(next(views) for _ in bs)]
+    return tuple(out)
 
 
 class WorkingLora:
-    """One forward's model-dtype views of the adapter, as `FastLM.prefill` takes a LoRA
-    (`layer_tensors`, engine/lm.py's `LayerLora`)."""
+    """One forward's model-dtype copy of the adapter: a chunk per layer and half
+    (`packed_args`, the compiled halves' form) and its views as `FastLM.prefill` takes a
+    LoRA (`layer_tensors`, engine/lm.py's `LayerLora`)."""
 
-    def __init__(self, lm: FastLM, tensors: list[torch.Tensor], layout: list[dict[str, _Group]]):
+    def __init__(self, lm: FastLM, chunks: list[torch.Tensor], packing: Packing):
         self.lm = lm
-        self.tensors = tensors
-        self.layout = layout
+        self.chunks = chunks  # layer i's pre chunk at 2 * i, its post chunk at 2 * i + 1
+        self.packing = packing
 
     def layer_tensors(
         self, i: int
@@ -52,55 +98,60 @@ class WorkingLora:
         """The frozen working weights, the q/k/v bias, and (A, B parts) per group."""
         layer = self.lm.layers[i]
         weights = {"qkv": layer.qkv_w, "o": layer.o_w, "gu": layer.gu_w, "down": layer.down_w}
-        lora: list[object] = []
-        for group in GROUPS:
-            where = self.layout[i][group]
-            lora += [self.tensors[where.a], tuple(self.tensors[j] for j in where.b)]
-        return weights, layer.qkv_b, tuple(lora)
+        pre = self.packing.unpack_pre(self.chunks[2 * i])
+        post = self.packing.unpack_post(self.chunks[2 * i + 1])
+        return weights, layer.qkv_b, (*pre, *post)
+
+    def packed_args(self, i: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Layer i's `pre` and `post` arguments with each half's LoRA as its one chunk in
+        place of the (A, B parts) pairs (fast_halves.py's halves unpack it)."""
+        pre, post = self.lm.layer_args(i, None)  # the frozen tensors; the LoRA's slots None
+        pre = (*pre[: -2 * len(PRE_GROUPS)], self.chunks[2 * i])
+        post = (*post[: -2 * len(POST_GROUPS)], self.chunks[2 * i + 1])
+        return pre, post
 
     def detached(self) -> WorkingLora:
         """The same values as fresh leaves that take gradients: for a trial pass whose
         gradients must not reach PEFT's parameters (fast_halves.py's check)."""
-        leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.tensors]
-        return WorkingLora(self.lm, leaves, self.layout)
+        leaves = [t.detach().requires_grad_(t.requires_grad) for t in self.chunks]
+        return WorkingLora(self.lm, leaves, self.packing)
 
 
 class PeftLora:
-    """The PEFT model's adapter `name` over a FastLM: its parameters in one fixed order,
-    and `working()`, the differentiable model-dtype copy of one forward."""
+    """The PEFT model's adapter `name` over a FastLM: its parameters in one fixed order
+    (layer by layer, each group's A parts then its B parts), their `Packing`, and
+    `working()`, the differentiable model-dtype copy of one forward."""
 
     def __init__(self, lm: FastLM, name: str = ADAPTER) -> None:
         self.lm = lm
         self.params: list[torch.Tensor] = []
-        self.shapes: list[tuple[int, ...]] = []  # of each chunk of the working copy
-        self.layout: list[dict[str, _Group]] = []
-        scales = set()
+        scales, packings = set(), set()
         for layer in lm.layers:
-            groups = {}
+            shapes: dict[str, GroupShape] = {}
             for group in GROUPS:
                 a_parts, b_parts, scale = peft_parts(layer, group, name)
                 scales.add(scale)
-                groups[group] = _Group(
-                    a=self._chunk(a_parts), b=tuple(self._chunk([b]) for b in b_parts)
+                if len({p.shape[1] for p in a_parts}) != 1:
+                    raise ValueError("the parts of a LoRA group differ in input size")
+                self.params += [*a_parts, *b_parts]
+                a = (sum(p.shape[0] for p in a_parts), a_parts[0].shape[1])
+                shapes[group] = (a, tuple(tuple(b.shape) for b in b_parts))
+            packings.add(
+                Packing(
+                    pre=tuple(shapes[g] for g in PRE_GROUPS),
+                    post=tuple(shapes[g] for g in POST_GROUPS),
                 )
-            self.layout.append(groups)
+            )
         if len(scales) != 1:
             raise ValueError(f"adapter {name} has per-module scalings")
+        if len(packings) != 1:
+            raise ValueError(f"adapter {name} has per-layer ranks")
         self.scaling = scales.pop()
-        self.sizes = [math.prod(shape) for shape in self.shapes]
-
-    def _chunk(self, params: list[torch.Tensor]) -> int:
-        """Adds `params` (stacked along rows) as the next chunk; its index."""
-        if len({p.shape[1] for p in params}) != 1:
-            raise ValueError("the parts of a LoRA group differ in input size")
-        self.params += params
-        self.shapes.append((sum(p.shape[0] for p in params), params[0].shape[1]))
-        return len(self.shapes) - 1
+        self.packing = packings.pop()
 
     def working(self) -> WorkingLora:
         """This forward's copy in the model's dtype (a no-op cast when the LoRA already is
         in it, as in float32), differentiable back to PEFT's parameters."""
         flat = torch.cat([p.reshape(-1) for p in self.params]).to(self.lm.dtype)
-        chunks = flat.split(self.sizes)
-        tensors = [c.view(shape) for c, shape in zip(chunks, self.shapes, strict=True)]
-        return WorkingLora(self.lm, tensors, self.layout)
+        chunks = list(flat.split(self.packing.sizes * len(self.lm.layers)))
+        return WorkingLora(self.lm, chunks, self.packing)

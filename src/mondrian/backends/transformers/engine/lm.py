@@ -302,6 +302,7 @@ class FastLM:
         segments: torch.Tensor | None = None,
         halves: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
         layer: Callable[..., Any] | None = None,
+        layer_args: Callable[[int], tuple[tuple[Any, ...], tuple[Any, ...]]] | None = None,
     ) -> torch.Tensor:
         """Causal pass over a prompt: embeds [N, T, H], positions [3, N, T] -> last hidden
         states after the final norm [N, T, H]. Hands each layer's K and V
@@ -313,14 +314,16 @@ class FastLM:
         `rowscale` may then be per token, [1, T, slots]. `halves` replaces `pre` and `post`
         (compiled versions of them); `layer`, with neither `store_kv` nor `segments`,
         replaces each whole layer (`layer`'s signature: the training engine compiles it
-        as one graph, attention inside)."""
+        as one graph, attention inside). `layer_args(i)`, with them, gives the arguments
+        they take for layer i where those are not `self.layer_args(i, lora)` (the training
+        engine's halves take each half's LoRA as one tensor: training/fast_lora.py)."""
         pre_fn, post_fn = halves or (self.pre, self.post)
         if store_kv is not None or segments is not None:
             layer = None
         cos, sin = self.rope_3d(pos3)
         hidden = embeds
         for i in range(len(self.layers)):
-            pre, post = self.layer_args(i, lora)
+            pre, post = layer_args(i) if layer_args else self.layer_args(i, lora)
             if layer is not None:
                 hidden = layer(hidden, cos, sin, rowscale, pre, post)
             else:
