@@ -17,6 +17,8 @@ chunk and cut it into A and B views inside the graph (`Packing`), so autograd se
 LoRA inputs a layer instead of eleven views, each of them a node forward and backward and
 an input the compiled call guards and hands a gradient (on the H200 the compiled step is
 bound by the CPU's work around the kernels: bench/results/2026-12-02-h200-issue21c).
+Measured there since: 177.4 against 179.8 ms a step. The view nodes went; the graphs
+allocate a little more (bench/results/2026-12-02-h200-issue21d).
 Eager passes (validation, the eager fallback) take the same views through
 `layer_tensors`. The products take the parts' B as they are (`lora_linear` with `b` a
 tuple, engine/lm.py): no block-diagonal B, no zeros. Gradients still land on PEFT's
