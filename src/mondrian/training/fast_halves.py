@@ -97,8 +97,9 @@ class Halves:
         self.launch = launch if compile else None
         self._eager = _packed(lm, packing)
         self._fns = _compiled(self._eager, launch) if compile else self._eager
-        layer = _packed_layer(lm, packing)
-        self._layer = _compiled_layer(layer, launch) if compile and unit == "layer" else None
+        self._layer = None
+        if compile and unit == "layer":
+            self._layer = _compiled_layer(_packed_layer(lm, packing), launch)
 
     @property
     def unit(self) -> str:

@@ -77,10 +77,12 @@ def _size(groups: tuple[GroupShape, ...]) -> int:
 def _unpack(flat: torch.Tensor, groups: tuple[GroupShape, ...]) -> tuple[Any, ...]:
     shapes = [shape for a, bs in groups for shape in (a, *bs)]
     chunks = flat.split([math.prod(shape) for shape in shapes])
-    views = iter(chunk.view(shapes[j]) for j, chunk in enumerate(chunks))
+    views = [chunk.view(shapes[j]) for j, chunk in enumerate(chunks)]
     out: list[Any] = []
-    for _, bs in groups:
-        out += [next(views), tuple(next(views) for _ in bs)]
+    j = 0
+    for _, bs in groups:  # (A, (B parts)) per group, as lora_linear takes them
+        out += [views[j], tuple(views[j + 1 : j + 1 + len(bs)])]
+        j += 1 + len(bs)
     return tuple(out)
 
 
